@@ -1,0 +1,129 @@
+"""Small Keras callbacks, one job each, shared by the plain and the fast training paths.
+
+Both paths call `on_epoch_begin`, `on_train_batch_end` with
+`logs = {"loss": <epoch's running mean>, "batch_loss": <this batch's loss>}` and
+`on_epoch_end`; the fast path calls `on_train_batch_end` for each batch of a
+compiled chunk once the chunk returns.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from echo_keras.backend import keras
+from echo_keras.model import reset_states
+
+
+class ResetStatesAtEpochStart(keras.callbacks.Callback):
+    """Zero the state of every stateful layer at the start of each epoch.
+
+    Each epoch brings a fresh series, so the state carried from the previous
+    epoch's last window belongs to a different series.
+
+    Example:
+
+    ```python
+    model.fit(x, y, batch_size=5, shuffle=False, callbacks=[ResetStatesAtEpochStart()])
+    ```
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        reset_states(self.model)
+
+
+class BatchLossRecorder(keras.callbacks.Callback):
+    """Record the loss of every single batch as `(epoch, batch, step, loss)` rows.
+
+    Reads `logs["batch_loss"]` (the batch's own loss), never `logs["loss"]`, which
+    Keras makes the epoch's running mean.
+
+    Args:
+        num_batches: batches per epoch, to number steps across epochs.
+        rows: rows recorded earlier (a resumed run), to continue from.
+
+    Example:
+
+    ```python
+    recorder = BatchLossRecorder(num_batches=666)
+    model.fit(..., callbacks=[recorder])
+    recorder.rows[-1]  # (epoch, batch, step, loss)
+    ```
+    """
+
+    def __init__(self, num_batches: int, rows=None):
+        super().__init__()
+        self.num_batches = num_batches
+        self.rows = list(rows or [])
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        loss = float(logs["batch_loss"])
+        self.rows.append((self.epoch, batch, self.epoch * self.num_batches + batch, loss))
+
+    def epoch_mean(self, epoch: int) -> float:
+        losses = [row[3] for row in self.rows if row[0] == epoch]
+        return sum(losses) / len(losses) if losses else math.nan
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A one-line progress bar: epoch, batch and the recent loss, redrawn at most 10 times a second.
+
+    Args:
+        epochs: the number of epochs of the run.
+        num_batches: batches per epoch.
+        stream: where to draw (a terminal).
+
+    Example:
+
+    ```python
+    model.fit(..., verbose=0, callbacks=[ProgressBar(epochs=5, num_batches=666)])
+    ```
+    """
+
+    width = 30
+
+    def __init__(self, epochs: int, num_batches: int, stream=None):
+        super().__init__()
+        self.epochs = epochs
+        self.num_batches = num_batches
+        self.stream = stream or sys.stdout
+        self.recent = math.nan
+        self.last_draw = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.recent = math.nan
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {})["batch_loss"])
+        # An exponential moving average over about the last 20 batches.
+        self.recent = loss if math.isnan(self.recent) else 0.95 * self.recent + 0.05 * loss
+        now = time.perf_counter()
+        if now - self.last_draw >= 0.1 or batch + 1 == self.num_batches:
+            self.last_draw = now
+            self._draw(batch + 1)
+
+    def _draw(self, done: int) -> None:
+        filled = self.width * done // self.num_batches
+        bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
+        self.stream.write(
+            f"\rEpoch {self.epoch + 1}/{self.epochs} [{bar[: self.width]}] "
+            f"{done}/{self.num_batches}  loss {self.recent:.4f}"
+        )
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        mean = (logs or {}).get("loss", math.nan)
+        self.stream.write(
+            f"\rEpoch {epoch + 1}/{self.epochs}: mean batch loss {float(mean):.4f}  "
+            f"({seconds:.1f} s){' ' * 30}\n"
+        )
+        self.stream.flush()

@@ -1,0 +1,190 @@
+"""The run folder: what training writes, and how every command reads it back.
+
+Layout of a run folder::
+
+    config.json      every setting (tutorial names), package versions, training path
+    status.json      running | complete | interrupted | failed, with a message
+    history.csv      one row per batch: epoch,batch,step,loss
+    last_batch.npz   inputs, targets, probabilities of the final batch (for the plot)
+    model.keras      the trained model (written only when training completed)
+    checkpoint/      model with optimizer state after the last completed epoch (for --resume)
+
+Every file is written atomically (a temporary file beside it, then a rename), so
+a reader never sees half a file. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras.config import ConfigError, TrainConfig
+
+CONFIG = "config.json"
+STATUS = "status.json"
+HISTORY = "history.csv"
+LAST_BATCH = "last_batch.npz"
+MODEL = "model.keras"
+CHECKPOINT = "checkpoint"
+CHECKPOINT_MODEL = "model.keras"
+CHECKPOINT_STATE = "progress.json"
+
+HISTORY_COLUMNS = ("epoch", "batch", "step", "loss")
+STATUSES = ("running", "complete", "interrupted", "failed")
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class RunFolderError(Exception):
+    """A run folder, or one of its files, is missing or damaged. The message names the file."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` for a temporary path beside `path` (same suffix), then rename it over.
+
+    On any error the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# --- config.json --------------------------------------------------------------------------
+
+
+def write_config(run_dir: Path, config: TrainConfig, **extra) -> None:
+    atomic_write_text(run_dir / CONFIG, config.to_json(**extra))
+
+
+def read_config(run_dir: Path) -> TrainConfig:
+    """The run's TrainConfig; RunFolderError if the folder or config.json is missing or broken."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} does not exist")
+    path = run_dir / CONFIG
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return TrainConfig.from_dict(data).validate()
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing") from None
+    except (ValueError, TypeError, ConfigError) as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None
+
+
+# --- status.json --------------------------------------------------------------------------
+
+
+def write_status(run_dir: Path, status: str, message: str = "") -> None:
+    assert status in STATUSES, status
+    record = {
+        "status": status,
+        "message": message,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(Path(run_dir) / STATUS, json.dumps(record, indent=2) + "\n")
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's status record; a folder without one reads as {"status": "unknown"}."""
+    try:
+        record = json.loads((Path(run_dir) / STATUS).read_text())
+        if isinstance(record, dict) and record.get("status") in STATUSES:
+            return record
+    except (OSError, ValueError):
+        pass
+    return {"status": "unknown", "message": ""}
+
+
+def status_warning(run_dir: Path) -> str | None:
+    """A one-line warning when the run is not complete, else None."""
+    record = read_status(run_dir)
+    if record["status"] == "complete":
+        return None
+    detail = f": {record['message']}" if record.get("message") else ""
+    return f"Warning: run {run_dir} is {record['status']}{detail}"
+
+
+# --- history.csv --------------------------------------------------------------------------
+
+
+def write_history(run_dir: Path, rows) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for epoch, batch, step, loss in rows:
+        writer.writerow((epoch, batch, step, repr(float(loss))))
+    atomic_write_text(Path(run_dir) / HISTORY, buffer.getvalue())
+
+
+def read_history(run_dir: Path) -> list[tuple[int, int, int, float]]:
+    path = Path(run_dir) / HISTORY
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if tuple(header or ()) != HISTORY_COLUMNS:
+                raise ValueError(f"expected the header {','.join(HISTORY_COLUMNS)}")
+            rows = []
+            for line, record in enumerate(reader, start=2):
+                if len(record) != 4:
+                    raise ValueError(f"line {line} has {len(record)} fields, expected 4")
+                epoch, batch, step, loss = record
+                rows.append((int(epoch), int(batch), int(step), float(loss)))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing") from None
+    except (ValueError, UnicodeDecodeError, csv.Error) as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None
+    if not rows:
+        raise RunFolderError(f"{path} is damaged: it has no rows")
+    return rows
+
+
+# --- last_batch.npz -----------------------------------------------------------------------
+
+
+def write_last_batch(run_dir: Path, inputs, targets, probabilities) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, inputs=inputs, targets=targets, probabilities=probabilities)
+
+    atomic_write(Path(run_dir) / LAST_BATCH, write)
+
+
+def read_last_batch(run_dir: Path) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / LAST_BATCH
+    try:
+        with np.load(path) as data:
+            batch = {key: data[key] for key in ("inputs", "targets", "probabilities")}
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing") from None
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None
+    inputs, targets, probabilities = batch["inputs"], batch["targets"], batch["probabilities"]
+    if inputs.ndim != 2 or targets.shape != inputs.shape or probabilities.shape[:2] != inputs.shape:
+        raise RunFolderError(f"{path} is damaged: its arrays have inconsistent shapes")
+    return batch
