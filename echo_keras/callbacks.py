@@ -9,7 +9,9 @@ compiled chunk once the chunk returns.
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 
 from echo_keras.backend import keras
@@ -127,3 +129,83 @@ class ProgressBar(keras.callbacks.Callback):
             f"({seconds:.1f} s){' ' * 30}\n"
         )
         self.stream.flush()
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """At the end of every completed epoch, checkpoint the model (with optimizer state)
+    and bring `history.csv` up to date, so a run can be followed and resumed.
+
+    An epoch cut short (Ctrl-C, divergence) is not checkpointed: the last
+    checkpoint stays the last completed epoch.
+
+    Args:
+        run_dir: the run folder being written.
+        recorder: the run's BatchLossRecorder, whose rows go to `history.csv`.
+
+    Example:
+
+    ```python
+    model.fit(..., callbacks=[recorder, EpochCheckpoint(run_dir, recorder)])
+    ```
+    """
+
+    def __init__(self, run_dir, recorder: BatchLossRecorder):
+        super().__init__()
+        self.run_dir = run_dir
+        self.recorder = recorder
+
+    def on_epoch_end(self, epoch, logs=None):
+        from echo_keras import rundir
+
+        rows = [row for row in self.recorder.rows if row[0] <= epoch]
+        epoch_rows = [row for row in rows if row[0] == epoch]
+        if len(epoch_rows) < self.recorder.num_batches:
+            return  # cut short
+        if not all(math.isfinite(row[3]) for row in epoch_rows):
+            return  # diverged: keep the last good checkpoint
+        rundir.write_checkpoint(self.run_dir, self.model, epochs_completed=epoch + 1)
+        rundir.write_history(self.run_dir, rows)
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Stop training at the next batch end after SIGINT (Ctrl-C) or SIGTERM.
+
+    Use as a context manager around training, which installs the handlers;
+    `received` then holds the signal number, or None.
+
+    Example:
+
+    ```python
+    with StopOnSignal() as stopper:
+        model.fit(..., callbacks=[stopper])
+    if stopper.received: ...
+    ```
+    """
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        if self.model is not None:
+            self.model.stop_training = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received is not None:
+            self.model.stop_training = True
+
+    on_epoch_begin = on_train_batch_end

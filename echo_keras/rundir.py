@@ -188,3 +188,31 @@ def read_last_batch(run_dir: Path) -> dict[str, np.ndarray]:
     if inputs.ndim != 2 or targets.shape != inputs.shape or probabilities.shape[:2] != inputs.shape:
         raise RunFolderError(f"{path} is damaged: its arrays have inconsistent shapes")
     return batch
+
+
+# --- checkpoint/ --------------------------------------------------------------------------
+
+
+def write_checkpoint(run_dir: Path, model, epochs_completed: int) -> None:
+    """Save the model with its optimizer state, then record how many epochs it holds."""
+    folder = Path(run_dir) / CHECKPOINT
+    folder.mkdir(exist_ok=True)
+    atomic_write(folder / CHECKPOINT_MODEL, model.save)
+    record = {"epochs_completed": epochs_completed}
+    atomic_write_text(folder / CHECKPOINT_STATE, json.dumps(record) + "\n")
+
+
+def read_checkpoint_progress(run_dir: Path) -> int:
+    """How many epochs the checkpoint holds; RunFolderError if it is missing or damaged."""
+    path = Path(run_dir) / CHECKPOINT / CHECKPOINT_STATE
+    try:
+        epochs = json.loads(path.read_text())["epochs_completed"]
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs_completed is {epochs!r}")
+        return epochs
+    except FileNotFoundError:
+        raise RunFolderError(
+            f"{path} is missing: no epoch of this run was completed, so there is nothing to resume"
+        ) from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None

@@ -9,7 +9,12 @@ Both drive the same callbacks with the loss of every single batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import shutil
+import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +24,12 @@ import numpy as np
 from echo_keras import model as model_lib
 from echo_keras import rundir
 from echo_keras.backend import keras, tf
-from echo_keras.callbacks import BatchLossRecorder, ResetStatesAtEpochStart
+from echo_keras.callbacks import (
+    BatchLossRecorder,
+    EpochCheckpoint,
+    ResetStatesAtEpochStart,
+    StopOnSignal,
+)
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.loops import TrainLoop
@@ -148,56 +158,177 @@ def versions() -> dict[str, str]:
     return {"keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__}
 
 
+class TrainingError(RuntimeError):
+    """Training could not finish; the message says why and what to do."""
+
+
+class RunExists(TrainingError):
+    """The run folder already holds a run and neither overwrite nor resume was asked for."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT or SIGTERM stopped training; `signal` is its number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signal = signum
+
+
+def resume_point(run_dir: Path) -> tuple[TrainConfig, int]:
+    """The saved config and the number of completed epochs of a run to resume."""
+    config = rundir.read_config(run_dir)
+    return config, rundir.read_checkpoint_progress(run_dir)
+
+
 def train(
     config: TrainConfig,
     run_dir: Path,
     *,
+    existing: str = "refuse",
     fast: bool = True,
     callbacks: list | None = None,
+    plot_every: int | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> TrainResult:
-    """Train `config` into the (new, empty) folder `run_dir` and write every artifact.
+    """Train `config` into `run_dir` and write every artifact.
 
-    Extra `callbacks` (a progress bar, say) run after the built-in ones.
+    `existing` says what to do with a run already in `run_dir`: "refuse"
+    (RunExists), "overwrite" (train beside it, then swap: the old run stays
+    until the new one is complete) or "resume" (continue it from its last
+    completed epoch; `config` may only raise `num_epochs`). Extra `callbacks`
+    (a progress bar, say) run after the built-in ones.
+
+    Raises TrainingError (RunExists, TrainingDiverged, TrainingInterrupted) or
+    RunFolderError, always with a message for people.
     """
     config.validate()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, config, versions=versions(), fast_path=fast)
-    rundir.write_status(run_dir, "running")
+    occupied = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+    first_epoch, rows = 0, []
+    if existing == "resume":
+        first_epoch, rows, model = _load_resume(config, run_dir)
+        work_dir = run_dir
+    else:
+        if occupied and existing != "overwrite":
+            raise RunExists(
+                f"{run_dir} already holds a run; pass --overwrite to replace it "
+                "or --resume to continue it"
+            )
+        work_dir = _fresh_folder(run_dir) if occupied else run_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
+        model = build_compiled_model(config)
+    rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+    rundir.write_status(work_dir, "running")
 
-    model = build_compiled_model(config)
-    recorder = BatchLossRecorder(config.num_batches)
+    recorder = BatchLossRecorder(config.num_batches, rows)
     tap = BatchTap()
     all_callbacks = [
         ResetStatesAtEpochStart(),
         recorder,
         keras.callbacks.TerminateOnNaN(),
-        *(callbacks or []),
+        EpochCheckpoint(work_dir, recorder),
     ]
-    started = time.perf_counter()
-    steps = fit_epochs(model, config, all_callbacks, fast=fast, tap=tap)
-    seconds = time.perf_counter() - started
+    if plot_every:
+        from echo_keras.live import LivePlot
 
-    rundir.write_history(run_dir, recorder.rows)
-    last_epoch = recorder.rows[-1][0] if recorder.rows else 0
-    final_loss = recorder.epoch_mean(last_epoch)
-    if not all(math.isfinite(row[3]) for row in recorder.rows):
-        message = "the loss became NaN or infinite; try a smaller --learning-rate"
-        rundir.write_status(run_dir, "failed", message)
+        all_callbacks.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
+    if tensorboard_dir is not None:
+        all_callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir), update_freq="batch"))
+    all_callbacks += callbacks or []
+    started = time.perf_counter()
+    with StopOnSignal() as stopper:
+        steps = fit_epochs(
+            model, config, [*all_callbacks, stopper], first_epoch=first_epoch, fast=fast, tap=tap
+        )
+    seconds = time.perf_counter() - started
+    for callback in all_callbacks:
+        if hasattr(callback, "close"):
+            callback.close()
+
+    try:
+        return _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds)
+    except TrainingError:
+        if work_dir != run_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)  # the old run stays as it was
+        raise
+
+
+def _load_resume(config: TrainConfig, run_dir: Path):
+    saved, completed = resume_point(run_dir)
+    if config != dataclasses.replace(saved, num_epochs=config.num_epochs):
+        raise TrainingError(f"--resume continues the run in {run_dir} with its own settings")
+    if completed >= config.num_epochs:
+        raise TrainingError(
+            f"{run_dir} already completed {completed} of {config.num_epochs} epochs; "
+            "pass a larger --epochs to train further"
+        )
+    rows = [row for row in rundir.read_history(run_dir) if row[0] < completed]
+    if len(rows) != completed * config.num_batches:
+        raise rundir.RunFolderError(
+            f"{run_dir / rundir.HISTORY} is damaged: it has {len(rows)} rows for "
+            f"{completed} completed epochs, expected {completed * config.num_batches}"
+        )
+    path = run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_MODEL
+    model = model_lib.load_model(path, compile=True)
+    return completed, rows, model
+
+
+def _fresh_folder(run_dir: Path) -> Path:
+    """An empty folder beside `run_dir` to train a replacement in."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.new-"))
+
+
+def _swap_in(work_dir: Path, run_dir: Path) -> None:
+    """Replace `run_dir` by the finished `work_dir`; the old run is deleted only after."""
+    old = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.old-"))
+    os.replace(run_dir, old / "run")
+    os.replace(work_dir, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds):
+    rows = recorder.rows
+    completed = len(rows) // config.num_batches
+    if not all(math.isfinite(row[3]) for row in rows):
+        message = (
+            "the loss became NaN or infinite; no model was saved. Try a smaller --learning-rate"
+        )
+        rundir.write_status(work_dir, "failed", message)
         raise TrainingDiverged(message)
-    model.save(run_dir / rundir.MODEL)
-    rundir.write_last_batch(run_dir, *tap.batch(config.num_batches - 1))
-    rundir.write_status(run_dir, "complete")
+    if stopper.received is not None:
+        name = signal.Signals(stopper.received).name
+        message = f"interrupted by {name} after {completed} of {config.num_epochs} epochs"
+        rundir.write_status(work_dir, "interrupted", message)
+        if work_dir != run_dir:
+            raise TrainingInterrupted(
+                f"Interrupted ({name}); the previous run in {run_dir} is unchanged",
+                stopper.received,
+            )
+        hint = f"echo-keras train --run-dir {run_dir} --resume"
+        if completed == 0:
+            hint = "no epoch was completed; start again with --overwrite"
+        raise TrainingInterrupted(
+            f"Interrupted ({name}) after {completed} of {config.num_epochs} epochs; "
+            f"resume with: {hint}",
+            stopper.received,
+        )
+    model.save(work_dir / rundir.MODEL)
+    rundir.write_history(work_dir, rows)
+    rundir.write_last_batch(work_dir, *tap.batch(config.num_batches - 1))
+    rundir.write_status(work_dir, "complete")
+    if work_dir != run_dir:
+        _swap_in(work_dir, run_dir)
     return TrainResult(
         run_dir=str(run_dir),
-        epochs=config.num_epochs,
+        epochs=completed,
         steps=steps,
-        final_loss=final_loss,
+        final_loss=recorder.epoch_mean(completed - 1),
         train_seconds=seconds,
         steps_per_second=steps / seconds if seconds > 0 else math.inf,
-        history=recorder.rows,
+        history=rows,
     )
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""

@@ -1,0 +1,41 @@
+# echo-keras: `make run` and `make test` do all set-up on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/echo
+
+.PHONY: help install run test lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install echo-keras with its dev tools (only when needed)
+
+run: install ## Train the tutorial's configuration into runs/echo, evaluate it and plot it
+	$(BIN)/echo-keras train --run-dir $(RUN_DIR) --overwrite
+	$(BIN)/echo-keras evaluate --run-dir $(RUN_DIR)
+	$(BIN)/echo-keras plot --run-dir $(RUN_DIR)
+
+test: install ## Run the test suite
+	$(BIN)/python -m pytest
+
+lint: install ## Check style with ruff
+	$(BIN)/ruff check echo_keras tests bench
+	$(BIN)/ruff format --check echo_keras tests bench
+
+format: install ## Reformat with ruff
+	$(BIN)/ruff format echo_keras tests bench
+	$(BIN)/ruff check --fix echo_keras tests bench
+
+bench: install ## Time training against a plain model.fit baseline; print the table
+	$(BIN)/python bench/run.py
+
+clean: ## Remove the virtual environment and runs
+	rm -rf $(VENV) runs

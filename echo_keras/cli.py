@@ -1,0 +1,313 @@
+"""The `echo-keras` command line: a thin layer that parses options, calls the library, prints.
+
+TensorFlow is imported only inside the commands that need it, so `--help` and
+`plot` answer at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+from typer.core import TyperGroup
+
+from echo_keras.config import DEFAULT_LEARNING_RATES, FLAGS, ConfigError, TrainConfig
+from echo_keras.rundir import RunFolderError, read_config, status_warning
+
+EXIT_USAGE = 2
+
+
+class _OneLineErrors(TyperGroup):
+    """Report every usage error as one line, `Error: ...`, with exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except typer.TyperException as error:
+            typer.echo(f"Error: {error.format_message()}", err=True)
+            sys.exit(getattr(error, "exit_code", 1))
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    help="Train, evaluate and plot a stateful Keras LSTM on the echo task "
+    "(truncated backpropagation through time, state carried across windows).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Train, evaluate and plot a stateful Keras LSTM on the echo task."""
+
+
+RUN_DIR = typer.Option(Path("runs/echo"), "--run-dir", help="The run folder.")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `Error: message` on stderr; return the Exit to raise."""
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+class UsageProblem(typer.TyperException):
+    """A bad combination of flags or a refused run folder: exit status 2, like a bad value."""
+
+    exit_code = EXIT_USAGE
+
+
+def bad_parameter(flag: str, reason: str) -> typer.BadParameter:
+    return typer.BadParameter(reason, param_hint=f"'{flag}'")
+
+
+def check_run_dir_writable(run_dir: Path) -> None:
+    """Refuse a --run-dir that is a file or whose nearest existing folder cannot be written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise bad_parameter("--run-dir", f"{run_dir} is a file, not a folder")
+    existing = run_dir if run_dir.exists() else run_dir.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise bad_parameter("--run-dir", f"{existing} is a file, not a folder")
+    try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise bad_parameter(
+            "--run-dir", f"{existing} cannot be written ({error.strerror})"
+        ) from None
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+@app.command()
+def train(
+    run_dir: Path = RUN_DIR,
+    epochs: int | None = typer.Option(None, help="Epochs, each on a fresh series.  [default: 5]"),
+    series_length: int | None = typer.Option(
+        None, help="Symbols per epoch (total_series_length).  [default: 50000]"
+    ),
+    window: int | None = typer.Option(
+        None, help="Steps per window (truncated_backprop_length).  [default: 15]"
+    ),
+    batch_size: int | None = typer.Option(
+        None, help="Rows the series is cut into; fixed in the model.  [default: 5]"
+    ),
+    state_size: int | None = typer.Option(None, help="Units per recurrent layer.  [default: 4]"),
+    num_classes: int | None = typer.Option(None, help="Symbols of the alphabet.  [default: 2]"),
+    echo_step: int | None = typer.Option(None, help="Delay of the echo.  [default: 3]"),
+    learning_rate: float | None = typer.Option(
+        None, help="Learning rate.  [default: 0.3 for adagrad; adam, rmsprop 0.01; sgd 0.1]"
+    ),
+    seed: int | None = typer.Option(None, help="Seed of data and weights.  [default: 0]"),
+    cell: str | None = typer.Option(
+        None, help="Recurrent cell: lstm, gru or simple.  [default: lstm]"
+    ),
+    layers: int | None = typer.Option(
+        None, "--layers", help="Stacked recurrent layers.  [default: 1]"
+    ),
+    dropout: float | None = typer.Option(
+        None, help="Dropout on the recurrent layers' inputs, training only.  [default: 0]"
+    ),
+    optimizer: str | None = typer.Option(
+        None, help="adagrad, adam, rmsprop or sgd.  [default: adagrad]"
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing run (once the new one is done)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --run-dir from its last epoch."
+    ),
+    plot_every: int | None = typer.Option(
+        None, help="Redraw RUN_DIR/live.png every N batches while training."
+    ),
+    tensorboard: Path | None = typer.Option(  # noqa: B008
+        None, help="Write TensorBoard logs (per-batch loss) to this folder."
+    ),
+    plain: bool = typer.Option(
+        False,
+        "--plain",
+        help="Train with a plain model.fit, one window per step (slow; for debugging).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or notices."),
+) -> None:
+    """Train a stateful LSTM on the echo task into a run folder."""
+    given = {
+        "num_epochs": epochs,
+        "total_series_length": series_length,
+        "truncated_backprop_length": window,
+        "batch_size": batch_size,
+        "state_size": state_size,
+        "num_classes": num_classes,
+        "echo_step": echo_step,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "cell": cell,
+        "num_layers": layers,
+        "dropout": dropout,
+        "optimizer": optimizer,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    if overwrite and resume:
+        raise UsageProblem("--overwrite and --resume cannot be used together")
+    if plot_every is not None and plot_every <= 0:
+        raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
+    check_run_dir_writable(run_dir)
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    if occupied and not (overwrite or resume):
+        raise UsageProblem(
+            f"{run_dir} already holds a run; pass --overwrite to replace it "
+            "or --resume to continue it"
+        )
+    if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
+        raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
+    config = _resume_config(run_dir, given) if resume else _new_config(given)
+
+    notices = not (quiet or as_json)
+    if notices and config.used_length < config.total_series_length:
+        typer.echo(
+            f"Note: {config.total_series_length} symbols do not fill whole windows; "
+            f"using {config.used_length} ({config.num_batches} windows of "
+            f"{config.batch_size} x {config.truncated_backprop_length}), "
+            f"dropping the last {config.total_series_length - config.used_length}.",
+            err=True,
+        )
+    from echo_keras import training
+    from echo_keras.callbacks import ProgressBar
+
+    callbacks = []
+    if notices and _stdout_is_terminal():
+        callbacks.append(ProgressBar(config.num_epochs, config.num_batches))
+    try:
+        result = training.train(
+            config,
+            run_dir,
+            existing="resume" if resume else "overwrite" if overwrite else "refuse",
+            fast=not plain,
+            callbacks=callbacks,
+            plot_every=plot_every,
+            tensorboard_dir=tensorboard,
+        )
+    except training.TrainingInterrupted as error:
+        raise fail(str(error), 128 + error.signal) from None
+    except training.RunExists as error:
+        raise UsageProblem(str(error)) from None
+    except (training.TrainingError, RunFolderError) as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write the run: {error}") from None
+
+    if as_json:
+        keys = ("run_dir", "epochs", "steps", "final_loss", "train_seconds", "steps_per_second")
+        typer.echo(json.dumps({key: getattr(result, key) for key in keys}))
+    elif not quiet:
+        typer.echo(
+            f"Trained {result.epochs} epochs ({result.steps} batches) in "
+            f"{result.train_seconds:.1f} s, {result.steps_per_second:.0f} batches/s; "
+            f"last epoch's mean batch loss {result.final_loss:.5f}"
+        )
+        typer.echo(f"Run folder: {result.run_dir}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = RUN_DIR,
+    seed: int | None = typer.Option(
+        None,
+        help="Seed of the fresh series.  [default: the run's seed, on a stream "
+        "no training epoch used]",
+    ),
+    series_length: int | None = typer.Option(
+        None, help="Symbols to evaluate on.  [default: the training length]"
+    ),
+    reset_each_window: bool = typer.Option(
+        False, "--reset-each-window", help="Zero the state before every window (the ablation)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+) -> None:
+    """Evaluate a trained run on fresh data, carrying the state as in training."""
+    if seed is not None and seed < 0:
+        raise bad_parameter("--seed", f"must not be negative, got {seed}")
+    try:
+        config = read_config(run_dir)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    from echo_keras.evaluation import evaluation_length, format_table
+
+    try:
+        evaluation_length(config, series_length)
+    except ConfigError as error:
+        raise bad_parameter("--series-length", error.reason) from None
+    warning = status_warning(run_dir)
+    if warning and not as_json:
+        typer.echo(warning, err=True)
+    from echo_keras.evaluation import evaluate as run_evaluation
+
+    try:
+        metrics = run_evaluation(
+            run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
+        )
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    if as_json:
+        typer.echo(json.dumps(metrics.to_dict()))
+    else:
+        typer.echo(f"Evaluation of {run_dir} on a fresh series:")
+        typer.echo(format_table(metrics, config.echo_step))
+
+
+def _new_config(given: dict) -> TrainConfig:
+    if "learning_rate" not in given:
+        optimizer = given.get("optimizer", TrainConfig.optimizer)
+        given["learning_rate"] = DEFAULT_LEARNING_RATES.get(optimizer, TrainConfig.learning_rate)
+    try:
+        return TrainConfig(**given).validate()
+    except ConfigError as error:
+        raise bad_parameter(error.flag, error.reason) from None
+
+
+def _resume_config(run_dir: Path, given: dict) -> TrainConfig:
+    try:
+        saved = read_config(run_dir)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    changed = [
+        name
+        for name, value in given.items()
+        if name != "num_epochs" and value != getattr(saved, name)
+    ]
+    if changed:
+        flags = ", ".join(FLAGS[name] for name in changed)
+        raise UsageProblem(
+            "--resume continues with the run's own settings; "
+            f"only --epochs may change (drop {flags})"
+        )
+    try:
+        return dataclasses.replace(
+            saved, **{k: v for k, v in given.items() if k == "num_epochs"}
+        ).validate()
+    except ConfigError as error:
+        raise bad_parameter(error.flag, error.reason) from None
+
+
+def main() -> None:
+    app()

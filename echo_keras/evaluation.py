@@ -1,0 +1,113 @@
+"""Evaluation on fresh data, carrying the state exactly as in training.
+
+The first `echo_step` positions of a window echo symbols of the previous window,
+so only the carried state can predict them: `boundary_accuracy` measures exactly
+that. The first window is left out of it, because there the targets of rows 1..
+come from the end of the previous row, which no model can know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras import rundir
+from echo_keras.config import ConfigError
+from echo_keras.data import eval_rng, windows_from_rng
+
+
+@dataclass(frozen=True)
+class Metrics:
+    loss: float  # mean cross-entropy over every position
+    accuracy: float  # every position
+    boundary_accuracy: float | None  # first echo_step positions of windows 2.. (None if none)
+    inner_accuracy: float | None  # positions echo_step.. of every window (None if none)
+    windows: int
+    positions: int
+    reset_each_window: bool
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def score(loss_sums: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) -> Metrics:
+    """Metrics from per-window loss sums and a (windows, batch, window) array of hits."""
+    num_windows, _, window = correct.shape
+    boundary = correct[1:, :, : min(echo_step, window)]
+    inner = correct[:, :, echo_step:]
+    return Metrics(
+        loss=float(loss_sums.sum() / correct.size),
+        accuracy=float(correct.mean()),
+        boundary_accuracy=float(boundary.mean()) if boundary.size else None,
+        inner_accuracy=float(inner.mean()) if inner.size else None,
+        windows=num_windows,
+        positions=int(correct.size),
+        reset_each_window=reset,
+    )
+
+
+def evaluation_length(config, series_length: int | None) -> int:
+    """The series length to evaluate on; ConfigError (naming --series-length) if it cannot work."""
+    length = config.total_series_length if series_length is None else series_length
+    try:
+        dataclasses.replace(config, total_series_length=length).validate()
+    except ConfigError as error:
+        if error.field in ("total_series_length", "echo_step"):
+            raise ConfigError("total_series_length", error.reason) from None
+        raise
+    return length
+
+
+def evaluate(
+    run_dir: Path,
+    *,
+    seed: int | None = None,
+    series_length: int | None = None,
+    reset_each_window: bool = False,
+) -> Metrics:
+    """Evaluate the trained model of `run_dir` on a fresh series.
+
+    `seed` defaults to the run's own seed, drawn from the evaluation stream that no
+    training epoch uses; `series_length` defaults to the training length.
+    """
+    config = rundir.read_config(run_dir)
+    length = evaluation_length(config, series_length)
+    if seed is not None and seed < 0:
+        raise ConfigError("seed", f"must not be negative, got {seed}")
+
+    from echo_keras.loops import PredictLoop
+    from echo_keras.model import load_model, reset_states
+
+    model = load_model(Path(run_dir) / rundir.MODEL)
+    inputs, targets = windows_from_rng(
+        eval_rng(config.seed if seed is None else seed), config, length
+    )
+    reset_states(model)
+    loss_sums, correct = PredictLoop(model, reset_each_window)(inputs, targets)
+    return score(loss_sums.numpy(), correct.numpy(), config.echo_step, reset_each_window)
+
+
+def format_table(metrics: Metrics, echo_step: int) -> str:
+    def number(value):
+        return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    state = "zeroed before every window" if metrics.reset_each_window else "carried across windows"
+    rows = [
+        ("state", state),
+        ("loss", number(metrics.loss)),
+        ("accuracy", number(metrics.accuracy)),
+        (
+            "boundary accuracy",
+            f"{number(metrics.boundary_accuracy)}   first {echo_step} "
+            "positions of windows 2.., predictable only from the carried state",
+        ),
+        ("inner accuracy", f"{number(metrics.inner_accuracy)}   the other positions"),
+        ("windows", str(metrics.windows)),
+        ("positions", str(metrics.positions)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)

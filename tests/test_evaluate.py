@@ -1,0 +1,108 @@
+"""Evaluation: carried-state accuracy, the boundary positions, and the reset-each-window ablation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from echo_keras import rundir
+from echo_keras.cli import app
+from echo_keras.config import TrainConfig
+from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
+from echo_keras.evaluation import evaluate, score
+from echo_keras.model import build_model
+
+runner = CliRunner()
+KEYS = {
+    "loss",
+    "accuracy",
+    "boundary_accuracy",
+    "inner_accuracy",
+    "windows",
+    "positions",
+    "reset_each_window",
+}
+
+
+def test_score_splits_boundary_and_inner_positions():
+    correct = np.ones((3, 2, 5), dtype=bool)
+    correct[0, :, :2] = False  # first window's boundary: left out of boundary accuracy
+    correct[1, 0, 1] = False  # a boundary miss
+    correct[2, 1, 4] = False  # an inner miss
+    metrics = score(np.full(3, 2.0), correct, echo_step=2, reset=False)
+    assert metrics.boundary_accuracy == pytest.approx(7 / 8)
+    assert metrics.inner_accuracy == pytest.approx(17 / 18)
+    assert metrics.accuracy == pytest.approx(24 / 30)
+    assert metrics.loss == pytest.approx(6 / 30)
+    assert (metrics.windows, metrics.positions) == (3, 30)
+
+
+def test_score_without_boundary_positions_reports_none():
+    metrics = score(np.zeros(2), np.ones((2, 1, 4), dtype=bool), echo_step=0, reset=False)
+    assert metrics.boundary_accuracy is None and metrics.inner_accuracy == 1.0
+
+
+@pytest.mark.slow
+def test_trained_model_predicts_the_boundary_from_the_carried_state(default_run):
+    run_dir, _ = default_run
+    carried = evaluate(run_dir)
+    assert carried.accuracy >= 0.995
+    assert carried.boundary_accuracy >= 0.99
+    assert carried.windows == 666 and carried.positions == 666 * 5 * 15
+    reset = evaluate(run_dir, reset_each_window=True)
+    assert reset.reset_each_window
+    assert reset.boundary_accuracy <= 0.8  # chance: the state that held the answer is gone
+    assert reset.inner_accuracy >= 0.9  # the echo within the window still works
+    assert reset.loss > carried.loss
+
+
+def test_untrained_model_scores_near_chance(tmp_path, tiny_config):
+    run_dir = tmp_path / "untrained"
+    run_dir.mkdir()
+    rundir.write_config(run_dir, tiny_config)
+    build_model(tiny_config).save(run_dir / rundir.MODEL)
+    metrics = evaluate(run_dir, series_length=20000)
+    assert 0.4 <= metrics.accuracy <= 0.6
+    assert 0.35 <= metrics.boundary_accuracy <= 0.65
+
+
+def test_default_seed_gives_data_no_training_epoch_saw():
+    config = TrainConfig(num_epochs=5)
+    evaluation, _ = windows_from_rng(eval_rng(config.seed), config)
+    for epoch in range(config.num_epochs):
+        training, _ = epoch_windows(config, epoch)
+        assert np.mean(evaluation == training) < 0.6  # unrelated series agree half the time
+
+
+def test_evaluate_json_and_table(tiny_run):
+    result = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == KEYS
+    assert payload["reset_each_window"] is False
+    table = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), "--reset-each-window"])
+    assert table.exit_code == 0, table.output
+    assert "boundary accuracy" in table.stdout and "zeroed before every window" in table.stdout
+
+
+def test_evaluate_seed_and_length(tiny_run):
+    def run(*args):
+        result = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), "--json", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert run("--seed", "7") == run("--seed", "7")
+    assert run("--series-length", "3000")["windows"] == 60
+    assert run("--series-length", "3007")["positions"] == 3000  # remainder dropped
+
+
+@pytest.mark.parametrize(
+    "args, flag", [(["--series-length", "10"], "--series-length"), (["--seed", "-1"], "--seed")]
+)
+def test_evaluate_bad_values(tiny_run, args, flag):
+    result = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), *args])
+    assert result.exit_code == 2
+    assert flag in result.stderr and len(result.stderr.strip().splitlines()) == 1
