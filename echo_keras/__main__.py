@@ -2,4 +2,5 @@
 
 from echo_keras.cli import main
 
-main()
+if __name__ == "__main__":  # the live plot's drawing process imports this module too
+    main()

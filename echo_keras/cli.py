@@ -139,7 +139,7 @@ def train(
     plot_every: int | None = typer.Option(
         None, help="Redraw RUN_DIR/live.png every N batches while training."
     ),
-    tensorboard: Path | None = typer.Option(  # noqa: B008
+    tensorboard: Path | None = typer.Option(
         None, help="Write TensorBoard logs (per-batch loss) to this folder."
     ),
     plain: bool = typer.Option(
@@ -273,6 +273,32 @@ def evaluate(
     else:
         typer.echo(f"Evaluation of {run_dir} on a fresh series:")
         typer.echo(format_table(metrics, config.echo_step))
+
+
+@app.command()
+def plot(
+    run_dir: Path = RUN_DIR,
+    out: Path | None = typer.Option(
+        None, help="Where to write the PNG.  [default: RUN_DIR/plot.png]"
+    ),
+) -> None:
+    """Draw the tutorial's figure (loss curve and the last batch) from a run folder."""
+    if out is not None and out.is_dir():
+        raise bad_parameter("--out", f"{out} is a folder; give a file name such as plot.png")
+    if out is not None and not out.parent.is_dir():
+        raise bad_parameter("--out", f"folder {out.parent} does not exist")
+    from echo_keras.plotting import plot_run
+
+    try:
+        path = plot_run(run_dir, out)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write the figure: {error}") from None
+    warning = status_warning(run_dir)
+    if warning:
+        typer.echo(warning, err=True)
+    typer.echo(str(path))
 
 
 def _new_config(given: dict) -> TrainConfig:

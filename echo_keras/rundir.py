@@ -142,19 +142,30 @@ def write_history(run_dir: Path, rows) -> None:
 
 
 def read_history(run_dir: Path) -> list[tuple[int, int, int, float]]:
+    """The rows of history.csv; RunFolderError if it is missing, truncated or inconsistent."""
     path = Path(run_dir) / HISTORY
     try:
-        with path.open(newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if tuple(header or ()) != HISTORY_COLUMNS:
-                raise ValueError(f"expected the header {','.join(HISTORY_COLUMNS)}")
-            rows = []
-            for line, record in enumerate(reader, start=2):
-                if len(record) != 4:
-                    raise ValueError(f"line {line} has {len(record)} fields, expected 4")
-                epoch, batch, step, loss = record
-                rows.append((int(epoch), int(batch), int(step), float(loss)))
+        text = path.read_text()
+        if not text.endswith("\n"):
+            raise ValueError("it ends in the middle of a line (truncated)")
+        reader = csv.reader(io.StringIO(text))
+        if tuple(next(reader, ())) != HISTORY_COLUMNS:
+            raise ValueError(f"expected the header {','.join(HISTORY_COLUMNS)}")
+        rows = []
+        for line, record in enumerate(reader, start=2):
+            if len(record) != 4:
+                raise ValueError(f"line {line} has {len(record)} fields, expected 4")
+            epoch, batch, step, loss = (
+                int(record[0]),
+                int(record[1]),
+                int(record[2]),
+                float(record[3]),
+            )
+            previous = rows[-1] if rows else (epoch, -1, -1, 0.0)
+            next_batch = previous[1] + 1 if epoch == previous[0] else 0
+            if step != previous[2] + 1 or batch != next_batch or epoch < previous[0]:
+                raise ValueError(f"line {line} does not continue the line before it")
+            rows.append((epoch, batch, step, loss))
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing") from None
     except (ValueError, UnicodeDecodeError, csv.Error) as error:

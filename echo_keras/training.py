@@ -88,6 +88,18 @@ def default_chunk_stops(start: int, num_windows: int, epoch: int) -> int:
     return min(num_windows, start + CHUNK_WINDOWS)
 
 
+def aligned_chunk_stops(every: int):
+    """Chunk stops that also end a chunk on every `every`-th batch of the whole run,
+    so the live plot sees the predictions of exactly that batch."""
+
+    def stops(start: int, num_windows: int, epoch: int) -> int:
+        step = epoch * num_windows + start
+        next_due = (step // every + 1) * every - epoch * num_windows
+        return min(default_chunk_stops(start, num_windows, epoch), next_due)
+
+    return stops
+
+
 def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops) -> int:
     # Keras builds the compiled metrics on the first step, so look the metric up late.
     tap.logits_source = lambda: model_lib.batch_loss_metric(model).logits.numpy()
@@ -242,7 +254,13 @@ def train(
     started = time.perf_counter()
     with StopOnSignal() as stopper:
         steps = fit_epochs(
-            model, config, [*all_callbacks, stopper], first_epoch=first_epoch, fast=fast, tap=tap
+            model,
+            config,
+            [*all_callbacks, stopper],
+            first_epoch=first_epoch,
+            fast=fast,
+            tap=tap,
+            chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
         )
     seconds = time.perf_counter() - started
     for callback in all_callbacks:

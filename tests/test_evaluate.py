@@ -1,4 +1,4 @@
-"""Evaluation: carried-state accuracy, the boundary positions, and the reset-each-window ablation."""
+"""Evaluation: carried-state accuracy, the boundary positions, the reset-each-window ablation."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""The live figure: `train --plot-every N` redraws RUN_DIR/live.png while training runs."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from echo_keras.backend import keras
+from echo_keras.plotting import live_worker
+
+READY = "ready"
+
+
+class LivePlot(keras.callbacks.Callback):
+    """Redraw the tutorial's figure into `path` every `every` batches, as the tutorial did.
+
+    Drawing a figure takes far longer than training 100 batches on the fast path,
+    so a separate process draws (no TensorFlow in it, and no contention for this
+    process's interpreter) and training never waits for it: a redraw that falls
+    due while the last is still being drawn replaces any other waiting one. The
+    file is always swapped in whole.
+
+    Args:
+        path: the PNG to write (RUN_DIR/live.png).
+        every: batches between redraws.
+        recorder: the run's BatchLossRecorder (the loss curve).
+        tap: the run's BatchTap (the batch just trained and its predictions).
+
+    Example:
+
+    ```python
+    live = LivePlot(run_dir / "live.png", 100, recorder, tap)
+    fit_epochs(model, config, [..., recorder, live], tap=tap)
+    live.close()
+    ```
+    """
+
+    def __init__(self, path: Path, every: int, recorder, tap):
+        super().__init__()
+        self.every, self.recorder, self.tap = every, recorder, tap
+        self.frames_sent = 0
+        self._pending = None
+        self._rows_sent = 0
+        self._ready = False
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=live_worker, args=(child, str(path)), name="echo-keras-live-plot", daemon=True
+        )
+        self._process.start()
+        child.close()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.recorder.rows[-1][2] if self.recorder.rows else 0
+        if (step + 1) % self.every == 0:
+            inputs, targets, probabilities = self.tap.batch(batch)
+            self._pending = {
+                "rows": len(self.recorder.rows),
+                "batch": {"inputs": inputs, "targets": targets, "probabilities": probabilities},
+                "title": f"Live: epoch {self.recorder.epoch + 1}, batch {batch + 1}, "
+                f"step {step + 1}",
+            }
+        if self._pending is not None:
+            self._send_if_ready()
+
+    def _send_if_ready(self, wait: bool = False) -> None:
+        if not self._ready:
+            if not (wait or self._conn.poll()):
+                return
+            self._ready = self._conn.recv() == READY
+        frame, self._pending = self._pending, None
+        # Only the rows the drawing process has not seen yet travel.
+        rows = frame.pop("rows")
+        frame["new_rows"] = self.recorder.rows[self._rows_sent : rows]
+        self._rows_sent = rows
+        self._conn.send(frame)
+        self._ready = False
+        self.frames_sent += 1
+
+    def close(self) -> None:
+        """Draw the last requested frame, then stop the drawing process."""
+        try:
+            if self._pending is not None:
+                self._send_if_ready(wait=True)
+            self._conn.send(None)
+        except (EOFError, OSError):
+            pass  # the drawing process is gone; training's results do not depend on it
+        self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
