@@ -126,3 +126,32 @@ def load_model(path, compile: bool = False) -> keras.Model:
     except Exception as error:  # Keras raises many types for a damaged archive
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFolderError(f"{path} is damaged: {reason[:200]}") from None
+
+
+def checkpoint_state(model: keras.Model) -> tuple[list, list]:
+    """The arrays that let training continue: model weights and optimizer variables."""
+    return (
+        [v.numpy() for v in model.weights],
+        [v.numpy() for v in model.optimizer.variables],
+    )
+
+
+def restore_checkpoint_state(model: keras.Model, weights: list, optimizer_variables: list) -> None:
+    """Load `checkpoint_state` arrays into a compiled model built from the same config.
+
+    Raises ValueError when the arrays do not fit the model.
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for variables, values in (
+        (model.weights, weights),
+        (model.optimizer.variables, optimizer_variables),
+    ):
+        if len(variables) != len(values):
+            raise ValueError(f"it holds {len(values)} arrays where the model has {len(variables)}")
+        for variable, value in zip(variables, values, strict=True):
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(
+                    f"{variable.path} has shape {tuple(variable.shape)}, not {value.shape}"
+                )
+            variable.assign(value)
