@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -336,4 +337,18 @@ def _resume_config(run_dir: Path, given: dict) -> TrainConfig:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    if "tensorflow" in sys.modules:
+        # Every file is written and closed by now. TensorFlow's teardown at interpreter
+        # exit takes most of a second and does nothing for us: skip it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+    sys.exit(code)

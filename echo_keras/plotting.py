@@ -104,8 +104,19 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
+LIVE_MIN_INTERVAL = 0.5  # seconds between live frames: the figure is for eyes, not a film
+
+
 def live_worker(conn, path: str) -> None:
-    """The drawing process of the live plot: draw each frame received, say when ready."""
+    """The drawing process of the live plot: draw each frame received, say when ready.
+
+    It runs at a lower priority and draws at most two frames a second, so that on
+    a small machine it takes little from training.
+    """
+    import os
+    import time
+
+    os.nice(10)
     history = []
     conn.send("ready")
     while True:
@@ -115,6 +126,8 @@ def live_worker(conn, path: str) -> None:
             return
         if frame is None:
             return
+        started = time.monotonic()
         history.extend(frame["new_rows"])
         save_figure(draw_figure(history, frame["batch"], frame["title"]), Path(path))
+        time.sleep(max(0.0, LIVE_MIN_INTERVAL - (time.monotonic() - started)))
         conn.send("ready")
