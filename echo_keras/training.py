@@ -238,39 +238,41 @@ def train(
     config.validate()
     run_dir = Path(run_dir)
     occupied = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
-    first_epoch, rows = 0, []
-    if existing == "resume":
-        first_epoch, rows, model = _load_resume(config, run_dir)
-        work_dir = run_dir
-    else:
-        if occupied and existing != "overwrite":
-            raise RunExists(
-                f"{run_dir} already holds a run; pass --overwrite to replace it "
-                "or --resume to continue it"
+    if existing != "resume" and occupied and existing != "overwrite":
+        raise RunExists(
+            f"{run_dir} already holds a run; pass --overwrite to replace it "
+            "or --resume to continue it"
+        )
+    with StopOnSignal() as stopper:  # from here on, Ctrl-C stops training cleanly
+        first_epoch, rows = 0, []
+        if existing == "resume":
+            first_epoch, rows, model = _load_resume(config, run_dir)
+            work_dir = run_dir
+        else:
+            work_dir = _fresh_folder(run_dir) if occupied else run_dir
+            work_dir.mkdir(parents=True, exist_ok=True)
+            model = build_compiled_model(config)
+        rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+        rundir.write_status(work_dir, "running")
+
+        recorder = BatchLossRecorder(config.num_batches, rows)
+        tap = BatchTap()
+        all_callbacks = [
+            ResetStatesAtEpochStart(),
+            recorder,
+            keras.callbacks.TerminateOnNaN(),
+            EpochCheckpoint(work_dir, recorder),
+        ]
+        if plot_every:
+            from echo_keras.live import LivePlot
+
+            all_callbacks.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
+        if tensorboard_dir is not None:
+            all_callbacks.append(
+                keras.callbacks.TensorBoard(str(tensorboard_dir), update_freq="batch")
             )
-        work_dir = _fresh_folder(run_dir) if occupied else run_dir
-        work_dir.mkdir(parents=True, exist_ok=True)
-        model = build_compiled_model(config)
-    rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
-    rundir.write_status(work_dir, "running")
-
-    recorder = BatchLossRecorder(config.num_batches, rows)
-    tap = BatchTap()
-    all_callbacks = [
-        ResetStatesAtEpochStart(),
-        recorder,
-        keras.callbacks.TerminateOnNaN(),
-        EpochCheckpoint(work_dir, recorder),
-    ]
-    if plot_every:
-        from echo_keras.live import LivePlot
-
-        all_callbacks.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
-    if tensorboard_dir is not None:
-        all_callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir), update_freq="batch"))
-    all_callbacks += callbacks or []
-    started = time.perf_counter()
-    with StopOnSignal() as stopper:
+        all_callbacks += callbacks or []
+        started = time.perf_counter()
         steps = fit_epochs(
             model,
             config,
@@ -280,10 +282,10 @@ def train(
             tap=tap,
             chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
         )
-    seconds = time.perf_counter() - started
-    for callback in all_callbacks:
-        if hasattr(callback, "close"):
-            callback.close()
+        seconds = time.perf_counter() - started
+        for callback in all_callbacks:
+            if hasattr(callback, "close"):
+                callback.close()
 
     try:
         return _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds)
