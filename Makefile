@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/echo
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install run test lint format bench variants clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ format: install ## Reformat with ruff
 
 bench: install ## Time training against a plain model.fit baseline; print the table
 	$(BIN)/python bench/run.py
+
+variants: install ## Train and evaluate every variant on the tutorial's task; print the table
+	$(BIN)/python bench/variants.py
 
 clean: ## Remove the virtual environment and runs
 	rm -rf $(VENV) runs

@@ -2,8 +2,8 @@
 
 Both paths call `on_epoch_begin`, `on_train_batch_end` with
 `logs = {"loss": <epoch's running mean>, "batch_loss": <this batch's loss>}` and
-`on_epoch_end`; the fast path calls `on_train_batch_end` for each batch of a
-compiled chunk once the chunk returns.
+`on_epoch_end`; the fast path calls `on_train_batch_begin` and `on_train_batch_end`
+for each batch of a compiled chunk once the chunk returns.
 """
 
 from __future__ import annotations
@@ -216,3 +216,38 @@ class StopOnSignal(keras.callbacks.Callback):
             self.model.stop_training = True
 
     on_epoch_begin = on_train_batch_end
+
+
+class RunTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, logging every batch, with one step count for the whole run.
+
+    The plain path calls `fit` once per epoch (fresh data each time) and a resumed
+    run starts mid-way; Keras's callback would restart its step at every
+    `on_train_begin`. This one keeps counting from `first_step`.
+
+    Args:
+        log_dir: where the event files go.
+        first_step: batches trained before this call (a resumed run).
+
+    Example:
+
+    ```python
+    model.fit(..., callbacks=[RunTensorBoard("logs/echo")])
+    ```
+    """
+
+    def __init__(self, log_dir, first_step: int = 0):
+        super().__init__(log_dir=str(log_dir), update_freq="batch")
+        self._next_step = first_step
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._global_train_batch = self._next_step
+
+    def on_train_end(self, logs=None):
+        self._next_step = self._global_train_batch
+        super().on_train_end(logs)
+
+    def close(self) -> None:
+        """Flush and close the event files (on_train_end does it too; closing twice is fine)."""
+        self._close_writers()

@@ -40,6 +40,16 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             typer.echo("Aborted.", err=True)
             sys.exit(1)
+        except Exception as error:  # a bug or an environment problem: still one line
+            if os.environ.get("ECHO_KERAS_DEBUG"):
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            typer.echo(
+                f"Error: unexpected {type(error).__name__}: {reason} "
+                "(set ECHO_KERAS_DEBUG=1 to see the traceback)",
+                err=True,
+            )
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -116,7 +126,7 @@ def train(
     num_classes: int | None = typer.Option(None, help="Symbols of the alphabet.  [default: 2]"),
     echo_step: int | None = typer.Option(None, help="Delay of the echo.  [default: 3]"),
     learning_rate: float | None = typer.Option(
-        None, help="Learning rate.  [default: 0.3 for adagrad; adam, rmsprop 0.01; sgd 0.1]"
+        None, help="Learning rate.  [default: 0.3 for adagrad; adam, rmsprop 0.01; sgd 1.0]"
     ),
     seed: int | None = typer.Option(None, help="Seed of data and weights.  [default: 0]"),
     cell: str | None = typer.Option(

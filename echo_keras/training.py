@@ -28,6 +28,7 @@ from echo_keras.callbacks import (
     BatchLossRecorder,
     EpochCheckpoint,
     ResetStatesAtEpochStart,
+    RunTensorBoard,
     StopOnSignal,
 )
 from echo_keras.config import TrainConfig
@@ -172,6 +173,7 @@ def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops) -> int:
                 total += loss
                 steps += 1
                 logs = {"loss": total / (batch + 1), "batch_loss": loss}
+                callback_list.on_train_batch_begin(batch)  # after the fact: it already ran
                 callback_list.on_train_batch_end(batch, logs)
                 if model.stop_training:
                     break
@@ -244,55 +246,65 @@ def train(
             "or --resume to continue it"
         )
     with StopOnSignal() as stopper:  # from here on, Ctrl-C stops training cleanly
-        first_epoch, rows = 0, []
         if existing == "resume":
             first_epoch, rows, model = _load_resume(config, run_dir)
             work_dir = run_dir
         else:
+            first_epoch, rows = 0, []
             work_dir = _fresh_folder(run_dir) if occupied else run_dir
             work_dir.mkdir(parents=True, exist_ok=True)
             model = build_compiled_model(config)
-        rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
-        rundir.write_status(work_dir, "running")
-
-        recorder = BatchLossRecorder(config.num_batches, rows)
-        tap = BatchTap()
-        all_callbacks = [
-            ResetStatesAtEpochStart(),
-            recorder,
-            keras.callbacks.TerminateOnNaN(),
-            EpochCheckpoint(work_dir, recorder),
-        ]
-        if plot_every:
-            from echo_keras.live import LivePlot
-
-            all_callbacks.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
-        if tensorboard_dir is not None:
-            all_callbacks.append(
-                keras.callbacks.TensorBoard(str(tensorboard_dir), update_freq="batch")
+        try:
+            rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+            rundir.write_status(work_dir, "running")
+            recorder = BatchLossRecorder(config.num_batches, rows)
+            tap = BatchTap()
+            extras = _optional_callbacks(
+                work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir
             )
-        all_callbacks += callbacks or []
-        started = time.perf_counter()
-        steps = fit_epochs(
-            model,
-            config,
-            [*all_callbacks, stopper],
-            first_epoch=first_epoch,
-            fast=fast,
-            tap=tap,
-            chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
-        )
-        seconds = time.perf_counter() - started
-        for callback in all_callbacks:
-            if hasattr(callback, "close"):
-                callback.close()
+            all_callbacks = [
+                ResetStatesAtEpochStart(),
+                recorder,
+                keras.callbacks.TerminateOnNaN(),
+                EpochCheckpoint(work_dir, recorder),
+                *extras,
+                *(callbacks or []),
+                stopper,
+            ]
+            started = time.perf_counter()
+            try:
+                steps = fit_epochs(
+                    model,
+                    config,
+                    all_callbacks,
+                    first_epoch=first_epoch,
+                    fast=fast,
+                    tap=tap,
+                    chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
+                )
+            finally:
+                seconds = time.perf_counter() - started
+                for callback in extras:
+                    callback.close()
+            return _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds)
+        except Exception as error:
+            if not isinstance(error, TrainingError):
+                rundir.write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
+            if work_dir != run_dir:
+                shutil.rmtree(work_dir, ignore_errors=True)  # the old run stays as it was
+            raise
 
-    try:
-        return _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds)
-    except TrainingError:
-        if work_dir != run_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)  # the old run stays as it was
-        raise
+
+def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorboard_dir):
+    """The live plot and TensorBoard, when asked for; each has a close()."""
+    extras = []
+    if plot_every:
+        from echo_keras.live import LivePlot
+
+        extras.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
+    if tensorboard_dir is not None:
+        extras.append(RunTensorBoard(tensorboard_dir, first_step))
+    return extras
 
 
 def _load_resume(config: TrainConfig, run_dir: Path):
