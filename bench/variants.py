@@ -28,7 +28,7 @@ VARIANTS = [
     ("LSTM, 3-symbol echo", ["--num-classes", "3"]),
     ("LSTM, Adam 0.01", ["--optimizer", "adam"]),
     ("LSTM, RMSprop 0.01", ["--optimizer", "rmsprop"]),
-    ("LSTM, SGD 1.0", ["--optimizer", "sgd"]),
+    ("LSTM, SGD 0.5", ["--optimizer", "sgd"]),
 ]
 
 

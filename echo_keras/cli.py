@@ -126,7 +126,7 @@ def train(
     num_classes: int | None = typer.Option(None, help="Symbols of the alphabet.  [default: 2]"),
     echo_step: int | None = typer.Option(None, help="Delay of the echo.  [default: 3]"),
     learning_rate: float | None = typer.Option(
-        None, help="Learning rate.  [default: 0.3 for adagrad; adam, rmsprop 0.01; sgd 1.0]"
+        None, help="Learning rate.  [default: 0.3 for adagrad; adam, rmsprop 0.01; sgd 0.5]"
     ),
     seed: int | None = typer.Option(None, help="Seed of data and weights.  [default: 0]"),
     cell: str | None = typer.Option(

@@ -17,7 +17,7 @@ CELLS = ("lstm", "gru", "simple")
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
 
 # The tutorial's learning rate for Adagrad; the other optimizers get Keras's usual one.
-DEFAULT_LEARNING_RATES = {"adagrad": 0.3, "adam": 0.01, "rmsprop": 0.01, "sgd": 1.0}
+DEFAULT_LEARNING_RATES = {"adagrad": 0.3, "adam": 0.01, "rmsprop": 0.01, "sgd": 0.5}
 
 # Config field -> the flag that sets it, for error messages.
 FLAGS = {

@@ -145,3 +145,26 @@ def test_an_existing_run_is_refused_without_overwrite_or_resume(tiny_run):
 def test_overwrite_and_resume_together_are_refused(tmp_path):
     result = invoke("train", "--run-dir", tmp_path / "r", "--overwrite", "--resume")
     assert result.exit_code == 2 and "cannot be used together" in result.stderr
+
+
+def test_no_progress_bar_when_stdout_is_not_a_terminal(tmp_path):
+    result = invoke(
+        "train",
+        "--run-dir",
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--series-length",
+        "1500",
+        "--window",
+        "10",
+    )
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stdout and "Epoch 1/1" not in result.stdout
+
+
+def test_python_dash_m_runs_the_tool():
+    out = subprocess.run(
+        [sys.executable, "-m", "echo_keras", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "train" in out.stdout and "evaluate" in out.stdout and "plot" in out.stdout

@@ -269,3 +269,10 @@ def test_another_keras_backend_is_overridden_with_a_notice(tmp_path):
     notices = [line for line in done.stderr.splitlines() if "KERAS_BACKEND=jax" in line]
     assert len(notices) == 1 and "tensorflow" in notices[0]
     assert json.loads(done.stdout)["epochs"] == 2  # stdout still holds only the JSON
+
+
+def test_resume_of_a_missing_run_folder(tmp_path):
+    result = invoke("train", "--run-dir", tmp_path / "nothing", "--resume")
+    assert result.exit_code == 1
+    one_line_error(result, "does not exist")
+    assert not (tmp_path / "nothing").exists()

@@ -133,3 +133,21 @@ def test_the_tutorial_configuration_learns_the_echo(default_run):
     assert result.final_loss == pytest.approx(np.mean(last_epoch))
     first_batches = [row[3] for row in rows[:10]]
     assert np.mean(first_batches) > 0.5  # it started at chance
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_progress_bar_shows_epoch_batch_and_recent_loss(tiny_config, fast):
+    import io
+
+    from echo_keras.callbacks import ProgressBar
+
+    stream = io.StringIO()
+    model = build_compiled_model(tiny_config)
+    bar = ProgressBar(tiny_config.num_epochs, tiny_config.num_batches, stream=stream)
+    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), bar], fast=fast)
+    text = stream.getvalue()
+    assert (
+        "\rEpoch 1/2 [" in text and f"{tiny_config.num_batches}/{tiny_config.num_batches}" in text
+    )
+    assert "loss 0." in text
+    assert text.count("mean batch loss") == 2 and text.endswith("\n")

@@ -34,7 +34,7 @@ def invoke(*args):
         {"num_classes": 3},
         {"optimizer": "adam", "learning_rate": 0.01},
         {"optimizer": "rmsprop", "learning_rate": 0.01},
-        {"optimizer": "sgd", "learning_rate": 1.0},
+        {"optimizer": "sgd", "learning_rate": 0.5},
     ],
     ids=lambda changes: "-".join(f"{k}={v}" for k, v in changes.items()),
 )
