@@ -17,7 +17,13 @@ import typer
 from typer.core import TyperGroup
 
 from echo_keras.config import DEFAULT_LEARNING_RATES, FLAGS, ConfigError, TrainConfig
-from echo_keras.rundir import RunFolderError, read_config, status_warning
+from echo_keras.rundir import (
+    RunFolderError,
+    holds_run,
+    read_config,
+    run_exists_message,
+    status_warning,
+)
 
 EXIT_USAGE = 2
 
@@ -105,10 +111,6 @@ def check_run_dir_writable(run_dir: Path) -> None:
         ) from None
 
 
-def _stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
 @app.command()
 def train(
     run_dir: Path = RUN_DIR,
@@ -183,12 +185,8 @@ def train(
     if plot_every is not None and plot_every <= 0:
         raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
     check_run_dir_writable(run_dir)
-    occupied = run_dir.is_dir() and any(run_dir.iterdir())
-    if occupied and not (overwrite or resume):
-        raise UsageProblem(
-            f"{run_dir} already holds a run; pass --overwrite to replace it "
-            "or --resume to continue it"
-        )
+    if holds_run(run_dir) and not (overwrite or resume):
+        raise UsageProblem(run_exists_message(run_dir))
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
         raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
     config = _resume_config(run_dir, given) if resume else _new_config(given)
@@ -206,7 +204,7 @@ def train(
     from echo_keras.callbacks import ProgressBar
 
     callbacks = []
-    if notices and _stdout_is_terminal():
+    if notices and sys.stdout.isatty():
         callbacks.append(ProgressBar(config.num_epochs, config.num_batches))
     try:
         result = training.train(
@@ -232,7 +230,8 @@ def train(
         typer.echo(json.dumps({key: getattr(result, key) for key in keys}))
     elif not quiet:
         typer.echo(
-            f"Trained {result.epochs} epochs ({result.steps} batches) in "
+            f"Trained {result.epochs} epoch{'s' * (result.epochs != 1)} "
+            f"({result.steps} batches) in "
             f"{result.train_seconds:.1f} s, {result.steps_per_second:.0f} batches/s; "
             f"last epoch's mean batch loss {result.final_loss:.5f}"
         )
@@ -262,6 +261,7 @@ def evaluate(
         config = read_config(run_dir)
     except RunFolderError as error:
         raise fail(str(error)) from None
+    from echo_keras.evaluation import evaluate as run_evaluation
     from echo_keras.evaluation import evaluation_length, format_table
 
     try:
@@ -271,8 +271,6 @@ def evaluate(
     warning = status_warning(run_dir)
     if warning and not as_json:
         typer.echo(warning, err=True)
-    from echo_keras.evaluation import evaluate as run_evaluation
-
     try:
         metrics = run_evaluation(
             run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window

@@ -82,7 +82,14 @@ def evaluate(
     from echo_keras.loops import PredictLoop
     from echo_keras.model import load_model, reset_states
 
-    model = load_model(Path(run_dir) / rundir.MODEL)
+    path = Path(run_dir) / rundir.MODEL
+    status = rundir.read_status(run_dir)["status"]
+    if not path.exists() and status != "complete":
+        raise rundir.RunFolderError(
+            f"{path} is missing: the run is {status}, and a model is saved only once "
+            "training completes (resume it with --resume)"
+        )
+    model = load_model(path)
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )

@@ -71,6 +71,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` exists with something in it (an empty folder is free to use)."""
+    run_dir = Path(run_dir)
+    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+
+
+def run_exists_message(run_dir: Path) -> str:
+    return (
+        f"{run_dir} already holds a run; pass --overwrite to replace it or --resume to continue it"
+    )
+
+
 # --- config.json --------------------------------------------------------------------------
 
 

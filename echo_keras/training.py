@@ -47,7 +47,6 @@ class TrainResult:
     final_loss: float  # mean batch loss of the last completed epoch
     train_seconds: float
     steps_per_second: float
-    status: str = "complete"
     history: list = field(default_factory=list, repr=False)
 
 
@@ -237,14 +236,13 @@ def train(
     Raises TrainingError (RunExists, TrainingDiverged, TrainingInterrupted) or
     RunFolderError, always with a message for people.
     """
+    if existing not in ("refuse", "overwrite", "resume"):
+        raise ValueError(f"existing must be refuse, overwrite or resume, not {existing!r}")
     config.validate()
     run_dir = Path(run_dir)
-    occupied = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
-    if existing != "resume" and occupied and existing != "overwrite":
-        raise RunExists(
-            f"{run_dir} already holds a run; pass --overwrite to replace it "
-            "or --resume to continue it"
-        )
+    occupied = rundir.holds_run(run_dir)
+    if occupied and existing == "refuse":
+        raise RunExists(rundir.run_exists_message(run_dir))
     with StopOnSignal() as stopper:  # from here on, Ctrl-C stops training cleanly
         if existing == "resume":
             first_epoch, rows, model = _load_resume(config, run_dir)

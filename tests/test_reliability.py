@@ -276,3 +276,14 @@ def test_resume_of_a_missing_run_folder(tmp_path):
     assert result.exit_code == 1
     one_line_error(result, "does not exist")
     assert not (tmp_path / "nothing").exists()
+
+
+def test_evaluate_an_unfinished_run_says_why_there_is_no_model(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "model.keras").unlink()
+    rundir.write_status(run_dir, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
+    result = invoke("evaluate", "--run-dir", run_dir)
+    assert result.exit_code == 1
+    assert "model.keras is missing: the run is interrupted" in result.stderr
+    assert "Traceback" not in result.output
