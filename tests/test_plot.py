@@ -116,3 +116,33 @@ def test_plot_every_writes_live_png(tmp_path, tiny_config):
     width, _ = png_size(run_dir / "live.png")
     assert width > 500
     assert not list(run_dir.glob(".live*"))  # no temporary file left behind
+
+
+def test_live_plot_writes_while_training_runs(tmp_path):
+    """The live figure appears before training ends, not only at close()."""
+    import time
+
+    from echo_keras.callbacks import BatchLossRecorder
+    from echo_keras.live import LivePlot
+    from echo_keras.training import BatchTap
+
+    recorder = BatchLossRecorder(num_batches=10)
+    tap = BatchTap()
+    tap.inputs = np.zeros((10, 5, 15), dtype=np.uint8)
+    tap.targets = np.zeros((10, 5, 15), dtype=np.uint8)
+    tap.logits_source = lambda: np.zeros((5, 15, 2))
+    live = LivePlot(tmp_path / "live.png", 5, recorder, tap)
+    try:
+        recorder.on_epoch_begin(0)
+        for batch in range(5):
+            recorder.on_train_batch_end(batch, {"batch_loss": 0.7})
+            live.on_train_batch_end(batch)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "live.png").exists():
+            assert time.monotonic() < deadline, "no live figure while training"
+            time.sleep(0.05)
+            live.on_train_batch_end(4)  # training goes on; the due frame is sent when ready
+        assert live.frames_sent >= 1
+    finally:
+        live.close()
+    png_size(tmp_path / "live.png")

@@ -57,52 +57,33 @@ def test_missing_run_folder(tmp_path, command):
     one_line_error(result, "does not exist")
 
 
-@pytest.mark.parametrize(
-    "name, damage",
-    [
-        ("model.keras", "missing"),
-        ("model.keras", "corrupt"),
-        ("model.keras", "truncated"),
-        ("config.json", "missing"),
-        ("config.json", "corrupt"),
-        ("config.json", "truncated"),
-    ],
-)
-def test_evaluate_names_the_damaged_file(tiny_run, tmp_path, name, damage):
-    run_dir = damaged_copy(tiny_run, tmp_path, name, damage)
-    result = invoke("evaluate", "--run-dir", run_dir)
-    assert result.exit_code == 1
-    one_line_error(result, name)
+EVALUATE = ["evaluate"]
+PLOT = ["plot"]
+RESUME = ["train", "--resume", "--epochs", "3", "--quiet"]
 
 
 @pytest.mark.parametrize(
-    "name, damage",
+    "command, name, damage",
     [
-        ("history.csv", "truncated"),
-        ("history.csv", "missing"),
-        ("last_batch.npz", "missing"),
-        ("last_batch.npz", "corrupt"),
+        (EVALUATE, "model.keras", "missing"),
+        (EVALUATE, "model.keras", "corrupt"),
+        (EVALUATE, "model.keras", "truncated"),
+        (EVALUATE, "config.json", "missing"),
+        (EVALUATE, "config.json", "corrupt"),
+        (EVALUATE, "config.json", "truncated"),
+        (PLOT, "history.csv", "truncated"),
+        (PLOT, "history.csv", "missing"),
+        (PLOT, "last_batch.npz", "missing"),
+        (PLOT, "last_batch.npz", "corrupt"),
+        (RESUME, "config.json", "corrupt"),
+        (RESUME, "history.csv", "truncated"),
+        (RESUME, "checkpoint/state.npz", "missing"),
+        (RESUME, "checkpoint/state.npz", "corrupt"),
     ],
 )
-def test_plot_names_the_damaged_file(tiny_run, tmp_path, name, damage):
+def test_a_damaged_file_is_named_in_one_line(tiny_run, tmp_path, command, name, damage):
     run_dir = damaged_copy(tiny_run, tmp_path, name, damage)
-    result = invoke("plot", "--run-dir", run_dir)
-    assert result.exit_code == 1
-    one_line_error(result, name)
-
-
-@pytest.mark.parametrize(
-    "name, damage",
-    [
-        ("config.json", "corrupt"),
-        ("history.csv", "truncated"),
-        ("checkpoint/state.npz", "missing"),
-        ("checkpoint/state.npz", "corrupt"),
-    ],
-)
-def test_resume_names_the_damaged_file(tiny_run, tmp_path, name, damage):
-    run_dir = damaged_copy(tiny_run, tmp_path, name, damage)
-    result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", 3, "--quiet")
+    result = invoke(*command, "--run-dir", run_dir)
     assert result.exit_code == 1
     one_line_error(result, name.split("/")[-1])
 
