@@ -115,14 +115,14 @@ def reset_states(model: keras.Model) -> None:
         layer.reset_state()
 
 
-def load_model(path, compile: bool = False) -> keras.Model:
-    """Load a saved model; RunFolderError naming the file if it is missing or damaged."""
+def load_model(path) -> keras.Model:
+    """Load a saved model for inference; RunFolderError naming the file if missing or damaged."""
     from echo_keras.rundir import RunFolderError
 
     if not path.is_file():
         raise RunFolderError(f"{path} is missing")
     try:
-        return keras.models.load_model(path, compile=compile)
+        return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFolderError(f"{path} is damaged: {reason[:200]}") from None
