@@ -107,6 +107,7 @@ def test_train_summary_and_the_dropped_remainder_notice(tmp_path):
         (["--epochs", "five"], "--epochs"),
         (["--learning-rate", "fast"], "--learning-rate"),
         (["--plot-every", "0"], "--plot-every"),
+        (["--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_values_get_one_line_and_exit_2_and_write_nothing(tmp_path, args, flag):

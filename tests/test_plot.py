@@ -146,3 +146,12 @@ def test_live_plot_writes_while_training_runs(tmp_path):
     finally:
         live.close()
     png_size(tmp_path / "live.png")
+
+
+@pytest.mark.parametrize("where", ["folder", "missing parent"])
+def test_plot_out_must_be_a_file_in_an_existing_folder(tiny_run, tmp_path, where):
+    out = tmp_path if where == "folder" else tmp_path / "no" / "such" / "plot.png"
+    result = runner.invoke(app, ["plot", "--run-dir", str(tiny_run), "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0]
