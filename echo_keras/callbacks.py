@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 
+from echo_keras import rundir
 from echo_keras.backend import keras
-from echo_keras.model import reset_states
+from echo_keras.model import checkpoint_state, reset_states
 
 
 class ResetStatesAtEpochStart(keras.callbacks.Callback):
@@ -153,25 +154,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = run_dir
         self.recorder = recorder
-        self._lines = []  # history.csv lines of the epochs written so far, formatted once
-        self._rows_written = 0
+        # history.csv lines of the epochs written so far (a resumed run's too), formatted once.
+        self._lines = [rundir.history_lines(recorder.rows)]
+        self._rows_written = len(recorder.rows)
 
     def on_epoch_end(self, epoch, logs=None):
-        from echo_keras import rundir
-        from echo_keras.model import checkpoint_state
-
-        rows = self.recorder.rows
-        epoch_rows = [row for row in rows[self._rows_written :] if row[0] == epoch]
+        epoch_rows = [row for row in self.recorder.rows[self._rows_written :] if row[0] == epoch]
         if len(epoch_rows) < self.recorder.num_batches:
             return  # cut short
         if not all(math.isfinite(row[3]) for row in epoch_rows):
             return  # diverged: keep the last good checkpoint
-        if self._rows_written == 0 and rows and rows[0][0] < epoch:  # resumed: earlier epochs
-            self._lines.append(rundir.history_lines(rows[: len(rows) - len(epoch_rows)]))
         self._lines.append(rundir.history_lines(epoch_rows))
-        self._rows_written = len(rows)
+        self._rows_written = len(self.recorder.rows)
         rundir.write_checkpoint(self.run_dir, *checkpoint_state(self.model), epoch + 1)
-        rundir.write_history(self.run_dir, lines="".join(self._lines))
+        rundir.write_history(self.run_dir, "".join(self._lines))
 
 
 class StopOnSignal(keras.callbacks.Callback):

@@ -148,10 +148,9 @@ def history_lines(rows) -> str:
     return "".join(f"{epoch},{batch},{step},{float(loss)!r}\n" for epoch, batch, step, loss in rows)
 
 
-def write_history(run_dir: Path, rows=(), lines: str | None = None) -> None:
-    """Write history.csv from rows, or from `history_lines` text already formatted."""
-    body = history_lines(rows) if lines is None else lines
-    atomic_write_text(Path(run_dir) / HISTORY, ",".join(HISTORY_COLUMNS) + "\n" + body)
+def write_history(run_dir: Path, lines: str) -> None:
+    """Write history.csv: the header, then `history_lines` text."""
+    atomic_write_text(Path(run_dir) / HISTORY, ",".join(HISTORY_COLUMNS) + "\n" + lines)
 
 
 def read_history(run_dir: Path) -> list[tuple[int, int, int, float]]:

@@ -370,8 +370,8 @@ def _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, sec
             f"resume with: {hint}",
             stopper.received,
         )
+    # history.csv is already whole: EpochCheckpoint wrote it at the last epoch's end.
     model.save(work_dir / rundir.MODEL)
-    rundir.write_history(work_dir, rows)
     rundir.write_last_batch(work_dir, *tap.batch(config.num_batches - 1))
     rundir.write_status(work_dir, "complete")
     if work_dir != run_dir:
