@@ -133,29 +133,32 @@ class ProgressBar(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """At the end of every completed epoch, checkpoint the model (with optimizer state)
-    and bring `history.csv` up to date, so a run can be followed and resumed.
+    """At the end of every completed epoch, make the run folder resumable from there.
 
-    An epoch cut short (Ctrl-C, divergence) is not checkpointed: the last
-    checkpoint stays the last completed epoch.
+    In this order: append the epoch's rows to `history.csv`, write `last_batch.npz`,
+    then write the checkpoint (weights, optimizer state, epoch count). A failure or
+    a kill at any point leaves a folder that `--resume` can continue: the
+    checkpoint never counts an epoch that history.csv lacks, and resume drops
+    rows beyond the checkpoint. An epoch cut short (Ctrl-C, divergence) is not
+    checkpointed: the last checkpoint stays the last completed epoch.
 
     Args:
         run_dir: the run folder being written.
         recorder: the run's BatchLossRecorder, whose rows go to `history.csv`.
+        tap: the run's BatchTap (the epoch's last batch and its predictions).
 
     Example:
 
     ```python
-    model.fit(..., callbacks=[recorder, EpochCheckpoint(run_dir, recorder)])
+    model.fit(..., callbacks=[recorder, EpochCheckpoint(run_dir, recorder, tap)])
     ```
     """
 
-    def __init__(self, run_dir, recorder: BatchLossRecorder):
+    def __init__(self, run_dir, recorder: BatchLossRecorder, tap):
         super().__init__()
         self.run_dir = run_dir
         self.recorder = recorder
-        # history.csv lines of the epochs written so far (a resumed run's too), formatted once.
-        self._lines = [rundir.history_lines(recorder.rows)]
+        self.tap = tap
         self._rows_written = len(recorder.rows)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -164,14 +167,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return  # cut short
         if not all(math.isfinite(row[3]) for row in epoch_rows):
             return  # diverged: keep the last good checkpoint
-        self._lines.append(rundir.history_lines(epoch_rows))
+        rundir.append_history(self.run_dir, rundir.history_lines(epoch_rows))
         self._rows_written = len(self.recorder.rows)
+        rundir.write_last_batch(self.run_dir, *self.tap.batch(self.recorder.num_batches - 1))
         rundir.write_checkpoint(self.run_dir, *checkpoint_state(self.model), epoch + 1)
-        rundir.write_history(self.run_dir, "".join(self._lines))
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Stop training at the next batch end after SIGINT (Ctrl-C) or SIGTERM.
+    """Stop training at the next batch end after SIGINT (Ctrl-C), SIGTERM or SIGHUP.
 
     Use as a context manager around training, which installs the handlers;
     `received` then holds the signal number, or None.
@@ -185,7 +188,7 @@ class StopOnSignal(keras.callbacks.Callback):
     ```
     """
 
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         super().__init__()

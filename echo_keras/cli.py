@@ -6,6 +6,7 @@ TensorFlow is imported only inside the commands that need it, so `--help` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,14 +17,15 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from echo_keras.config import DEFAULT_LEARNING_RATES, FLAGS, ConfigError, TrainConfig
-from echo_keras.rundir import (
-    RunFolderError,
-    holds_run,
-    read_config,
-    run_exists_message,
-    status_warning,
+from echo_keras.config import (
+    DEFAULT_LEARNING_RATES,
+    FLAGS,
+    ConfigError,
+    TrainConfig,
+    memory_problem,
 )
+from echo_keras.rundir import RunFolderError, read_config
+from echo_keras.runfolder import RunFolder, RunRefused
 
 EXIT_USAGE = 2
 
@@ -45,6 +47,8 @@ class _OneLineErrors(TyperGroup):
             sys.exit(getattr(error, "exit_code", 1))
         except typer.Abort:
             typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): not a bug
             sys.exit(1)
         except Exception as error:  # a bug or an environment problem: still one line
             if os.environ.get("ECHO_KERAS_DEBUG"):
@@ -75,7 +79,15 @@ def _group() -> None:
     """Train, evaluate and plot a stateful Keras LSTM on the echo task."""
 
 
-RUN_DIR = typer.Option(Path("runs/echo"), "--run-dir", help="The run folder.")
+def _folder_path(value: str | Path) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return Path(value)
+
+
+RUN_DIR = typer.Option(Path("runs/echo"), "--run-dir", parser=_folder_path, help="The run folder.")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -185,20 +197,33 @@ def train(
     if plot_every is not None and plot_every <= 0:
         raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
     check_run_dir_writable(run_dir)
-    if holds_run(run_dir) and not (overwrite or resume):
-        raise UsageProblem(run_exists_message(run_dir))
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
         raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
+    existing = "resume" if resume else "overwrite" if overwrite else "refuse"
+    try:
+        RunFolder(run_dir).check(existing)  # again under the lock, once training starts
+    except RunRefused as error:
+        raise UsageProblem(str(error)) from None
+    except RunFolderError as error:
+        raise fail(str(error)) from None
     config = _resume_config(run_dir, given) if resume else _new_config(given)
+    problem = memory_problem(config)
+    if problem:
+        raise UsageProblem(problem)
 
     notices = not (quiet or as_json)
     if notices and config.used_length < config.total_series_length:
-        typer.echo(
+        notice(
             f"Note: {config.total_series_length} symbols do not fill whole windows; "
             f"using {config.used_length} ({config.num_batches} windows of "
             f"{config.batch_size} x {config.truncated_backprop_length}), "
-            f"dropping the last {config.total_series_length - config.used_length}.",
-            err=True,
+            f"dropping the last {config.total_series_length - config.used_length}."
+        )
+    if notices and config.echo_outside_window:
+        notice(
+            f"Warning: --echo-step {config.echo_step} >= --window "
+            f"{config.truncated_backprop_length}: no window holds both a symbol and its echo, "
+            "so truncated backprop cannot learn it; expect chance at the boundary."
         )
     from echo_keras import training
     from echo_keras.callbacks import ProgressBar
@@ -210,21 +235,29 @@ def train(
         result = training.train(
             config,
             run_dir,
-            existing="resume" if resume else "overwrite" if overwrite else "refuse",
+            existing=existing,
             fast=not plain,
             callbacks=callbacks,
             plot_every=plot_every,
             tensorboard_dir=tensorboard,
+            notify=notice if notices else None,
         )
     except training.TrainingInterrupted as error:
         raise fail(str(error), 128 + error.signal) from None
-    except training.RunExists as error:
+    except RunRefused as error:
         raise UsageProblem(str(error)) from None
     except (training.TrainingError, RunFolderError) as error:
         raise fail(str(error)) from None
     except OSError as error:
         raise fail(f"cannot write the run: {error}") from None
 
+    # The run is complete and kept: if its report cannot be printed (a closed or
+    # broken stdout), the exit status still says so.
+    with contextlib.suppress(OSError):
+        _report_training(result, as_json, quiet)
+
+
+def _report_training(result, as_json: bool, quiet: bool) -> None:
     if as_json:
         keys = ("run_dir", "epochs", "steps", "final_loss", "train_seconds", "steps_per_second")
         typer.echo(json.dumps({key: getattr(result, key) for key in keys}))
@@ -257,8 +290,9 @@ def evaluate(
     """Evaluate a trained run on fresh data, carrying the state as in training."""
     if seed is not None and seed < 0:
         raise bad_parameter("--seed", f"must not be negative, got {seed}")
+    folder = RunFolder(run_dir)
     try:
-        config = read_config(run_dir)
+        config = folder.read(lambda view: read_config(view, folder.path))
     except RunFolderError as error:
         raise fail(str(error)) from None
     from echo_keras.evaluation import evaluate as run_evaluation
@@ -268,9 +302,9 @@ def evaluate(
         evaluation_length(config, series_length)
     except ConfigError as error:
         raise bad_parameter("--series-length", error.reason) from None
-    warning = status_warning(run_dir)
+    warning = folder.warning()
     if warning and not as_json:
-        typer.echo(warning, err=True)
+        notice(warning)
     try:
         metrics = run_evaluation(
             run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
@@ -281,33 +315,41 @@ def evaluate(
         typer.echo(json.dumps(metrics.to_dict()))
     else:
         typer.echo(f"Evaluation of {run_dir} on a fresh series:")
-        typer.echo(format_table(metrics, config.echo_step))
+        typer.echo(format_table(metrics, config.echo_step, config.truncated_backprop_length))
 
 
 @app.command()
 def plot(
     run_dir: Path = RUN_DIR,
     out: Path | None = typer.Option(
-        None, help="Where to write the PNG.  [default: RUN_DIR/plot.png]"
+        None,
+        help="Where to write the figure; the extension picks the format (png, svg, pdf, "
+        "jpg, ...).  [default: RUN_DIR/plot.png]",
     ),
 ) -> None:
     """Draw the tutorial's figure (loss curve and the last batch) from a run folder."""
-    if out is not None and out.is_dir():
-        raise bad_parameter("--out", f"{out} is a folder; give a file name such as plot.png")
-    if out is not None and not out.parent.is_dir():
-        raise bad_parameter("--out", f"folder {out.parent} does not exist")
-    from echo_keras.plotting import plot_run
+    from echo_keras.plotting import figure_target, plot_run
 
     try:
+        if out is not None:
+            figure_target(out)
         path = plot_run(run_dir, out)
+    except ValueError as error:
+        raise bad_parameter("--out", str(error)) from None
     except RunFolderError as error:
         raise fail(str(error)) from None
     except OSError as error:
         raise fail(f"cannot write the figure: {error}") from None
-    warning = status_warning(run_dir)
+    warning = RunFolder(run_dir).warning()
     if warning:
-        typer.echo(warning, err=True)
+        notice(warning)
     typer.echo(str(path))
+
+
+def notice(message: str) -> None:
+    """A line on stderr (notices, warnings); lost, not fatal, if stderr is broken."""
+    with contextlib.suppress(OSError):
+        typer.echo(message, err=True)
 
 
 def _new_config(given: dict) -> TrainConfig:
@@ -344,7 +386,40 @@ def _resume_config(run_dir: Path, given: dict) -> TrainConfig:
         raise bad_parameter(error.flag, error.reason) from None
 
 
+def _open_standard_streams() -> None:
+    """Give a closed stdin, stdout or stderr (`>&-`) /dev/null.
+
+    Otherwise the next file opened would take its descriptor, and whatever is
+    printed (by us, or by TensorFlow's C++ logging to fd 2) would land in a run file.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
+def _flush_standard_streams() -> bool:
+    """Flush stdout and stderr; False if either is broken (a closed pipe, a full disk)."""
+    ok = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            ok = False
+            # Python would complain again at exit: point the descriptor at /dev/null.
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+    return ok
+
+
 def main() -> None:
+    _open_standard_streams()
     try:
         app()
         code = 0
@@ -353,10 +428,9 @@ def main() -> None:
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
+    _flush_standard_streams()
     if "tensorflow" in sys.modules:
         # Every file is written and closed by now. TensorFlow's teardown at interpreter
         # exit takes most of a second and does nothing for us: skip it.
-        sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(code or 0)
     sys.exit(code)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 CELLS = ("lstm", "gru", "simple")
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
@@ -35,6 +38,36 @@ FLAGS = {
     "dropout": "--dropout",
     "optimizer": "--optimizer",
 }
+
+
+INTEGER_FIELDS = (
+    "num_epochs",
+    "total_series_length",
+    "truncated_backprop_length",
+    "state_size",
+    "num_classes",
+    "echo_step",
+    "batch_size",
+    "seed",
+    "num_layers",
+)
+POSITIVE_FIELDS = (
+    "num_epochs",
+    "total_series_length",
+    "truncated_backprop_length",
+    "state_size",
+    "batch_size",
+    "num_layers",
+)
+MAX_CLASSES = 65536  # symbols travel as float32 and are stored as uint16 at most
+MAX_LAYERS = 64  # deeper stacks of recurrent layers are not a thing anyone trains here
+MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds take no more
+
+
+def float32(value: float) -> float:
+    """`value` rounded to float32, as the optimizer will see it (0 or inf when out of range)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.float32(value))
 
 
 class ConfigError(ValueError):
@@ -74,22 +107,28 @@ class TrainConfig:
         return self.num_batches * self.batch_size * self.truncated_backprop_length
 
     def validate(self) -> TrainConfig:
-        """Raise ConfigError for the first setting that cannot work; return self."""
-        for field in (
-            "num_epochs",
-            "total_series_length",
-            "truncated_backprop_length",
-            "state_size",
-            "batch_size",
-            "num_layers",
-        ):
+        """Raise ConfigError for the first setting that cannot work; return self.
+
+        Checks types too: a config.json written by hand (or by an enemy) goes through here.
+        """
+        for field in INTEGER_FIELDS:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(field, f"must be an integer, got {value!r}")
+        for field in ("learning_rate", "dropout"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(field, f"must be a number, got {value!r}")
+        for field in POSITIVE_FIELDS:
+            value = getattr(self, field)
             if value <= 0:
                 raise ConfigError(field, f"must be positive, got {value}")
-        if self.num_classes < 2:
-            raise ConfigError("num_classes", f"must be at least 2, got {self.num_classes}")
+        if not 2 <= self.num_classes <= MAX_CLASSES:
+            raise ConfigError(
+                "num_classes", f"must be from 2 to {MAX_CLASSES}, got {self.num_classes}"
+            )
+        if self.num_layers > MAX_LAYERS:
+            raise ConfigError("num_layers", f"must be at most {MAX_LAYERS}, got {self.num_layers}")
         if self.echo_step < 0:
             raise ConfigError("echo_step", f"must not be negative, got {self.echo_step}")
         if self.echo_step >= self.total_series_length:
@@ -109,17 +148,50 @@ class TrainConfig:
             raise ConfigError(
                 "learning_rate", f"must be a positive finite number, got {self.learning_rate}"
             )
-        if self.cell not in CELLS:
+        as_float32 = float32(self.learning_rate)
+        if as_float32 == 0 or math.isinf(as_float32):
+            raise ConfigError(
+                "learning_rate",
+                f"{self.learning_rate} is {as_float32:g} in float32, "
+                "the precision the optimizer computes in",
+            )
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise ConfigError("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.optimizer not in OPTIMIZERS:
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 "optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
         if not (0.0 <= self.dropout < 1.0):
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.seed < 0:
-            raise ConfigError("seed", f"must not be negative, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", f"must be from 0 to {MAX_SEED}, got {self.seed}")
         return self
+
+    @property
+    def echo_outside_window(self) -> bool:
+        """No window holds both a symbol and its echo: truncated backprop cannot learn it."""
+        return self.echo_step >= self.truncated_backprop_length
+
+    def memory_estimate(self) -> dict[str, int]:
+        """Bytes the training process needs, estimated from the settings alone.
+
+        `data`: one epoch's series, its windows and their TensorFlow copies (about six
+        bytes per symbol for up to 256 classes). `model`: weights, gradients and
+        optimizer slots, plus one window's activations kept for backprop. Rough on
+        purpose: it only has to tell a run that fits from one that cannot.
+        """
+        symbol_bytes = 1 if self.num_classes <= 256 else 2
+        data = 6 * self.total_series_length * symbol_bytes
+        gates = {"lstm": 4, "gru": 3, "simple": 1}[self.cell]
+        units, params, inputs = self.state_size, 0, 1
+        for _ in range(self.num_layers):
+            params += gates * (inputs + units + 2) * units
+            inputs = units
+        params += (units + 1) * self.num_classes
+        slots = {"adagrad": 1, "adam": 2, "rmsprop": 1, "sgd": 0}.get(self.optimizer, 2)
+        steps = self.batch_size * self.truncated_backprop_length
+        activations = steps * (self.num_layers * units * (gates + 2) + 3 * self.num_classes)
+        return {"data": data, "model": 4 * (params * (2 + slots) + 2 * activations)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,3 +204,45 @@ class TrainConfig:
 
     def to_json(self, **extra: Any) -> str:
         return json.dumps({**self.to_dict(), **extra}, indent=2) + "\n"
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give a process (MemAvailable, else all of it)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_problem(config: TrainConfig, available: int | None = None) -> str | None:
+    """A one-line reason when `config` cannot fit in memory, else None."""
+    available = available_memory() if available is None else available
+    estimate = config.memory_estimate()
+    if estimate["data"] > available:
+        what = f"--series-length {config.total_series_length} needs about"
+        need = f"{_size(estimate['data'])} of memory for one epoch's data"
+    elif estimate["model"] > available:
+        what = (
+            f"the model (--state-size {config.state_size}, --layers {config.num_layers}, "
+            f"--num-classes {config.num_classes}, --batch-size {config.batch_size}, "
+            f"--window {config.truncated_backprop_length}) needs about"
+        )
+        need = f"{_size(estimate['model'])} of memory"
+    elif estimate["data"] + estimate["model"] > available:
+        what = "data and model together need about"
+        need = f"{_size(sum(estimate.values()))} of memory"
+    else:
+        return None
+    return f"{what} {need} (estimated), more than the {_size(available)} available"
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")

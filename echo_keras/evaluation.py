@@ -18,6 +18,7 @@ import numpy as np
 from echo_keras import rundir
 from echo_keras.config import ConfigError
 from echo_keras.data import eval_rng, windows_from_rng
+from echo_keras.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -74,22 +75,13 @@ def evaluate(
     `seed` defaults to the run's own seed, drawn from the evaluation stream that no
     training epoch uses; `series_length` defaults to the training length.
     """
-    config = rundir.read_config(run_dir)
+    from echo_keras.loops import PredictLoop
+    from echo_keras.model import reset_states
+
+    config, model = load_run(run_dir)
     length = evaluation_length(config, series_length)
     if seed is not None and seed < 0:
         raise ConfigError("seed", f"must not be negative, got {seed}")
-
-    from echo_keras.loops import PredictLoop
-    from echo_keras.model import load_model, reset_states
-
-    path = Path(run_dir) / rundir.MODEL
-    status = rundir.read_status(run_dir)["status"]
-    if not path.exists() and status != "complete":
-        raise rundir.RunFolderError(
-            f"{path} is missing: the run is {status}, and a model is saved only once "
-            "training completes (resume it with --resume)"
-        )
-    model = load_model(path)
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )
@@ -98,9 +90,40 @@ def evaluate(
     return score(loss_sums.numpy(), correct.numpy(), config.echo_step, reset_each_window)
 
 
-def format_table(metrics: Metrics, echo_step: int) -> str:
+def load_run(run_dir: Path):
+    """(config, trained model) of a run, both read from one version of the folder.
+
+    RunFolderError names the file when either is missing, damaged, or they disagree.
+    """
+    from echo_keras.model import load_model
+
+    folder = RunFolder(run_dir)
+
+    def read(view: Path):
+        config = rundir.read_config(view, folder.path)
+        path = view / rundir.MODEL
+        if not path.exists():
+            status = folder.status()
+            if status["status"] != "complete":
+                raise rundir.RunFolderError(
+                    f"{folder.path / rundir.MODEL} is missing: the run is {status['status']}, "
+                    "and a model is saved only once training completes (resume it with --resume)"
+                )
+        return config, load_model(path, config, folder.path / rundir.MODEL)
+
+    return folder.read(read)
+
+
+def format_table(metrics: Metrics, echo_step: int, window: int) -> str:
     def number(value):
         return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    if echo_step < window:
+        boundary = f"first {echo_step} positions of windows 2.."
+        inner = "the other positions"
+    else:  # every echo lies in an earlier window
+        boundary = f"all {window} positions of windows 2.. (the echo reaches {echo_step} back)"
+        inner = "none: no window holds a symbol and its echo"
 
     state = "zeroed before every window" if metrics.reset_each_window else "carried across windows"
     rows = [
@@ -109,10 +132,10 @@ def format_table(metrics: Metrics, echo_step: int) -> str:
         ("accuracy", number(metrics.accuracy)),
         (
             "boundary accuracy",
-            f"{number(metrics.boundary_accuracy)}   first {echo_step} "
-            "positions of windows 2.., predictable only from the carried state",
+            f"{number(metrics.boundary_accuracy)}   {boundary}, "
+            "predictable only from the carried state",
         ),
-        ("inner accuracy", f"{number(metrics.inner_accuracy)}   the other positions"),
+        ("inner accuracy", f"{number(metrics.inner_accuracy)}   {inner}"),
         ("windows", str(metrics.windows)),
         ("positions", str(metrics.positions)),
     ]

@@ -5,6 +5,8 @@ Importing this module imports Keras (and TensorFlow): keep it out of fast paths.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from echo_keras.backend import keras
 from echo_keras.config import TrainConfig
 
@@ -115,17 +117,65 @@ def reset_states(model: keras.Model) -> None:
         layer.reset_state()
 
 
-def load_model(path) -> keras.Model:
-    """Load a saved model for inference; RunFolderError naming the file if missing or damaged."""
+def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Model:
+    """Load a saved model for inference; RunFolderError naming the file if missing or damaged.
+
+    With `config`, the model must be the one config.json describes (batch, window,
+    cell, layers, units, classes); if not, config.json is called damaged. `name`
+    is how the file is named in messages (default `path`).
+    """
     from echo_keras.rundir import RunFolderError
 
+    shown = name or path
     if not path.is_file():
-        raise RunFolderError(f"{path} is missing")
+        raise RunFolderError(f"{shown} is missing")
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunFolderError(f"{path} is damaged: {reason[:200]}") from None
+        raise RunFolderError(f"{shown} is damaged: {reason[:200]}") from None
+    if config is not None:
+        mismatch = _mismatch(model, config)
+        if mismatch:
+            raise RunFolderError(
+                f"{Path(shown).parent / 'config.json'} is damaged: it does not match "
+                f"{Path(shown).name} ({mismatch})"
+            )
+    return model
+
+
+def _mismatch(model: keras.Model, config: TrainConfig) -> str | None:
+    """What of `config` the model disagrees with, or None."""
+    expected_input = (config.batch_size, config.truncated_backprop_length, 1)
+    actual_input = tuple(model.inputs[0].shape) if model.inputs else None
+    if actual_input != expected_input:
+        return (
+            f"batch_size x truncated_backprop_length is {expected_input[:2]}, model {actual_input}"
+        )
+    recurrent = [
+        layer for layer in model.layers if isinstance(layer, tuple(RECURRENT_LAYERS.values()))
+    ]
+    kinds = [
+        name
+        for layer in recurrent
+        for name, kind in RECURRENT_LAYERS.items()
+        if type(layer) is kind
+    ]
+    if kinds != [config.cell] * config.num_layers:
+        return f"cell x num_layers is {config.cell} x {config.num_layers}, model {kinds}"
+    units = {layer.units for layer in recurrent}
+    if units != {config.state_size}:
+        return f"state_size is {config.state_size}, model {sorted(units)}"
+    if model.output_shape[-1] != config.num_classes:
+        return f"num_classes is {config.num_classes}, model {model.output_shape[-1]}"
+    return None
+
+
+def checkpoint_variables(model: keras.Model) -> tuple[list, list]:
+    """The variables a checkpoint holds: the model's weights and its optimizer's."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return list(model.weights), list(model.optimizer.variables)
 
 
 def checkpoint_state(model: keras.Model) -> tuple[list, list]:
@@ -141,11 +191,8 @@ def restore_checkpoint_state(model: keras.Model, weights: list, optimizer_variab
 
     Raises ValueError when the arrays do not fit the model.
     """
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    for variables, values in (
-        (model.weights, weights),
-        (model.optimizer.variables, optimizer_variables),
+    for variables, values in zip(
+        checkpoint_variables(model), (weights, optimizer_variables), strict=True
     ):
         if len(variables) != len(values):
             raise ValueError(f"it holds {len(values)} arrays where the model has {len(variables)}")

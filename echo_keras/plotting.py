@@ -1,26 +1,74 @@
 """The tutorial's figure: the loss of every batch, and the last batch row by row.
 
-Reads only `history.csv` and `last_batch.npz`, and draws with matplotlib's Agg
-canvas directly (no pyplot, no TensorFlow), so `echo-keras plot` answers at once
-and the live plot can draw from a background thread.
+Reads only `config.json`, `history.csv` and `last_batch.npz`, and draws with
+matplotlib's Agg canvas directly (no pyplot, no TensorFlow), so `echo-keras plot`
+answers at once and the live plot can draw from a background process. The history
+is streamed and thinned as it is read, so a history of millions of rows costs
+seconds and little memory.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from echo_keras import rundir
+from echo_keras.runfolder import RunFolder
 
 MAX_ROW_PANELS = 5  # the tutorial shows the 5 rows of its batch
 MAX_LOSS_POINTS = 20000  # longer histories are thinned for drawing (not for the file)
+MAX_EPOCH_LINES = 100  # more epoch starts than this would only paint the panel grey
+
+
+@dataclass
+class LossCurve:
+    """The loss panel's data: every `stride`-th batch's step and loss, and the epoch starts."""
+
+    steps: np.ndarray
+    losses: np.ndarray
+    epoch_starts: list[int] | None  # None when there are too many to draw
+    epochs: int
+    batches: int
+
+
+def loss_curve(rows: Iterable[tuple], max_points: int = MAX_LOSS_POINTS) -> LossCurve:
+    """Thin (epoch, batch, step, loss) rows to at most 2 * max_points points, in one pass.
+
+    Memory stays bounded however many rows stream by: whenever the kept points
+    reach twice the limit, every other one is dropped and the stride doubles.
+    """
+    steps, losses, starts = [], [], []
+    stride, count, epoch, epochs = 1, 0, None, 0
+    for row_epoch, _, step, loss in rows:
+        if row_epoch != epoch:
+            epochs += 1
+            if epoch is not None and len(starts) <= MAX_EPOCH_LINES:
+                starts.append(step)
+            epoch = row_epoch
+        if count % stride == 0:
+            steps.append(step)
+            losses.append(loss)
+            if len(steps) >= 2 * max_points:
+                steps, losses, stride = steps[::2], losses[::2], stride * 2
+        count += 1
+    return LossCurve(
+        np.asarray(steps, dtype=np.float64),
+        np.asarray(losses, dtype=np.float64),
+        starts if len(starts) <= MAX_EPOCH_LINES else None,
+        epochs,
+        count,
+    )
+
+
 COLORS = {"input": "blue", "target": "red", "prediction": "green"}
 
 
-def draw_figure(history, batch: dict, title: str = ""):
-    """Build the figure. `history` is a sequence of (epoch, batch, step, loss) rows;
+def draw_figure(curve: LossCurve, batch: dict, title: str = ""):
+    """Build the figure. `curve` is the thinned history (`loss_curve`);
     `batch` holds `inputs`, `targets` (batch, window) and `probabilities` (batch, window, classes).
     """
     from matplotlib.figure import Figure
@@ -38,7 +86,7 @@ def draw_figure(history, batch: dict, title: str = ""):
     for unused in axes[panels:]:
         unused.set_visible(False)
 
-    _draw_loss(axes[0], history)
+    _draw_loss(axes[0], curve)
     top = max(2.0, float(max(inputs.max(), targets.max(), predictions.max())) + 1)
     offsets = np.arange(window)
     for row in range(shown):
@@ -62,14 +110,11 @@ def draw_figure(history, batch: dict, title: str = ""):
     return figure
 
 
-def _draw_loss(ax, history) -> None:
-    history = np.asarray(history, dtype=np.float64).reshape(-1, 4)
-    epochs, steps, losses = history[:, 0], history[:, 2], history[:, 3]
-    stride = max(1, len(losses) // MAX_LOSS_POINTS)
+def _draw_loss(ax, curve: LossCurve) -> None:
+    losses = curve.losses
     finite = np.where(np.isfinite(losses), np.maximum(losses, 1e-12), np.nan)
-    ax.plot(steps[::stride], finite[::stride], lw=0.6, color="tab:blue", label="batch loss")
-    starts = steps[1:][np.diff(epochs) != 0] if len(epochs) else []
-    for index, step in enumerate(starts):
+    ax.plot(curve.steps, finite, lw=0.6, color="tab:blue", label="batch loss")
+    for index, step in enumerate(curve.epoch_starts or []):
         ax.axvline(step, color="grey", ls="--", lw=0.8, label="epoch start" if index == 0 else None)
     if np.any(finite > 0):
         ax.set_yscale("log")  # the loss falls over orders of magnitude
@@ -79,28 +124,68 @@ def _draw_loss(ax, history) -> None:
     ax.legend(loc="upper right", fontsize="small")
 
 
+def image_formats() -> dict[str, str]:
+    """The file extensions matplotlib can write, with their descriptions."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+def figure_target(out: Path) -> Path:
+    """Where a figure asked for at `out` is written; ValueError for a path that cannot be one.
+
+    A symlink is written through (its target is replaced, the link stays); an
+    existing device, FIFO, socket or folder is refused, never replaced; the
+    extension must name a format matplotlib writes.
+    """
+    out = Path(out)
+    formats = image_formats()
+    extension = out.suffix.lower().lstrip(".")
+    if extension not in formats:
+        known = ", ".join(sorted(formats))
+        raise ValueError(
+            f"{out}: unknown image format {out.suffix or '(no extension)'}; use {known}"
+        )
+    target = out.resolve() if out.is_symlink() else out
+    if target.exists() and not target.is_file():
+        raise ValueError(f"{out} exists and is not a regular file; it is left alone")
+    if not target.parent.is_dir():
+        raise ValueError(f"folder {target.parent} does not exist")
+    return target
+
+
 def save_figure(figure, path: Path) -> None:
-    """Write the figure as a PNG atomically (a temporary file, then a rename)."""
+    """Write the figure atomically (a temporary file, then a rename), in the format its
+    extension names (PNG for the run folder's figures)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    rundir.atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    extension = Path(path).suffix.lower().lstrip(".") or "png"
+    rundir.atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format=extension, dpi=100))
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     """Draw the figure of a run folder into `out` (default RUN_DIR/plot.png); return the path.
 
-    RunFolderError names the file when history.csv or last_batch.npz is missing or damaged.
+    Reads config.json, history.csv and last_batch.npz from one version of the
+    folder. RunFolderError names the file that is missing or damaged; ValueError
+    for an `out` that cannot be written (see `figure_target`).
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise rundir.RunFolderError(f"run folder {run_dir} does not exist")
-    history = rundir.read_history(run_dir)
-    batch = rundir.read_last_batch(run_dir)
-    epochs = history[-1][0] + 1
-    title = f"{run_dir.name}: {epochs} epochs, {len(history)} batches"
-    out = Path(out) if out is not None else run_dir / "plot.png"
-    save_figure(draw_figure(history, batch, title), out)
+    folder = RunFolder(run_dir)
+
+    def read(view: Path):
+        config = rundir.read_config(view, folder.path)
+        batch = rundir.read_last_batch(view, config, folder.path)
+        curve = loss_curve(rundir.iter_history(view, folder.path))
+        return batch, curve
+
+    batch, curve = folder.read(read)
+    out = Path(out) if out is not None else folder.path / "plot.png"
+    target = figure_target(out)
+    if not curve.batches:
+        raise rundir.RunFolderError(f"{folder.path / rundir.HISTORY} is damaged: it has no rows")
+    title = f"{folder.path.name}: {curve.epochs} epochs, {curve.batches} batches"
+    save_figure(draw_figure(curve, batch, title), target)
     return out
 
 
@@ -128,6 +213,6 @@ def live_worker(conn, path: str) -> None:
             return
         started = time.monotonic()
         history.extend(frame["new_rows"])
-        save_figure(draw_figure(history, frame["batch"], frame["title"]), Path(path))
+        save_figure(draw_figure(loss_curve(history), frame["batch"], frame["title"]), Path(path))
         time.sleep(max(0.0, LIVE_MIN_INTERVAL - (time.monotonic() - started)))
         conn.send("ready")

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ from echo_keras.callbacks import (
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.loops import TrainLoop
+from echo_keras.runfolder import RunBusy, RunExists, RunFolder, RunRefused  # noqa: F401
 
 # The fast path returns to Python (progress bar, Ctrl-C, live plot) at least this often.
 CHUNK_WINDOWS = 100
@@ -199,16 +197,12 @@ class TrainingError(RuntimeError):
     """Training could not finish; the message says why and what to do."""
 
 
-class RunExists(TrainingError):
-    """The run folder already holds a run and neither overwrite nor resume was asked for."""
-
-
 class TrainingDiverged(TrainingError):
     """The loss became NaN or infinite."""
 
 
 class TrainingInterrupted(TrainingError):
-    """SIGINT or SIGTERM stopped training; `signal` is its number."""
+    """SIGINT, SIGTERM or SIGHUP stopped training; `signal` is its number."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -224,73 +218,95 @@ def train(
     callbacks: list | None = None,
     plot_every: int | None = None,
     tensorboard_dir: Path | None = None,
+    notify=None,
 ) -> TrainResult:
     """Train `config` into `run_dir` and write every artifact.
 
     `existing` says what to do with a run already in `run_dir`: "refuse"
-    (RunExists), "overwrite" (train beside it, then swap: the old run stays
-    until the new one is complete) or "resume" (continue it from its last
+    (RunExists, unless that run never completed an epoch: then it is replaced
+    and `notify` is told), "overwrite" (train beside it, then swap: the old run
+    stays until the new one is complete) or "resume" (continue it from its last
     completed epoch; `config` may only raise `num_epochs`). Extra `callbacks`
-    (a progress bar, say) run after the built-in ones.
+    (a progress bar, say) run after the built-in ones. The folder is locked for
+    the whole call.
 
-    Raises TrainingError (RunExists, TrainingDiverged, TrainingInterrupted) or
-    RunFolderError, always with a message for people.
+    Raises RunRefused (RunBusy, RunExists), TrainingError (TrainingDiverged,
+    TrainingInterrupted), RunFolderError or OSError, always with a message for people.
     """
     if existing not in ("refuse", "overwrite", "resume"):
         raise ValueError(f"existing must be refuse, overwrite or resume, not {existing!r}")
     config.validate()
-    run_dir = Path(run_dir)
-    occupied = rundir.holds_run(run_dir)
-    if occupied and existing == "refuse":
-        raise RunExists(rundir.run_exists_message(run_dir))
-    with StopOnSignal() as stopper:  # from here on, Ctrl-C stops training cleanly
-        if existing == "resume":
-            first_epoch, rows, model = _load_resume(config, run_dir)
-            work_dir = run_dir
-        else:
-            first_epoch, rows = 0, []
-            work_dir = _fresh_folder(run_dir) if occupied else run_dir
-            work_dir.mkdir(parents=True, exist_ok=True)
-            model = build_compiled_model(config)
+    folder = RunFolder(run_dir)
+    # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
+    with StopOnSignal() as stopper, folder.writing():
+        work_dir = folder.begin(existing, notify)
         try:
-            rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
-            rundir.write_status(work_dir, "running")
-            recorder = BatchLossRecorder(config.num_batches, rows)
-            tap = BatchTap()
-            extras = _optional_callbacks(
-                work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir
-            )
-            all_callbacks = [
-                ResetStatesAtEpochStart(),
-                recorder,
-                keras.callbacks.TerminateOnNaN(),
-                EpochCheckpoint(work_dir, recorder),
-                *extras,
-                *(callbacks or []),
+            return _train_into(
+                folder,
+                work_dir,
+                config,
+                existing,
+                fast,
+                callbacks,
+                plot_every,
+                tensorboard_dir,
                 stopper,
-            ]
-            started = time.perf_counter()
-            try:
-                steps = fit_epochs(
-                    model,
-                    config,
-                    all_callbacks,
-                    first_epoch=first_epoch,
-                    fast=fast,
-                    tap=tap,
-                    chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
-                )
-            finally:
-                seconds = time.perf_counter() - started
-                for callback in extras:
-                    callback.close()
-            return _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds)
-        except Exception as error:
+            )
+        except BaseException as error:
             if not isinstance(error, TrainingError):
-                rundir.write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
-            if work_dir != run_dir:
-                shutil.rmtree(work_dir, ignore_errors=True)  # the old run stays as it was
+                _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
+            folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             raise
+
+
+def _train_into(
+    folder, work_dir, config, existing, fast, callbacks, plot_every, tensorboard_dir, stopper
+) -> TrainResult:
+    if existing == "resume":
+        first_epoch, rows, model = _load_resume(config, folder)
+    else:
+        first_epoch, rows = 0, []
+        model = build_compiled_model(config)
+    fast_path = fast and first_epoch < config.num_epochs
+    rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+    rundir.write_status(work_dir, "running")
+    recorder = BatchLossRecorder(config.num_batches, rows)
+    tap = BatchTap()
+    extras = _optional_callbacks(work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir)
+    all_callbacks = [
+        ResetStatesAtEpochStart(),
+        recorder,
+        keras.callbacks.TerminateOnNaN(),
+        EpochCheckpoint(work_dir, recorder, tap),
+        *extras,
+        *(callbacks or []),
+        stopper,
+    ]
+    started = time.perf_counter()
+    try:
+        steps = fit_epochs(
+            model,
+            config,
+            all_callbacks,
+            first_epoch=first_epoch,
+            fast=fast_path,
+            tap=tap,
+            chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
+        )
+    finally:
+        seconds = time.perf_counter() - started
+        for callback in extras:
+            callback.close()
+    return _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
+
+
+def _try_write_status(work_dir: Path, status: str, message: str) -> None:
+    """Record a failure if the disk lets us; a `running` left behind reads as interrupted."""
+    try:
+        if work_dir.is_dir():
+            rundir.write_status(work_dir, status, message)
+    except OSError:
+        pass
 
 
 def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorboard_dir):
@@ -305,46 +321,46 @@ def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorb
     return extras
 
 
-def _load_resume(config: TrainConfig, run_dir: Path):
-    saved = rundir.read_config(run_dir)
-    completed, weights, optimizer_variables = rundir.read_checkpoint(run_dir)
+def _load_resume(config: TrainConfig, folder: RunFolder):
+    """(completed epochs, their history rows, the model with its optimizer) of a run to resume.
+
+    history.csv may hold rows beyond the checkpoint (a failure between the two
+    writes, or a torn last line): they are dropped, so the run continues from
+    exactly the checkpoint.
+    """
+    run_dir, name = folder.real, folder.path
+    saved = rundir.read_config(run_dir, name)
     if config != dataclasses.replace(saved, num_epochs=config.num_epochs):
-        raise TrainingError(f"--resume continues the run in {run_dir} with its own settings")
-    if completed >= config.num_epochs:
+        raise TrainingError(f"--resume continues the run in {name} with its own settings")
+    model = build_compiled_model(config)
+    weights, optimizer_variables = model_lib.checkpoint_variables(model)
+    shapes = rundir.checkpoint_shapes(weights, optimizer_variables)
+    completed, weights, optimizer_variables = rundir.read_checkpoint(run_dir, shapes, name)
+    if completed >= config.num_epochs and folder.status()["status"] == "complete":
         raise TrainingError(
-            f"{run_dir} already completed {completed} of {config.num_epochs} epochs; "
+            f"{name} already completed {completed} of {config.num_epochs} epochs; "
             "pass a larger --epochs to train further"
         )
-    rows = [row for row in rundir.read_history(run_dir) if row[0] < completed]
-    if len(rows) != completed * config.num_batches:
+    expected = completed * config.num_batches
+    rows = []
+    for row in rundir.iter_history(run_dir, name):
+        if len(rows) == expected:
+            break
+        rows.append(row)
+    if len(rows) != expected:
         raise rundir.RunFolderError(
-            f"{run_dir / rundir.HISTORY} is damaged: it has {len(rows)} rows for "
-            f"{completed} completed epochs, expected {completed * config.num_batches}"
+            f"{name / rundir.HISTORY} is damaged: it has {len(rows)} rows for "
+            f"{completed} completed epochs, expected {expected}"
         )
-    model = build_compiled_model(config)
-    try:
-        model_lib.restore_checkpoint_state(model, weights, optimizer_variables)
-    except ValueError as error:
-        path = run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_STATE
-        raise rundir.RunFolderError(f"{path} does not fit the run's config: {error}") from None
+    if (run_dir / rundir.HISTORY).stat().st_size != len(
+        rundir.HISTORY_HEADER + rundir.history_lines(rows)
+    ):
+        rundir.write_history(run_dir, rundir.history_lines(rows))  # drop what follows
+    model_lib.restore_checkpoint_state(model, weights, optimizer_variables)
     return completed, rows, model
 
 
-def _fresh_folder(run_dir: Path) -> Path:
-    """An empty folder beside `run_dir` to train a replacement in."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.new-"))
-
-
-def _swap_in(work_dir: Path, run_dir: Path) -> None:
-    """Replace `run_dir` by the finished `work_dir`; the old run is deleted only after."""
-    old = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.old-"))
-    os.replace(run_dir, old / "run")
-    os.replace(work_dir, run_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, seconds):
+def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
     rows = recorder.rows
     completed = len(rows) // config.num_batches
     if not all(math.isfinite(row[3]) for row in rows):
@@ -357,27 +373,25 @@ def _finish(config, run_dir, work_dir, model, recorder, tap, stopper, steps, sec
         name = signal.Signals(stopper.received).name
         message = f"interrupted by {name} after {completed} of {config.num_epochs} epochs"
         rundir.write_status(work_dir, "interrupted", message)
-        if work_dir != run_dir:
+        if work_dir != folder.real:
             raise TrainingInterrupted(
-                f"Interrupted ({name}); the previous run in {run_dir} is unchanged",
+                f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
                 stopper.received,
             )
-        hint = f"echo-keras train --run-dir {run_dir} --resume"
+        hint = f"echo-keras train --run-dir {folder.path} --resume"
         if completed == 0:
-            hint = "no epoch was completed; start again with --overwrite"
+            hint = "no epoch was completed; train again to start over"
         raise TrainingInterrupted(
             f"Interrupted ({name}) after {completed} of {config.num_epochs} epochs; "
             f"resume with: {hint}",
             stopper.received,
         )
-    # history.csv is already whole: EpochCheckpoint wrote it at the last epoch's end.
-    model.save(work_dir / rundir.MODEL)
-    rundir.write_last_batch(work_dir, *tap.batch(config.num_batches - 1))
+    # history.csv, last_batch.npz and the checkpoint were written at the last epoch's end.
+    rundir.atomic_write(work_dir / rundir.MODEL, lambda tmp: model.save(tmp))
     rundir.write_status(work_dir, "complete")
-    if work_dir != run_dir:
-        _swap_in(work_dir, run_dir)
+    folder.finish(work_dir)
     return TrainResult(
-        run_dir=str(run_dir),
+        run_dir=str(folder.path),
         epochs=completed,
         steps=steps,
         final_loss=recorder.epoch_mean(completed - 1),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from echo_keras import rundir
 from echo_keras.cli import app
-from echo_keras.plotting import draw_figure
+from echo_keras.plotting import draw_figure, loss_curve
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -59,7 +59,7 @@ def test_figure_has_the_tutorial_layout():
         "targets": np.array([[0, 1, 0, 1]] * 5),
         "probabilities": np.tile([[0.9, 0.1]], (5, 4, 1)),
     }
-    figure = draw_figure(history, batch)
+    figure = draw_figure(loss_curve(history), batch)
     visible = [ax for ax in figure.axes if ax.get_visible()]
     assert len(visible) == 6  # loss + one panel per row, 2 x 3 as in the tutorial
     loss_axis = visible[0]
@@ -81,12 +81,19 @@ def test_grid_adapts_to_the_batch_size(rows, panels):
         "targets": np.zeros((rows, 6), dtype=int),
         "probabilities": np.full((rows, 6, 2), 0.5),
     }
-    figure = draw_figure([(0, 0, 0, 0.7)], batch)
+    figure = draw_figure(loss_curve([(0, 0, 0, 0.7)]), batch)
     assert len([ax for ax in figure.axes if ax.get_visible()]) == panels
 
 
-@pytest.mark.parametrize("name", [rundir.HISTORY, rundir.LAST_BATCH])
-@pytest.mark.parametrize("damage", ["missing", "truncated"])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        (rundir.HISTORY, "missing"),
+        (rundir.HISTORY, "garbled"),
+        (rundir.LAST_BATCH, "missing"),
+        (rundir.LAST_BATCH, "truncated"),
+    ],
+)
 def test_missing_or_damaged_files_are_named(tiny_run, tmp_path, name, damage):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -94,6 +101,9 @@ def test_missing_or_damaged_files_are_named(tiny_run, tmp_path, name, damage):
     target = run_dir / name
     if damage == "missing":
         target.unlink()
+    elif damage == "garbled":
+        lines = target.read_text().splitlines(keepends=True)
+        target.write_text("".join(lines[:5] + ["0,4,x,0.5\n"] + lines[6:]))
     else:
         target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
     result = runner.invoke(app, ["plot", "--run-dir", str(run_dir)])
@@ -101,6 +111,19 @@ def test_missing_or_damaged_files_are_named(tiny_run, tmp_path, name, damage):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and name in lines[0] and "Traceback" not in result.output
     assert not (run_dir / "plot.png").exists()
+
+
+def test_a_torn_last_history_line_is_dropped(tiny_run, tmp_path):
+    """A process killed while appending leaves half a line: the reader drops it."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    rows = rundir.read_history(run_dir)
+    history = run_dir / rundir.HISTORY
+    history.write_bytes(history.read_bytes()[:-7])
+    assert rundir.read_history(run_dir) == rows[:-1]
+    result = runner.invoke(app, ["plot", "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "plot.png").stat().st_size > 0
 
 
 def test_plot_of_a_missing_run_folder(tmp_path):

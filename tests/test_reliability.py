@@ -71,7 +71,7 @@ RESUME = ["train", "--resume", "--epochs", "3", "--quiet"]
         (EVALUATE, "config.json", "missing"),
         (EVALUATE, "config.json", "corrupt"),
         (EVALUATE, "config.json", "truncated"),
-        (PLOT, "history.csv", "truncated"),
+        (PLOT, "history.csv", "corrupt"),
         (PLOT, "history.csv", "missing"),
         (PLOT, "last_batch.npz", "missing"),
         (PLOT, "last_batch.npz", "corrupt"),

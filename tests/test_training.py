@@ -106,7 +106,7 @@ def test_train_writes_every_artifact(tiny_run, tiny_config):
     assert len(rows) == tiny_config.num_epochs * tiny_config.num_batches
     assert [row[2] for row in rows] == list(range(len(rows)))
     assert rows[-1][:2] == (tiny_config.num_epochs - 1, tiny_config.num_batches - 1)
-    batch = rundir.read_last_batch(tiny_run)
+    batch = rundir.read_last_batch(tiny_run, tiny_config)
     shape = (tiny_config.batch_size, tiny_config.truncated_backprop_length)
     assert batch["inputs"].shape == batch["targets"].shape == shape
     assert batch["probabilities"].shape == (*shape, tiny_config.num_classes)

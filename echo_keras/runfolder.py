@@ -1,0 +1,329 @@
+"""`RunFolder`: the one owner of a run folder's life: lock, start, status, swap, recovery, reads.
+
+- **One writer.** Training holds an exclusive `flock` on `.NAME.lock` beside the
+  folder for the whole run (beside, because `--overwrite` replaces the folder
+  itself). The system drops the lock when the process dies, so it never goes stale;
+  a second writer is refused at once, naming the first one's pid.
+- **Status that cannot lie.** `status.json` says `running` while training writes
+  it; if no process holds the lock any more, the run is reported `interrupted`.
+- **Swap.** `--overwrite` (and the retry of a run that never completed an epoch)
+  trains in `.NAME.new-*` beside the folder and swaps it in only when complete:
+  the old folder is renamed to `.NAME.old-*`, the new one into place, then the
+  old one is deleted. A process killed between the two renames leaves the old run
+  in `.NAME.old-*`; the next command on the folder puts it back and clears the
+  leftovers of dead processes.
+- **Consistent reads.** Readers open the folder once and read every file through
+  that handle, so a swap in the middle of a read cannot mix the old config with
+  the new model; a reader whose folder was swapped away and deleted starts again.
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from echo_keras import rundir
+from echo_keras.rundir import RunFolderError
+
+T = TypeVar("T")
+LOCK_WAIT = 1.0  # seconds a writer waits out a reader's brief look at the lock
+
+
+class RunRefused(Exception):
+    """The folder cannot be trained into as asked (a usage problem: exit status 2)."""
+
+
+class RunBusy(RunRefused):
+    """Another process is training this run folder."""
+
+
+class RunExists(RunRefused):
+    """The folder holds a run, and neither overwrite nor resume was asked for."""
+
+
+def _rename(source: Path, target: Path) -> None:
+    """Rename a folder, flushing the parent's entries (every swap step goes through here)."""
+    os.rename(source, target)
+    rundir.sync_folder(Path(target).parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """A run folder, named as the user named it (`path`), written where it really is (`real`).
+
+    A symlinked run folder is written through: the lock, the swap and the
+    leftovers live beside its target, and the link stays a link.
+
+    Example:
+
+    ```python
+    folder = RunFolder("runs/echo")
+    with folder.writing():                     # RunBusy if another process trains it
+        work = folder.begin("refuse", print)   # where to write; RunExists if taken
+        ...                                    # write config, history, checkpoints
+        folder.finish(work)                    # swap in a replacement; no-op in place
+    config = folder.read(lambda view: rundir.read_config(view, folder.path))
+    ```
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.real = self.path.resolve() if self.path.is_symlink() else self.path
+        self.lock_path = self.real.parent / f".{self.real.name}.lock"
+        self._lock_fd: int | None = None
+
+    # --- the lock ------------------------------------------------------------------------
+
+    def _try_lock(self, write_pid: bool) -> int | None:
+        """Take the exclusive lock (None if another process holds it)."""
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:  # a releasing holder may have unlinked the file we opened: lock the new one
+                if os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino:
+                    if write_pid:
+                        os.ftruncate(fd, 0)
+                        os.write(fd, f"{os.getpid()}\n".encode())
+                    return fd
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def holder(self) -> int | None:
+        """The pid written in the lock file by its last writer, if any."""
+        try:
+            return int(self.lock_path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def _release(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            if os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino:
+                self.lock_path.unlink()
+        os.close(fd)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[RunFolder]:
+        """Hold the writer's lock for the block; RunBusy at once if another process has it."""
+        self.real.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + LOCK_WAIT
+        while (fd := self._try_lock(write_pid=True)) is None:
+            pid = self.holder()
+            if (pid and _pid_alive(pid)) or time.monotonic() > deadline:
+                who = f"pid {pid}" if pid else "pid unknown"
+                raise RunBusy(f"{self.path} is being trained by another process ({who})")
+            time.sleep(0.02)  # a reader looking at the lock, or a writer just starting
+        self._lock_fd = fd
+        try:
+            self.recover()
+            yield self
+        finally:
+            self._lock_fd = None
+            self._release(fd)
+
+    def writer_alive(self) -> bool:
+        """Whether a process (this one included) holds the writer's lock right now."""
+        if self._lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # --- status --------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """The status record, with a `running` run whose process is gone read as interrupted."""
+        record = rundir.read_status(self.real)
+        if record["status"] == "running" and not self.writer_alive():
+            record = rundir.read_status(self.real)  # it may have just finished
+            if record["status"] == "running":
+                hint = (
+                    f"; resume with: echo-keras train --run-dir {self.path} --resume"
+                    if rundir.has_checkpoint(self.real)
+                    else "; no epoch was completed"
+                )
+                record = {**record, "status": "interrupted"}
+                record["message"] = f"the training process is gone{hint}"
+        return record
+
+    def warning(self) -> str | None:
+        """A one-line warning when the run is not complete, else None."""
+        record = self.status()
+        if record["status"] == "complete":
+            return None
+        detail = f": {record['message']}" if record.get("message") else ""
+        return f"Warning: run {self.path} is {record['status']}{detail}"
+
+    def restartable(self) -> bool:
+        """An unfinished run of ours with nothing worth keeping: no epoch was completed."""
+        if not (self.real / rundir.CONFIG).exists() and not (self.real / rundir.STATUS).exists():
+            return False  # not a run folder of ours: the user's files stay
+        if rundir.has_checkpoint(self.real) or (self.real / rundir.MODEL).exists():
+            return False
+        return self.status()["status"] != "running"
+
+    # --- starting and finishing a run (with the lock held) --------------------------------
+
+    def check(self, existing: str) -> None:
+        """Refuse early, without the lock: RunBusy, RunExists, or RunFolderError for resume."""
+        if self._lock_fd is None and self.writer_alive():
+            pid = self.holder()
+            raise RunBusy(
+                f"{self.path} is being trained by another process (pid {pid or 'unknown'})"
+            )
+        if existing == "resume" and not self.real.is_dir() and not self._leftovers("old"):
+            raise RunFolderError(f"run folder {self.path} does not exist")
+        if existing == "refuse" and rundir.holds_run(self.real) and not self.restartable():
+            raise RunExists(rundir.run_exists_message(self.path))
+
+    def begin(self, existing: str, notify: Callable[[str], None] | None = None) -> Path:
+        """The folder to train in: the run folder itself, or a new one to swap in at the end.
+
+        `existing`: "refuse" (RunExists if the folder holds a run, unless that run
+        never completed an epoch: it is replaced, with a notice), "overwrite" or "resume".
+        """
+        self.check(existing)
+        if existing == "resume":
+            return self.real
+        if not rundir.holds_run(self.real):
+            self.real.mkdir(parents=True, exist_ok=True)
+            return self.real
+        if existing == "refuse" and notify:
+            record = self.status()
+            notify(
+                f"Note: replacing the unfinished run in {self.path} ({record['status']}, "
+                "no epoch completed)"
+            )
+        work = self.real.parent / f".{self.real.name}.new-{os.getpid()}-{secrets.token_hex(3)}"
+        os.mkdir(work)
+        os.chmod(work, self.real.stat().st_mode & 0o7777)  # the folder keeps its mode
+        return work
+
+    def finish(self, work: Path) -> None:
+        """Put a completed replacement in place; the old run is deleted only after."""
+        if Path(work) == self.real:
+            return
+        old = self.real.parent / f".{self.real.name}.old-{os.getpid()}-{secrets.token_hex(3)}"
+        _rename(self.real, old)
+        _rename(work, self.real)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def abandon(self, work: Path) -> None:
+        """Delete an unfinished replacement: the run in place stays exactly as it was."""
+        if Path(work) != self.real:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # --- recovery ------------------------------------------------------------------------
+
+    def _leftovers(self, kind: str) -> list[Path]:
+        prefix = f".{self.real.name}.{kind}-"
+        try:
+            entries = [p for p in self.real.parent.iterdir() if p.name.startswith(prefix)]
+        except OSError:
+            return []
+        return sorted(entries, key=lambda p: p.stat().st_mtime if p.exists() else 0)
+
+    def recover(self, notify: Callable[[str], None] | None = None) -> None:
+        """Undo what a killed swap left behind; needs the lock (or no writer at all).
+
+        If the run folder is missing but a `.NAME.old-*` holds a run, that run is
+        put back. Every other leftover belongs to a dead process and is deleted.
+        """
+        olds = self._leftovers("old")
+        if not self.real.exists() and olds:
+            _rename(olds.pop(), self.real)
+            (notify or _stderr)(
+                f"Note: restored the previous run into {self.path} "
+                "(a replacement was stopped in the middle of its swap)"
+            )
+        for leftover in olds + self._leftovers("new"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def recover_if_idle(self, notify: Callable[[str], None] | None = None) -> None:
+        """Recover when leftovers exist and no process writes the folder (for readers)."""
+        if not (self._leftovers("old") or self._leftovers("new")):
+            return
+        try:
+            fd = self._try_lock(write_pid=False)
+        except OSError:
+            return  # a read-only place: nothing to repair from here
+        if fd is None:
+            return  # a writer is at work: the leftovers are its own
+        try:
+            self.recover(notify)
+        finally:
+            self._release(fd)
+
+    # --- consistent reads ----------------------------------------------------------------
+
+    def read(self, reader: Callable[[Path], T], attempts: int = 5) -> T:
+        """`reader(view)` with `view` one fixed version of the folder, whatever swaps meanwhile.
+
+        The folder is opened once; on Linux `view` reaches it through that handle
+        (/proc/self/fd), so every file comes from the same folder. If that folder
+        is swapped away and deleted mid-read, the read starts again on the new one.
+        """
+        self.recover_if_idle()
+        for attempt in range(attempts):
+            try:
+                fd = os.open(self.real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise RunFolderError(f"run folder {self.path} does not exist") from None
+            except NotADirectoryError:
+                raise RunFolderError(f"{self.path} is not a folder") from None
+            try:
+                pinned = Path(f"/proc/self/fd/{fd}")
+                view = pinned if pinned.is_dir() else self.real
+                try:
+                    return reader(view)
+                except (RunFolderError, OSError):
+                    if attempt + 1 == attempts or not self._swapped(fd):
+                        raise
+            finally:
+                os.close(fd)
+        raise AssertionError("unreachable")
+
+    def _swapped(self, fd: int) -> bool:
+        try:
+            return os.stat(self.real).st_ino != os.fstat(fd).st_ino
+        except OSError:
+            return True
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)

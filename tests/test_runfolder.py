@@ -1,0 +1,381 @@
+"""The run folder's life cycle: one writer, a status that cannot lie, the swap and its recovery,
+consistent reads, and up-front refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from echo_keras import rundir, runfolder
+from echo_keras.cli import app
+from echo_keras.runfolder import RunBusy, RunFolder
+
+runner = CliRunner()
+TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
+LONG_FLAGS = ["--epochs", "40", "--series-length", "15000", "--quiet"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def one_line_error(result, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def start(run_dir, *flags, command="train"):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "echo_keras", command, "--run-dir", str(run_dir), *flags]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def checkpoint_of(run_dir):
+    return run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_STATE
+
+
+# --- one writer at a time -------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_while_the_lock_is_held(tmp_path):
+    run_dir = tmp_path / "run"
+    with RunFolder(run_dir).writing():
+        with pytest.raises(RunBusy, match=f"pid {os.getpid()}"):
+            with RunFolder(run_dir).writing():
+                pass
+        for flags in ([], ["--resume"], ["--overwrite"]):
+            result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, *flags)
+            assert result.exit_code == 2, result.output
+            one_line_error(result, "is being trained by another process", f"pid {os.getpid()}")
+    assert not (tmp_path / ".run.lock").exists()  # released and removed
+    with RunFolder(run_dir).writing():  # free again
+        pass
+
+
+@pytest.mark.slow
+def test_of_two_trainings_started_together_exactly_one_trains(tmp_path):
+    run_dir = tmp_path / "run"
+    flags = ["--epochs", "12", "--series-length", "15000", "--quiet"]
+    first, second = start(run_dir, *flags), start(run_dir, *flags)
+    results = [process.communicate(timeout=300) for process in (first, second)]
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 2], results
+    loser = results[[first.returncode, second.returncode].index(2)][1]
+    assert "Traceback" not in loser and len(loser.strip().splitlines()) == 1
+    assert "being trained by another process (pid" in loser
+    rows = rundir.read_history(run_dir)
+    assert len(rows) == 12 * 200  # one run's rows, once
+    assert rundir.read_status(run_dir)["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_resume_and_overwrite_are_refused_while_another_process_trains(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    try:
+        wait_for(checkpoint_of(run_dir), process)
+        for flags in (["--resume"], ["--overwrite"]):
+            result = invoke("train", "--run-dir", run_dir, "--quiet", *flags)
+            assert result.exit_code == 2
+            one_line_error(result, f"pid {process.pid}")
+        assert RunFolder(run_dir).status()["status"] == "running"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
+
+
+# --- a status that cannot lie ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_after_kill_9_the_run_reads_as_interrupted_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    wait_for(checkpoint_of(run_dir), process)
+    process.kill()
+    process.communicate(timeout=60)
+    assert rundir.read_status(run_dir)["status"] == "running"  # what the file says
+    status = RunFolder(run_dir).status()
+    assert status["status"] == "interrupted"
+    assert "the training process is gone" in status["message"]
+    assert "--resume" in status["message"]  # a checkpoint exists, so resume is offered
+    again = invoke("train", "--run-dir", run_dir, *LONG_FLAGS)
+    assert again.exit_code == 2  # it holds completed epochs: not silently replaced
+    one_line_error(again, "--resume")
+    resumed = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "2", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(rundir.read_history(run_dir)) == 2 * 200
+    assert RunFolder(run_dir).status()["status"] == "complete"
+
+
+def test_a_running_status_without_its_process_reads_as_interrupted(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    rundir.write_status(run_dir, "running")
+    shutil.rmtree(run_dir / rundir.CHECKPOINT)
+    status = RunFolder(run_dir).status()
+    assert status["status"] == "interrupted"
+    assert "gone" in status["message"] and "--resume" not in status["message"]
+    with RunFolder(run_dir).writing():  # while a writer holds the lock, it is running
+        assert RunFolder(run_dir).status()["status"] == "running"
+    result = invoke("evaluate", "--run-dir", run_dir)
+    assert result.exit_code == 0
+    assert "is interrupted: the training process is gone" in result.stderr
+
+
+@pytest.mark.slow
+def test_sighup_stops_training_like_sigterm(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    wait_for(checkpoint_of(run_dir), process)
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 129, err
+    assert "SIGHUP" in err and "--resume" in err and "Traceback" not in err
+    assert rundir.read_status(run_dir)["status"] == "interrupted"
+
+
+# --- a run that never completed an epoch does not block a retry ------------------------------
+
+
+def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
+    run_dir = tmp_path / "run"
+    failed = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--learning-rate", "1e38")
+    assert failed.exit_code == 1
+    assert not checkpoint_of(run_dir).exists()
+    retry = runner.invoke(app, ["train", "--run-dir", str(run_dir), *TINY_FLAGS[:-1]])
+    assert retry.exit_code == 0, retry.output
+    assert "replacing the unfinished run" in retry.stderr
+    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_a_folder_of_other_files_is_never_replaced(tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("keep me")
+    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS)
+    assert result.exit_code == 2
+    one_line_error(result, "already holds a run")
+    assert (run_dir / "notes.txt").read_text() == "keep me"
+
+
+# --- the --overwrite swap --------------------------------------------------------------------
+
+
+def test_overwrite_keeps_the_folder_mode_and_writes_through_a_symlink(tiny_run, tmp_path):
+    target = tmp_path / "store" / "run"
+    target.parent.mkdir()
+    shutil.copytree(tiny_run, target)
+    os.chmod(target, 0o750)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    result = invoke("train", "--run-dir", link, *TINY_FLAGS, "--overwrite", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert rundir.read_config(target).seed == 7
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run"]  # no leftovers
+
+
+KILL_AT_SECOND_RENAME = """
+import os, signal, sys
+from echo_keras import runfolder
+renames = []
+original = runfolder._rename
+def rename(source, target):
+    renames.append(target)
+    if len(renames) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(source, target)
+runfolder._rename = rename
+from echo_keras.cli import main
+sys.argv = ["echo-keras", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_kill_between_the_two_renames_of_a_swap_is_repaired(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    old_model = (run_dir / rundir.MODEL).read_bytes()
+    argv = [sys.executable, "-c", KILL_AT_SECOND_RENAME, "train", "--run-dir", str(run_dir)]
+    killed = subprocess.run([*argv, *TINY_FLAGS, "--overwrite"], capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert not run_dir.exists()  # the moment the issue describes: the folder is gone
+    leftovers = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
+    assert leftovers == [".run.lock", ".run.new", ".run.old"]  # the dead one's lock file stays
+    result = invoke("evaluate", "--run-dir", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    assert "restored the previous run" in result.stderr
+    assert (run_dir / rundir.MODEL).read_bytes() == old_model
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_leftovers_of_dead_processes_are_removed_by_the_next_writer(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    (tmp_path / ".run.new-1-abc").mkdir()
+    shutil.copytree(tiny_run, tmp_path / ".run.old-1-def")
+    result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+# --- consistent reads ------------------------------------------------------------------------
+
+
+def _fake_run(folder, seed):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"seed": seed}))
+    (folder / "model.keras").write_text(str(seed))
+
+
+def test_a_reader_sees_one_version_of_the_folder_across_a_swap(tmp_path):
+    run_dir, new = tmp_path / "run", tmp_path / "incoming"
+    _fake_run(run_dir, 1)
+    _fake_run(new, 2)
+    folder = RunFolder(run_dir)
+    seen = []
+
+    def read(view):
+        seen.append(json.loads((view / "config.json").read_text())["seed"])
+        if len(seen) == 1:
+            folder.finish(new)  # swapped, and the old folder deleted, in the middle of the read
+        return seen[-1], (view / "model.keras").read_text()
+
+    assert folder.read(read) == (2, "2")  # the old folder vanished: read again, whole
+    assert seen == [1, 2]
+
+
+def test_a_reader_pinned_to_the_old_folder_reads_it_whole(tmp_path):
+    run_dir, new = tmp_path / "run", tmp_path / "incoming"
+    _fake_run(run_dir, 1)
+    _fake_run(new, 2)
+    folder = RunFolder(run_dir)
+    original = shutil.rmtree
+
+    def read(view):
+        seed = json.loads((view / "config.json").read_text())["seed"]
+        if new.exists():
+            runfolder.shutil.rmtree = lambda *a, **k: None  # the old folder stays a moment
+            try:
+                folder.finish(new)
+            finally:
+                runfolder.shutil.rmtree = original
+        return seed, (view / "model.keras").read_text()
+
+    assert folder.read(read) == (1, "1")  # not the old config with the new model
+
+
+# --- refused up front, before TensorFlow and before anything is written ----------------------
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--series-length", str(10**12)], "memory"),
+        (["--state-size", "1000000"], "memory"),
+        (["--layers", "1000"], "--layers"),
+        (["--learning-rate", "1e-300"], "0 in float32"),
+        (["--learning-rate", "1e39"], "inf in float32"),
+        (["--seed", str(2**32)], "--seed"),
+        (["--num-classes", "70000"], "--num-classes"),
+    ],
+)
+def test_configurations_that_cannot_work_are_refused_up_front(tmp_path, flags, fragment):
+    result = invoke("train", "--run-dir", tmp_path / "run", *flags)
+    assert result.exit_code == 2, result.output
+    one_line_error(result, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_run_dir_is_refused(tmp_path):
+    for command in ("train", "evaluate", "plot"):
+        result = runner.invoke(app, [command, "--run-dir", ""])
+        assert result.exit_code == 2
+        one_line_error(result, "--run-dir", "must not be empty")
+
+
+def test_up_front_refusals_import_no_tensorflow(tmp_path):
+    code = (
+        "import sys; from typer.testing import CliRunner; from echo_keras.cli import app; "
+        f"r = CliRunner().invoke(app, ['train', '--run-dir', {str(tmp_path / 'r')!r}, "
+        "'--state-size', '1000000']); assert r.exit_code == 2, r.output; "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
+def test_echo_beyond_the_window_is_warned_and_evaluated_in_its_own_words(tmp_path):
+    run_dir = tmp_path / "run"
+    flags = ["--epochs", "1", "--series-length", "300", "--window", "6", "--echo-step", "8"]
+    result = invoke("train", "--run-dir", run_dir, *flags)
+    assert result.exit_code == 0, result.output
+    assert "--echo-step 8 >= --window 6" in result.stderr
+    quiet = invoke("train", "--run-dir", tmp_path / "quiet", *flags, "--json")
+    assert "Warning" not in quiet.stderr
+    table = invoke("evaluate", "--run-dir", run_dir).stdout
+    assert "all 6 positions of windows 2.." in table and "first 8 positions" not in table
+
+
+# --- closed or broken standard streams -------------------------------------------------------
+
+
+def _train_with(tmp_path, **popen):
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "echo_keras", "train", "--run-dir", str(run_dir)]
+    process = subprocess.Popen([*argv, *TINY_FLAGS[:-1], "--json"], **popen)
+    process.wait(timeout=300)
+    return process.returncode, run_dir
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_closed_stdout_or_stderr_gives_no_traceback(tmp_path, closed):
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as stderr:
+        code, run_dir = _train_with(
+            tmp_path,
+            stderr=stderr if closed == 1 else None,
+            stdout=subprocess.DEVNULL if closed == 2 else None,
+            preexec_fn=lambda: os.close(closed),
+        )
+    assert code == 0
+    assert "Traceback" not in err.read_text()
+    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert json.loads((run_dir / rundir.CONFIG).read_text())["seed"] == 0  # no stray output
+
+
+def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: every write gets EPIPE
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as stderr:
+        code, run_dir = _train_with(tmp_path, stdout=write_end, stderr=stderr)
+    os.close(write_end)
+    assert code == 0
+    assert "Traceback" not in err.read_text()
+    assert rundir.read_status(run_dir)["status"] == "complete"
