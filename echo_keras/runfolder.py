@@ -238,7 +238,12 @@ class RunFolder:
             return
         old = self.real.parent / f".{self.real.name}.old-{os.getpid()}-{secrets.token_hex(3)}"
         _rename(self.real, old)
-        _rename(work, self.real)
+        try:
+            _rename(work, self.real)
+        except BaseException:
+            with contextlib.suppress(OSError):  # put the old run back; else recover() will
+                _rename(old, self.real)
+            raise
         shutil.rmtree(old, ignore_errors=True)
 
     def abandon(self, work: Path) -> None:
