@@ -7,23 +7,15 @@ TensorFlow is imported only inside the commands that need it, so `--help` and
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
 from typer.core import TyperGroup
 
-from echo_keras.config import (
-    DEFAULT_LEARNING_RATES,
-    FLAGS,
-    ConfigError,
-    TrainConfig,
-    memory_problem,
-)
+from echo_keras.config import ConfigError, TrainConfig, memory_problem, new_config, resumed_config
 from echo_keras.rundir import RunFolderError, read_config
 from echo_keras.runfolder import RunFolder, RunRefused
 
@@ -106,23 +98,6 @@ def bad_parameter(flag: str, reason: str) -> typer.BadParameter:
     return typer.BadParameter(reason, param_hint=f"'{flag}'")
 
 
-def check_run_dir_writable(run_dir: Path) -> None:
-    """Refuse a --run-dir that is a file or whose nearest existing folder cannot be written."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise bad_parameter("--run-dir", f"{run_dir} is a file, not a folder")
-    existing = run_dir if run_dir.exists() else run_dir.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise bad_parameter("--run-dir", f"{existing} is a file, not a folder")
-    try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as error:
-        raise bad_parameter(
-            "--run-dir", f"{existing} cannot be written ({error.strerror})"
-        ) from None
-
-
 @app.command()
 def train(
     run_dir: Path = RUN_DIR,
@@ -196,7 +171,9 @@ def train(
         raise UsageProblem("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
         raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
-    check_run_dir_writable(run_dir)
+    problem = RunFolder(run_dir).unwritable()
+    if problem:
+        raise bad_parameter("--run-dir", problem)
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
         raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
     existing = "resume" if resume else "overwrite" if overwrite else "refuse"
@@ -206,7 +183,7 @@ def train(
         raise UsageProblem(str(error)) from None
     except RunFolderError as error:
         raise fail(str(error)) from None
-    config = _resume_config(run_dir, given) if resume else _new_config(given)
+    config = _config(run_dir, given, resume)
     problem = memory_problem(config)
     if problem:
         raise UsageProblem(problem)
@@ -352,38 +329,19 @@ def notice(message: str) -> None:
         typer.echo(message, err=True)
 
 
-def _new_config(given: dict) -> TrainConfig:
-    if "learning_rate" not in given:
-        optimizer = given.get("optimizer", TrainConfig.optimizer)
-        given["learning_rate"] = DEFAULT_LEARNING_RATES.get(optimizer, TrainConfig.learning_rate)
+def _config(run_dir: Path, given: dict, resume: bool) -> TrainConfig:
+    """The config to train: from the flags, or the run's own for --resume."""
     try:
-        return TrainConfig(**given).validate()
-    except ConfigError as error:
-        raise bad_parameter(error.flag, error.reason) from None
-
-
-def _resume_config(run_dir: Path, given: dict) -> TrainConfig:
-    try:
-        saved = read_config(run_dir)
+        if not resume:
+            return new_config(given)
+        saved = RunFolder(run_dir).read(lambda view: read_config(view, run_dir))
+        return resumed_config(saved, given)
     except RunFolderError as error:
         raise fail(str(error)) from None
-    changed = [
-        name
-        for name, value in given.items()
-        if name != "num_epochs" and value != getattr(saved, name)
-    ]
-    if changed:
-        flags = ", ".join(FLAGS[name] for name in changed)
-        raise UsageProblem(
-            "--resume continues with the run's own settings; "
-            f"only --epochs may change (drop {flags})"
-        )
-    try:
-        return dataclasses.replace(
-            saved, **{k: v for k, v in given.items() if k == "num_epochs"}
-        ).validate()
     except ConfigError as error:
         raise bad_parameter(error.flag, error.reason) from None
+    except ValueError as error:  # settings that --resume may not change
+        raise UsageProblem(str(error)) from None
 
 
 def _open_standard_streams() -> None:

@@ -206,6 +206,33 @@ class TrainConfig:
         return json.dumps({**self.to_dict(), **extra}, indent=2) + "\n"
 
 
+def new_config(given: dict[str, Any]) -> TrainConfig:
+    """The config of the settings given (field -> value), checked; the rest are defaults,
+    the learning rate that of the optimizer."""
+    if "learning_rate" not in given:
+        optimizer = given.get("optimizer", TrainConfig.optimizer)
+        rate = DEFAULT_LEARNING_RATES.get(optimizer, TrainConfig.learning_rate)
+        given = {**given, "learning_rate": rate}
+    return TrainConfig(**given).validate()
+
+
+def resumed_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """A saved run's config with the settings given for `--resume`: only `num_epochs` may change.
+
+    ValueError names the flags that would change anything else; ConfigError a bad value.
+    """
+    changed = [name for name, value in given.items() if value != getattr(saved, name)]
+    changed = [name for name in changed if name != "num_epochs"]
+    if changed:
+        flags = ", ".join(FLAGS[name] for name in changed)
+        raise ValueError(
+            "--resume continues with the run's own settings; "
+            f"only --epochs may change (drop {flags})"
+        )
+    epochs = {"num_epochs": given["num_epochs"]} if "num_epochs" in given else {}
+    return dataclasses.replace(saved, **epochs).validate()
+
+
 def available_memory() -> int:
     """Bytes of memory this machine can still give a process (MemAvailable, else all of it)."""
     try:

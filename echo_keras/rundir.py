@@ -106,18 +106,6 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def holds_run(run_dir: Path) -> bool:
-    """Whether `run_dir` exists with something in it (an empty folder is free to use)."""
-    run_dir = Path(run_dir)
-    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
-
-
-def run_exists_message(run_dir: Path) -> str:
-    return (
-        f"{run_dir} already holds a run; pass --overwrite to replace it or --resume to continue it"
-    )
-
-
 def _read_json(path: Path) -> object:
     with open(path, "rb") as handle:
         data = handle.read(MAX_JSON_BYTES + 1)

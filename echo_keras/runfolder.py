@@ -26,6 +26,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +55,12 @@ def _rename(source: Path, target: Path) -> None:
     """Rename a folder, flushing the parent's entries (every swap step goes through here)."""
     os.rename(source, target)
     rundir.sync_folder(Path(target).parent)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` exists with something in it (an empty folder is free to use)."""
+    run_dir = Path(run_dir)
+    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -89,6 +96,21 @@ class RunFolder:
         self.real = self.path.resolve() if self.path.is_symlink() else self.path
         self.lock_path = self.real.parent / f".{self.real.name}.lock"
         self._lock_fd: int | None = None
+
+    def unwritable(self) -> str | None:
+        """Why training could not write here (a file in the way, no permission), or None."""
+        if self.real.exists() and not self.real.is_dir():
+            return f"{self.path} is a file, not a folder"
+        existing = self.real if self.real.exists() else self.real.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
+            tempfile.TemporaryFile(dir=existing).close()
+        except OSError as error:
+            return f"{existing} cannot be written ({error.strerror})"
+        return None
 
     # --- the lock ------------------------------------------------------------------------
 
@@ -206,8 +228,11 @@ class RunFolder:
             )
         if existing == "resume" and not self.real.is_dir() and not self._leftovers("old"):
             raise RunFolderError(f"run folder {self.path} does not exist")
-        if existing == "refuse" and rundir.holds_run(self.real) and not self.restartable():
-            raise RunExists(rundir.run_exists_message(self.path))
+        if existing == "refuse" and holds_run(self.real) and not self.restartable():
+            raise RunExists(
+                f"{self.path} already holds a run; pass --overwrite to replace it "
+                "or --resume to continue it"
+            )
 
     def begin(self, existing: str, notify: Callable[[str], None] | None = None) -> Path:
         """The folder to train in: the run folder itself, or a new one to swap in at the end.
@@ -218,7 +243,7 @@ class RunFolder:
         self.check(existing)
         if existing == "resume":
             return self.real
-        if not rundir.holds_run(self.real):
+        if not holds_run(self.real):
             self.real.mkdir(parents=True, exist_ok=True)
             return self.real
         if existing == "refuse" and notify:

@@ -23,6 +23,7 @@ from echo_keras import rundir
 from echo_keras.backend import keras, tf
 from echo_keras.callbacks import (
     BatchLossRecorder,
+    DirectCallbacks,
     EpochCheckpoint,
     ResetStatesAtEpochStart,
     RunTensorBoard,
@@ -121,30 +122,6 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops) -> int:
         if model.stop_training or not history.history:
             break
     return steps
-
-
-class DirectCallbacks:
-    """Call each callback's hook directly, with plain-float logs.
-
-    Keras's CallbackList converts the logs of every batch to Python numbers, which
-    costs more (about 45 us) than the fast path takes to train the batch.
-    """
-
-    def __init__(self, callbacks: list, model: keras.Model, params: dict):
-        self.callbacks = list(callbacks)
-        for callback in self.callbacks:
-            callback.set_model(model)
-            callback.set_params(params)
-
-    def __getattr__(self, hook: str):
-        methods = [getattr(callback, hook) for callback in self.callbacks]
-
-        def call(*args):
-            for method in methods:
-                method(*args)
-
-        self.__dict__[hook] = call  # bind once: the batch hook is called for every batch
-        return call
 
 
 def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops) -> int:
