@@ -218,63 +218,47 @@ def train(
     with StopOnSignal() as stopper, folder.writing():
         work_dir = folder.begin(existing, notify)
         try:
-            return _train_into(
-                folder,
-                work_dir,
-                config,
-                existing,
-                fast,
-                callbacks,
-                plot_every,
-                tensorboard_dir,
-                stopper,
+            if existing == "resume":
+                first_epoch, rows, model = _load_resume(config, folder)
+            else:
+                first_epoch, rows, model = 0, [], build_compiled_model(config)
+            rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+            rundir.write_status(work_dir, "running")
+            recorder = BatchLossRecorder(config.num_batches, rows)
+            tap = BatchTap()
+            extras = _optional_callbacks(
+                work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir
             )
+            all_callbacks = [
+                ResetStatesAtEpochStart(),
+                recorder,
+                keras.callbacks.TerminateOnNaN(),
+                EpochCheckpoint(work_dir, recorder, tap),
+                *extras,
+                *(callbacks or []),
+                stopper,
+            ]
+            started = time.perf_counter()
+            try:
+                steps = fit_epochs(
+                    model,
+                    config,
+                    all_callbacks,
+                    first_epoch=first_epoch,
+                    fast=fast,
+                    tap=tap,
+                    chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
+                )
+            finally:
+                seconds = time.perf_counter() - started
+                for callback in extras:
+                    callback.close()
+            return _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
         except BaseException as error:
             if not isinstance(error, TrainingError):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             raise
-
-
-def _train_into(
-    folder, work_dir, config, existing, fast, callbacks, plot_every, tensorboard_dir, stopper
-) -> TrainResult:
-    if existing == "resume":
-        first_epoch, rows, model = _load_resume(config, folder)
-    else:
-        first_epoch, rows = 0, []
-        model = build_compiled_model(config)
-    fast_path = fast and first_epoch < config.num_epochs
-    rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
-    rundir.write_status(work_dir, "running")
-    recorder = BatchLossRecorder(config.num_batches, rows)
-    tap = BatchTap()
-    extras = _optional_callbacks(work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir)
-    all_callbacks = [
-        ResetStatesAtEpochStart(),
-        recorder,
-        keras.callbacks.TerminateOnNaN(),
-        EpochCheckpoint(work_dir, recorder, tap),
-        *extras,
-        *(callbacks or []),
-        stopper,
-    ]
-    started = time.perf_counter()
-    try:
-        steps = fit_epochs(
-            model,
-            config,
-            all_callbacks,
-            first_epoch=first_epoch,
-            fast=fast_path,
-            tap=tap,
-            chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
-        )
-    finally:
-        seconds = time.perf_counter() - started
-        for callback in extras:
-            callback.close()
-    return _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
 
 
 def _try_write_status(work_dir: Path, status: str, message: str) -> None:
