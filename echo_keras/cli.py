@@ -35,10 +35,10 @@ class _OneLineErrors(TyperGroup):
                 **extra,
             )
         except typer.TyperException as error:
-            typer.echo(f"Error: {error.format_message()}", err=True)
+            notice(f"Error: {error.format_message()}")
             sys.exit(getattr(error, "exit_code", 1))
         except typer.Abort:
-            typer.echo("Aborted.", err=True)
+            notice("Aborted.")
             sys.exit(1)
         except BrokenPipeError:  # the reader of our output went away (`| head`): not a bug
             sys.exit(1)
@@ -46,10 +46,9 @@ class _OneLineErrors(TyperGroup):
             if os.environ.get("ECHO_KERAS_DEBUG"):
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            typer.echo(
+            notice(
                 f"Error: unexpected {type(error).__name__}: {reason} "
-                "(set ECHO_KERAS_DEBUG=1 to see the traceback)",
-                err=True,
+                "(set ECHO_KERAS_DEBUG=1 to see the traceback)"
             )
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -84,8 +83,14 @@ RUN_DIR = typer.Option(Path("runs/echo"), "--run-dir", parser=_folder_path, help
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `Error: message` on stderr; return the Exit to raise."""
-    typer.echo(f"Error: {message}", err=True)
+    notice(f"Error: {message}")
     return typer.Exit(code)
+
+
+def notice(message: str) -> None:
+    """A line on stderr (errors, notices, warnings); lost, not fatal, if stderr is broken."""
+    with contextlib.suppress(OSError, ValueError):
+        typer.echo(message, err=True)
 
 
 class UsageProblem(typer.TyperException):
@@ -176,6 +181,14 @@ def train(
         raise bad_parameter("--run-dir", problem)
     if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
         raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
+    if (
+        overwrite
+        and tensorboard is not None
+        and tensorboard.resolve().is_relative_to(run_dir.resolve())
+    ):
+        raise bad_parameter(
+            "--tensorboard", "inside the run folder, --overwrite would delete it with the old run"
+        )
     existing = "resume" if resume else "overwrite" if overwrite else "refuse"
     try:
         RunFolder(run_dir).check(existing)  # again under the lock, once training starts
@@ -321,12 +334,6 @@ def plot(
     if warning:
         notice(warning)
     typer.echo(str(path))
-
-
-def notice(message: str) -> None:
-    """A line on stderr (notices, warnings); lost, not fatal, if stderr is broken."""
-    with contextlib.suppress(OSError):
-        typer.echo(message, err=True)
 
 
 def _config(run_dir: Path, given: dict, resume: bool) -> TrainConfig:

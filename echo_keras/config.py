@@ -62,6 +62,8 @@ POSITIVE_FIELDS = (
 MAX_CLASSES = 65536  # symbols travel as float32 and are stored as uint16 at most
 MAX_LAYERS = 64  # deeper stacks of recurrent layers are not a thing anyone trains here
 MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds take no more
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32; below it, 0 on CPUs
+HISTORY_ROW_BYTES = 150  # one recorded (epoch, batch, step, loss) row kept in memory
 
 
 def float32(value: float) -> float:
@@ -149,11 +151,12 @@ class TrainConfig:
                 "learning_rate", f"must be a positive finite number, got {self.learning_rate}"
             )
         as_float32 = float32(self.learning_rate)
-        if as_float32 == 0 or math.isinf(as_float32):
+        if as_float32 < FLOAT32_TINY or math.isinf(as_float32):
+            shown = "inf" if math.isinf(as_float32) else "0"
             raise ConfigError(
                 "learning_rate",
-                f"{self.learning_rate} is {as_float32:g} in float32, "
-                "the precision the optimizer computes in",
+                f"{self.learning_rate} is {shown} in float32, the precision the optimizer "
+                "computes in (CPU kernels flush numbers below 1.2e-38 to 0)",
             )
         if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise ConfigError("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
@@ -176,12 +179,14 @@ class TrainConfig:
         """Bytes the training process needs, estimated from the settings alone.
 
         `data`: one epoch's series, its windows and their TensorFlow copies (about six
-        bytes per symbol for up to 256 classes). `model`: weights, gradients and
-        optimizer slots, plus one window's activations kept for backprop. Rough on
-        purpose: it only has to tell a run that fits from one that cannot.
+        bytes per symbol for up to 256 classes), and the loss of every batch of the
+        run, kept for history.csv. `model`: weights, gradients and optimizer slots,
+        plus one window's activations kept for backprop. Rough on purpose: it only
+        has to tell a run that fits from one that cannot.
         """
         symbol_bytes = 1 if self.num_classes <= 256 else 2
         data = 6 * self.total_series_length * symbol_bytes
+        data += HISTORY_ROW_BYTES * self.num_epochs * self.num_batches
         gates = {"lstm": 4, "gru": 3, "simple": 1}[self.cell]
         units, params, inputs = self.state_size, 0, 1
         for _ in range(self.num_layers):
@@ -251,7 +256,7 @@ def memory_problem(config: TrainConfig, available: int | None = None) -> str | N
     estimate = config.memory_estimate()
     if estimate["data"] > available:
         what = f"--series-length {config.total_series_length} needs about"
-        need = f"{_size(estimate['data'])} of memory for one epoch's data"
+        need = f"{_size(estimate['data'])} of memory for its data"
     elif estimate["model"] > available:
         what = (
             f"the model (--state-size {config.state_size}, --layers {config.num_layers}, "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras import rundir
-from echo_keras.config import ConfigError
+from echo_keras.config import ConfigError, memory_problem
 from echo_keras.data import eval_rng, windows_from_rng
 from echo_keras.runfolder import RunFolder
 
@@ -55,11 +55,14 @@ def evaluation_length(config, series_length: int | None) -> int:
     """The series length to evaluate on; ConfigError (naming --series-length) if it cannot work."""
     length = config.total_series_length if series_length is None else series_length
     try:
-        dataclasses.replace(config, total_series_length=length).validate()
+        scaled = dataclasses.replace(config, total_series_length=length, num_epochs=1).validate()
     except ConfigError as error:
         if error.field in ("total_series_length", "echo_step"):
             raise ConfigError("total_series_length", error.reason) from None
         raise
+    problem = memory_problem(scaled)
+    if problem:
+        raise ConfigError("total_series_length", problem)
     return length
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import sys
 from pathlib import Path
 
 from echo_keras.backend import keras
@@ -42,6 +44,8 @@ class LivePlot(keras.callbacks.Callback):
         self._pending = None
         self._rows_sent = 0
         self._ready = False
+        self._gone = False
+        self._warned = set()
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(
@@ -64,25 +68,41 @@ class LivePlot(keras.callbacks.Callback):
             self._send_if_ready()
 
     def _send_if_ready(self, wait: bool = False) -> None:
-        if not self._ready:
-            if not (wait or self._conn.poll()):
-                return
-            self._ready = self._conn.recv() == READY
-        frame, self._pending = self._pending, None
-        # Only the rows the drawing process has not seen yet travel.
-        rows = frame.pop("rows")
-        frame["new_rows"] = self.recorder.rows[self._rows_sent : rows]
-        self._rows_sent = rows
-        self._conn.send(frame)
+        if self._gone:
+            return
+        try:
+            if not self._ready:
+                if not (wait or self._conn.poll()):
+                    return
+                reply = self._conn.recv()
+                if reply != READY:
+                    self._warn(reply)
+            frame, self._pending = self._pending, None
+            # Only the rows the drawing process has not seen yet travel.
+            rows = frame.pop("rows")
+            frame["new_rows"] = self.recorder.rows[self._rows_sent : rows]
+            self._rows_sent = rows
+            self._conn.send(frame)
+        except (EOFError, OSError):  # the drawing process died: training goes on without it
+            self._gone = True
+            self._warn("the live plot's drawing process stopped; training goes on")
+            return
         self._ready = False
         self.frames_sent += 1
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:  # once each: a full disk fails every frame
+            self._warned.add(message)
+            with contextlib.suppress(OSError, ValueError):
+                print(f"Warning: live plot: {message}", file=sys.stderr)
 
     def close(self) -> None:
         """Draw the last requested frame, then stop the drawing process."""
         try:
             if self._pending is not None:
                 self._send_if_ready(wait=True)
-            self._conn.send(None)
+            if not self._gone:
+                self._conn.send(None)
         except (EOFError, OSError):
             pass  # the drawing process is gone; training's results do not depend on it
         self._process.join(timeout=60)

@@ -127,8 +127,10 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
     from echo_keras.rundir import RunFolderError
 
     shown = name or path
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise RunFolderError(f"{shown} is missing")
+    if path.is_symlink() or not path.is_file():
+        raise RunFolderError(f"{shown} is damaged: it is not a regular file")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive

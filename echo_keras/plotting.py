@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras import rundir
+from echo_keras import fileio, rundir
 from echo_keras.runfolder import RunFolder
 
 MAX_ROW_PANELS = 5  # the tutorial shows the 5 rows of its batch
@@ -125,18 +125,22 @@ def _draw_loss(ax, curve: LossCurve) -> None:
 
 
 def image_formats() -> dict[str, str]:
-    """The file extensions matplotlib can write, with their descriptions."""
+    """The file extensions matplotlib writes by itself (pgf needs LaTeX), with descriptions."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    return FigureCanvasBase.get_supported_filetypes()
+    formats = dict(FigureCanvasBase.get_supported_filetypes())
+    formats.pop("pgf", None)
+    return formats
 
 
-def figure_target(out: Path) -> Path:
+def figure_target(out: Path, follow: bool = True) -> Path:
     """Where a figure asked for at `out` is written; ValueError for a path that cannot be one.
 
-    A symlink is written through (its target is replaced, the link stays); an
-    existing device, FIFO, socket or folder is refused, never replaced; the
-    extension must name a format matplotlib writes.
+    With `follow`, a symlink is written through (its target is replaced, the link
+    stays); without, the link itself is replaced (a run folder's own plot.png,
+    which a hostile folder could point anywhere). An existing device, FIFO,
+    socket or folder is refused, never replaced; the extension must name a
+    format matplotlib writes.
     """
     out = Path(out)
     formats = image_formats()
@@ -146,7 +150,9 @@ def figure_target(out: Path) -> Path:
         raise ValueError(
             f"{out}: unknown image format {out.suffix or '(no extension)'}; use {known}"
         )
-    target = out.resolve() if out.is_symlink() else out
+    target = out.resolve() if follow and out.is_symlink() else out
+    if not follow and out.is_symlink():
+        return out
     if target.exists() and not target.is_file():
         raise ValueError(f"{out} exists and is not a regular file; it is left alone")
     if not target.parent.is_dir():
@@ -154,14 +160,12 @@ def figure_target(out: Path) -> Path:
     return target
 
 
-def save_figure(figure, path: Path) -> None:
-    """Write the figure atomically (a temporary file, then a rename), in the format its
-    extension names (PNG for the run folder's figures)."""
+def save_figure(figure, path: Path, image_format: str = "png") -> None:
+    """Write the figure atomically (a temporary file, then a rename)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    extension = Path(path).suffix.lower().lstrip(".") or "png"
-    rundir.atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format=extension, dpi=100))
+    fileio.atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format=image_format, dpi=100))
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
@@ -180,12 +184,14 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         return batch, curve
 
     batch, curve = folder.read(read)
+    target = (
+        figure_target(out) if out is not None else figure_target(folder.real / "plot.png", False)
+    )
     out = Path(out) if out is not None else folder.path / "plot.png"
-    target = figure_target(out)
     if not curve.batches:
         raise rundir.RunFolderError(f"{folder.path / rundir.HISTORY} is damaged: it has no rows")
     title = f"{folder.path.name}: {curve.epochs} epochs, {curve.batches} batches"
-    save_figure(draw_figure(curve, batch, title), target)
+    save_figure(draw_figure(curve, batch, title), target, out.suffix.lower().lstrip("."))
     return out
 
 
@@ -213,6 +219,11 @@ def live_worker(conn, path: str) -> None:
             return
         started = time.monotonic()
         history.extend(frame["new_rows"])
-        save_figure(draw_figure(loss_curve(history), frame["batch"], frame["title"]), Path(path))
+        reply = "ready"
+        try:
+            figure = draw_figure(loss_curve(history), frame["batch"], frame["title"])
+            save_figure(figure, Path(path))
+        except (OSError, ValueError) as error:  # a full disk, say: training goes on
+            reply = f"cannot write {path}: {error}"
         time.sleep(max(0.0, LIVE_MIN_INTERVAL - (time.monotonic() - started)))
-        conn.send("ready")
+        conn.send(reply)

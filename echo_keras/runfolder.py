@@ -1,9 +1,9 @@
 """`RunFolder`: the one owner of a run folder's life: lock, start, status, swap, recovery, reads.
 
-- **One writer.** Training holds an exclusive `flock` on `.NAME.lock` beside the
-  folder for the whole run (beside, because `--overwrite` replaces the folder
-  itself). The system drops the lock when the process dies, so it never goes stale;
-  a second writer is refused at once, naming the first one's pid.
+- **One writer.** Training holds an exclusive `flock` (`lock.FileLock`) on
+  `.NAME.lock` beside the folder for the whole run (beside, because `--overwrite`
+  replaces the folder itself). The system drops the lock when the process dies, so
+  it never goes stale; a second writer is refused, naming the first one's pid.
 - **Status that cannot lie.** `status.json` says `running` while training writes
   it; if no process holds the lock any more, the run is reported `interrupted`.
 - **Swap.** `--overwrite` (and the retry of a run that never completed an epoch)
@@ -22,17 +22,20 @@ Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
+import re
 import secrets
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from echo_keras import rundir
+from echo_keras import fileio, rundir
+from echo_keras.lock import FileLock
 from echo_keras.rundir import RunFolderError
 
 T = TypeVar("T")
@@ -54,23 +57,13 @@ class RunExists(RunRefused):
 def _rename(source: Path, target: Path) -> None:
     """Rename a folder, flushing the parent's entries (every swap step goes through here)."""
     os.rename(source, target)
-    rundir.sync_folder(Path(target).parent)
+    fileio.sync_folder(Path(target).parent)
 
 
 def holds_run(run_dir: Path) -> bool:
     """Whether `run_dir` exists with something in it (an empty folder is free to use)."""
     run_dir = Path(run_dir)
     return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunFolder:
@@ -93,107 +86,80 @@ class RunFolder:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.real = self.path.resolve() if self.path.is_symlink() else self.path
-        self.lock_path = self.real.parent / f".{self.real.name}.lock"
-        self._lock_fd: int | None = None
+        try:  # `.`, `x/..` and symlinks (of the folder or above it) name the real place
+            self.real = self.path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: opening it will say so
+            self.real = Path(os.path.abspath(self.path))
+        self.lock = FileLock(self.real.parent / f".{self.real.name}.lock")
+        self._leftover = re.compile(rf"\.{re.escape(self.real.name)}\.(old|new)-\d+-[0-9a-f]{{6}}")
 
     def unwritable(self) -> str | None:
-        """Why training could not write here (a file in the way, no permission), or None."""
+        """Why training could not write here (a file in the way, no permission), or None.
+
+        Both the folder and the one it sits in must take new files: the lock and a
+        replacement live beside the run.
+        """
+        if self.path.is_symlink() and not self.path.exists():
+            if self.real.is_symlink() or not self.real.parent.is_dir():
+                return f"{self.path} is a symlink that leads nowhere (a loop?)"
         if self.real.exists() and not self.real.is_dir():
             return f"{self.path} is a file, not a folder"
-        existing = self.real if self.real.exists() else self.real.parent
+        existing = self.real.parent
         while not existing.exists():
             existing = existing.parent
         if not existing.is_dir():
             return f"{existing} is a file, not a folder"
-        try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
-            tempfile.TemporaryFile(dir=existing).close()
-        except OSError as error:
-            return f"{existing} cannot be written ({error.strerror})"
+        for folder in (existing, self.real) if self.real.is_dir() else (existing,):
+            try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
+                tempfile.TemporaryFile(dir=folder).close()
+            except OSError as error:
+                return f"{folder} cannot be written ({error.strerror})"
         return None
 
     # --- the lock ------------------------------------------------------------------------
 
-    def _try_lock(self, write_pid: bool) -> int | None:
-        """Take the exclusive lock (None if another process holds it)."""
-        while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return None
-            try:  # a releasing holder may have unlinked the file we opened: lock the new one
-                if os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino:
-                    if write_pid:
-                        os.ftruncate(fd, 0)
-                        os.write(fd, f"{os.getpid()}\n".encode())
-                    return fd
-            except FileNotFoundError:
-                pass
-            except BaseException:
-                os.close(fd)
-                raise
-            os.close(fd)
+    def _busy(self) -> RunBusy:
+        pid = self.lock.holder()
+        return RunBusy(f"{self.path} is being trained by another process (pid {pid or 'unknown'})")
 
-    def holder(self) -> int | None:
-        """The pid written in the lock file by its last writer, if any."""
-        try:
-            return int(self.lock_path.read_text().strip() or 0) or None
-        except (OSError, ValueError):
-            return None
-
-    def _release(self, fd: int) -> None:
-        with contextlib.suppress(OSError):
-            if os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino:
-                self.lock_path.unlink()
-        os.close(fd)
+    def _held(self) -> bool:
+        """Whether another process holds the writer's lock for longer than a reader's look."""
+        deadline = time.monotonic() + LOCK_WAIT
+        while self.lock.held():
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.02)
+        return False
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[RunFolder]:
-        """Hold the writer's lock for the block; RunBusy at once if another process has it."""
+        """Hold the writer's lock for the block; RunBusy if another process holds it.
+
+        A reader may hold it for a moment (to repair a killed swap), so a held lock
+        is waited on for up to LOCK_WAIT seconds before the writer is refused.
+        """
         self.real.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_WAIT
-        while (fd := self._try_lock(write_pid=True)) is None:
-            pid = self.holder()
-            if (pid and _pid_alive(pid)) or time.monotonic() > deadline:
-                who = f"pid {pid}" if pid else "pid unknown"
-                raise RunBusy(f"{self.path} is being trained by another process ({who})")
-            time.sleep(0.02)  # a reader looking at the lock, or a writer just starting
-        self._lock_fd = fd
+        while not self.lock.acquire(stamp=True):
+            if time.monotonic() > deadline:
+                raise self._busy()
+            time.sleep(0.02)
         try:
             self.recover()
             yield self
         finally:
-            self._lock_fd = None
-            self._release(fd)
-
-    def writer_alive(self) -> bool:
-        """Whether a process (this one included) holds the writer's lock right now."""
-        if self._lock_fd is not None:
-            return True
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+            self.lock.release()
 
     # --- status --------------------------------------------------------------------------
 
     def status(self) -> dict:
         """The status record, with a `running` run whose process is gone read as interrupted."""
         record = rundir.read_status(self.real)
-        if record["status"] == "running" and not self.writer_alive():
+        if record["status"] == "running" and not self.lock.held():
             record = rundir.read_status(self.real)  # it may have just finished
             if record["status"] == "running":
                 hint = (
-                    f"; resume with: echo-keras train --run-dir {self.path} --resume"
+                    f"; resume with: {resume_command(self.path)}"
                     if rundir.has_checkpoint(self.real)
                     else "; no epoch was completed"
                 )
@@ -209,29 +175,44 @@ class RunFolder:
         detail = f": {record['message']}" if record.get("message") else ""
         return f"Warning: run {self.path} is {record['status']}{detail}"
 
+    def is_run(self) -> bool:
+        """Whether the folder holds a run of ours (damaged or not), rather than other files."""
+        names = (rundir.STATUS, rundir.HISTORY, rundir.MODEL, rundir.CHECKPOINT)
+        return any((self.real / name).exists() for name in names)
+
     def restartable(self) -> bool:
-        """An unfinished run of ours with nothing worth keeping: no epoch was completed."""
-        if not (self.real / rundir.CONFIG).exists() and not (self.real / rundir.STATUS).exists():
-            return False  # not a run folder of ours: the user's files stay
+        """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
+        before completing an epoch. Anything else, other files above all, stays."""
         if rundir.has_checkpoint(self.real) or (self.real / rundir.MODEL).exists():
             return False
-        return self.status()["status"] != "running"
+        if rundir.read_status(self.real)["status"] not in ("failed", "interrupted", "running"):
+            return False
+        try:
+            rundir.read_config(self.real)
+        except RunFolderError:
+            return False
+        return self.status()["status"] in ("failed", "interrupted")
 
     # --- starting and finishing a run (with the lock held) --------------------------------
 
     def check(self, existing: str) -> None:
-        """Refuse early, without the lock: RunBusy, RunExists, or RunFolderError for resume."""
-        if self._lock_fd is None and self.writer_alive():
-            pid = self.holder()
-            raise RunBusy(
-                f"{self.path} is being trained by another process (pid {pid or 'unknown'})"
-            )
+        """Whether training may start as asked: RunBusy, RunExists, or RunFolderError.
+
+        The CLI calls it before importing TensorFlow; `begin` again under the lock.
+        """
+        if not self.lock.held_here and self._held():
+            raise self._busy()
         if existing == "resume" and not self.real.is_dir() and not self._leftovers("old"):
             raise RunFolderError(f"run folder {self.path} does not exist")
-        if existing == "refuse" and holds_run(self.real) and not self.restartable():
+        occupied = holds_run(self.real)
+        if existing == "refuse" and occupied and not self.restartable():
             raise RunExists(
                 f"{self.path} already holds a run; pass --overwrite to replace it "
                 "or --resume to continue it"
+            )
+        if existing == "overwrite" and occupied and not self.is_run():
+            raise RunExists(
+                f"{self.path} holds files but no run; --overwrite replaces only a run folder"
             )
 
     def begin(self, existing: str, notify: Callable[[str], None] | None = None) -> Path:
@@ -279,9 +260,12 @@ class RunFolder:
     # --- recovery ------------------------------------------------------------------------
 
     def _leftovers(self, kind: str) -> list[Path]:
-        prefix = f".{self.real.name}.{kind}-"
         try:
-            entries = [p for p in self.real.parent.iterdir() if p.name.startswith(prefix)]
+            entries = [
+                p
+                for p in self.real.parent.iterdir()
+                if (match := self._leftover.fullmatch(p.name)) and match.group(1) == kind
+            ]
         except OSError:
             return []
         return sorted(entries, key=lambda p: p.stat().st_mtime if p.exists() else 0)
@@ -306,16 +290,16 @@ class RunFolder:
         """Recover when leftovers exist and no process writes the folder (for readers)."""
         if not (self._leftovers("old") or self._leftovers("new")):
             return
+        reader = FileLock(self.lock.path)
         try:
-            fd = self._try_lock(write_pid=False)
+            if not reader.acquire():
+                return  # a writer is at work: the leftovers are its own
         except OSError:
             return  # a read-only place: nothing to repair from here
-        if fd is None:
-            return  # a writer is at work: the leftovers are its own
         try:
             self.recover(notify)
         finally:
-            self._release(fd)
+            reader.release()
 
     # --- consistent reads ----------------------------------------------------------------
 
@@ -331,9 +315,16 @@ class RunFolder:
             try:
                 fd = os.open(self.real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except FileNotFoundError:
+                if attempt + 1 < attempts and self._leftovers("old") and self.lock.held():
+                    time.sleep(0.05)  # between the two renames of a swap
+                    continue
                 raise RunFolderError(f"run folder {self.path} does not exist") from None
             except NotADirectoryError:
                 raise RunFolderError(f"{self.path} is not a folder") from None
+            except OSError as error:
+                raise RunFolderError(
+                    f"cannot open run folder {self.path}: {error.strerror}"
+                ) from None
             try:
                 pinned = Path(f"/proc/self/fd/{fd}")
                 view = pinned if pinned.is_dir() else self.real
@@ -353,7 +344,11 @@ class RunFolder:
             return True
 
 
-def _stderr(message: str) -> None:
-    import sys
+def resume_command(path: Path) -> str:
+    """The command that resumes the run in `path`, quoted for a shell."""
+    return f"echo-keras train --run-dir {shlex.quote(str(path))} --resume"
 
-    print(message, file=sys.stderr)
+
+def _stderr(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from echo_keras import fileio, rundir
 from echo_keras import model as model_lib
-from echo_keras import rundir
 from echo_keras.backend import keras, tf
 from echo_keras.callbacks import (
     BatchLossRecorder,
@@ -32,7 +32,7 @@ from echo_keras.callbacks import (
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.loops import TrainLoop
-from echo_keras.runfolder import RunBusy, RunExists, RunFolder, RunRefused  # noqa: F401
+from echo_keras.runfolder import RunFolder, RunRefused, resume_command
 
 # The fast path returns to Python (progress bar, Ctrl-C, live plot) at least this often.
 CHUNK_WINDOWS = 100
@@ -217,12 +217,14 @@ def train(
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
     with StopOnSignal() as stopper, folder.writing():
         work_dir = folder.begin(existing, notify)
+        changed = False
         try:
             if existing == "resume":
                 first_epoch, rows, model = _load_resume(config, folder)
             else:
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
             rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+            changed = True  # from here on, a failure is the run's own
             rundir.write_status(work_dir, "running")
             recorder = BatchLossRecorder(config.num_batches, rows)
             tap = BatchTap()
@@ -255,7 +257,7 @@ def train(
                     callback.close()
             return _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
         except BaseException as error:
-            if not isinstance(error, TrainingError):
+            if changed and not isinstance(error, TrainingError):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             raise
@@ -297,7 +299,12 @@ def _load_resume(config: TrainConfig, folder: RunFolder):
     weights, optimizer_variables = model_lib.checkpoint_variables(model)
     shapes = rundir.checkpoint_shapes(weights, optimizer_variables)
     completed, weights, optimizer_variables = rundir.read_checkpoint(run_dir, shapes, name)
-    if completed >= config.num_epochs and folder.status()["status"] == "complete":
+    if completed > config.num_epochs:
+        raise RunRefused(
+            f"{name} already completed {completed} epochs; --epochs {config.num_epochs} "
+            "would end it before that"
+        )
+    if completed == config.num_epochs and folder.status()["status"] == "complete":
         raise TrainingError(
             f"{name} already completed {completed} of {config.num_epochs} epochs; "
             "pass a larger --epochs to train further"
@@ -313,10 +320,8 @@ def _load_resume(config: TrainConfig, folder: RunFolder):
             f"{name / rundir.HISTORY} is damaged: it has {len(rows)} rows for "
             f"{completed} completed epochs, expected {expected}"
         )
-    if (run_dir / rundir.HISTORY).stat().st_size != len(
-        rundir.HISTORY_HEADER + rundir.history_lines(rows)
-    ):
-        rundir.write_history(run_dir, rundir.history_lines(rows))  # drop what follows
+    # Rows beyond the checkpoint (a failure between the two writes, a torn line) go.
+    rundir.write_history(run_dir, rundir.history_lines(rows))
     model_lib.restore_checkpoint_state(model, weights, optimizer_variables)
     return completed, rows, model
 
@@ -339,7 +344,7 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
                 f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
                 stopper.received,
             )
-        hint = f"echo-keras train --run-dir {folder.path} --resume"
+        hint = resume_command(folder.path)
         if completed == 0:
             hint = "no epoch was completed; train again to start over"
         raise TrainingInterrupted(
@@ -348,7 +353,7 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
             stopper.received,
         )
     # history.csv, last_batch.npz and the checkpoint were written at the last epoch's end.
-    rundir.atomic_write(work_dir / rundir.MODEL, lambda tmp: model.save(tmp))
+    fileio.atomic_write(work_dir / rundir.MODEL, lambda tmp: model.save(tmp))
     rundir.write_status(work_dir, "complete")
     folder.finish(work_dir)
     return TrainResult(

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import rundir, runfolder
+from echo_keras import fileio, rundir, runfolder
 from echo_keras.cli import app
 from echo_keras.config import TrainConfig
 from echo_keras.runfolder import RunFolder
@@ -34,8 +34,8 @@ class Disk:
     def __init__(self, monkeypatch, fail_at: int | None = None):
         self.fail_at, self.writes = fail_at, []
         originals = {
-            "atomic_write": rundir.atomic_write,
-            "append": rundir.append,
+            "atomic_write": fileio.atomic_write,
+            "append": fileio.append,
             "_rename": runfolder._rename,
         }
 
@@ -61,8 +61,8 @@ class Disk:
                 raise no_space(target.name)
             return originals["_rename"](source, target)
 
-        monkeypatch.setattr(rundir, "atomic_write", atomic_write)
-        monkeypatch.setattr(rundir, "append", append)
+        monkeypatch.setattr(fileio, "atomic_write", atomic_write)
+        monkeypatch.setattr(fileio, "append", append)
         monkeypatch.setattr(runfolder, "_rename", rename)
 
     def _fails(self, kind, path) -> bool:

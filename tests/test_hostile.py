@@ -215,3 +215,107 @@ def test_plot_out_refuses_devices_fifos_and_folders(tiny_run, tmp_path):
         one_line_error(result, "--out")
         after = path.lstat()
         assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+# --- files that are not what they claim ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, command", [("config.json", "plot"), ("history.csv", "plot"), ("config.json", "evaluate")]
+)
+@pytest.mark.parametrize("kind", ["fifo", "symlink to /dev/zero"])
+def test_run_files_that_are_not_regular_files_are_refused(run_copy, name, command, kind):
+    target = run_copy / name
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)  # reading it would block forever
+    else:
+        target.symlink_to("/dev/zero")  # reading it would never end
+    result = invoke(command, "--run-dir", run_copy)
+    assert result.exit_code == 1
+    one_line_error(result, f"{name} is damaged")
+
+
+def test_a_deeply_nested_config_is_called_damaged(run_copy):
+    (run_copy / rundir.CONFIG).write_text("[" * 100000 + "]" * 100000)
+    result = invoke("evaluate", "--run-dir", run_copy)
+    assert result.exit_code == 1
+    one_line_error(result, "config.json is damaged", "nested too deeply")
+
+
+def test_a_history_line_of_megabytes_is_refused(run_copy):
+    with open(run_copy / rundir.HISTORY, "a") as handle:
+        handle.write("2,0,60," + "9" * (1 << 20) + "\n")
+    result = invoke("plot", "--run-dir", run_copy)
+    assert result.exit_code == 1
+    one_line_error(result, "history.csv is damaged", "longer than")
+
+
+def test_a_zip_member_that_inflates_past_its_declared_size_is_never_inflated(run_copy):
+    """The zip's own sizes say 928 bytes; the deflate stream holds 200 MiB more."""
+    import struct
+    import zlib
+
+    config = rundir.read_config(run_copy)
+    shape = (config.batch_size, config.truncated_backprop_length)
+    members = {
+        "inputs": np.zeros(shape, "<i8"),
+        "targets": np.zeros(shape, "<i8"),
+        "probabilities": np.full((*shape, 2), 0.5),
+    }
+    out, central = io.BytesIO(), []
+    for name, array in members.items():
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, array)
+        data, filename = buffer.getvalue(), f"{name}.npy".encode()
+        extra = b"\0" * (200 << 20) if name == "probabilities" else b""
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        packed = packer.compress(data + extra) + packer.flush()
+        crc, offset = zlib.crc32(data), out.tell()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(packed),
+                              len(data), len(filename), 0) + filename + packed)  # fmt: skip
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc,
+                                   len(packed), len(data), len(filename), 0, 0, 0, 0, 0,
+                                   offset) + filename)  # fmt: skip
+    start, directory = out.tell(), b"".join(central)
+    out.write(directory)
+    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 3, 3, len(directory), start, 0))
+    (run_copy / rundir.LAST_BATCH).write_bytes(out.getvalue())
+    code, _, peak_mib, err = run_process("plot", "--run-dir", run_copy)
+    assert code == 0, err  # the declared 928 bytes are all that is read
+    assert peak_mib < 200, peak_mib
+
+
+def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run):
+    result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", str(10**11))
+    assert result.exit_code == 2
+    one_line_error(result, "--series-length", "memory")
+
+
+def test_plot_never_writes_through_a_run_folders_own_plot_png_link(run_copy, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (run_copy / "plot.png").symlink_to(victim)
+    result = invoke("plot", "--run-dir", run_copy)
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep"
+    assert not (run_copy / "plot.png").is_symlink()
+    assert (run_copy / "plot.png").read_bytes().startswith(MAGIC["png"])
+
+
+def test_plot_out_refuses_pgf_which_needs_latex(tiny_run, tmp_path):
+    result = invoke("plot", "--run-dir", tiny_run, "--out", tmp_path / "figure.pgf")
+    assert result.exit_code == 2
+    one_line_error(result, "unknown image format")
+
+
+def test_a_live_plot_that_cannot_write_does_not_stop_training(run_copy):
+    (run_copy / "live.png").mkdir()  # every frame's rename onto it fails
+    (run_copy / "live.png" / "x").touch()
+    result = invoke(
+        "train", "--run-dir", run_copy, "--resume", "--epochs", "4", "--plot-every", "5", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "live plot" in line]
+    assert len(warnings) == 1 and "cannot write" in warnings[0]
+    assert rundir.read_status(run_copy)["status"] == "complete"

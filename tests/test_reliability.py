@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import rundir
+from echo_keras import fileio, rundir
 from echo_keras.cli import app
 
 runner = CliRunner()
@@ -107,7 +107,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        rundir.atomic_write(target, broken)
+        fileio.atomic_write(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
 

@@ -157,6 +157,25 @@ def test_sighup_stops_training_like_sigterm(tmp_path):
     assert rundir.read_status(run_dir)["status"] == "interrupted"
 
 
+@pytest.mark.slow
+def test_sighup_from_a_hung_up_terminal_exits_129(tmp_path):
+    import pty
+
+    run_dir = tmp_path / "run"
+    master, slave = pty.openpty()
+    argv = [sys.executable, "-m", "echo_keras", "train", "--run-dir", str(run_dir), *LONG_FLAGS]
+    process = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+    )
+    os.close(slave)
+    wait_for(checkpoint_of(run_dir), process)
+    os.close(master)  # the terminal is gone: every write to it now fails
+    time.sleep(0.2)
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=120) == 129
+    assert rundir.read_status(run_dir)["status"] == "interrupted"
+
+
 # --- a run that never completed an epoch does not block a retry ------------------------------
 
 
@@ -176,10 +195,94 @@ def test_a_folder_of_other_files_is_never_replaced(tmp_path):
     run_dir = tmp_path / "mine"
     run_dir.mkdir()
     (run_dir / "notes.txt").write_text("keep me")
-    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS)
-    assert result.exit_code == 2
-    one_line_error(result, "already holds a run")
+    (run_dir / "config.json").write_text('{"name": "my app"}')  # not ours, though it is named so
+    for flags in ([], ["--overwrite"]):
+        result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, *flags)
+        assert result.exit_code == 2
+        one_line_error(result, "already holds a run" if not flags else "no run")
     assert (run_dir / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_resume_leaves_a_complete_run_complete(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    history = run_dir / rundir.HISTORY
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-3]))
+    result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "3", "--quiet")
+    assert result.exit_code == 1
+    one_line_error(result, "history.csv is damaged")
+    assert rundir.read_status(run_dir)["status"] == "complete"
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_completed(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "1", "--quiet")
+    assert result.exit_code == 2
+    one_line_error(result, "already completed 2 epochs", "--epochs 1")
+    assert rundir.read_config(run_dir).num_epochs == 2
+
+
+def test_the_run_folder_may_be_named_dot(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert invoke("train", "--run-dir", ".", *TINY_FLAGS).exit_code == 0
+    assert rundir.read_status(empty)["status"] == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    result = invoke("train", "--run-dir", ".", *TINY_FLAGS, "--overwrite", "--seed", "4")
+    assert result.exit_code == 0, result.output
+    assert rundir.read_config(empty).seed == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_a_symlinked_lock_file_is_never_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("secret")
+    (tmp_path / ".run.lock").symlink_to(victim)
+    result = invoke("train", "--run-dir", tmp_path / "run", *TINY_FLAGS)
+    assert result.exit_code == 1
+    one_line_error(result, "lock file is a symlink")
+    assert victim.read_text() == "secret"
+
+
+def test_a_lock_file_left_read_only_does_not_block_training(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    lock = tmp_path / ".run.lock"
+    lock.write_text("1\n")
+    lock.chmod(0o444)  # another user's, say: opened read-only, flock still works
+    result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_symlink_loop_as_run_dir_is_a_usage_error(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    result = invoke("train", "--run-dir", loop, *TINY_FLAGS)
+    assert result.exit_code == 2
+    one_line_error(result, "--run-dir")
+
+
+def test_the_resume_hint_quotes_the_folder(tmp_path):
+    run_dir = tmp_path / "my run"
+    run_dir.mkdir()
+    rundir.write_status(run_dir, "running")
+    (run_dir / rundir.CHECKPOINT).mkdir()
+    (run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_STATE).write_bytes(b"")
+    message = RunFolder(run_dir).status()["message"]
+    assert f"--run-dir '{run_dir}' --resume" in message
+
+
+def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    result = invoke(
+        "train", "--run-dir", run_dir, *TINY_FLAGS, "--overwrite", "--tensorboard", run_dir / "tb"
+    )
+    assert result.exit_code == 2
+    one_line_error(result, "--tensorboard", "--overwrite")
 
 
 # --- the --overwrite swap --------------------------------------------------------------------
@@ -237,11 +340,12 @@ def test_a_kill_between_the_two_renames_of_a_swap_is_repaired(tiny_run, tmp_path
 def test_leftovers_of_dead_processes_are_removed_by_the_next_writer(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    (tmp_path / ".run.new-1-abc").mkdir()
-    shutil.copytree(tiny_run, tmp_path / ".run.old-1-def")
+    (tmp_path / ".run.new-1-abc123").mkdir()
+    shutil.copytree(tiny_run, tmp_path / ".run.old-1-def456")
+    (tmp_path / ".run.old-1-def456.new-2-aaaaaa").mkdir()  # another run's (".run.old-1-...")
     result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "3", "--quiet")
     assert result.exit_code == 0, result.output
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.old-1-def456.new-2-aaaaaa", "run"]
 
 
 # --- consistent reads ------------------------------------------------------------------------
@@ -355,16 +459,19 @@ def _train_with(tmp_path, **popen):
 
 @pytest.mark.parametrize("closed", [1, 2])
 def test_a_closed_stdout_or_stderr_gives_no_traceback(tmp_path, closed):
-    err = tmp_path / "stderr.txt"
-    with open(err, "w") as stderr:
+    other = tmp_path / "other-stream.txt"  # the stream left open
+    with open(other, "w") as stream:
         code, run_dir = _train_with(
             tmp_path,
-            stderr=stderr if closed == 1 else None,
-            stdout=subprocess.DEVNULL if closed == 2 else None,
+            stderr=stream if closed == 1 else None,
+            stdout=stream if closed == 2 else None,
             preexec_fn=lambda: os.close(closed),
         )
     assert code == 0
-    assert "Traceback" not in err.read_text()
+    text = other.read_text()
+    assert "Traceback" not in text
+    if closed == 2:
+        assert json.loads(text)["epochs"] == 2  # stdout still holds its JSON, alone
     assert rundir.read_status(run_dir)["status"] == "complete"
     assert json.loads((run_dir / rundir.CONFIG).read_text())["seed"] == 0  # no stray output
 

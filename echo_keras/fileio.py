@@ -1,0 +1,153 @@
+"""File I/O that survives kills and full disks, and reads that trust nothing.
+
+Every byte echo-keras writes goes through `atomic_write` (a temporary file beside
+the target, flushed to disk, then renamed over it) or `append` (flushed); the
+tests inject faults here. Reads go through `open_regular`, which refuses
+symlinks, FIFOs and devices, and `read_npz`, which checks every array's header
+before reading its data. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+MAX_JSON_BYTES = 1 << 20  # config.json and status.json are a few hundred bytes
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` for a temporary path beside `path` (same suffix), then rename it over.
+
+    The data is flushed to disk before the rename, so after a crash `path` holds
+    the old file or the new one, whole. On any error the temporary file is
+    removed and `path` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)  # a file replaced keeps its mode
+    except OSError:
+        mode = 0o666 & ~_UMASK
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def append(path: Path, data: str) -> None:
+    """Append `data` to `path` (created if missing) and flush it to disk."""
+    with open(path, "a") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (renames, new files) to disk, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: Path, mode: str = "rb", **options):
+    """Open a run file for reading, refusing anything but a regular file.
+
+    A symlink (to /dev/zero, say), a FIFO (which would block forever) or a device
+    in a run folder is damage, not data: OSError, without reading a byte.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        return open(fd, mode, **options)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_json(path: Path) -> object:
+    with open_regular(path) as handle:
+        data = handle.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"it is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def read_npz(path: Path, check: Callable[[str, tuple, np.dtype], None]) -> dict[str, np.ndarray]:
+    """Load an uncompressed npz whose arrays `check(name, shape, dtype)` accepts.
+
+    Each array's header is read and checked before its data, and its stored size
+    must be what the header promises, so a hostile file (an array a million times
+    larger than expected, a zip bomb) is refused without being read.
+    Raises ValueError, OSError or zipfile.BadZipFile for a damaged file.
+    """
+    arrays = {}
+    with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"unexpected member {info.filename!r}")
+            name = info.filename[: -len(".npy")]
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _HEADER_READERS:
+                    raise ValueError(f"{name} has npy format version {version}")
+                shape, fortran, dtype = _HEADER_READERS[version](member)
+                if dtype.hasobject:
+                    raise ValueError(f"{name} holds Python objects")
+                check(name, shape, dtype)
+                expected = member.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if info.file_size != expected:
+                    raise ValueError(
+                        f"{name} is {info.file_size} bytes, its header says {expected}"
+                    )
+                data = member.read()
+            array = np.frombuffer(data, dtype=dtype)
+            arrays[name] = array.reshape(shape, order="F" if fortran else "C")
+    return arrays
+
+
+def savez(path: Path, arrays: dict) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
