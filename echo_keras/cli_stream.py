@@ -188,8 +188,9 @@ def _accuracy_line(result, echo_step: int) -> str:
             f"starts at position {echo_step})"
         )
     return (
-        f"Accuracy {result.accuracy:.4f} over {result.scored} positions "
-        f"(the echo of this input's symbols, from position {echo_step} on)"
+        f"Accuracy {result.accuracy:.4f} over {result.scored} position"
+        f"{'s' * (result.scored != 1)} (the echo of this input's symbols, from position "
+        f"{echo_step} on)"
     )
 
 

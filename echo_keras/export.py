@@ -47,14 +47,14 @@ class ExportReport:
         states = ", ".join(self.state_names)
         return "\n".join(
             [
-                f"Exported a SavedModel to {self.out}",
-                f"  signature  {SIGNATURE}: symbols int32 [batch, time], "
-                f"{states} float32 [batch, {self.units}]",
-                f"  returns    probabilities float32 [batch, time, {self.num_classes}] "
-                f"and {states} (feed them back; zeros start a stream)",
-                f"  checked    reloaded with tf.saved_model.load: {self.checked_symbols} symbols, "
-                f"2 streams in {len(CHECK_CHUNKS)} chunks, differ from predict by at most "
-                f"{self.max_difference:.1e}",
+                f"Exported a SavedModel to {self.out} ({SIGNATURE}: the state in and out)",
+                f"  inputs   symbols int32 [batch, time]; {states} float32 [batch, {self.units}]"
+                " (zeros start a stream)",
+                f"  outputs  probabilities float32 [batch, time, {self.num_classes}]; {states}"
+                " (feed them back)",
+                f"  checked  reloaded with tf.saved_model.load: 2 streams of "
+                f"{self.checked_symbols // 2} symbols in {len(CHECK_CHUNKS)} chunks are within "
+                f"{self.max_difference:.1e} of predict",
             ]
         )
 
