@@ -26,11 +26,13 @@ def predict(
         None,
         help="Symbols to predict, e.g. 011010011101.  [default: read --input or stdin]",
         show_default=False,
+        metavar="SYMBOLS",
     ),
     run_dir: Path = RUN_DIR,
     input_path: str | None = typer.Option(
         None,
         "--input",
+        metavar="FILE",
         help="Read symbols from this file, or - for stdin (the default when stdin is a pipe).",
     ),
     state_in: Path | None = typer.Option(
