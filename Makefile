@@ -36,6 +36,7 @@ format: install ## Reformat with ruff
 
 bench: install ## Time training against a plain model.fit baseline; print the table
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/predict.py
 
 variants: install ## Train and evaluate every variant on the tutorial's task; print the table
 	$(BIN)/python bench/variants.py

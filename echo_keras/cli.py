@@ -383,6 +383,9 @@ def _flush_standard_streams() -> bool:
     return ok
 
 
+from echo_keras import cli_stream  # noqa: E402,F401  (registers predict, export)
+
+
 def main() -> None:
     _open_standard_streams()
     try:

@@ -1,0 +1,249 @@
+"""The `predict` and `export` commands: parse the options, call streaming.py or export.py, print.
+
+TensorFlow is imported only inside the command bodies, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from echo_keras.cli import RUN_DIR, UsageProblem, app, bad_parameter, fail, notice
+from echo_keras.rundir import RunFolderError, read_config
+from echo_keras.runfolder import RunFolder
+from echo_keras.symbols import SymbolError, check_stream
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a process killed by SIGPIPE reports
+
+
+@app.command()
+def predict(
+    symbols: str | None = typer.Argument(
+        None,
+        help="Symbols to predict, e.g. 011010011101.  [default: read --input or stdin]",
+        show_default=False,
+        metavar="SYMBOLS",
+    ),
+    run_dir: Path = RUN_DIR,
+    input_path: str | None = typer.Option(
+        None,
+        "--input",
+        metavar="FILE",
+        help="Read symbols from this file, or - for stdin (the default when stdin is a pipe).",
+    ),
+    state_in: Path | None = typer.Option(
+        None, "--state-in", help="Start from the state saved by an earlier --state-out."
+    ),
+    state_out: Path | None = typer.Option(
+        None, "--state-out", help="Save the state after the last symbol (written on success)."
+    ),
+    probabilities: bool = typer.Option(
+        False, "--probabilities", help="Print every symbol's class probabilities."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+) -> None:
+    """Predict the echo of a stream of symbols, carrying the state across lines and calls.
+
+    Symbols are digits (whitespace ignored), or whitespace-separated integers for more
+    than ten classes. Each input line gets one output line, printed at once; the
+    accuracy of the echo (positions from echo_step on) ends on stderr.
+    """
+    if symbols is not None and input_path is not None:
+        raise UsageProblem("give the symbols either as an argument or with --input, not both")
+    if symbols is None and input_path is None and sys.stdin.isatty():
+        raise UsageProblem(
+            "no symbols: give them as an argument (echo-keras predict 0110), "
+            "with --input FILE, or on stdin (--input -, or a pipe)"
+        )
+    if state_out is not None:
+        if state_out.is_dir():
+            raise bad_parameter("--state-out", f"{state_out} is a folder, not a file")
+        if not state_out.parent.is_dir():
+            raise bad_parameter("--state-out", f"folder {state_out.parent} does not exist")
+    if state_in is not None and not state_in.is_file():
+        reason = "is a folder" if state_in.is_dir() else "does not exist"
+        raise bad_parameter("--state-in", f"{state_in} {reason}")
+    try:
+        config = _read_config(run_dir)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+
+    source = _open_source(symbols, input_path)
+    try:
+        _predict(source, run_dir, config, state_in, state_out, probabilities, as_json)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+
+
+def _open_source(symbols: str | None, input_path: str | None):
+    """A binary reader of the symbols: the argument, a file, or stdin."""
+    if symbols is not None:
+        return io.BytesIO(symbols.encode() + b"\n")
+    if input_path is None or input_path == "-":
+        return sys.stdin.buffer
+    path = Path(input_path)
+    if path.is_dir():
+        raise bad_parameter("--input", f"{path} is a folder, not a file")
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise bad_parameter("--input", f"{path} does not exist") from None
+    except OSError as error:
+        raise bad_parameter("--input", f"{path} cannot be read ({error.strerror})") from None
+
+
+def _read_config(run_dir: Path):
+    folder = RunFolder(run_dir)
+    return folder.read(lambda view: read_config(view, folder.path))
+
+
+def _read_function(source):
+    """read(n): up to n bytes, as soon as some are there (a pipe answers line by line)."""
+    return getattr(source, "read1", source.read)
+
+
+def _predict(source, run_dir, config, state_in, state_out, probabilities, as_json) -> None:
+    if source.seekable():  # a file: check every symbol before printing any prediction
+        try:
+            check_stream(_read_function(source), config.num_classes)
+        except SymbolError as error:
+            raise UsageProblem(str(error)) from None
+        except OSError as error:
+            raise fail(f"cannot read the input: {error}") from None
+        source.seek(0)
+    from echo_keras.streaming import (
+        StateFileError,
+        load_stream_model,
+        predict_stream,
+        read_state,
+        write_state,
+    )
+
+    try:
+        model = load_stream_model(run_dir)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    state = model.zero_state()
+    if state_in is not None:
+        try:
+            state = read_state(state_in, model)
+        except StateFileError as error:
+            if error.damaged:
+                raise fail(str(error)) from None
+            raise bad_parameter("--state-in", str(error)) from None
+    warning = RunFolder(run_dir).warning()
+    if warning and not as_json:
+        notice(warning)
+
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    try:
+        result = predict_stream(
+            model,
+            _read_function(source),
+            None if as_json else write,
+            state,
+            probabilities=probabilities,
+            collect=as_json,
+        )
+    except SymbolError as error:
+        raise UsageProblem(str(error)) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except OSError as error:
+        raise fail(f"cannot read the input: {error}") from None
+
+    if state_out is not None:
+        try:
+            write_state(state_out, model, result.state)
+        except OSError as error:
+            raise fail(f"cannot write {state_out}: {error}") from None
+    try:
+        if as_json:
+            _print_json(result, probabilities)
+        else:
+            typer.echo(_accuracy_line(result, config.echo_step), err=True)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): point stdout at /dev/null so no flush complains."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def _accuracy_line(result, echo_step: int) -> str:
+    if result.accuracy is None:
+        return (
+            f"Accuracy: n/a ({result.symbols} symbol{'s' * (result.symbols != 1)}; the echo "
+            f"starts at position {echo_step})"
+        )
+    return (
+        f"Accuracy {result.accuracy:.4f} over {result.scored} position"
+        f"{'s' * (result.scored != 1)} (the echo of this input's symbols, from position "
+        f"{echo_step} on)"
+    )
+
+
+def _print_json(result, probabilities: bool) -> None:
+    payload = {
+        "predictions": result.collected["predictions"].tolist(),
+        "symbols": result.collected["symbols"].tolist(),
+        "accuracy": result.accuracy,
+    }
+    if probabilities:
+        payload["probabilities"] = result.collected["probabilities"].tolist()
+    typer.echo(json.dumps(payload))
+
+
+@app.command()
+def export(
+    run_dir: Path = RUN_DIR,
+    out: Path = typer.Option(..., "--out", help="Folder to write the SavedModel to (new)."),
+) -> None:
+    """Export the trained model as a stateless TensorFlow SavedModel, the state explicit.
+
+    The serving_default signature takes `symbols` (int32, batch x time) and every
+    state (float32, batch x units; zeros start a stream) and returns `probabilities`
+    and the new states under the same names. The export is reloaded and checked
+    against `predict` before it is reported.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise bad_parameter("--out", f"{out} already exists; give a new folder")
+    if not out.parent.is_dir():
+        raise bad_parameter("--out", f"folder {out.parent} does not exist")
+    try:
+        _read_config(run_dir)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    from echo_keras.export import ExportError, export_saved_model
+
+    try:
+        report = export_saved_model(run_dir, out)
+    except RunFolderError as error:
+        raise fail(str(error)) from None
+    except ExportError as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write {out}: {error}") from None
+    warning = RunFolder(run_dir).warning()
+    if warning:
+        notice(warning)
+    typer.echo(report.describe())

@@ -1,0 +1,141 @@
+"""Export the stream model as a TensorFlow SavedModel a server can run: the state explicit.
+
+A SavedModel never holds RNN state, and TF Serving has no stateful models. So the
+export is the stateless step of `streaming.py` itself: its `serving_default`
+signature takes `symbols` (int32, batch x time) and one float32 (batch x units)
+tensor per state of every layer (`lstm_0_h`, `lstm_0_c`, ...; zeros start a
+stream), and returns `probabilities` (batch x time x classes) and the new states
+under the same names. A client feeds every output but `probabilities` back under
+its own name; a server keeps one state per stream. Batch size and chunk length are free.
+
+The export is written to a temporary folder beside the target, reloaded with
+`tf.saved_model.load` alone, checked chunk by chunk against `predict`, and only then
+renamed into place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras.backend import tf
+from echo_keras.streaming import StreamModel, load_stream_model
+
+SIGNATURE = "serving_default"
+TOLERANCE = 1e-5
+CHECK_CHUNKS = (1, 7, 64, 3, 200, 1, 1, 500)  # chunk lengths of the check stream, in order
+
+
+class ExportError(Exception):
+    """The SavedModel did not reproduce `predict`; nothing was left behind."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out: Path
+    state_names: tuple[str, ...]
+    units: int
+    num_classes: int
+    checked_symbols: int
+    max_difference: float
+
+    def describe(self) -> str:
+        states = ", ".join(self.state_names)
+        return "\n".join(
+            [
+                f"Exported a SavedModel to {self.out} ({SIGNATURE}: the state in and out)",
+                f"  inputs   symbols int32 [batch, time]; {states} float32 [batch, {self.units}]"
+                " (zeros start a stream)",
+                f"  outputs  probabilities float32 [batch, time, {self.num_classes}]; {states}"
+                " (feed them back)",
+                f"  checked  reloaded with tf.saved_model.load: 2 streams of "
+                f"{self.checked_symbols // 2} symbols in {len(CHECK_CHUNKS)} chunks are within "
+                f"{self.max_difference:.1e} of predict",
+            ]
+        )
+
+
+def serving_module(model: StreamModel) -> tf.Module:
+    """A tf.Module holding the model's layers and its step as a serving function."""
+    names, units = model.names, model.units
+
+    def serve(symbols, *states):
+        probabilities, new_states = model.step(symbols, list(states))
+        return {"probabilities": probabilities, **dict(zip(names, new_states, strict=True))}
+
+    module = tf.Module()
+    module.layers = [*model.cells, model.head]  # tracked: their weights are saved
+    module.serve = tf.function(
+        serve,
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="symbols"),
+            *(tf.TensorSpec([None, units], tf.float32, name=name) for name in names),
+        ],
+    )
+    return module
+
+
+def export_saved_model(run_dir: Path, out: Path, seed: int = 0) -> ExportReport:
+    """Export the run's model to `out` (a new or empty folder), verified; RunFolderError or
+    ExportError otherwise, and then `out` is left as it was."""
+    model = load_stream_model(run_dir)
+    out = Path(out)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        module = serving_module(model)
+        tf.saved_model.save(
+            module, str(staging), signatures={SIGNATURE: module.serve.get_concrete_function()}
+        )
+        difference, checked = verify(staging, model, seed)
+        if out.exists():
+            out.rmdir()  # an empty folder (the CLI refuses any other): replaced by the export
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportReport(
+        out=out,
+        state_names=tuple(model.names),
+        units=model.units,
+        num_classes=model.config.num_classes,
+        checked_symbols=checked,
+        max_difference=difference,
+    )
+
+
+def verify(path: Path, model: StreamModel, seed: int = 0) -> tuple[float, int]:
+    """Reload the SavedModel with TensorFlow alone and stream two random series through it
+    at once (batch 2), in chunks, feeding the states back; compare with `model.run` over
+    each whole series.
+
+    Returns (largest difference of a probability, symbols checked); ExportError if
+    the difference passes TOLERANCE or the signature is not the one described.
+    """
+    serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    inputs = set(serve.structured_input_signature[1])
+    outputs = set(serve.structured_outputs)
+    if inputs != {"symbols", *model.names} or outputs != {"probabilities", *model.names}:
+        raise ExportError(
+            f"the exported signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+        )
+    rng = np.random.default_rng(seed)
+    streams = rng.integers(0, model.config.num_classes, (2, sum(CHECK_CHUNKS)), dtype=np.int32)
+    expected = np.stack([model.run(row, model.zero_state())[0] for row in streams])
+    states = dict(zip(model.names, model.zero_state(batch=2), strict=True))
+    pieces, start = [], 0
+    for length in CHECK_CHUNKS:
+        result = serve(symbols=tf.constant(streams[:, start : start + length]), **states)
+        pieces.append(result.pop("probabilities").numpy())
+        states = result
+        start += length
+    difference = float(np.max(np.abs(np.concatenate(pieces, axis=1) - expected)))
+    if not difference <= TOLERANCE:
+        raise ExportError(
+            f"the reloaded SavedModel differs from predict by {difference:.2e} "
+            f"(more than {TOLERANCE:g}); nothing was written"
+        )
+    return difference, streams.size

@@ -1,0 +1,300 @@
+"""Run a trained model over a stream of any length, the state explicit and carried between calls.
+
+Training uses a stateful model with a fixed batch (5 rows), and Keras refuses any
+other batch for it. Prediction uses a copy instead: the same recurrent cells and
+Dense head (built from the trained layers' configurations, dropout off, weights
+copied from `model.keras`) in one *stateless* function
+
+    step(symbols[batch, time], states) -> (probabilities[batch, time, classes], new states)
+
+that takes the state in and hands it back, so nothing hides in layer variables and
+the state can be kept anywhere: between chunks, in a state file between processes,
+or on a server (`export.py` saves this very function).
+
+`step` loops over time itself, and may stop early: given `length`, it runs only the
+first `length` steps and returns the state after them. So `predict` compiles it
+(XLA) for just three padded lengths (LENGTHS) and runs any piece of a stream
+through one of them: the state after the last real symbol carries on, whatever the
+padding. `predict_stream` reads the input a block at a time, so memory stays bounded
+however long the stream.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras import fileio, rundir
+from echo_keras.backend import keras, tf
+from echo_keras.config import TrainConfig
+from echo_keras.evaluation import load_run
+from echo_keras.symbols import BLOCK, EchoScore, Layout, SymbolError, SymbolParser
+
+# The padded lengths `step` is compiled for, shortest first: a piece of a stream runs in
+# the shortest that holds it (a line typed by hand in a small, quick program), and no
+# piece is longer than the last.
+LENGTHS = (256, 2048, 1 << 14)
+
+
+def state_names(config: TrainConfig) -> list[str]:
+    """The name of every carried state: `lstm_0_h`, `lstm_0_c`, ...; `gru_0_h`, ..."""
+    parts = ("h", "c") if config.cell == "lstm" else ("h",)
+    return [f"{config.cell}_{i}_{part}" for i in range(config.num_layers) for part in parts]
+
+
+class StreamModel:
+    """A stateless, batch-free copy of a trained model, and its batch-1 compiled runner.
+
+    Args:
+        config: the run's configuration.
+        trained: the trained model (any batch size); its layers' weights are copied.
+    """
+
+    def __init__(self, config: TrainConfig, trained: keras.Model):
+        self.config = config
+        self.names = state_names(config)
+        self.units = config.state_size
+        self.cells = []
+        for index in range(config.num_layers):
+            source = _trained_layer(trained, f"{config.cell}_{index}").cell
+            settings = {**source.get_config(), "dropout": 0.0, "recurrent_dropout": 0.0}
+            cell = type(source).from_config(settings)
+            cell.build((None, 1 if index == 0 else config.state_size))
+            cell.set_weights(source.get_weights())
+            self.cells.append(cell)
+        source = _trained_layer(trained, "logits")
+        self.head = keras.layers.Dense.from_config(source.get_config())
+        self.head.build((None, config.state_size))
+        self.head.set_weights(source.get_weights())
+        self._compiled = tf.function(self.step, jit_compile=True)
+        self._runners: dict[int, Callable] = {}
+
+    def zero_state(self, batch: int = 1) -> list[np.ndarray]:
+        """Zeros for every state: the start of a stream."""
+        return [np.zeros((batch, self.units), np.float32) for _ in self.names]
+
+    def step(self, symbols, states, length=None):
+        """The model on `symbols` (int, batch x time) from `states`: probabilities, new states.
+
+        The symbols enter as floats, as in training. With `length`, only the first
+        `length` steps run; the states returned are those after them, and the
+        probabilities of later steps are meaningless.
+        """
+        steps = tf.shape(symbols)[1]
+        length = steps if length is None else length
+        inputs = tf.transpose(tf.cast(symbols, tf.float32))[..., None]  # time, batch, 1
+        per_cell = len(self.names) // len(self.cells)
+
+        def body(t, outputs, states):
+            hidden, new_states = inputs[t], []
+            for index, cell in enumerate(self.cells):
+                own = states[index * per_cell : (index + 1) * per_cell]
+                hidden, carried = cell(hidden, own, training=False)
+                new_states += carried
+            return t + 1, outputs.write(t, hidden), new_states
+
+        outputs = tf.TensorArray(tf.float32, size=steps)
+        _, outputs, states = tf.while_loop(
+            lambda t, *_: t < length, body, (tf.constant(0), outputs, list(states))
+        )
+        hidden = tf.transpose(outputs.stack(), [1, 0, 2])  # batch, time, units
+        return tf.nn.softmax(self.head(hidden), axis=-1), states
+
+    def _runner(self, padded: int) -> Callable:
+        """The compiled step for batch 1, `padded` steps and a run length (compiled once)."""
+        if padded not in self._runners:
+            self._runners[padded] = self._compiled.get_concrete_function(
+                tf.TensorSpec((1, padded), tf.int32),
+                [tf.TensorSpec((1, self.units), tf.float32) for _ in self.names],
+                tf.TensorSpec((), tf.int32),
+            )
+        return self._runners[padded]
+
+    def run(self, symbols: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """Run one stream (batch 1) over `symbols` from `state`: (probabilities, new state).
+
+        The symbols go through in pieces of at most the longest of LENGTHS, each padded
+        to the shortest of LENGTHS that holds it; only the real steps run.
+        """
+        symbols = np.asarray(symbols, dtype=np.int32).ravel()
+        state = [tf.convert_to_tensor(s, tf.float32) for s in state]
+        outputs = []
+        chunk = LENGTHS[-1]
+        for start in range(0, len(symbols), chunk):
+            piece = symbols[start : start + chunk]
+            length = next(n for n in LENGTHS if n >= len(piece))
+            padded = np.zeros((1, length), np.int32)
+            padded[0, : len(piece)] = piece
+            probabilities, state = self._runner(padded.shape[1])(
+                padded, state, tf.constant(len(piece), tf.int32)
+            )
+            outputs.append(probabilities.numpy()[0, : len(piece)])
+        if not outputs:
+            return np.zeros((0, self.config.num_classes), np.float32), state
+        return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs)), state
+
+
+def _trained_layer(model: keras.Model, name: str):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise rundir.RunFolderError(
+            f"the saved model has no layer {name!r}: it does not match config.json"
+        ) from None
+
+
+def load_stream_model(run_dir: Path) -> StreamModel:
+    """The run's stream model; RunFolderError naming the file if the run cannot give one.
+
+    config.json and model.keras are read from one version of the run folder.
+    """
+    config, trained = load_run(run_dir)
+    try:
+        return StreamModel(config, trained)
+    except ValueError as error:  # weights of other shapes than config.json says
+        path = Path(run_dir) / rundir.MODEL
+        raise rundir.RunFolderError(f"{path} does not match config.json: {error}") from None
+
+
+# --- state files ----------------------------------------------------------------------------
+
+
+class StateFileError(Exception):
+    """A state file that cannot be used. `damaged` tells a broken file from a wrong one."""
+
+    def __init__(self, message: str, damaged: bool):
+        super().__init__(message)
+        self.damaged = damaged
+
+
+class _OtherRun(ValueError):
+    """A well-formed state file whose states are not this run's."""
+
+
+def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
+    """The state saved by `write_state`; StateFileError if damaged or from another model.
+
+    Every array's name and shape is checked from its header before its data is read.
+    """
+    wanted = (1, model.units)
+
+    def check(name, shape, dtype):
+        if name not in model.names:
+            raise _OtherRun(
+                f"{path} holds the state {name}; this run carries {', '.join(model.names)}: "
+                "it was written for another run"
+            )
+        if shape != wanted:
+            raise _OtherRun(
+                f"{path}: {name} has shape {shape}, this run needs {wanted}: "
+                "it was written for another run"
+            )
+        if dtype.kind != "f":
+            raise ValueError(f"{name} holds {dtype}, not floats")
+
+    try:
+        arrays = fileio.read_npz(path, check)
+    except FileNotFoundError:
+        raise StateFileError(f"{path} does not exist", damaged=False) from None
+    except IsADirectoryError:
+        raise StateFileError(f"{path} is a folder, not a state file", damaged=False) from None
+    except _OtherRun as error:
+        raise StateFileError(str(error), damaged=False) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise StateFileError(f"{path} is damaged: {error}", damaged=True) from None
+    missing = [name for name in model.names if name not in arrays]
+    if missing:
+        raise StateFileError(
+            f"{path} lacks the states {', '.join(missing)} of this run: "
+            "it was written for another run",
+            damaged=False,
+        )
+    state = []
+    for name in model.names:
+        if not np.all(np.isfinite(arrays[name])):
+            raise StateFileError(f"{path} is damaged: {name} is not finite", damaged=True)
+        state.append(arrays[name].astype(np.float32))
+    return state
+
+
+def write_state(path: Path, model: StreamModel, state: list) -> None:
+    """Write the state (one array per name, batch 1) to an npz file, atomically."""
+    arrays = {
+        name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
+    }
+
+    fileio.savez(Path(path), arrays)
+
+
+# --- the stream loop ------------------------------------------------------------------------
+
+
+@dataclass
+class StreamResult:
+    state: list  # the state after the last symbol
+    symbols: int  # symbols read
+    accuracy: float | None  # over positions >= echo_step of this stream; None if there are none
+    scored: int  # positions in the accuracy
+    collected: dict = field(default_factory=dict)  # symbols, predictions (and probabilities)
+
+
+def predict_stream(
+    model: StreamModel,
+    read: Callable[[int], bytes],
+    write: Callable[[bytes], None] | None,
+    state: list,
+    *,
+    probabilities: bool = False,
+    collect: bool = False,
+) -> StreamResult:
+    """Predict a stream of symbols block by block, carrying the state.
+
+    Args:
+        model: the stream model.
+        read: returns up to n more bytes of input (b"" at the end); it may return fewer,
+            as a pipe does, and each block is answered as soon as it is read.
+        write: takes the output of each block (classes, or probabilities if asked), laid
+            out like the input; None to write nothing.
+        state: the state to start from (`zero_state()` or `read_state(...)`).
+        collect: keep every symbol, prediction (and probabilities) in `collected`, for
+            JSON; memory then grows with the stream.
+
+    Raises SymbolError at the first bad symbol, or for an input without symbols.
+    """
+    parser = SymbolParser(model.config.num_classes)
+    layout = Layout(parser.digit_mode)
+    score = EchoScore(model.config.echo_step)
+    kept: dict[str, list] = {"symbols": [], "predictions": [], "probabilities": []}
+    finished = False
+    while not finished:
+        block = read(BLOCK)
+        finished = not block
+        piece = parser.finish() if finished else parser.parse(block)
+        probs, state = model.run(piece.symbols, state)
+        predictions = probs.argmax(axis=-1).astype(np.int32)
+        score.update(piece.symbols, predictions)
+        if write is not None:
+            if probabilities:
+                out = layout.probabilities(piece, probs)
+            else:
+                out = layout.classes(piece, predictions)
+            write(out + (layout.end() if finished else b""))
+        if collect:
+            kept["symbols"].append(piece.symbols)
+            kept["predictions"].append(predictions)
+            if probabilities:
+                kept["probabilities"].append(probs)
+    if parser.count == 0:
+        raise SymbolError("the input holds no symbols")
+    collected = {k: np.concatenate(v) for k, v in kept.items() if v} if collect else {}
+    return StreamResult(
+        state=[np.asarray(s) for s in state],
+        symbols=parser.count,
+        accuracy=score.accuracy,
+        scored=score.scored,
+        collected=collected,
+    )

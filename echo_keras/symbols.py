@@ -1,0 +1,245 @@
+"""Symbol streams for `predict`: parse input a block at a time, lay out the output, score the echo.
+
+Input is read in blocks of bytes, never whole. For up to 10 classes a symbol is one
+digit, and the output of a block repeats the block's layout with every digit replaced
+by its predicted class (spaces and newlines kept). For more classes, symbols are
+whitespace-separated integers, and every input line becomes one output line of
+space-separated classes. A bad character names its line and column.
+
+Everything here is numpy; nothing imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 1 << 16  # bytes read at a time
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[list(b" \t\n\r\v\f")] = True
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[ord("0") : ord("9") + 1] = True
+_TOKEN = re.compile(rb"\S+")
+_LONGEST = 18  # digits of the longest symbol token accepted
+
+
+class SymbolError(ValueError):
+    """Input that is not a symbol stream; the message names the line and column."""
+
+
+@dataclass
+class Piece:
+    """The symbols of one block, with what it takes to lay out their predictions.
+
+    `breaks[j]` is the number of symbols of this block before its j-th newline.
+    `raw` and `digits` (digit mode only) let the output keep the block's exact layout.
+    """
+
+    symbols: np.ndarray
+    breaks: np.ndarray
+    raw: np.ndarray | None = None
+    digits: np.ndarray | None = None
+
+
+class SymbolParser:
+    """Turn blocks of input bytes into symbols, keeping track of lines and columns.
+
+    Feed it every block in order with `parse`, then call `finish` (which also
+    returns the symbols of a token still open at the end).
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.digit_mode = num_classes <= 10
+        self.line = 1  # line number of the current position
+        self.column = 0  # characters before the current position on its line
+        self.count = 0  # symbols parsed so far
+        self._carry = b""  # token mode: a token that may continue in the next block
+
+    def _expected(self) -> str:
+        if self.digit_mode:
+            return f"symbols are the digits 0..{self.num_classes - 1}"
+        return f"symbols are whitespace-separated integers 0..{self.num_classes - 1}"
+
+    def _where(self, data: bytes, index: int) -> str:
+        """`line L, column C` of byte `index` of `data`, which starts at the current position."""
+        before = data[:index]
+        newlines = before.count(b"\n")
+        if newlines:
+            column = index - before.rindex(b"\n")
+        else:
+            column = self.column + index + 1
+        return f"line {self.line + newlines}, column {column}"
+
+    def _advance(self, data: bytes) -> None:
+        newlines = data.count(b"\n")
+        self.line += newlines
+        self.column = len(data) - data.rindex(b"\n") - 1 if newlines else self.column + len(data)
+
+    def parse(self, block: bytes) -> Piece:
+        """The symbols of `block`; SymbolError at the first character that is not one."""
+        if self.digit_mode:
+            piece = self._parse_digits(block)
+            self._advance(block)
+        else:
+            data = self._carry + block
+            # A block that does not end in whitespace may cut a token: keep its tail for later.
+            end = len(data)
+            while end and not _SPACE[data[end - 1]]:
+                end -= 1
+            if len(data) - end > _LONGEST:  # no symbol is this long: report it now
+                end = len(data)
+            piece = self._parse_tokens(data[:end])
+            self._advance(data[:end])
+            self._carry = data[end:]
+        self.count += len(piece.symbols)
+        return piece
+
+    def finish(self) -> Piece:
+        """The last token of token mode (digit mode has none left); call once, at the end."""
+        data, self._carry = self._carry, b""
+        piece = self._parse_tokens(data) if data else _empty_piece()
+        self._advance(data)
+        self.count += len(piece.symbols)
+        return piece
+
+    def _parse_digits(self, block: bytes) -> Piece:
+        raw = np.frombuffer(block, dtype=np.uint8)
+        digits = _DIGIT[raw]
+        bad = ~(digits | _SPACE[raw])
+        if self.num_classes < 10:
+            bad |= digits & (raw >= ord("0") + self.num_classes)
+        if bad.any():
+            index = int(np.argmax(bad))
+            where = self._where(block, index)
+            if _DIGIT[raw[index]]:
+                raise SymbolError(
+                    f"{where}: symbol {chr(raw[index])} is outside 0..{self.num_classes - 1}"
+                )
+            char = _show(block[index : index + 4], first_character=True)
+            raise SymbolError(f"{where}: {char} is not a symbol ({self._expected()})")
+        symbols = (raw[digits] - ord("0")).astype(np.int32)
+        counts = np.cumsum(digits, dtype=np.int64)
+        newlines = np.flatnonzero(raw == ord("\n"))
+        return Piece(symbols, counts[newlines], raw, digits)
+
+    def _parse_tokens(self, data: bytes) -> Piece:
+        symbols, breaks = [], []
+        position = 0
+        for match in _TOKEN.finditer(data):
+            breaks.extend([len(symbols)] * data.count(b"\n", position, match.start()))
+            position = match.end()
+            token = match.group()
+            value = int(token) if token.isdigit() and len(token) <= _LONGEST else None
+            if value is None or value >= self.num_classes:
+                where = self._where(data, match.start())
+                if token.isdigit():
+                    raise SymbolError(
+                        f"{where}: symbol {_show(token)[1:-1]} is outside 0..{self.num_classes - 1}"
+                    )
+                raise SymbolError(f"{where}: {_show(token)} is not a symbol ({self._expected()})")
+            symbols.append(value)
+        breaks.extend([len(symbols)] * data.count(b"\n", position))
+        return Piece(np.asarray(symbols, dtype=np.int32), np.asarray(breaks, dtype=np.int64))
+
+
+def _empty_piece() -> Piece:
+    return Piece(np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64))
+
+
+def _show(text: bytes, first_character: bool = False) -> str:
+    """`text` quoted for a message; only its first character if asked (bytes cut at any point)."""
+    shown = text.decode("utf-8", errors="replace")
+    if first_character:
+        return repr(shown[0])
+    return repr(shown[:20] + ("..." if len(shown) > 20 else ""))
+
+
+class Layout:
+    """Lay out per-symbol output the way the input was laid out, block after block.
+
+    Classes in digit mode keep the input's exact bytes; otherwise (more than ten
+    classes, or probabilities) every input line becomes one output line of
+    space-separated items.
+    """
+
+    def __init__(self, digit_mode: bool):
+        self.digit_mode = digit_mode
+        self._line_open = False  # the current output line already holds an item
+
+    def classes(self, piece: Piece, predictions: np.ndarray) -> bytes:
+        if self.digit_mode and piece.raw is not None:
+            out = piece.raw.copy()
+            out[piece.digits] = predictions.astype(np.uint8) + ord("0")
+            if len(out):
+                self._line_open = out[-1] != ord("\n")
+            return out.tobytes()
+        return self._lines(piece, [str(int(p)) for p in predictions])
+
+    def probabilities(self, piece: Piece, probabilities: np.ndarray) -> bytes:
+        items = [",".join(f"{p:.6f}" for p in row) for row in probabilities.tolist()]
+        return self._lines(piece, items)
+
+    def _lines(self, piece: Piece, items: list[str]) -> bytes:
+        parts, start = [], 0
+        for stop in [*piece.breaks.tolist(), None]:
+            chunk = items[start:stop]
+            if chunk:
+                parts.append((" " if self._line_open else "") + " ".join(chunk))
+                self._line_open = True
+            if stop is not None:
+                parts.append("\n")
+                self._line_open = False
+                start = stop
+        return "".join(parts).encode()
+
+    def end(self) -> bytes:
+        """A final newline if the last line was left open (the input did not end with one)."""
+        return b"\n" if self._line_open else b""
+
+
+class EchoScore:
+    """Count predictions that match the echo: the symbol `echo_step` positions earlier.
+
+    Positions are counted over all symbols given to `update`, across blocks and
+    lines; positions before `echo_step` have no echo in this stream and are not scored.
+    """
+
+    def __init__(self, echo_step: int):
+        self.echo_step = echo_step
+        self._tail = np.zeros(0, dtype=np.int32)
+        self.scored = 0
+        self.correct = 0
+
+    def update(self, symbols: np.ndarray, predictions: np.ndarray) -> None:
+        step, seen = self.echo_step, len(self._tail)
+        joined = np.concatenate([self._tail, symbols])
+        # Symbol j of this block sits at joined[seen + j]; its echo at joined[seen + j - step].
+        start = min(len(symbols), max(0, step - seen))
+        targets = joined[seen + start - step : seen + len(symbols) - step]
+        if step:
+            self._tail = joined[-step:]
+        self.scored += len(targets)
+        self.correct += int(np.count_nonzero(predictions[start:] == targets))
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+
+def check_stream(read: Callable[[int], bytes], num_classes: int) -> int:
+    """Parse a whole input without predicting: the number of symbols, or SymbolError.
+
+    Used on files before predicting, so that a bad symbol near the end stops the
+    command before it has printed anything.
+    """
+    parser = SymbolParser(num_classes)
+    while block := read(BLOCK):
+        parser.parse(block)
+    parser.finish()
+    if parser.count == 0:
+        raise SymbolError("the input holds no symbols")
+    return parser.count

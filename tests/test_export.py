@@ -1,0 +1,203 @@
+"""`echo-keras export`: a stateless SavedModel with the state explicit, checked in a fresh
+process that imports only TensorFlow, for every variant; refusals leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from echo_keras.cli import app
+from tests.stream_runs import VARIANTS, random_symbols, stream_model, trained
+
+runner = CliRunner()
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+# Run in a fresh interpreter where Keras and echo_keras cannot even be imported: the export
+# must stand on TensorFlow alone. It streams each case's symbols through its export chunk by
+# chunk, feeding the states back by name, and saves the probabilities.
+TF_ONLY_CLIENT = """
+import json, sys
+sys.modules["keras"] = None  # TensorFlow runs without it; any use of Keras would fail
+sys.modules["echo_keras"] = None
+import numpy as np
+import tensorflow as tf
+
+for case in json.load(open(sys.argv[1])):
+    serve = tf.saved_model.load(case["export"]).signatures["serving_default"]
+    names = [n for n in serve.structured_input_signature[1] if n != "symbols"]
+    symbols = np.array(case["symbols"], np.int32)
+    batch = symbols.shape[0]
+    state = {n: tf.zeros((batch, serve.structured_input_signature[1][n].shape[1])) for n in names}
+    pieces, start = [], 0
+    for length in case["chunks"]:
+        out = serve(symbols=tf.constant(symbols[:, start : start + length]), **state)
+        pieces.append(out.pop("probabilities").numpy())
+        state, start = out, start + length
+    np.save(case["result"], np.concatenate(pieces, axis=1))
+loaded = {m.split(".")[0] for m, module in sys.modules.items() if module is not None}
+print("keras" in loaded, "echo_keras" in loaded)
+"""
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def one_line_error(result, code, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help():
+    result = invoke("export", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "--out" in result.output
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Every variant exported through the command line: {variant: folder}."""
+    folder = tmp_path_factory.mktemp("exports")
+    made = {}
+    for variant in VARIANTS:
+        out = folder / variant
+        result = invoke("export", "--run-dir", trained(variant), "--out", out)
+        assert result.exit_code == 0, result.output
+        assert "Exported a SavedModel to" in result.stdout and "of predict" in result.stdout
+        made[variant] = out
+    return made
+
+
+def test_the_signature_names_every_state_of_every_layer(exports):
+    from echo_keras.backend import tf
+
+    for variant, out in exports.items():
+        model = stream_model(variant)
+        serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+        inputs = serve.structured_input_signature[1]
+        outputs = serve.structured_outputs
+        assert set(inputs) == {"symbols", *model.names}
+        assert set(outputs) == {"probabilities", *model.names}
+        assert inputs["symbols"].dtype == tf.int32 and inputs["symbols"].shape.as_list() == [
+            None,
+            None,
+        ]
+        for name in model.names:
+            assert inputs[name].dtype == tf.float32
+            assert inputs[name].shape.as_list() == [None, model.units]
+            assert outputs[name].shape.as_list() == [None, model.units]
+        assert outputs["probabilities"].shape.as_list() == [None, None, model.config.num_classes]
+    assert stream_model("layers2").names == ["lstm_0_h", "lstm_0_c", "lstm_1_h", "lstm_1_c"]
+    assert stream_model("gru").names == ["gru_0_h"]
+    assert stream_model("simple").names == ["simple_0_h"]
+
+
+def test_every_variant_streams_in_a_fresh_process_with_tensorflow_alone(exports, tmp_path):
+    """Chunk by chunk, the state fed back by name, batch 1 and batch 3: the reloaded export
+    reproduces predict's probabilities to 1e-5."""
+    cases, expected = [], {}
+    chunks = [1, 1, 9, 64, 2, 123, 300]
+    for variant, out in exports.items():
+        model = stream_model(variant)
+        symbols = np.stack(
+            [random_symbols(model.config.num_classes, sum(chunks), seed=s) for s in (10, 11, 12)]
+        )
+        for batch in (1, 3):
+            result = tmp_path / f"{variant}-{batch}.npy"
+            cases.append(
+                {
+                    "export": str(out),
+                    "symbols": symbols[:batch].tolist(),
+                    "chunks": chunks,
+                    "result": str(result),
+                }
+            )
+            expected[result] = np.stack(
+                [model.run(row, model.zero_state())[0] for row in symbols[:batch]]
+            )
+    spec = tmp_path / "cases.json"
+    spec.write_text(json.dumps(cases))
+    out = subprocess.run(
+        [sys.executable, "-c", TF_ONLY_CLIENT, spec], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["False", "False"]  # neither Keras nor echo_keras was used
+    for result, probabilities in expected.items():
+        np.testing.assert_allclose(np.load(result), probabilities, rtol=0, atol=1e-5)
+
+
+def test_the_readme_snippet_streams_through_an_export(exports, tmp_path):
+    text = README.read_text()
+    section = text[text.index("### Export") :]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert '"echo_export"' in snippet
+    script = snippet.replace('"echo_export"', repr(str(exports["lstm"])))
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['keras'] = None\n" + script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    chunks = re.findall(r"\[([\d, ]+)\]", snippet.split("for chunk in")[1].split(":")[0])
+    symbols = "".join(c.replace(",", "").replace(" ", "") for c in chunks)
+    predicted = "".join(re.findall(r"\d", out.stdout))
+    result = invoke("predict", "--run-dir", trained("lstm"), "--json", symbols)
+    assert predicted == "".join(map(str, json.loads(result.stdout)["predictions"]))
+
+
+def test_refusals_exit_2_and_touch_nothing(tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("mine")
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    for out, fragment in [
+        (taken, "already exists"),
+        (a_file, "already exists"),
+        (tmp_path / "no" / "export", "does not exist"),
+    ]:
+        result = invoke("export", "--run-dir", trained("lstm"), "--out", out)
+        one_line_error(result, 2, "--out", fragment)
+    assert (taken / "mine.txt").read_text() == "mine" and a_file.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]
+    missing = invoke("export", "--run-dir", tmp_path / "nothing", "--out", tmp_path / "e")
+    one_line_error(missing, 1, "does not exist")
+
+
+def test_a_damaged_run_or_a_failed_check_leaves_nothing(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained("lstm"), run_dir)
+    (run_dir / "model.keras").write_bytes(b"\x00garbage" * 10)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    result = invoke("export", "--run-dir", run_dir, "--out", exports / "e")
+    one_line_error(result, 1, "model.keras is damaged")
+    assert list(exports.iterdir()) == []
+
+    from echo_keras import export
+
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can pass: the check must fail
+    result = invoke("export", "--run-dir", trained("lstm"), "--out", exports / "e")
+    one_line_error(result, 1, "differs from predict")
+    assert list(exports.iterdir()) == []
+
+
+def test_an_empty_out_folder_is_used(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    result = invoke("export", "--run-dir", trained("gru"), "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "saved_model.pb").is_file()

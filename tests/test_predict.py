@@ -1,0 +1,404 @@
+"""`echo-keras predict`: the state carried across chunks, lines and calls, agreement with the
+trained stateful model, output, bad input, pipes and long streams (parsing: test_symbols.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from echo_keras.cli import app
+from echo_keras.symbols import BLOCK
+from tests.stream_runs import (
+    VARIANTS,
+    as_text,
+    assert_same_stream,
+    random_symbols,
+    stream_model,
+    trained,
+)
+
+runner = CliRunner()
+ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(arg) for arg in args], input=input)
+
+
+def one_line_error(result, code, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# --- the command line without TensorFlow ----------------------------------------------------
+
+
+def test_help():
+    result = invoke("predict", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "--state-in" in result.output
+
+
+def test_help_of_predict_and_export_imports_neither_tensorflow_nor_ray():
+    code = (
+        "import sys; from echo_keras.cli import app; from typer.testing import CliRunner\n"
+        "for command in ('predict', 'export'):\n"
+        "    r = CliRunner().invoke(app, [command, '--help']); assert r.exit_code == 0, r.output\n"
+        "print(*(name in sys.modules for name in ('tensorflow', 'keras', 'ray')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
+
+
+# --- the carried state: chunks, lines, calls ------------------------------------------------
+
+
+def run_in_chunks(model, symbols, cuts):
+    state, pieces, start = model.zero_state(), [], 0
+    for length in cuts:
+        probabilities, state = model.run(symbols[start : start + length], state)
+        pieces.append(probabilities)
+        start += length
+    assert start == len(symbols)
+    return np.concatenate(pieces), [np.asarray(s) for s in state]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_symbol_at_a_time_and_chunks_of_any_length_give_one_pass(variant):
+    model = stream_model(variant)
+    symbols = random_symbols(model.config.num_classes, 600, seed=1)
+    whole, final = run_in_chunks(model, symbols, [600])
+    one_by_one, one_final = run_in_chunks(model, symbols[:300], [1] * 300)
+    assert_same_stream(one_by_one, whole[:300], one_by_one.argmax(-1))
+    rng = np.random.default_rng(2)
+    cuts = []
+    while sum(cuts) < 600:
+        cuts.append(int(min(rng.choice([1, 2, 5, 17, 255, 256, 257, 300]), 600 - sum(cuts))))
+    chunked, chunked_final = run_in_chunks(model, symbols, cuts)
+    assert_same_stream(chunked, whole, chunked.argmax(-1))
+    for a, b in zip(chunked_final, final, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_pieces_longer_than_a_chunk_carry_the_state(monkeypatch):
+    from echo_keras import streaming
+
+    model = stream_model("lstm")
+    symbols = random_symbols(2, 1000, seed=4)
+    whole, _ = model.run(symbols, model.zero_state())
+    monkeypatch.setattr(streaming, "LENGTHS", (64, 300))  # 1000 = 300 + 300 + 300 + 100
+    model._runners.clear()
+    try:
+        chunked, _ = model.run(symbols, model.zero_state())
+    finally:
+        model._runners.clear()
+    assert_same_stream(chunked, whole, chunked.argmax(-1))
+
+
+def predict_json(run_dir, *args, input=None):
+    result = invoke(
+        "predict", "--run-dir", run_dir, "--json", "--probabilities", *args, input=input
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_calls_with_state_files_give_one_pass(variant, tmp_path):
+    run_dir = trained(variant)
+    k = stream_model(variant).config.num_classes
+    symbols = random_symbols(k, 120, seed=5)
+    whole = predict_json(run_dir, as_text(symbols, k))
+    assert whole["symbols"] == symbols.tolist()
+    state = tmp_path / "state.npz"
+    first = predict_json(run_dir, as_text(symbols[:47], k), "--state-out", state)
+    # The second part as lines of a stream, read from stdin.
+    lines = "\n".join(as_text(symbols[i : i + 10], k) for i in range(47, 120, 10)) + "\n"
+    second = predict_json(run_dir, "--state-in", state, input=lines)
+    probabilities = np.array(first["probabilities"] + second["probabilities"])
+    assert_same_stream(
+        probabilities, whole["probabilities"], first["predictions"] + second["predictions"]
+    )
+    with np.load(state) as saved:
+        assert sorted(saved.files) == sorted(stream_model(variant).names)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batch_one_agrees_with_the_batch_5_stateful_training_model(variant):
+    """Row i of a series, streamed alone, gets what the trained stateful model predicts for
+    row i when it runs over the windows in order (state carried, as in training)."""
+    from echo_keras import rundir
+    from echo_keras.backend import tf
+    from echo_keras.data import make_windows
+    from echo_keras.model import load_model, reset_states
+
+    model = stream_model(variant)
+    config = model.config
+    trained_model = load_model(trained(variant) / rundir.MODEL)
+    series = random_symbols(config.num_classes, 1000, seed=6)
+    windows = make_windows(series, config.batch_size, config.truncated_backprop_length)
+    reset_states(trained_model)
+    batch_probabilities = np.stack(
+        [
+            tf.nn.softmax(trained_model(window[..., None].astype(np.float32), training=False))
+            for window in windows
+        ]
+    )  # windows, rows, steps, classes
+    row_length = windows.shape[0] * windows.shape[2]
+    for row in range(config.batch_size):
+        expected = batch_probabilities[:, row].reshape(row_length, config.num_classes)
+        row_symbols = series[row * row_length : (row + 1) * row_length]
+        np.testing.assert_array_equal(row_symbols, windows[:, row].ravel())
+        probabilities, _ = model.run(row_symbols, model.zero_state())
+        assert_same_stream(probabilities, expected, probabilities.argmax(-1))
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def test_plain_output_keeps_the_layout_and_ends_with_the_accuracy(tiny_run):
+    result = invoke("predict", "--run-dir", tiny_run, input="0110 1\n\n100\n")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.split("\n")
+    assert len(lines) == 4 and lines[3] == ""
+    assert len(lines[0]) == 6 and lines[0][4] == " " and set(lines[0]) <= set("01 ")
+    assert lines[1] == "" and len(lines[2]) == 3
+    assert result.stderr.startswith("Accuracy ") and "over 5 positions" in result.stderr
+    payload = predict_json(tiny_run, "0110 1\n\n100")
+    assert "".join(map(str, payload["predictions"])) == lines[0].replace(" ", "") + lines[2]
+    hits = [
+        p == s for p, s in zip(payload["predictions"][3:], payload["symbols"][:-3], strict=True)
+    ]
+    assert payload["accuracy"] == pytest.approx(sum(hits) / 5)
+    assert set(payload) == {"predictions", "symbols", "accuracy", "probabilities"}
+    plain = invoke("predict", "--run-dir", tiny_run, "--json", "011")
+    assert set(json.loads(plain.stdout)) == {"predictions", "symbols", "accuracy"}
+    assert json.loads(plain.stdout)["accuracy"] is None  # no position has an echo yet
+
+
+def test_probabilities_in_plain_output(tiny_run):
+    result = invoke("predict", "--run-dir", tiny_run, "--probabilities", input="01\n1\n")
+    assert result.exit_code == 0, result.output
+    rows = [
+        [[float(p) for p in group.split(",")] for group in line.split()]
+        for line in result.stdout.splitlines()
+    ]
+    assert [len(row) for row in rows] == [2, 1]
+    payload = predict_json(tiny_run, "011")
+    np.testing.assert_allclose(sum(rows, []), payload["probabilities"], atol=1e-6)
+
+
+def test_more_than_ten_classes_print_integers_line_by_line():
+    run_dir = trained("classes12")
+    result = invoke("predict", "--run-dir", run_dir, input="11 0 7\n3\n10  11 2")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [len(line.split()) for line in lines] == [3, 1, 3]
+    assert all(0 <= int(v) < 12 for line in lines for v in line.split())
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_bad_symbols_and_usage_problems_exit_2_and_write_no_state(tiny_run, tmp_path):
+    state = tmp_path / "state.npz"
+    cases = [
+        (["01x1"], "line 1, column 3: 'x' is not a symbol"),
+        (["0121"], "symbol 2 is outside 0..1"),
+        ([" "], "the input holds no symbols"),
+        (["01", "--input", tmp_path / "f"], "either as an argument or with --input"),
+        (["--input", tmp_path / "missing"], "--input"),
+        (["--input", tmp_path], "is a folder"),
+        (["01", "--state-in", tmp_path / "missing.npz"], "--state-in"),
+        (["01", "--state-out", tmp_path / "no" / "s.npz"], "--state-out"),
+        (["01", "--state-out", tmp_path], "--state-out"),
+    ]
+    for args, fragment in cases:
+        result = invoke("predict", "--run-dir", tiny_run, "--state-out", state, *args)
+        one_line_error(result, 2, fragment)
+        assert not state.exists() and result.stdout == ""
+    empty = invoke("predict", "--run-dir", tiny_run, input="\n\n")
+    one_line_error(empty, 2, "no symbols")
+
+
+def test_a_bad_symbol_late_in_a_file_stops_before_any_output(tiny_run, tmp_path):
+    source = tmp_path / "symbols.txt"
+    source.write_text("0110\n" * 1000 + "01 21\n")
+    state = tmp_path / "state.npz"
+    result = invoke("predict", "--run-dir", tiny_run, "--input", source, "--state-out", state)
+    one_line_error(result, 2, "line 1001, column 4: symbol 2 is outside 0..1")
+    assert result.stdout == "" and not state.exists()
+
+
+def test_state_files_from_another_run_or_damaged(tiny_run, tmp_path):
+    other = tmp_path / "gru.npz"
+    assert invoke("predict", "--run-dir", trained("gru"), "01", "--state-out", other).exit_code == 0
+    wrong_shape = tmp_path / "wide.npz"
+    np.savez(wrong_shape, lstm_0_h=np.zeros((1, 8), np.float32), lstm_0_c=np.zeros((1, 8)))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"\x00not a zip\xff" * 20)
+    truncated = tmp_path / "truncated.npz"
+    invoke("predict", "--run-dir", tiny_run, "01", "--state-out", truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    not_finite = tmp_path / "nan.npz"
+    np.savez(not_finite, lstm_0_h=np.full((1, 4), np.nan, np.float32), lstm_0_c=np.zeros((1, 4)))
+    state = tmp_path / "out.npz"
+    state.write_bytes(b"earlier state")
+    for path, code, fragment in [
+        (other, 2, "another run"),
+        (wrong_shape, 2, "shape (1, 8)"),
+        (garbage, 1, "is damaged"),
+        (truncated, 1, "is damaged"),
+        (not_finite, 1, "is damaged"),
+    ]:
+        result = invoke(
+            "predict", "--run-dir", tiny_run, "0110", "--state-in", path, "--state-out", state
+        )
+        one_line_error(result, code, str(path.name), fragment)
+        assert state.read_bytes() == b"earlier state" and result.stdout == ""
+
+
+def test_damaged_run_folder_exits_1(tmp_path):
+    result = invoke("predict", "--run-dir", tmp_path / "nothing", "01")
+    one_line_error(result, 1, "does not exist")
+
+
+def test_state_out_is_written_atomically(tiny_run, tmp_path, monkeypatch):
+    state = tmp_path / "state.npz"
+    state.write_bytes(b"earlier state")
+
+    def broken_savez(handle, **arrays):
+        handle.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    result = invoke("predict", "--run-dir", tiny_run, "0110", "--state-out", state)
+    one_line_error(result, 1, "cannot write", "No space left")
+    assert state.read_bytes() == b"earlier state"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]  # no temporary left
+
+
+# --- pipes and streams ----------------------------------------------------------------------
+
+
+def test_a_pipe_into_head_ends_promptly_and_quietly(tiny_run):
+    command = f"yes 0110 | {' '.join(ECHO_KERAS)} predict --run-dir {tiny_run} | head -n 3"
+    started = time.monotonic()
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 60
+    assert out.returncode == 0 and out.stderr == ""
+    assert len(out.stdout.splitlines()) == 3 and all(
+        len(line) == 4 for line in out.stdout.splitlines()
+    )
+
+
+def test_each_line_is_answered_before_the_next_is_sent(tiny_run, tmp_path):
+    """Interactive use: one symbol a line, each answer read back before the next line is
+    written; a bad line ends the stream (earlier answers stand) and writes no state."""
+    state = tmp_path / "state.npz"
+    process = subprocess.Popen(
+        [*ECHO_KERAS, "predict", "--run-dir", tiny_run, "--state-out", state],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        symbols = random_symbols(2, 20, seed=7)
+        answers = []
+        for symbol in symbols:
+            process.stdin.write(f"{symbol}\n".encode())
+            process.stdin.flush()
+            answers.append(process.stdout.readline().decode())
+        process.stdin.write(b"1 1 7\n")
+        process.stdin.close()
+        rest, err = process.stdout.read(), process.stderr.read().decode()
+        assert process.wait(timeout=60) == 2
+    finally:
+        process.kill()
+    assert all(len(a) == 2 and a[0] in "01" and a[1] == "\n" for a in answers)
+    assert rest == b"" and err.strip() == "Error: line 21, column 5: symbol 7 is outside 0..1"
+    assert not state.exists()
+    payload = predict_json(tiny_run, as_text(symbols, 2))
+    assert "".join(a[0] for a in answers) == "".join(map(str, payload["predictions"]))
+
+
+class LazyStream(io.RawIOBase):
+    """A long symbol stream made up as it is read: never whole in memory; records read sizes."""
+
+    def __init__(self, length: int):
+        self.left, self.reads, self.rng = length, [], np.random.default_rng(8)
+        self.symbols = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        size = min(len(buffer), self.left)
+        self.reads.append(len(buffer))
+        data = self.rng.integers(48, 50, size, dtype=np.uint8)
+        data[::100] = ord("\n")
+        self.symbols += int(np.count_nonzero(data != ord("\n")))
+        buffer[:size] = data.tobytes()
+        self.left -= size
+        return size
+
+
+def test_a_long_stream_is_read_and_predicted_in_bounded_pieces(monkeypatch):
+    from echo_keras import streaming
+
+    model = stream_model("lstm")
+    calls = []
+    run = model.run
+    monkeypatch.setattr(model, "run", lambda s, state: calls.append(len(s)) or run(s, state))
+    stream = LazyStream(3_000_000)
+    written = [0]
+    tracemalloc.start()
+    try:
+        result = streaming.predict_stream(
+            model,
+            stream.read,
+            lambda out: written.__setitem__(0, written[0] + len(out)),
+            model.zero_state(),
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written[0] == 3_000_001  # a byte per input byte, and a newline to end the last line
+    assert result.symbols == stream.symbols > 2_900_000
+    assert max(stream.reads) <= BLOCK and max(calls) <= BLOCK
+    assert peak < 8 * 2**20, peak  # bytes of numpy and Python objects alive at once
+
+
+@pytest.mark.slow
+def test_a_ten_million_symbol_file_runs_in_the_memory_of_a_short_one(tiny_run, tmp_path):
+    def peak_rss_mib(path):
+        process = subprocess.Popen(
+            [*ECHO_KERAS, "predict", "--run-dir", tiny_run, "--input", path],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read()
+        assert b"Accuracy" in process.stderr.read()
+        return usage.ru_maxrss / 1024
+
+    rng = np.random.default_rng(9)
+    short, long = tmp_path / "short.txt", tmp_path / "long.txt"
+    short.write_text("0110\n" * 100)
+    with long.open("wb") as handle:  # one line of 10 million digits
+        for _ in range(10):
+            handle.write((rng.integers(0, 2, 1_000_000, dtype=np.uint8) + 48).tobytes())
+    assert peak_rss_mib(long) - peak_rss_mib(short) < 60
