@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
+from echo_keras import stdio
 from echo_keras.config import ConfigError, TrainConfig, memory_problem, new_config, resumed_config
 from echo_keras.rundir import RunFolderError, read_config
 from echo_keras.runfolder import RunFolder, RunRefused
@@ -56,8 +57,9 @@ class _OneLineErrors(TyperGroup):
 
 app = typer.Typer(
     cls=_OneLineErrors,
-    help="Train, evaluate and plot a stateful Keras LSTM on the echo task "
-    "(truncated backpropagation through time, state carried across windows).",
+    help="Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task "
+    "(truncated backpropagation through time, state carried across windows), "
+    "and sweep how far truncated backprop reaches.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -67,7 +69,7 @@ app = typer.Typer(
 
 @app.callback()
 def _group() -> None:
-    """Train, evaluate and plot a stateful Keras LSTM on the echo task."""
+    """Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task."""
 
 
 def _folder_path(value: str | Path) -> Path:
@@ -351,43 +353,11 @@ def _config(run_dir: Path, given: dict, resume: bool) -> TrainConfig:
         raise UsageProblem(str(error)) from None
 
 
-def _open_standard_streams() -> None:
-    """Give a closed stdin, stdout or stderr (`>&-`) /dev/null.
-
-    Otherwise the next file opened would take its descriptor, and whatever is
-    printed (by us, or by TensorFlow's C++ logging to fd 2) would land in a run file.
-    """
-    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
-
-
-def _flush_standard_streams() -> bool:
-    """Flush stdout and stderr; False if either is broken (a closed pipe, a full disk)."""
-    ok = True
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            ok = False
-            # Python would complain again at exit: point the descriptor at /dev/null.
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, stream.fileno())
-            os.close(null)
-    return ok
-
-
 from echo_keras import cli_stream  # noqa: E402,F401  (registers predict, export)
 
 
 def main() -> None:
-    _open_standard_streams()
+    stdio.open_standard_streams()
     try:
         app()
         code = 0
@@ -396,7 +366,7 @@ def main() -> None:
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    _flush_standard_streams()
+    stdio.flush_standard_streams()
     if "tensorflow" in sys.modules:
         # Every file is written and closed by now. TensorFlow's teardown at interpreter
         # exit takes most of a second and does nothing for us: skip it.
