@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from echo_keras import fileio
 from echo_keras.cli import RUN_DIR, UsageProblem, app, bad_parameter, fail, notice
 from echo_keras.rundir import RunFolderError, read_config
 from echo_keras.runfolder import RunFolder
@@ -61,12 +62,15 @@ def predict(
             "with --input FILE, or on stdin (--input -, or a pipe)"
         )
     if state_out is not None:
-        if state_out.is_dir():
-            raise bad_parameter("--state-out", f"{state_out} is a folder, not a file")
-        if not state_out.parent.is_dir():
-            raise bad_parameter("--state-out", f"folder {state_out.parent} does not exist")
+        state_out = _state_out_target(state_out, run_dir, input_path)
     if state_in is not None and not state_in.is_file():
-        reason = "is a folder" if state_in.is_dir() else "does not exist"
+        reason = (
+            "is a folder"
+            if state_in.is_dir()
+            else "is not a regular file"
+            if state_in.exists() or state_in.is_symlink()
+            else "does not exist"
+        )
         raise bad_parameter("--state-in", f"{state_in} {reason}")
     try:
         config = _read_config(run_dir)
@@ -81,10 +85,24 @@ def predict(
             source.close()
 
 
+def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) -> Path:
+    """Where --state-out is written; refuses what must not be replaced (exit 2)."""
+    try:
+        target = fileio.output_path(state_out)
+    except ValueError as error:
+        raise bad_parameter("--state-out", str(error)) from None
+    if target.resolve().is_relative_to(RunFolder(run_dir).real):
+        raise bad_parameter("--state-out", "is inside the run folder; keep state files beside it")
+    if input_path not in (None, "-") and Path(input_path).exists():
+        if target.resolve() == Path(input_path).resolve():
+            raise bad_parameter("--state-out", "is the --input file")
+    return target
+
+
 def _open_source(symbols: str | None, input_path: str | None):
     """A binary reader of the symbols: the argument, a file, or stdin."""
     if symbols is not None:
-        return io.BytesIO(symbols.encode() + b"\n")
+        return io.BytesIO(os.fsencode(symbols) + b"\n")
     if input_path is None or input_path == "-":
         return sys.stdin.buffer
     path = Path(input_path)
@@ -110,13 +128,14 @@ def _read_function(source):
 
 def _predict(source, run_dir, config, state_in, state_out, probabilities, as_json) -> None:
     if source.seekable():  # a file: check every symbol before printing any prediction
+        start = source.tell()  # a redirected stdin may have been read in part already
         try:
             check_stream(_read_function(source), config.num_classes)
         except SymbolError as error:
             raise UsageProblem(str(error)) from None
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
-        source.seek(0)
+        source.seek(start)
     from echo_keras.streaming import (
         StateFileError,
         load_stream_model,
@@ -137,6 +156,13 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
             if error.damaged:
                 raise fail(str(error)) from None
             raise bad_parameter("--state-in", str(error)) from None
+    if state_out is not None and state_out.exists() and state_out != state_in:
+        try:
+            read_state(state_out, model)
+        except StateFileError:
+            raise bad_parameter(
+                "--state-out", f"{state_out} exists and is not a state file of this run"
+            ) from None
     warning = RunFolder(run_dir).warning()
     if warning and not as_json:
         notice(warning)
@@ -144,8 +170,13 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
     out = sys.stdout.buffer
 
     def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise _OutputError(str(error)) from None
 
     try:
         result = predict_stream(
@@ -161,18 +192,26 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
     except BrokenPipeError:
         _quiet_broken_pipe()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except _OutputError as error:
+        raise fail(f"cannot write the predictions: {error}") from None
     except OSError as error:
         raise fail(f"cannot read the input: {error}") from None
 
+    try:
+        if as_json:  # printed whole before the state is saved: the state marks success
+            write(_json_text(result, probabilities).encode() + b"\n")
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except _OutputError as error:
+        raise fail(f"cannot write the predictions: {error}") from None
     if state_out is not None:
         try:
             write_state(state_out, model, result.state)
         except OSError as error:
             raise fail(f"cannot write {state_out}: {error}") from None
     try:
-        if as_json:
-            _print_json(result, probabilities)
-        else:
+        if not as_json:
             typer.echo(_accuracy_line(result, config.echo_step), err=True)
     except BrokenPipeError:
         _quiet_broken_pipe()
@@ -202,7 +241,11 @@ def _accuracy_line(result, echo_step: int) -> str:
     )
 
 
-def _print_json(result, probabilities: bool) -> None:
+class _OutputError(OSError):
+    """Writing the predictions failed (a full disk, say), as opposed to reading the input."""
+
+
+def _json_text(result, probabilities: bool) -> str:
     payload = {
         "predictions": result.collected["predictions"].tolist(),
         "symbols": result.collected["symbols"].tolist(),
@@ -210,7 +253,7 @@ def _print_json(result, probabilities: bool) -> None:
     }
     if probabilities:
         payload["probabilities"] = result.collected["probabilities"].tolist()
-    typer.echo(json.dumps(payload))
+    return json.dumps(payload)
 
 
 @app.command()
@@ -225,10 +268,14 @@ def export(
     and the new states under the same names. The export is reloaded and checked
     against `predict` before it is reported.
     """
+    if out.is_symlink():
+        raise bad_parameter("--out", f"{out} is a symlink; give the folder's own path")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise bad_parameter("--out", f"{out} already exists; give a new folder")
     if not out.parent.is_dir():
         raise bad_parameter("--out", f"folder {out.parent} does not exist")
+    if out.resolve().is_relative_to(RunFolder(run_dir).real):
+        raise bad_parameter("--out", "is inside the run folder, which --overwrite replaces whole")
     try:
         _read_config(run_dir)
     except RunFolderError as error:

@@ -27,7 +27,7 @@ from echo_keras.streaming import StreamModel, load_stream_model
 
 SIGNATURE = "serving_default"
 TOLERANCE = 1e-5
-CHECK_CHUNKS = (1, 7, 64, 3, 200, 1, 1, 500)  # chunk lengths of the check stream, in order
+CHECK_CHUNKS = (1, 7, 0, 64, 3, 200, 1, 500)  # chunk lengths of the check stream, in order
 
 
 class ExportError(Exception):

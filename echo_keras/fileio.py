@@ -9,6 +9,7 @@ before reading its data. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -34,6 +35,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     removed and `path` is left as it was.
     """
     path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # never replace a device or a FIFO
+            raise OSError(errno.EEXIST, "it exists and is not a regular file", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     tmp = Path(tmp)
@@ -77,6 +82,21 @@ def sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def output_path(path: Path) -> Path:
+    """Where a file the user named for output is written; ValueError if it cannot be.
+
+    A symlink is written through (its target is replaced, the link stays); an
+    existing device, FIFO, socket or folder is refused, never replaced.
+    """
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        raise ValueError(f"{path} exists and is not a regular file; it is left alone")
+    if not target.parent.is_dir():
+        raise ValueError(f"folder {target.parent} does not exist")
+    return target
 
 
 def open_regular(path: Path, mode: str = "rb", **options):

@@ -150,14 +150,9 @@ def figure_target(out: Path, follow: bool = True) -> Path:
         raise ValueError(
             f"{out}: unknown image format {out.suffix or '(no extension)'}; use {known}"
         )
-    target = out.resolve() if follow and out.is_symlink() else out
     if not follow and out.is_symlink():
         return out
-    if target.exists() and not target.is_file():
-        raise ValueError(f"{out} exists and is not a regular file; it is left alone")
-    if not target.parent.is_dir():
-        raise ValueError(f"folder {target.parent} does not exist")
-    return target
+    return fileio.output_path(out)
 
 
 def save_figure(figure, path: Path, image_format: str = "png") -> None:

@@ -97,11 +97,13 @@ class StreamModel:
                 new_states += carried
             return t + 1, outputs.write(t, hidden), new_states
 
-        outputs = tf.TensorArray(tf.float32, size=steps)
+        # One spare element, written now, so that even 0 steps stack to a known shape.
+        spare = tf.zeros(tf.stack([tf.shape(symbols)[0], self.units]))
+        outputs = tf.TensorArray(tf.float32, size=steps + 1).write(steps, spare)
         _, outputs, states = tf.while_loop(
             lambda t, *_: t < length, body, (tf.constant(0), outputs, list(states))
         )
-        hidden = tf.transpose(outputs.stack(), [1, 0, 2])  # batch, time, units
+        hidden = tf.transpose(outputs.stack()[:steps], [1, 0, 2])  # batch, time, units
         return tf.nn.softmax(self.head(hidden), axis=-1), states
 
     def _runner(self, padded: int) -> Callable:
@@ -197,7 +199,7 @@ def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
             raise ValueError(f"{name} holds {dtype}, not floats")
 
     try:
-        arrays = fileio.read_npz(path, check)
+        arrays = fileio.read_npz(Path(path).resolve(), check)  # a link the user made is fine
     except FileNotFoundError:
         raise StateFileError(f"{path} does not exist", damaged=False) from None
     except IsADirectoryError:
@@ -215,9 +217,11 @@ def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
         )
     state = []
     for name in model.names:
-        if not np.all(np.isfinite(arrays[name])):
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = arrays[name].astype(np.float32)  # what the model computes in
+        if not np.all(np.isfinite(value)):
             raise StateFileError(f"{path} is damaged: {name} is not finite", damaged=True)
-        state.append(arrays[name].astype(np.float32))
+        state.append(value)
     return state
 
 

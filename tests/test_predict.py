@@ -278,7 +278,8 @@ def test_damaged_run_folder_exits_1(tmp_path):
 
 def test_state_out_is_written_atomically(tiny_run, tmp_path, monkeypatch):
     state = tmp_path / "state.npz"
-    state.write_bytes(b"earlier state")
+    assert invoke("predict", "--run-dir", tiny_run, "1", "--state-out", state).exit_code == 0
+    earlier = state.read_bytes()
 
     def broken_savez(handle, **arrays):
         handle.write(b"half a file")
@@ -287,7 +288,7 @@ def test_state_out_is_written_atomically(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", broken_savez)
     result = invoke("predict", "--run-dir", tiny_run, "0110", "--state-out", state)
     one_line_error(result, 1, "cannot write", "No space left")
-    assert state.read_bytes() == b"earlier state"
+    assert state.read_bytes() == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]  # no temporary left
 
 
