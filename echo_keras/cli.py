@@ -344,6 +344,9 @@ def _resume_config(run_dir: Path, given: dict) -> TrainConfig:
         raise bad_parameter(error.flag, error.reason) from None
 
 
+from echo_keras import cli_sweep  # noqa: E402,F401  (registers sweep)
+
+
 def main() -> None:
     try:
         app()
