@@ -154,7 +154,6 @@ def ray_session(address: str | None, workers: int | None = None):
     """Start a private local Ray with `workers` CPUs on the loopback (address None), or join
     the cluster at `address`; yield the ray module; shut Ray down and remove its files after."""
     temp_dir = None
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # not a line per connection retry
     if address is None:
         # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

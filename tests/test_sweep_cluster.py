@@ -78,16 +78,16 @@ def test_a_sweep_runs_on_an_authenticated_ray_head(ray_head, tmp_path):
     address, env = ray_head
     out = tmp_path / "out"
     command = [str(BIN / "echo-keras"), "sweep", "--out", str(out), "--address", address]
-    command += ["--echo-step", "1,3", "--window", "3", "--epochs", "3", "--series-length", "6000"]
+    command += ["--echo-step", "1,6", "--window", "3", "--epochs", "3", "--series-length", "6000"]
     done = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["address"] == address and summary["cpus"] == 2
     assert summary["points"] == 2 and summary["ok"] == 2
     rows = {grid.point_name(r): r for r in grid.read_results(out / "results.csv")}
-    assert set(rows) == {"echo1-window3-state4-lstm-seed0", "echo3-window3-state4-lstm-seed0"}
+    assert set(rows) == {"echo1-window3-state4-lstm-seed0", "echo6-window3-state4-lstm-seed0"}
     assert all(r["status"] == "ok" and r["host"] == socket.gethostname() for r in rows.values())
     assert float(rows["echo1-window3-state4-lstm-seed0"]["boundary_accuracy"]) >= 0.99
-    assert float(rows["echo3-window3-state4-lstm-seed0"]["boundary_accuracy"]) <= 0.65
+    assert float(rows["echo6-window3-state4-lstm-seed0"]["boundary_accuracy"]) <= 0.65
     assert json.loads((out / "sweep.json").read_text())["address"] == address
     assert (out / "heatmap.png").is_file()
