@@ -53,6 +53,10 @@ TASK_ENV = {
     "OMP_NUM_THREADS": "1",
     "CUDA_VISIBLE_DEVICES": "",
 }
+# A worker's memory grows by about 20 MB per point trained (TensorFlow keeps compiled functions
+# even across keras.backend.clear_session()); a fresh worker process after this many points
+# bounds it at about 1.3 GB, for one more TensorFlow import (a few seconds) each time.
+POINTS_PER_WORKER = 25
 # For testing failure handling: the task of the point of this name (see point_name) raises.
 FAIL_ENV = "ECHO_KERAS_SWEEP_FAIL"
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
@@ -314,7 +318,8 @@ def _run_tasks(ray, todo: list[TrainConfig], keep_runs: bool, signals: _Signals,
     env = dict(TASK_ENV)
     if FAIL_ENV in os.environ:
         env[FAIL_ENV] = os.environ[FAIL_ENV]
-    task = ray.remote(run_point).options(num_cpus=1, max_retries=0, runtime_env={"env_vars": env})
+    task = ray.remote(num_cpus=1, max_retries=0, max_calls=POINTS_PER_WORKER)(run_point)
+    task = task.options(runtime_env={"env_vars": env})
     pending = {task.remote(config.to_dict(), keep_runs): config for config in todo}
     while pending and signals.received is None:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
