@@ -365,12 +365,13 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
     def probe():
         return {name: os.environ.get(name) for name in sweep.TASK_ENV}
 
+    before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
     with sweep.ray_session(None, 2) as ray:
         task = ray.remote(probe).options(
             num_cpus=1, max_retries=0, runtime_env={"env_vars": sweep.TASK_ENV}
         )
         assert ray.get(task.remote()) == sweep.TASK_ENV
-        ours = _descendants(os.getpid()) | {os.getpid()}
+        ours = (_descendants(os.getpid()) - before) | {os.getpid()}
         sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
     lines = [line for line in sockets.splitlines() if any(f"pid={p}," in line for p in ours)]
     assert len(lines) >= 5, sockets  # the GCS, the raylet, workers: listening and connected
@@ -379,6 +380,7 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
         assert _address_host(local) in ("127.0.0.1", "::1"), line
         assert _address_host(peer) in ("127.0.0.1", "::1", "*", "0.0.0.0"), line
     deadline = time.monotonic() + 10
+    ours.discard(os.getpid())
     while _descendants(os.getpid()) & ours and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _descendants(os.getpid()) & ours, "Ray's processes outlived ray.shutdown"
