@@ -19,6 +19,7 @@ from echo_keras.grid import (
     DEFAULT_GRID,
     DEFAULT_SEEDS,
     GRID_FLAGS,
+    SWEEP_JSON,
     SweepError,
     make_spec,
     read_spec,
@@ -98,7 +99,9 @@ def sweep(
         try:
             base = read_spec(out)
         except SweepError as error:
-            raise UsageProblem(str(error)) from None
+            if (out / SWEEP_JSON).exists():
+                raise fail(str(error)) from None  # damaged
+            raise UsageProblem(str(error)) from None  # nothing to resume
     grid_texts = {
         "echo_step": echo_step,
         "truncated_backprop_length": window,

@@ -149,6 +149,10 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     assert result.exit_code == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
     result = invoke("sweep", "--out", out, "--resume")
     assert result.exit_code == 2 and "holds no sweep" in result.stderr
+    (out / "sweep.json").write_text("{")
+    result = invoke("sweep", "--out", out, "--resume")
+    assert result.exit_code == 1 and "sweep.json is damaged" in result.stderr
+    (out / "sweep.json").unlink()
     result = invoke("sweep", "--out", out, "--resume", "--overwrite")
     assert result.exit_code == 2 and "cannot be used together" in result.stderr
     (tmp_path / "file").write_text("x")
