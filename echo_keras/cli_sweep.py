@@ -87,6 +87,7 @@ def sweep(
 ) -> None:
     """Train and evaluate one run per grid point (echo step x window x state size x cell x seed)
     as Ray tasks, locally or on a Ray cluster; write results.csv and heatmap.png."""
+    address = address or None  # an empty RAY_ADDRESS means none
     if workers is not None and address:
         raise UsageProblem("--workers sizes the local Ray; it cannot be used with --address")
     if workers is not None and workers <= 0:
