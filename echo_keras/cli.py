@@ -353,7 +353,7 @@ def _config(run_dir: Path, given: dict, resume: bool) -> TrainConfig:
         raise UsageProblem(str(error)) from None
 
 
-from echo_keras import cli_stream  # noqa: E402,F401  (registers predict, export)
+from echo_keras import cli_stream, cli_sweep  # noqa: E402,F401  (register their commands)
 
 
 def main() -> None:

@@ -1,0 +1,246 @@
+"""The `echo-keras sweep` command: parse the grid, run the sweep on Ray, print the progress.
+
+Registered on the app of `cli.py`. Imports neither TensorFlow nor Ray at module level, so
+`echo-keras sweep --help` answers at once; the sweep itself lives in `sweep.py` and `grid.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+
+from echo_keras.cli import UsageProblem, app, bad_parameter, fail
+from echo_keras.config import ConfigError
+from echo_keras.grid import (
+    DEFAULT_GRID,
+    DEFAULT_SEEDS,
+    GRID_FLAGS,
+    SWEEP_JSON,
+    SweepError,
+    make_spec,
+    read_spec,
+)
+from echo_keras.runfolder import RunRefused
+
+
+def _listed(name: str) -> str:
+    values = DEFAULT_GRID[name]
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(map(str, values))
+
+
+def _grid_option(name: str, what: str) -> typer.Option:
+    return typer.Option(
+        None,
+        GRID_FLAGS[name],
+        help=f"{what}: a list and ranges, e.g. 1,2,4 or 1-12.  [default: {_listed(name)}]",
+    )
+
+
+@app.command()
+def sweep(
+    out: Path = typer.Option(Path("runs/sweep"), "--out", help="The sweep's folder."),
+    echo_step: str | None = _grid_option("echo_step", "Echo delays"),
+    window: str | None = _grid_option("truncated_backprop_length", "Window lengths"),
+    state_size: str | None = _grid_option("state_size", "State sizes (units)"),
+    cell: str | None = typer.Option(
+        None, "--cell", help="Cells: a list of lstm, gru, simple.  [default: lstm]"
+    ),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help=f"Seeds per point (0..N-1).  [default: {DEFAULT_SEEDS}]"
+    ),
+    epochs: int | None = typer.Option(None, help="Epochs per run.  [default: 5]"),
+    series_length: int | None = typer.Option(None, help="Symbols per epoch.  [default: 50000]"),
+    batch_size: int | None = typer.Option(None, help="Rows per batch.  [default: 5]"),
+    learning_rate: float | None = typer.Option(
+        None, help="Learning rate.  [default: the optimizer's, 0.3 for adagrad]"
+    ),
+    optimizer: str | None = typer.Option(
+        None, help="adagrad, adam, rmsprop or sgd.  [default: adagrad]"
+    ),
+    layers: int | None = typer.Option(
+        None, "--layers", help="Stacked recurrent layers.  [default: 1]"
+    ),
+    workers: int | None = typer.Option(
+        None, help="Points trained at once on the local Ray.  [default: the usable cores]"
+    ),
+    address: str | None = typer.Option(
+        None,
+        envvar="RAY_ADDRESS",
+        help="Run on the Ray cluster at this address (host:port, or auto on a node of it).",
+    ),
+    keep_runs: bool = typer.Option(
+        False, "--keep-runs", help="Keep every point's run folder under OUT/runs/."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the sweep in --out: skip the points already done."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Discard the sweep already in --out and start afresh."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or notices."),
+) -> None:
+    """Train and evaluate one run per grid point (echo step x window x state size x cell x seed)
+    as Ray tasks, locally or on a Ray cluster; write results.csv and heatmap.png."""
+    address = address or None  # an empty RAY_ADDRESS means none
+    if workers is not None and address:
+        raise UsageProblem("--workers sizes the local Ray; it cannot be used with --address")
+    if workers is not None and workers <= 0:
+        raise bad_parameter("--workers", f"must be positive, got {workers}")
+    if resume and overwrite:
+        raise UsageProblem("--overwrite and --resume cannot be used together")
+    _check_out(out, resume, overwrite)
+    base = None
+    if resume:
+        try:
+            base = read_spec(out)
+        except SweepError as error:
+            if (out / SWEEP_JSON).exists():
+                raise fail(str(error)) from None  # damaged
+            raise UsageProblem(str(error)) from None  # nothing to resume
+    grid_texts = {
+        "echo_step": echo_step,
+        "truncated_backprop_length": window,
+        "state_size": state_size,
+        "cell": cell,
+    }
+    settings = {
+        "num_epochs": epochs,
+        "total_series_length": series_length,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": optimizer,
+        "num_layers": layers,
+    }
+    try:
+        spec = make_spec(grid_texts, seeds, settings, base)
+    except ConfigError as error:
+        raise bad_parameter(error.flag, error.reason) from None
+
+    from echo_keras import sweep as sweep_lib
+
+    notices = not (quiet or as_json)
+    total = len(spec.points())
+    if notices:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        count = workers or (sweep_lib.usable_cores() if not address else None)
+        typer.echo(
+            f"Sweeping {total} point{'s' * (total != 1)} on {where}"
+            + (f" with {count} workers" if count else "")
+            + f"; results in {out}",
+            err=True,
+        )
+    bar = _Progress(total) if notices and sys.stdout.isatty() else None
+    try:
+        result = sweep_lib.run_sweep(
+            spec,
+            out,
+            address=address,
+            workers=workers,
+            resume=resume,
+            keep_runs=keep_runs,
+            on_row=bar.advance if bar else None,
+        )
+    except sweep_lib.SweepInterrupted as error:
+        raise fail(str(error), 128 + error.signal) from None
+    except RunRefused as error:
+        raise UsageProblem(str(error)) from None
+    except SweepError as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write the sweep: {error}") from None
+    finally:
+        if bar:
+            bar.close()
+    _report(result, as_json, quiet)
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise bad_parameter("--out", f"{out} is a file, not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise bad_parameter("--out", f"{existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise bad_parameter("--out", f"{existing} cannot be written ({error.strerror})") from None
+    if not (resume or overwrite) and out.is_dir() and any(out.iterdir()):
+        raise UsageProblem(
+            f"{out} is not empty; pass --resume to continue its sweep or --overwrite to "
+            "start afresh"
+        )
+
+
+def _report(result, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        keys = ("out", "points", "ran", "skipped", "ok", "failed", "seconds", "startup_seconds")
+        summary = {key: getattr(result, key) for key in keys}
+        summary.update(
+            cpus=result.cpus,
+            address=result.address,
+            results=str(Path(result.out) / "results.csv"),
+            heatmap=str(Path(result.out) / "heatmap.png"),
+            failures=result.failures,
+        )
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        skipped = f", {result.skipped} already done" if result.skipped else ""
+        typer.echo(
+            f"Swept {result.points} points ({result.ok} ok, {result.failed} failed{skipped}) "
+            f"in {result.seconds:.1f} s on {result.cpus:g} CPUs"
+        )
+        typer.echo(f"Results: {Path(result.out) / 'results.csv'}")
+        typer.echo(f"Heat map: {Path(result.out) / 'heatmap.png'}")
+    if result.failed:
+        for line in result.failures[:3]:
+            typer.echo(f"Failed: {line}", err=True)
+        raise fail(
+            f"{result.failed} of {result.points} points failed (see the error column of "
+            f"{Path(result.out) / 'results.csv'}); rerun them with: "
+            f"echo-keras sweep --out {result.out} --resume"
+        )
+
+
+class _Progress:
+    """Rich's progress bar (points done of total, elapsed, ETA), for a terminal."""
+
+    def __init__(self, total: int, console=None):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("points"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("sweep", total=total)
+        self.progress.start()
+
+    def advance(self, row: dict | None, done: int, total: int) -> None:
+        if row is None:  # the start: points already done count, but not toward the speed
+            self.progress.reset(self.task, completed=done, total=total)
+        else:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,464 @@
+"""`echo-keras sweep`: grid parsing, usage errors, the heat map, and real sweeps on a local Ray.
+
+Ray starts in seconds, so one tiny sweep (6 points, 2 workers, one point made to fail) is shared
+by several tests. Ray's session files go to a short folder under /tmp (its Unix socket paths
+must stay short), and a token file there keeps Ray from writing ~/.ray/auth_token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pty
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from echo_keras import grid, heatmap, sweep
+from echo_keras.cli import app
+from echo_keras.config import ConfigError
+
+runner = CliRunner()
+TINY = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
+FAILING = "echo2-window3-state4-lstm-seed0"
+COLUMNS = (
+    "num_epochs,total_series_length,truncated_backprop_length,state_size,num_classes,"
+    "echo_step,batch_size,learning_rate,seed,cell,num_layers,dropout,optimizer,"
+    "accuracy,boundary_accuracy,inner_accuracy,reset_boundary_accuracy,final_loss,"
+    "train_seconds,host,status,error"
+).split(",")
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    """RAY_TMPDIR and a Ray token file in a short folder; the environment restored after."""
+    saved = dict(os.environ)
+    folder = Path(tempfile.mkdtemp(prefix="ek-", dir="/tmp"))
+    token = folder / "token"
+    token.write_text(secrets.token_hex(32))
+    os.environ.update(
+        RAY_TMPDIR=str(folder), RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0"
+    )
+    os.environ.pop("RAY_ADDRESS", None)
+    yield folder
+    os.environ.clear()
+    os.environ.update(saved)
+    leftovers = sorted(p.name for p in folder.iterdir() if p != token)
+    shutil.rmtree(folder, ignore_errors=True)
+    assert leftovers == [], "Ray's session files were not removed"
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(ray_tmp, tmp_path_factory):
+    """A sweep of 6 points on 2 local workers; the task of FAILING raises."""
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    os.environ[sweep.FAIL_ENV] = FAILING
+    try:
+        args = ["--echo-step", "1,2,6", "--window", "3,6", *TINY, "--workers", "2"]
+        result = invoke("sweep", "--out", out, *args, "--keep-runs", "--json")
+    finally:
+        del os.environ[sweep.FAIL_ENV]
+    return out, result
+
+
+# --- the grid and bad values (no Ray) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, values",
+    [("1,2,4", [1, 2, 4]), ("1-12", list(range(1, 13))), ("4,1-3,3", [1, 2, 3, 4]), (" 7 ", [7])],
+)
+def test_grid_values_take_lists_and_ranges(text, values):
+    assert grid.parse_ints(text, "echo_step") == values
+
+
+@pytest.mark.parametrize("text", ["", "a", "1,,2", "3-1", "1-", "-2", "1.5", "2-x"])
+def test_bad_grid_values_raise_config_errors_naming_the_flag(text):
+    with pytest.raises(ConfigError) as error:
+        grid.parse_ints(text, "truncated_backprop_length")
+    assert error.value.flag == "--window"
+
+
+def test_the_default_grid_straddles_the_cliff():
+    spec = grid.make_spec({}, None, {})
+    points = spec.points()
+    assert len(points) == 36 and {p.seed for p in points} == {0}
+    assert any(p.echo_step >= p.truncated_backprop_length for p in points)
+    assert any(3 * p.echo_step <= p.truncated_backprop_length for p in points)
+    assert spec.settings["learning_rate"] == 0.3 and spec.settings["num_epochs"] == 5
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--echo-step", "a"], "--echo-step"),
+        (["--echo-step", "3-1"], "--echo-step"),
+        (["--echo-step", "-1"], "--echo-step"),
+        (["--window", "0"], "--window"),
+        (["--window", "1-"], "--window"),
+        (["--state-size", "0,4"], "--state-size"),
+        (["--cell", "lstm,tcn"], "--cell"),
+        (["--seeds", "0"], "--seeds"),
+        (["--epochs", "0"], "--epochs"),
+        (["--series-length", "10"], "--series-length"),
+        (["--learning-rate", "nan"], "--learning-rate"),
+        (["--optimizer", "lbfgs"], "--optimizer"),
+        (["--workers", "0"], "--workers"),
+        (["--echo-step", "1-20000"], "--echo-step"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, args, flag):
+    out = tmp_path / "out"
+    result = invoke("sweep", "--out", out, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and flag in lines[0], lines
+    assert not out.exists()
+
+
+def test_workers_with_an_address_is_a_usage_error(tmp_path):
+    for args, env in ((["--address", "127.0.0.1:1"], {}), ([], {"RAY_ADDRESS": "127.0.0.1:1"})):
+        result = runner.invoke(
+            app, ["sweep", "--out", str(tmp_path / "o"), "--workers", "2", *args], env=env
+        )
+        assert result.exit_code == 2, result.output
+        assert "--workers" in result.stderr and "--address" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    result = invoke("sweep", "--out", out)
+    assert result.exit_code == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
+    result = invoke("sweep", "--out", out, "--resume")
+    assert result.exit_code == 2 and "holds no sweep" in result.stderr
+    (out / "sweep.json").write_text("{")
+    result = invoke("sweep", "--out", out, "--resume")
+    assert result.exit_code == 1 and "sweep.json is damaged" in result.stderr
+    (out / "sweep.json").unlink()
+    result = invoke("sweep", "--out", out, "--resume", "--overwrite")
+    assert result.exit_code == 2 and "cannot be used together" in result.stderr
+    (tmp_path / "file").write_text("x")
+    result = invoke("sweep", "--out", tmp_path / "file")
+    assert result.exit_code == 2 and "--out" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
+    from echo_keras.lock import FileLock
+
+    out = tmp_path / "out"
+    lock = FileLock(tmp_path / ".out.lock")
+    assert lock.acquire(stamp=True)  # a sweep at work on OUT
+    try:
+        result = invoke("sweep", "--out", out, "--echo-step", "1", "--window", "2")
+    finally:
+        lock.release()
+    assert result.exit_code == 2, result.output
+    assert f"being written by another sweep (pid {os.getpid()})" in result.stderr
+    assert not out.exists()
+
+
+def test_results_csv_round_trip_and_damage(tmp_path):
+    path = tmp_path / "results.csv"
+    row = {**grid.make_spec({}, None, {}).points()[0].to_dict(), "accuracy": 0.5, "status": "ok"}
+    row["error"] = 'a, "quoted"\nmessage'
+    grid.write_results(path, [row])
+    (back,) = grid.read_results(path)
+    assert list(back) == COLUMNS and grid.point_key(back) == grid.point_key(row)
+    assert (
+        back["accuracy"] == "0.5" and back["inner_accuracy"] == "" and back["error"] == row["error"]
+    )
+    path.write_text(path.read_text()[:-5])
+    with pytest.raises(grid.SweepError, match="damaged"):
+        grid.read_results(path)
+    path.write_text("epoch,loss\n")
+    with pytest.raises(grid.SweepError, match="header"):
+        grid.read_results(path)
+
+
+def test_token_mode_is_turned_on_only_when_a_token_is_at_hand(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    sweep.use_token_if_available()
+    assert "RAY_AUTH_MODE" not in os.environ  # no token: a head without auth still works
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t")
+    sweep.use_token_if_available()
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    sweep.use_token_if_available()
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
+# --- imports ------------------------------------------------------------------------------
+
+
+def _modules_after(*commands: list[str]) -> list[str]:
+    code = (
+        "import sys; from typer.testing import CliRunner; from echo_keras.cli import app\n"
+        f"for args in {list(commands)!r}:\n"
+        "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
+        "print(*(m in sys.modules for m in ('tensorflow', 'keras', 'ray')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_sweep_help_imports_neither_tensorflow_nor_ray():
+    assert _modules_after(["sweep", "--help"]) == ["False", "False", "False"]
+
+
+def test_train_help_and_plot_do_not_import_ray(tiny_run):
+    commands = (["train", "--help"], ["plot", "--run-dir", str(tiny_run)], ["--help"])
+    assert _modules_after(*commands)[2] == "False"
+
+
+# --- the heat map and the progress bar ------------------------------------------------------
+
+
+def _row(echo, window, accuracy, state=4, status="ok"):
+    return {
+        "echo_step": echo,
+        "truncated_backprop_length": window,
+        "state_size": state,
+        "cell": "lstm",
+        "num_classes": 2,
+        "boundary_accuracy": accuracy if status == "ok" else "",
+        "status": status,
+    }
+
+
+def test_heatmap_has_a_panel_per_state_size_and_annotates_every_cell(tmp_path):
+    rows = [_row(e, w, 1.0 if e < w else 0.5) for e in (1, 2, 4) for w in (2, 4)]
+    rows += [_row(1, 2, 0.9), _row(4, 4, 0.0, status="failed")]  # seed 1 of two points
+    rows += [_row(1, 2, 0.75, state=8)]
+    figure = heatmap.draw_heatmap(rows, seeds=2)
+    panels = [ax for ax in figure.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["LSTM, state size 4", "LSTM, state size 8"]
+    texts = [t.get_text() for t in panels[0].texts]
+    assert len(texts) == 6 and texts.count("1.00") == 2 and "0.95" in texts  # mean of 1.0, 0.9
+    assert [t.get_text() for t in panels[1].texts].count("–") == 5  # cells without a row
+    assert all(ax.lines for ax in panels)  # the line echo step = window
+    path = heatmap.save_heatmap(rows, tmp_path / "map.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_progress_bar_counts_points_on_a_terminal():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from echo_keras.cli_sweep import _Progress
+
+    screen = StringIO()
+    bar = _Progress(4, console=Console(file=screen, force_terminal=True, width=100))
+    bar.advance(None, 1, 4)
+    bar.advance({}, 3, 4)
+    bar.close()
+    assert "3/4" in screen.getvalue() and "ETA" in screen.getvalue()
+
+
+# --- local sweeps -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_results_heatmap_and_summary(tiny_sweep):
+    out, result = tiny_sweep
+    assert result.exit_code == 1, result.output  # one point failed
+    summary = json.loads(result.stdout)
+    assert summary["points"] == 6 and summary["ok"] == 5 and summary["failed"] == 1
+    assert summary["ran"] == 6 and summary["cpus"] == 2 and summary["address"] == "local"
+    assert (out / "results.csv").read_text().splitlines()[0].split(",") == COLUMNS
+    rows = grid.read_results(out / "results.csv")
+    assert len(rows) == 6
+    for row in rows:
+        assert row["host"] == socket.gethostname()
+        assert (row["num_epochs"], row["total_series_length"], row["seed"]) == ("3", "6000", "0")
+        if row["status"] == "ok":
+            assert float(row["train_seconds"]) > 0 and math.isfinite(float(row["final_loss"]))
+            run = out / "runs" / grid.point_name(row)
+            assert json.loads((run / "config.json").read_text())["echo_step"] == int(
+                row["echo_step"]
+            )
+            assert (run / "model.keras").is_file()
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    recorded = json.loads((out / "sweep.json").read_text())
+    assert recorded["grid"]["echo_step"] == [1, 2, 6] and recorded["versions"]["ray"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.slow
+def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
+    out, result = tiny_sweep
+    rows = {grid.point_name(row): row for row in grid.read_results(out / "results.csv")}
+    assert rows[FAILING]["status"] == "failed"
+    assert rows[FAILING]["error"] == f"RuntimeError: failure injected by {sweep.FAIL_ENV}={FAILING}"
+    assert rows[FAILING]["boundary_accuracy"] == ""
+    assert all(row["status"] == "ok" for name, row in rows.items() if name != FAILING)
+    assert "1 of 6 points failed" in result.stderr and "--resume" in result.stderr
+    assert not (out / "runs" / FAILING).exists()
+
+
+@pytest.mark.slow
+def test_the_cliff_at_echo_step_equal_to_window(tiny_sweep):
+    out, _ = tiny_sweep
+    rows = [r for r in grid.read_results(out / "results.csv") if r["status"] == "ok"]
+    beyond = [r for r in rows if int(r["echo_step"]) >= int(r["truncated_backprop_length"])]
+    within = [r for r in rows if 3 * int(r["echo_step"]) <= int(r["truncated_backprop_length"])]
+    assert len(beyond) == 2 and len(within) == 3
+    assert all(float(r["boundary_accuracy"]) <= 0.65 for r in beyond), beyond
+    assert all(float(r["boundary_accuracy"]) >= 0.99 for r in within), within
+    assert all(float(r["reset_boundary_accuracy"]) <= 0.65 for r in rows)  # needs the state
+    assert all(r["inner_accuracy"] == "" for r in beyond)  # no target inside the window
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_points_not_done_and_overwrite_starts_afresh(tiny_sweep, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_sweep[0], out)
+    before = {grid.point_name(r): r for r in grid.read_results(out / "results.csv")}
+    result = invoke("sweep", "--out", out, "--resume")  # the grid comes from sweep.json
+    assert result.exit_code == 0, result.output
+    assert "Swept 6 points (6 ok, 0 failed, 5 already done)" in result.stdout
+    assert "\r" not in result.stdout and "━" not in result.stdout  # no bar off a terminal
+    after = {grid.point_name(r): r for r in grid.read_results(out / "results.csv")}
+    assert after[FAILING]["status"] == "ok"
+    assert {n: r for n, r in after.items() if n != FAILING} == {
+        n: r for n, r in before.items() if n != FAILING
+    }
+    started = time.perf_counter()
+    again = invoke("sweep", "--out", out, "--resume", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["ran"] == 0
+    assert time.perf_counter() - started < 5  # nothing to run: Ray is not even started
+
+    fresh = invoke("sweep", "--out", out, "--overwrite", "--echo-step", "1", "--window", "3", *TINY)
+    assert fresh.exit_code == 0, fresh.output
+    assert [grid.point_name(r) for r in grid.read_results(out / "results.csv")] == [
+        "echo1-window3-state4-lstm-seed0"
+    ]
+    assert not (out / "runs").exists()  # the earlier sweep's kept runs went with it
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _address_host(address: str) -> str:
+    return address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
+    def probe():
+        return {name: os.environ.get(name) for name in sweep.TASK_ENV}
+
+    before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
+    with sweep.ray_session(None, 2) as ray:
+        task = ray.remote(probe).options(
+            num_cpus=1, max_retries=0, runtime_env={"env_vars": sweep.TASK_ENV}
+        )
+        assert ray.get(task.remote()) == sweep.TASK_ENV
+        ours = (_descendants(os.getpid()) - before) | {os.getpid()}
+        sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
+    lines = [line for line in sockets.splitlines() if any(f"pid={p}," in line for p in ours)]
+    assert len(lines) >= 5, sockets  # the GCS, the raylet, workers: listening and connected
+    for line in lines:
+        local, peer = line.split()[3:5]
+        assert _address_host(local) in ("127.0.0.1", "::1"), line
+        assert _address_host(peer) in ("127.0.0.1", "::1", "*", "0.0.0.0"), line
+    deadline = time.monotonic() + 10
+    ours.discard(os.getpid())
+    while _descendants(os.getpid()) & ours and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _descendants(os.getpid()) & ours, "Ray's processes outlived ray.shutdown"
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path):
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "echo-keras"), "sweep", "--out", str(out)]
+    command += ["--echo-step", "1-4", "--window", "3-6", *TINY, "--workers", "2"]
+    terminal, screen = pty.openpty()  # a terminal, so the progress bar draws
+    process = subprocess.Popen(
+        command, stdout=screen, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    os.close(screen)
+    shown = []
+    threading.Thread(target=_read_all, args=(terminal, shown), daemon=True).start()
+    deadline = time.monotonic() + 180
+    while len(grid.read_results(out / "results.csv")) < 1:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no point finished"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
+    started = time.monotonic()
+    assert process.wait(timeout=60) == 130
+    assert time.monotonic() - started < 30
+    rows = grid.read_results(out / "results.csv")
+    error = process.stderr.read().strip().splitlines()[-1]
+    assert error == (
+        f"Error: Interrupted (SIGINT) after {len(rows)} of 16 points; "
+        f"resume with: echo-keras sweep --out {out} --resume"
+    )
+    assert 1 <= len(rows) < 16 and all(row["status"] == "ok" for row in rows)
+    assert not (out / "heatmap.png").exists()
+    assert "points" in b"".join(shown).decode(errors="replace") and "/16" in b"".join(shown).decode(
+        errors="replace"
+    )
+    time.sleep(1)
+    assert not [p for p in ray_tmp.iterdir() if p.name.startswith("echo-keras-ray-")]
+    assert not _processes_mentioning(str(ray_tmp)), "Ray's processes outlived the sweep"
+
+
+def _read_all(fd: int, chunks: list) -> None:
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return
+        if not data:
+            return
+        chunks.append(data)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
