@@ -297,6 +297,8 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
             if ray is not None:
                 progress["cpus"] = ray.cluster_resources().get("CPU", 0.0)
                 _run_tasks(ray, todo, keep_runs, signals, record)
+    except KeyboardInterrupt:  # a SIGINT that met Python's or Ray's handler, not ours
+        signals.received = signal.SIGINT
     finally:
         signals.restore()
     if signals.received is not None:

@@ -424,10 +424,12 @@ def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path)
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
     started = time.monotonic()
-    assert process.wait(timeout=60) == 130
+    code = process.wait(timeout=60)
+    stderr = process.stderr.read()
+    assert code == 130, stderr
     assert time.monotonic() - started < 30
     rows = grid.read_results(out / "results.csv")
-    error = process.stderr.read().strip().splitlines()[-1]
+    error = stderr.strip().splitlines()[-1]
     assert error == (
         f"Error: Interrupted (SIGINT) after {len(rows)} of 16 points; "
         f"resume with: echo-keras sweep --out {out} --resume"
