@@ -14,25 +14,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from echo_keras import rundir
-from echo_keras.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def one_line_error(result, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.output
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
+from tests.cli_helpers import invoke, one_line_error
 
 # The process reports its own peak memory (VmHWM): a child's ru_maxrss would count the
 # pages it shared with this test process between fork and exec.

@@ -13,27 +13,14 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
 
 from echo_keras import rundir, runfolder
 from echo_keras.cli import app
 from echo_keras.runfolder import RunBusy, RunFolder
+from tests.cli_helpers import invoke, one_line_error, runner
 
-runner = CliRunner()
 TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
 LONG_FLAGS = ["--epochs", "40", "--series-length", "15000", "--quiet"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def one_line_error(result, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.output
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def start(run_dir, *flags, command="train"):
