@@ -296,7 +296,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
                 on_row(None, progress["done"], len(points))
             if ray is not None:
                 progress["cpus"] = ray.cluster_resources().get("CPU", 0.0)
-                _run_tasks(ray, todo, keep_runs, signals, record)
+                _run_tasks(ray, todo, keep_runs, signals, record, remote=address is not None)
     except KeyboardInterrupt:  # a SIGINT that met Python's or Ray's handler, not ours
         signals.received = signal.SIGINT
     finally:
@@ -329,9 +329,11 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     )
 
 
-def _run_tasks(ray, todo: list[TrainConfig], keep_runs: bool, signals: _Signals, record) -> None:
+def _run_tasks(
+    ray, todo: list[TrainConfig], keep_runs: bool, signals: _Signals, record, remote: bool
+) -> None:
     """Submit one task per point; record each result as it comes, until all are in or a
-    signal arrives; then cancel the rest."""
+    signal arrives; then, on a remote cluster, cancel the rest."""
     env = dict(TASK_ENV)
     if FAIL_ENV in os.environ:
         env[FAIL_ENV] = os.environ[FAIL_ENV]
@@ -353,6 +355,12 @@ def _run_tasks(ray, todo: list[TrainConfig], keep_runs: bool, signals: _Signals,
                     "archive": None,
                 }
             record(value["row"], value["archive"])
+    if not remote:
+        # A local Ray goes down with the sweep, its tasks with it. Cancelling them here
+        # races with workers that the same Ctrl-C interrupted (a terminal signals the
+        # whole process group) and can crash Ray's core worker ("Tried to complete
+        # task that was not pending"), so a local sweep leaves that to ray.shutdown.
+        return
     for ref in pending:  # left only after a signal: cancel what is queued or running
         try:
             ray.cancel(ref)
