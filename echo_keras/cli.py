@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from echo_keras import stdio
 from echo_keras.config import ConfigError, TrainConfig, memory_problem, new_config, resumed_config
-from echo_keras.rundir import RunFolderError, read_config
+from echo_keras.rundir import RunFolderError
 from echo_keras.runfolder import RunFolder, RunRefused
 
 EXIT_USAGE = 2
@@ -284,7 +284,7 @@ def evaluate(
         raise bad_parameter("--seed", f"must not be negative, got {seed}")
     folder = RunFolder(run_dir)
     try:
-        config = folder.read(lambda view: read_config(view, folder.path))
+        config = folder.read_config()
     except RunFolderError as error:
         raise fail(str(error)) from None
     from echo_keras.evaluation import evaluate as run_evaluation
@@ -343,7 +343,7 @@ def _config(run_dir: Path, given: dict, resume: bool) -> TrainConfig:
     try:
         if not resume:
             return new_config(given)
-        saved = RunFolder(run_dir).read(lambda view: read_config(view, run_dir))
+        saved = RunFolder(run_dir).read_config()
         return resumed_config(saved, given)
     except RunFolderError as error:
         raise fail(str(error)) from None

@@ -15,7 +15,7 @@ import typer
 
 from echo_keras import fileio
 from echo_keras.cli import RUN_DIR, UsageProblem, app, bad_parameter, fail, notice
-from echo_keras.rundir import RunFolderError, read_config
+from echo_keras.rundir import RunFolderError
 from echo_keras.runfolder import RunFolder
 from echo_keras.symbols import SymbolError, check_stream
 
@@ -73,7 +73,7 @@ def predict(
         )
         raise bad_parameter("--state-in", f"{state_in} {reason}")
     try:
-        config = _read_config(run_dir)
+        config = RunFolder(run_dir).read_config()
     except RunFolderError as error:
         raise fail(str(error)) from None
 
@@ -114,11 +114,6 @@ def _open_source(symbols: str | None, input_path: str | None):
         raise bad_parameter("--input", f"{path} does not exist") from None
     except OSError as error:
         raise bad_parameter("--input", f"{path} cannot be read ({error.strerror})") from None
-
-
-def _read_config(run_dir: Path):
-    folder = RunFolder(run_dir)
-    return folder.read(lambda view: read_config(view, folder.path))
 
 
 def _read_function(source):
@@ -277,7 +272,7 @@ def export(
     if out.resolve().is_relative_to(RunFolder(run_dir).real):
         raise bad_parameter("--out", "is inside the run folder, which --overwrite replaces whole")
     try:
-        _read_config(run_dir)
+        RunFolder(run_dir).read_config()
     except RunFolderError as error:
         raise fail(str(error)) from None
     from echo_keras.export import ExportError, export_saved_model

@@ -337,6 +337,10 @@ class RunFolder:
                 os.close(fd)
         raise AssertionError("unreachable")
 
+    def read_config(self):
+        """The run's TrainConfig, read as `read` reads (RunFolderError names the file)."""
+        return self.read(lambda view: rundir.read_config(view, self.path))
+
     def _swapped(self, fd: int) -> bool:
         try:
             return os.stat(self.real).st_ino != os.fstat(fd).st_ino

@@ -23,3 +23,8 @@ def one_line_error(result, *fragments, code: int | None = None):
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def error_exit(result, code: int, *fragments):
+    """`one_line_error` with the exit status it must have."""
+    one_line_error(result, *fragments, code=code)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras.cli import app
+from tests.cli_helpers import error_exit as one_line_error
+from tests.cli_helpers import invoke
 from tests.stream_runs import VARIANTS, random_symbols, stream_model, trained
 
 runner = CliRunner()
@@ -45,19 +46,6 @@ for case in json.load(open(sys.argv[1])):
 loaded = {m.split(".")[0] for m, module in sys.modules.items() if module is not None}
 print("keras" in loaded, "echo_keras" in loaded)
 """
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def one_line_error(result, code, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_help():

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras.cli import app
 from echo_keras.symbols import BLOCK
+from tests.cli_helpers import error_exit as one_line_error
+from tests.cli_helpers import invoke
 from tests.stream_runs import (
     VARIANTS,
     as_text,
@@ -28,19 +29,6 @@ from tests.stream_runs import (
 
 runner = CliRunner()
 ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(arg) for arg in args], input=input)
-
-
-def one_line_error(result, code, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # --- the command line without TensorFlow ----------------------------------------------------

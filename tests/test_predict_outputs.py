@@ -11,15 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from tests import cli_helpers
+from tests.cli_helpers import error_exit as one_line_error
 from tests.cli_helpers import invoke
 from tests.stream_runs import trained
 
 ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
-
-
-def one_line_error(result, code, *fragments):
-    cli_helpers.one_line_error(result, *fragments, code=code)
 
 
 @pytest.fixture(scope="module")
