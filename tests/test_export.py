@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from tests.cli_helpers import error_exit as one_line_error
 from tests.cli_helpers import invoke
 from tests.stream_runs import VARIANTS, random_symbols, stream_model, trained
 
-runner = CliRunner()
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Run in a fresh interpreter where Keras and echo_keras cannot even be imported: the export
