@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from echo_keras import rundir
 from echo_keras.callbacks import ResetStatesAtEpochStart
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.model import build_model, loss_function, make_optimizer
+from echo_keras.run import files
 
 
 def main(run_dir: Path, epochs: int) -> None:
@@ -41,8 +41,8 @@ def main(run_dir: Path, epochs: int) -> None:
         )
     seconds = time.perf_counter() - started
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, config)
-    model.save(run_dir / rundir.MODEL)
+    files.write_config(run_dir, config)
+    model.save(run_dir / files.MODEL)
     steps = epochs * config.num_batches
     print(json.dumps({"run_dir": str(run_dir), "steps": steps, "train_seconds": seconds}))
 

@@ -130,7 +130,7 @@ def first_echoes(run_dir: Path, echoed: int = 5) -> dict:
     so the shares are exact. Returns {"position": [share per symbol], 0: share for a
     first symbol 0, 1: for a first 1}.
     """
-    from echo_keras.streaming import load_stream_model
+    from echo_keras.stream.model import load_stream_model
 
     model = load_stream_model(run_dir)
     step = model.config.echo_step

@@ -40,10 +40,10 @@ def sweep(workers: int) -> dict:
 
 def train_points(groups: list[list[dict]]) -> float:
     """Wall seconds to train each group of points in its own process, the groups side by side."""
-    from echo_keras.sweep import TASK_ENV
+    from echo_keras.sweep.runner import TASK_ENV
 
     code = (
-        "import json, sys\nfrom echo_keras.sweep import run_point\n"
+        "import json, sys\nfrom echo_keras.sweep.runner import run_point\n"
         "for settings in json.loads(sys.argv[1]):\n"
         "    row = run_point(settings, False)['row']\n"
         "    assert row['status'] == 'ok', row['error']\n"
@@ -65,7 +65,7 @@ def train_points(groups: list[list[dict]]) -> float:
 
 
 def main() -> None:
-    from echo_keras.grid import make_spec
+    from echo_keras.sweep.grid import make_spec
 
     WORK.mkdir(parents=True, exist_ok=True)
     spec = make_spec({}, None, {})

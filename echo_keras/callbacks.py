@@ -9,14 +9,13 @@ for each batch of a compiled chunk once the chunk returns.
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
 
-from echo_keras import rundir
 from echo_keras.backend import keras
-from echo_keras.model import checkpoint_state, reset_states
+from echo_keras.model import reset_states, save_checkpoint
+from echo_keras.run import files
+from echo_keras.signals import SignalCatcher
 
 
 class ResetStatesAtEpochStart(keras.callbacks.Callback):
@@ -167,17 +166,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return  # cut short
         if not all(math.isfinite(row[3]) for row in epoch_rows):
             return  # diverged: keep the last good checkpoint
-        rundir.append_history(self.run_dir, rundir.history_lines(epoch_rows))
+        files.append_history(self.run_dir, files.history_lines(epoch_rows))
         self._rows_written = len(self.recorder.rows)
-        rundir.write_last_batch(self.run_dir, *self.tap.batch(self.recorder.num_batches - 1))
-        rundir.write_checkpoint(self.run_dir, *checkpoint_state(self.model), epoch + 1)
+        files.write_last_batch(self.run_dir, *self.tap.batch(self.recorder.num_batches - 1))
+        save_checkpoint(self.run_dir, self.model, epoch + 1)
 
 
 class StopOnSignal(keras.callbacks.Callback):
     """Stop training at the next batch end after SIGINT (Ctrl-C), SIGTERM or SIGHUP.
 
-    Use as a context manager around training, which installs the handlers;
-    `received` then holds the signal number, or None.
+    Use as a context manager around training, which installs the handlers
+    (`signals.SignalCatcher`); `received` then holds the signal number, or None.
 
     Example:
 
@@ -188,31 +187,28 @@ class StopOnSignal(keras.callbacks.Callback):
     ```
     """
 
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
     def __init__(self):
         super().__init__()
-        self.received = None
-        self._previous = {}
+        self.catcher = SignalCatcher(on_signal=lambda signum: self._stop())
 
-    def _handle(self, signum, frame):
-        self.received = signum
+    @property
+    def received(self) -> int | None:
+        return self.catcher.received
+
+    def _stop(self) -> None:
         if self.model is not None:
             self.model.stop_training = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        self.catcher.install()
         return self
 
     def __exit__(self, *exc_info):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
+        self.catcher.restore()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.received is not None:
-            self.model.stop_training = True
+            self._stop()
 
     on_epoch_begin = on_train_batch_end
 

@@ -1,8 +1,8 @@
 """The one typed configuration of a training run, and its validation.
 
 Field names follow the tutorial ("Using the LSTM API in TensorFlow", part 3) so a
-`config.json` reads like its code. Errors name the command-line flag, since that
-is what a person typed.
+`config.json` reads like its code. Errors (`ConfigError`) name the field; the command
+line words it as the flag that sets it (`options.py`).
 """
 
 from __future__ import annotations
@@ -16,29 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from echo_keras.errors import ConfigError, UsageError
+
 CELLS = ("lstm", "gru", "simple")
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
 
 # The tutorial's learning rate for Adagrad; the other optimizers get Keras's usual one.
 DEFAULT_LEARNING_RATES = {"adagrad": 0.3, "adam": 0.01, "rmsprop": 0.01, "sgd": 0.5}
-
-# Config field -> the flag that sets it, for error messages.
-FLAGS = {
-    "num_epochs": "--epochs",
-    "total_series_length": "--series-length",
-    "truncated_backprop_length": "--window",
-    "state_size": "--state-size",
-    "num_classes": "--num-classes",
-    "echo_step": "--echo-step",
-    "batch_size": "--batch-size",
-    "learning_rate": "--learning-rate",
-    "seed": "--seed",
-    "cell": "--cell",
-    "num_layers": "--layers",
-    "dropout": "--dropout",
-    "optimizer": "--optimizer",
-}
-
 
 INTEGER_FIELDS = (
     "num_epochs",
@@ -70,16 +54,6 @@ def float32(value: float) -> float:
     """`value` rounded to float32, as the optimizer will see it (0 or inf when out of range)."""
     with np.errstate(over="ignore", under="ignore"):
         return float(np.float32(value))
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; `field` names the offending config field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{FLAGS.get(field, field)}: {message}")
-        self.field = field
-        self.flag = FLAGS.get(field, field)
-        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -143,7 +117,7 @@ class TrainConfig:
             raise ConfigError(
                 "total_series_length",
                 f"{self.total_series_length} is too short for one window per row: "
-                f"it needs at least --batch-size x --window = "
+                "it needs at least `batch_size` x `truncated_backprop_length` = "
                 f"{self.batch_size * self.truncated_backprop_length}",
             )
         if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
@@ -211,28 +185,33 @@ class TrainConfig:
         return json.dumps({**self.to_dict(), **extra}, indent=2) + "\n"
 
 
+def with_default_rate(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with the optimizer's default learning rate, unless one is given."""
+    if "learning_rate" in settings:
+        return settings
+    optimizer = settings.get("optimizer", TrainConfig.optimizer)
+    rate = DEFAULT_LEARNING_RATES.get(optimizer, TrainConfig.learning_rate)
+    return {**settings, "learning_rate": rate}
+
+
 def new_config(given: dict[str, Any]) -> TrainConfig:
     """The config of the settings given (field -> value), checked; the rest are defaults,
     the learning rate that of the optimizer."""
-    if "learning_rate" not in given:
-        optimizer = given.get("optimizer", TrainConfig.optimizer)
-        rate = DEFAULT_LEARNING_RATES.get(optimizer, TrainConfig.learning_rate)
-        given = {**given, "learning_rate": rate}
-    return TrainConfig(**given).validate()
+    return TrainConfig(**with_default_rate(given)).validate()
 
 
 def resumed_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
-    """A saved run's config with the settings given for `--resume`: only `num_epochs` may change.
+    """A saved run's config with the settings given to resume it: only `num_epochs` may change.
 
-    ValueError names the flags that would change anything else; ConfigError a bad value.
+    UsageError names the fields that would change anything else; ConfigError a bad value.
     """
     changed = [name for name, value in given.items() if value != getattr(saved, name)]
     changed = [name for name in changed if name != "num_epochs"]
     if changed:
-        flags = ", ".join(FLAGS[name] for name in changed)
-        raise ValueError(
-            "--resume continues with the run's own settings; "
-            f"only --epochs may change (drop {flags})"
+        fields = ", ".join(f"`{name}`" for name in changed)
+        raise UsageError(
+            "`resume=True` continues with the run's own settings; "
+            f"only `num_epochs` may change (drop {fields})"
         )
     epochs = {"num_epochs": given["num_epochs"]} if "num_epochs" in given else {}
     return dataclasses.replace(saved, **epochs).validate()
@@ -255,13 +234,13 @@ def memory_problem(config: TrainConfig, available: int | None = None) -> str | N
     available = available_memory() if available is None else available
     estimate = config.memory_estimate()
     if estimate["data"] > available:
-        what = f"--series-length {config.total_series_length} needs about"
+        what = f"`total_series_length` {config.total_series_length} needs about"
         need = f"{_size(estimate['data'])} of memory for its data"
     elif estimate["model"] > available:
         what = (
-            f"the model (--state-size {config.state_size}, --layers {config.num_layers}, "
-            f"--num-classes {config.num_classes}, --batch-size {config.batch_size}, "
-            f"--window {config.truncated_backprop_length}) needs about"
+            f"the model (`state_size` {config.state_size}, `num_layers` {config.num_layers}, "
+            f"`num_classes` {config.num_classes}, `batch_size` {config.batch_size}, "
+            f"`truncated_backprop_length` {config.truncated_backprop_length}) needs about"
         )
         need = f"{_size(estimate['model'])} of memory"
     elif estimate["data"] + estimate["model"] > available:

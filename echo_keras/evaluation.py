@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras import rundir
-from echo_keras.config import ConfigError, memory_problem
+from echo_keras.config import memory_problem
 from echo_keras.data import eval_rng, windows_from_rng
-from echo_keras.runfolder import RunFolder
+from echo_keras.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,8 @@ def score(loss_sums: np.ndarray, correct: np.ndarray, echo_step: int, reset: boo
 
 
 def evaluation_length(config, series_length: int | None) -> int:
-    """The series length to evaluate on; ConfigError (naming --series-length) if it cannot work."""
+    """The series length to evaluate on; ConfigError (naming `total_series_length`) if it
+    cannot work."""
     length = config.total_series_length if series_length is None else series_length
     try:
         scaled = dataclasses.replace(config, total_series_length=length, num_epochs=1).validate()
@@ -79,7 +79,7 @@ def evaluate(
     training epoch uses; `series_length` defaults to the training length.
     """
     from echo_keras.loops import PredictLoop
-    from echo_keras.model import reset_states
+    from echo_keras.model import load_run, reset_states
 
     config, model = load_run(run_dir)
     length = evaluation_length(config, series_length)
@@ -91,30 +91,6 @@ def evaluate(
     reset_states(model)
     loss_sums, correct = PredictLoop(model, reset_each_window)(inputs, targets)
     return score(loss_sums.numpy(), correct.numpy(), config.echo_step, reset_each_window)
-
-
-def load_run(run_dir: Path):
-    """(config, trained model) of a run, both read from one version of the folder.
-
-    RunFolderError names the file when either is missing, damaged, or they disagree.
-    """
-    from echo_keras.model import load_model
-
-    folder = RunFolder(run_dir)
-
-    def read(view: Path):
-        config = rundir.read_config(view, folder.path)
-        path = view / rundir.MODEL
-        if not path.exists():
-            status = folder.status()
-            if status["status"] != "complete":
-                raise rundir.RunFolderError(
-                    f"{folder.path / rundir.MODEL} is missing: the run is {status['status']}, "
-                    "and a model is saved only once training completes (resume it with --resume)"
-                )
-        return config, load_model(path, config, folder.path / rundir.MODEL)
-
-    return folder.read(read)
 
 
 def format_table(metrics: Metrics, echo_step: int, window: int) -> str:

@@ -1,4 +1,4 @@
-"""The stateful recurrent model, its optimizer, and helpers for its carried state.
+"""The stateful recurrent model: build, compile, load (a run's too), checkpoint, carried state.
 
 Importing this module imports Keras (and TensorFlow): keep it out of fast paths.
 """
@@ -9,6 +9,9 @@ from pathlib import Path
 
 from echo_keras.backend import keras
 from echo_keras.config import TrainConfig
+from echo_keras.errors import RunFolderError, first_line
+from echo_keras.run import files
+from echo_keras.run.folder import RunFolder
 
 layers, ops = keras.layers, keras.ops
 
@@ -124,8 +127,6 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
     cell, layers, units, classes); if not, config.json is called damaged. `name`
     is how the file is named in messages (default `path`).
     """
-    from echo_keras.rundir import RunFolderError
-
     shown = name or path
     if not path.exists() and not path.is_symlink():
         raise RunFolderError(f"{shown} is missing")
@@ -134,7 +135,7 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error) or type(error).__name__
         raise RunFolderError(f"{shown} is damaged: {reason[:200]}") from None
     if config is not None:
         mismatch = _mismatch(model, config)
@@ -173,6 +174,29 @@ def _mismatch(model: keras.Model, config: TrainConfig) -> str | None:
     return None
 
 
+def load_run(run_dir: Path) -> tuple[TrainConfig, keras.Model]:
+    """(config, trained model) of a run, both read from one version of the folder.
+
+    RunFolderError names the file when either is missing, damaged, or they disagree.
+    """
+    folder = RunFolder(run_dir)
+
+    def read(view: Path):
+        config = files.load_config(view, folder.path)
+        path = view / files.MODEL
+        if not path.exists():
+            status = folder.status()
+            if status["status"] != "complete":
+                raise RunFolderError(
+                    f"{folder.path / files.MODEL} is missing: the run is {status['status']}, "
+                    "and a model is saved only once training completes "
+                    "(resume it with `resume=True`)"
+                )
+        return config, load_model(path, config, folder.path / files.MODEL)
+
+    return folder.read(read)
+
+
 def checkpoint_variables(model: keras.Model) -> tuple[list, list]:
     """The variables a checkpoint holds: the model's weights and its optimizer's."""
     if not model.optimizer.built:
@@ -180,27 +204,24 @@ def checkpoint_variables(model: keras.Model) -> tuple[list, list]:
     return list(model.weights), list(model.optimizer.variables)
 
 
-def checkpoint_state(model: keras.Model) -> tuple[list, list]:
-    """The arrays that let training continue: model weights and optimizer variables."""
-    return (
-        [v.numpy() for v in model.weights],
-        [v.numpy() for v in model.optimizer.variables],
+def save_checkpoint(run_dir: Path, model: keras.Model, epochs_completed: int) -> None:
+    """Write the checkpoint of `model` (weights, optimizer state) after `epochs_completed`."""
+    weights, optimizer_variables = checkpoint_variables(model)
+    files.write_checkpoint(
+        run_dir,
+        [v.numpy() for v in weights],
+        [v.numpy() for v in optimizer_variables],
+        epochs_completed,
     )
 
 
-def restore_checkpoint_state(model: keras.Model, weights: list, optimizer_variables: list) -> None:
-    """Load `checkpoint_state` arrays into a compiled model built from the same config.
-
-    Raises ValueError when the arrays do not fit the model.
-    """
-    for variables, values in zip(
-        checkpoint_variables(model), (weights, optimizer_variables), strict=True
-    ):
-        if len(variables) != len(values):
-            raise ValueError(f"it holds {len(values)} arrays where the model has {len(variables)}")
-        for variable, value in zip(variables, values, strict=True):
-            if tuple(variable.shape) != value.shape:
-                raise ValueError(
-                    f"{variable.path} has shape {tuple(variable.shape)}, not {value.shape}"
-                )
+def restore_checkpoint(run_dir: Path, model: keras.Model, name: Path | None = None) -> int:
+    """Load the run's checkpoint into a compiled model built from its config; return the
+    epochs it completed. RunFolderError (naming the file as `name`) if missing or damaged."""
+    variables = checkpoint_variables(model)
+    shapes = files.checkpoint_shapes(*variables)
+    completed, *values = files.read_checkpoint(run_dir, shapes, name)
+    for own, saved in zip(variables, values, strict=True):
+        for variable, value in zip(own, saved, strict=True):
             variable.assign(value)
+    return completed

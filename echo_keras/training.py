@@ -3,7 +3,7 @@
 Two paths train the same model the same way, window after window with the
 state carried and reset at each epoch start:
 - fast (default): `loops.TrainLoop`, many windows per XLA-compiled call;
-- plain (`fast=False`): `model.fit(shuffle=False)` one window per step, for debugging.
+- plain (`plain=True`): `model.fit(shuffle=False)` one window per step, for debugging.
 Both drive the same callbacks with the loss of every single batch.
 """
 
@@ -11,28 +11,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from echo_keras import fileio, rundir
 from echo_keras import model as model_lib
 from echo_keras.backend import keras, tf
 from echo_keras.callbacks import (
     BatchLossRecorder,
     DirectCallbacks,
     EpochCheckpoint,
+    ProgressBar,
     ResetStatesAtEpochStart,
     RunTensorBoard,
     StopOnSignal,
 )
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
+from echo_keras.errors import (
+    Interrupted,
+    RunFolderError,
+    RunRefused,
+    TrainingDiverged,
+    TrainingError,
+    UsageError,
+)
 from echo_keras.loops import TrainLoop
-from echo_keras.runfolder import RunFolder, RunRefused, resume_command
+from echo_keras.run import fileio, files
+from echo_keras.run.folder import RunFolder, resume_command
 
 # The fast path returns to Python (progress bar, Ctrl-C, live plot) at least this often.
 CHUNK_WINDOWS = 100
@@ -40,6 +49,8 @@ CHUNK_WINDOWS = 100
 
 @dataclass
 class TrainResult:
+    """What `train` did: the run folder, its completed epochs, and this call's batches and speed."""
+
     run_dir: str
     epochs: int  # epochs completed in the run folder
     steps: int  # batches trained by this call
@@ -69,7 +80,7 @@ def fit_epochs(
     callbacks: list,
     *,
     first_epoch: int = 0,
-    fast: bool = True,
+    plain: bool = False,
     tap: BatchTap | None = None,
     chunk_stops=None,
 ) -> int:
@@ -79,7 +90,7 @@ def fit_epochs(
     callback sets `model.stop_training`.
     """
     tap = tap or BatchTap()
-    runner = _fit_fast if fast else _fit_plain
+    runner = _fit_plain if plain else _fit_fast
     return runner(model, config, callbacks, first_epoch, tap, chunk_stops or default_chunk_stops)
 
 
@@ -166,66 +177,71 @@ def build_compiled_model(config: TrainConfig) -> keras.Model:
     return model_lib.compile_model(model_lib.build_model(config), config)
 
 
-def versions() -> dict[str, str]:
-    return {"keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__}
-
-
-class TrainingError(RuntimeError):
-    """Training could not finish; the message says why and what to do."""
-
-
-class TrainingDiverged(TrainingError):
-    """The loss became NaN or infinite."""
-
-
-class TrainingInterrupted(TrainingError):
-    """SIGINT, SIGTERM or SIGHUP stopped training; `signal` is its number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signal = signum
-
-
 def train(
     config: TrainConfig,
-    run_dir: Path,
+    run_dir: Path | str,
     *,
-    existing: str = "refuse",
-    fast: bool = True,
-    callbacks: list | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    plain: bool = False,
     plot_every: int | None = None,
     tensorboard_dir: Path | None = None,
-    notify=None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train `config` into `run_dir` and write every artifact.
+    """Train `config` into the run folder `run_dir` and write every artifact.
 
-    `existing` says what to do with a run already in `run_dir`: "refuse"
-    (RunExists, unless that run never completed an epoch: then it is replaced
-    and `notify` is told), "overwrite" (train beside it, then swap: the old run
-    stays until the new one is complete) or "resume" (continue it from its last
-    completed epoch; `config` may only raise `num_epochs`). Extra `callbacks`
-    (a progress bar, say) run after the built-in ones. The folder is locked for
-    the whole call.
+    The state is carried from window to window and zeroed at every epoch start;
+    each epoch trains on a fresh series. The folder is locked for the whole call,
+    and every file is written atomically, so a kill leaves a run that can resume.
 
-    Raises RunRefused (RunBusy, RunExists), TrainingError (TrainingDiverged,
-    TrainingInterrupted), RunFolderError or OSError, always with a message for people.
+    Args:
+        config: the settings; `TrainConfig()` is the tutorial's.
+        run_dir: the run folder (created if needed).
+        overwrite: replace a run already in `run_dir`: the new run trains beside it
+            and is swapped in only once complete.
+        resume: continue the run in `run_dir` from its last completed epoch; `config`
+            may only raise `num_epochs`.
+        progress: draw a progress bar on stdout.
+        callbacks: Keras callbacks to run after the built-in ones.
+        plain: train with `model.fit`, one window per step (slow; for debugging).
+        plot_every: redraw RUN_DIR/live.png every this many batches.
+        tensorboard_dir: write TensorBoard logs (per-batch loss) here.
+        notify: told notices (a replaced unfinished run), one line each.
+
+    Returns:
+        A `TrainResult`.
+
+    Raises:
+        ConfigError: a setting that cannot work.
+        RunRefused: RunBusy (another process trains it) or RunExists (it holds a run and
+            neither `overwrite` nor `resume` was asked for; a run that never completed an
+            epoch is replaced, with a notice).
+        TrainingError: TrainingDiverged (NaN loss) or an impossible resume.
+        Interrupted: SIGINT, SIGTERM or SIGHUP stopped training (the run can resume).
+        RunFolderError: the run to resume is damaged.
+        OSError: a file could not be written (a full disk).
     """
-    if existing not in ("refuse", "overwrite", "resume"):
-        raise ValueError(f"existing must be refuse, overwrite or resume, not {existing!r}")
+    if overwrite and resume:
+        raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
     config.validate()
     folder = RunFolder(run_dir)
+    extra = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
+    extra += list(callbacks)
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
     with StopOnSignal() as stopper, folder.writing():
-        work_dir = folder.begin(existing, notify)
+        work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
         changed = False
         try:
-            if existing == "resume":
+            if resume:
                 first_epoch, rows, model = _load_resume(config, folder)
             else:
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
-            rundir.write_config(work_dir, config, versions=versions(), fast_path=fast)
+            versions = files.package_versions("keras", "tensorflow", "numpy")
+            files.write_config(work_dir, config, versions=versions, fast_path=not plain)
             changed = True  # from here on, a failure is the run's own
-            rundir.write_status(work_dir, "running")
+            files.write_status(work_dir, "running")
             recorder = BatchLossRecorder(config.num_batches, rows)
             tap = BatchTap()
             extras = _optional_callbacks(
@@ -237,7 +253,7 @@ def train(
                 keras.callbacks.TerminateOnNaN(),
                 EpochCheckpoint(work_dir, recorder, tap),
                 *extras,
-                *(callbacks or []),
+                *extra,
                 stopper,
             ]
             started = time.perf_counter()
@@ -247,7 +263,7 @@ def train(
                     config,
                     all_callbacks,
                     first_epoch=first_epoch,
-                    fast=fast,
+                    plain=plain,
                     tap=tap,
                     chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
                 )
@@ -257,7 +273,7 @@ def train(
                     callback.close()
             return _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
         except BaseException as error:
-            if changed and not isinstance(error, TrainingError):
+            if changed and not isinstance(error, (TrainingError, Interrupted)):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             raise
@@ -267,7 +283,7 @@ def _try_write_status(work_dir: Path, status: str, message: str) -> None:
     """Record a failure if the disk lets us; a `running` left behind reads as interrupted."""
     try:
         if work_dir.is_dir():
-            rundir.write_status(work_dir, status, message)
+            files.write_status(work_dir, status, message)
     except OSError:
         pass
 
@@ -276,7 +292,7 @@ def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorb
     """The live plot and TensorBoard, when asked for; each has a close()."""
     extras = []
     if plot_every:
-        from echo_keras.live import LivePlot
+        from echo_keras.plots.live import LivePlot
 
         extras.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
     if tensorboard_dir is not None:
@@ -292,37 +308,34 @@ def _load_resume(config: TrainConfig, folder: RunFolder):
     exactly the checkpoint.
     """
     run_dir, name = folder.real, folder.path
-    saved = rundir.read_config(run_dir, name)
+    saved = files.load_config(run_dir, name)
     if config != dataclasses.replace(saved, num_epochs=config.num_epochs):
-        raise TrainingError(f"--resume continues the run in {name} with its own settings")
+        raise TrainingError(f"`resume=True` continues the run in {name} with its own settings")
     model = build_compiled_model(config)
-    weights, optimizer_variables = model_lib.checkpoint_variables(model)
-    shapes = rundir.checkpoint_shapes(weights, optimizer_variables)
-    completed, weights, optimizer_variables = rundir.read_checkpoint(run_dir, shapes, name)
+    completed = model_lib.restore_checkpoint(run_dir, model, name)
     if completed > config.num_epochs:
         raise RunRefused(
-            f"{name} already completed {completed} epochs; --epochs {config.num_epochs} "
+            f"{name} already completed {completed} epochs; `num_epochs` {config.num_epochs} "
             "would end it before that"
         )
     if completed == config.num_epochs and folder.status()["status"] == "complete":
         raise TrainingError(
             f"{name} already completed {completed} of {config.num_epochs} epochs; "
-            "pass a larger --epochs to train further"
+            "pass a larger `num_epochs` to train further"
         )
     expected = completed * config.num_batches
     rows = []
-    for row in rundir.iter_history(run_dir, name):
+    for row in files.iter_history(run_dir, name):
         if len(rows) == expected:
             break
         rows.append(row)
     if len(rows) != expected:
-        raise rundir.RunFolderError(
-            f"{name / rundir.HISTORY} is damaged: it has {len(rows)} rows for "
+        raise RunFolderError(
+            f"{name / files.HISTORY} is damaged: it has {len(rows)} rows for "
             f"{completed} completed epochs, expected {expected}"
         )
     # Rows beyond the checkpoint (a failure between the two writes, a torn line) go.
-    rundir.write_history(run_dir, rundir.history_lines(rows))
-    model_lib.restore_checkpoint_state(model, weights, optimizer_variables)
+    files.write_history(run_dir, files.history_lines(rows))
     return completed, rows, model
 
 
@@ -331,30 +344,30 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
     completed = len(rows) // config.num_batches
     if not all(math.isfinite(row[3]) for row in rows):
         message = (
-            "the loss became NaN or infinite; no model was saved. Try a smaller --learning-rate"
+            "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
         )
-        rundir.write_status(work_dir, "failed", message)
+        files.write_status(work_dir, "failed", message)
         raise TrainingDiverged(message)
     if stopper.received is not None:
-        name = signal.Signals(stopper.received).name
+        name = stopper.catcher.signal_name
         message = f"interrupted by {name} after {completed} of {config.num_epochs} epochs"
-        rundir.write_status(work_dir, "interrupted", message)
+        files.write_status(work_dir, "interrupted", message)
         if work_dir != folder.real:
-            raise TrainingInterrupted(
+            raise Interrupted(
                 f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
                 stopper.received,
             )
         hint = resume_command(folder.path)
         if completed == 0:
             hint = "no epoch was completed; train again to start over"
-        raise TrainingInterrupted(
+        raise Interrupted(
             f"Interrupted ({name}) after {completed} of {config.num_epochs} epochs; "
             f"resume with: {hint}",
             stopper.received,
         )
     # history.csv, last_batch.npz and the checkpoint were written at the last epoch's end.
-    fileio.atomic_write(work_dir / rundir.MODEL, lambda tmp: model.save(tmp))
-    rundir.write_status(work_dir, "complete")
+    fileio.atomic_write(work_dir / files.MODEL, lambda tmp: model.save(tmp))
+    files.write_status(work_dir, "complete")
     folder.finish(work_dir)
     return TrainResult(
         run_dir=str(folder.path),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from echo_keras.cli import app
+from echo_keras.cli.app import app
 
 runner = CliRunner()
 

@@ -42,7 +42,7 @@ def trained(variant: str) -> Path:
 
 @functools.cache
 def stream_model(variant: str):
-    from echo_keras.streaming import load_stream_model
+    from echo_keras.stream.model import load_stream_model
 
     return load_stream_model(trained(variant))
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras.cli import app
+from echo_keras.cli.app import app
 
 runner = CliRunner()
 TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
@@ -28,7 +28,7 @@ def test_help(command):
 
 def test_help_does_not_import_tensorflow():
     code = (
-        "import sys; from echo_keras.cli import app; from typer.testing import CliRunner; "
+        "import sys; from echo_keras.cli.app import app; from typer.testing import CliRunner; "
         "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0, r.output; "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )

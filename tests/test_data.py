@@ -106,8 +106,9 @@ def test_data_generation_properties(length, batch_size, window, num_classes, ech
     ],
 )
 def test_config_validation_names_the_flag(field, value, flag):
-    from echo_keras.config import ConfigError
+    from echo_keras.errors import ConfigError
+    from echo_keras.options import flag as flag_of
 
     with pytest.raises(ConfigError) as error:
         TrainConfig(**{field: value}).validate()
-    assert error.value.flag == flag
+    assert flag_of(error.value.field) == flag

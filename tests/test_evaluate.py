@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import rundir
-from echo_keras.cli import app
+from echo_keras.cli.app import app
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
 from echo_keras.evaluation import evaluate, score
 from echo_keras.model import build_model
+from echo_keras.run import files
 
 runner = CliRunner()
 KEYS = {
@@ -62,8 +62,8 @@ def test_trained_model_predicts_the_boundary_from_the_carried_state(default_run)
 def test_untrained_model_scores_near_chance(tmp_path, tiny_config):
     run_dir = tmp_path / "untrained"
     run_dir.mkdir()
-    rundir.write_config(run_dir, tiny_config)
-    build_model(tiny_config).save(run_dir / rundir.MODEL)
+    files.write_config(run_dir, tiny_config)
+    build_model(tiny_config).save(run_dir / files.MODEL)
     metrics = evaluate(run_dir, series_length=20000)
     assert 0.4 <= metrics.accuracy <= 0.6
     assert 0.35 <= metrics.boundary_accuracy <= 0.65

@@ -173,7 +173,7 @@ def test_a_damaged_run_or_a_failed_check_leaves_nothing(tmp_path, monkeypatch):
     one_line_error(result, 1, "model.keras is damaged")
     assert list(exports.iterdir()) == []
 
-    from echo_keras import export
+    from echo_keras.stream import export
 
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can pass: the check must fail
     result = invoke("export", "--run-dir", trained("lstm"), "--out", exports / "e")

@@ -9,10 +9,11 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import fileio, rundir, runfolder
-from echo_keras.cli import app
+from echo_keras.cli.app import app
 from echo_keras.config import TrainConfig
-from echo_keras.runfolder import RunFolder
+from echo_keras.run import fileio, files
+from echo_keras.run import folder as runfolder
+from echo_keras.run.folder import RunFolder
 
 runner = CliRunner()
 # 2 epochs of 2 windows: every kind of write happens, twice where it repeats per epoch.
@@ -82,25 +83,25 @@ def assert_nothing_torn(run_dir):
         return
     names = [p.name for p in run_dir.rglob("*")]
     assert not [name for name in names if name.startswith(".")], names
-    config = rundir.read_config(run_dir) if (run_dir / rundir.CONFIG).exists() else CONFIG
-    if (run_dir / rundir.STATUS).exists():
-        assert rundir.read_status(run_dir)["status"] != "unknown"
-    if (run_dir / rundir.HISTORY).exists():
-        list(rundir.iter_history(run_dir))
-    if (run_dir / rundir.LAST_BATCH).exists():
-        rundir.read_last_batch(run_dir, config)
-    if rundir.has_checkpoint(run_dir):
-        rundir.read_checkpoint(run_dir)
-    if (run_dir / rundir.MODEL).exists():
+    config = files.load_config(run_dir) if (run_dir / files.CONFIG).exists() else CONFIG
+    if (run_dir / files.STATUS).exists():
+        assert files.read_status(run_dir)["status"] != "unknown"
+    if (run_dir / files.HISTORY).exists():
+        list(files.iter_history(run_dir))
+    if (run_dir / files.LAST_BATCH).exists():
+        files.read_last_batch(run_dir, config)
+    if files.has_checkpoint(run_dir):
+        files.read_checkpoint(run_dir)
+    if (run_dir / files.MODEL).exists():
         from echo_keras.model import load_model
 
-        load_model(run_dir / rundir.MODEL, config)
+        load_model(run_dir / files.MODEL, config)
 
 
 def assert_complete(run_dir, seed=0):
     assert RunFolder(run_dir).status()["status"] == "complete"
-    assert rundir.read_config(run_dir).seed == seed
-    rows = rundir.read_history(run_dir)
+    assert files.load_config(run_dir).seed == seed
+    rows = files.read_history(run_dir)
     assert [row[2] for row in rows] == list(range(CONFIG.num_epochs * CONFIG.num_batches))
     assert_nothing_torn(run_dir)
 
@@ -131,7 +132,7 @@ def test_a_full_disk_at_any_write_of_a_fresh_run(monkeypatch, tmp_path):
         # The disk has room again: resume what can be resumed, else simply train again.
         status = RunFolder(run_dir).status()["status"] if run_dir.exists() else "none"
         assert status != "running", what
-        again = train(run_dir, "--resume") if rundir.has_checkpoint(run_dir) else train(run_dir)
+        again = train(run_dir, "--resume") if files.has_checkpoint(run_dir) else train(run_dir)
         assert again.exit_code == 0, (what, again.output)
         assert_complete(run_dir)
 
@@ -147,14 +148,14 @@ def test_a_full_disk_at_any_write_of_an_overwrite_keeps_the_old_run(monkeypatch,
     for fail_at in range(1, len(writes) + 1):
         run_dir = tmp_path / str(fail_at) / "run"
         shutil.copytree(base, run_dir)
-        model = (run_dir / rundir.MODEL).read_bytes()
+        model = (run_dir / files.MODEL).read_bytes()
         with monkeypatch.context() as patch:
             Disk(patch, fail_at)
             failed = train(run_dir, "--overwrite", "--seed", "3")
         what = writes[fail_at - 1]
         assert failed.exit_code == 1, (what, failed.output)
         assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
-        assert (run_dir / rundir.MODEL).read_bytes() == model, what  # the old run, untouched
+        assert (run_dir / files.MODEL).read_bytes() == model, what  # the old run, untouched
         assert_complete(run_dir)
         again = train(run_dir, "--overwrite", "--seed", "3")
         assert again.exit_code == 0, (what, again.output)
@@ -167,14 +168,14 @@ def test_a_run_whose_final_save_failed_is_finished_by_resume_without_training(
 ):
     run_dir = tmp_path / "final" / "run"
     writes = count_writes(monkeypatch, tmp_path / "count" / "run")
-    model_write = [name for _, name in writes].index(rundir.MODEL) + 1
+    model_write = [name for _, name in writes].index(files.MODEL) + 1
     with monkeypatch.context() as patch:
         Disk(patch, model_write)
         assert train(run_dir).exit_code == 1
-    rows = rundir.read_history(run_dir)
-    assert not (run_dir / rundir.MODEL).exists()
+    rows = files.read_history(run_dir)
+    assert not (run_dir / files.MODEL).exists()
     resumed = runner.invoke(app, ["train", "--run-dir", str(run_dir), "--resume", "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert '"steps": 0' in resumed.stdout  # nothing trained again
-    assert rundir.read_history(run_dir) == rows
+    assert files.read_history(run_dir) == rows
     assert_complete(run_dir)

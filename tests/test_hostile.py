@@ -15,14 +15,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from echo_keras import rundir
+from echo_keras.run import files
 from tests.cli_helpers import invoke, one_line_error
 
 # The process reports its own peak memory (VmHWM): a child's ru_maxrss would count the
 # pages it shared with this test process between fork and exec.
 REPORT_PEAK = """
 import sys
-from echo_keras.cli import main
+from echo_keras.cli.app import main
 sys.argv = ["echo-keras", *sys.argv[1:]]
 try:
     main()
@@ -66,7 +66,7 @@ def run_copy(tiny_run, tmp_path):
     ],
 )
 def test_a_hostile_config_is_called_damaged(run_copy, key, value, fragment):
-    path = run_copy / rundir.CONFIG
+    path = run_copy / files.CONFIG
     config = json.loads(path.read_text())
     path.write_text(json.dumps({**config, key: value}))
     result = invoke("evaluate", "--run-dir", run_copy)
@@ -75,7 +75,7 @@ def test_a_hostile_config_is_called_damaged(run_copy, key, value, fragment):
 
 
 def test_a_huge_config_json_is_not_read(run_copy):
-    (run_copy / rundir.CONFIG).write_text('{"seed": 0, "x": "' + "a" * (2 << 20) + '"}')
+    (run_copy / files.CONFIG).write_text('{"seed": 0, "x": "' + "a" * (2 << 20) + '"}')
     result = invoke("evaluate", "--run-dir", run_copy)
     assert result.exit_code == 1
     one_line_error(result, "config.json is damaged", "larger than")
@@ -98,19 +98,19 @@ def _write_npz(path, members, compression=zipfile.ZIP_STORED):
 
 
 def test_an_array_larger_than_the_config_allows_is_refused_from_its_header(run_copy):
-    batch = rundir.read_last_batch(run_copy, rundir.read_config(run_copy))
+    batch = files.read_last_batch(run_copy, files.load_config(run_copy))
     members = [
         _npz_member("inputs", (100000, 100000), b"\0" * 64),  # 80 GB promised
         _npz_member("targets", batch["targets"].shape, batch["targets"].astype("<i8").tobytes()),
     ]
-    _write_npz(run_copy / rundir.LAST_BATCH, members)
+    _write_npz(run_copy / files.LAST_BATCH, members)
     result = invoke("plot", "--run-dir", run_copy)
     assert result.exit_code == 1
     one_line_error(result, "last_batch.npz is damaged", "config.json says")
 
 
 def test_a_zip_bomb_is_refused_without_inflating_it(run_copy):
-    config = rundir.read_config(run_copy)
+    config = files.load_config(run_copy)
     shape = (config.batch_size, config.truncated_backprop_length)
     bomb = np.zeros(200 << 20, dtype=np.uint8).tobytes()  # 200 MiB of zeros, about 200 KB zipped
     members = [
@@ -118,8 +118,8 @@ def test_a_zip_bomb_is_refused_without_inflating_it(run_copy):
         _npz_member("targets", shape, np.zeros(shape, "<i8").tobytes()),
         _npz_member("probabilities", (*shape, 2), np.zeros((*shape, 2), "<f8").tobytes(), "<f8"),
     ]
-    _write_npz(run_copy / rundir.LAST_BATCH, members, zipfile.ZIP_DEFLATED)
-    assert (run_copy / rundir.LAST_BATCH).stat().st_size < 2 << 20
+    _write_npz(run_copy / files.LAST_BATCH, members, zipfile.ZIP_DEFLATED)
+    assert (run_copy / files.LAST_BATCH).stat().st_size < 2 << 20
     code, seconds, peak_mib, err = run_process("plot", "--run-dir", run_copy)
     assert code == 1, err
     assert "last_batch.npz is damaged" in err and "its header says" in err
@@ -132,8 +132,8 @@ def test_a_zip_bomb_is_refused_without_inflating_it(run_copy):
 @pytest.mark.slow
 def test_plot_of_three_million_history_rows_is_bounded(run_copy):
     batches = 3000
-    with open(run_copy / rundir.HISTORY, "w") as handle:
-        handle.write(rundir.HISTORY_HEADER)
+    with open(run_copy / files.HISTORY, "w") as handle:
+        handle.write(files.HISTORY_HEADER)
         for epoch in range(1000):
             base = epoch * batches
             handle.write(
@@ -221,14 +221,14 @@ def test_run_files_that_are_not_regular_files_are_refused(run_copy, name, comman
 
 
 def test_a_deeply_nested_config_is_called_damaged(run_copy):
-    (run_copy / rundir.CONFIG).write_text("[" * 100000 + "]" * 100000)
+    (run_copy / files.CONFIG).write_text("[" * 100000 + "]" * 100000)
     result = invoke("evaluate", "--run-dir", run_copy)
     assert result.exit_code == 1
     one_line_error(result, "config.json is damaged", "nested too deeply")
 
 
 def test_a_history_line_of_megabytes_is_refused(run_copy):
-    with open(run_copy / rundir.HISTORY, "a") as handle:
+    with open(run_copy / files.HISTORY, "a") as handle:
         handle.write("2,0,60," + "9" * (1 << 20) + "\n")
     result = invoke("plot", "--run-dir", run_copy)
     assert result.exit_code == 1
@@ -240,7 +240,7 @@ def test_a_zip_member_that_inflates_past_its_declared_size_is_never_inflated(run
     import struct
     import zlib
 
-    config = rundir.read_config(run_copy)
+    config = files.load_config(run_copy)
     shape = (config.batch_size, config.truncated_backprop_length)
     members = {
         "inputs": np.zeros(shape, "<i8"),
@@ -264,7 +264,7 @@ def test_a_zip_member_that_inflates_past_its_declared_size_is_never_inflated(run
     start, directory = out.tell(), b"".join(central)
     out.write(directory)
     out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 3, 3, len(directory), start, 0))
-    (run_copy / rundir.LAST_BATCH).write_bytes(out.getvalue())
+    (run_copy / files.LAST_BATCH).write_bytes(out.getvalue())
     code, _, peak_mib, err = run_process("plot", "--run-dir", run_copy)
     assert code == 0, err  # the declared 928 bytes are all that is read
     assert peak_mib < 200, peak_mib
@@ -302,4 +302,4 @@ def test_a_live_plot_that_cannot_write_does_not_stop_training(run_copy):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "live plot" in line]
     assert len(warnings) == 1 and "cannot write" in warnings[0]
-    assert rundir.read_status(run_copy)["status"] == "complete"
+    assert files.read_status(run_copy)["status"] == "complete"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import rundir
-from echo_keras.cli import app
-from echo_keras.plotting import draw_figure, loss_curve
+from echo_keras.cli.app import app
+from echo_keras.plots.figure import draw_figure, loss_curve
+from echo_keras.run import files
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +43,7 @@ def test_plot_defaults_to_run_dir_plot_png(tiny_run):
 
 def test_plot_does_not_import_tensorflow(tiny_run, tmp_path):
     code = (
-        "import sys; from echo_keras.cli import app; from typer.testing import CliRunner; "
+        "import sys; from echo_keras.cli.app import app; from typer.testing import CliRunner; "
         f"r = CliRunner().invoke(app, ['plot', '--run-dir', {str(tiny_run)!r}, "
         f"'--out', {str(tmp_path / 'p.png')!r}]); assert r.exit_code == 0, r.output; "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
@@ -88,10 +88,10 @@ def test_grid_adapts_to_the_batch_size(rows, panels):
 @pytest.mark.parametrize(
     "name, damage",
     [
-        (rundir.HISTORY, "missing"),
-        (rundir.HISTORY, "garbled"),
-        (rundir.LAST_BATCH, "missing"),
-        (rundir.LAST_BATCH, "truncated"),
+        (files.HISTORY, "missing"),
+        (files.HISTORY, "garbled"),
+        (files.LAST_BATCH, "missing"),
+        (files.LAST_BATCH, "truncated"),
     ],
 )
 def test_missing_or_damaged_files_are_named(tiny_run, tmp_path, name, damage):
@@ -117,10 +117,10 @@ def test_a_torn_last_history_line_is_dropped(tiny_run, tmp_path):
     """A process killed while appending leaves half a line: the reader drops it."""
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    rows = rundir.read_history(run_dir)
-    history = run_dir / rundir.HISTORY
+    rows = files.read_history(run_dir)
+    history = run_dir / files.HISTORY
     history.write_bytes(history.read_bytes()[:-7])
-    assert rundir.read_history(run_dir) == rows[:-1]
+    assert files.read_history(run_dir) == rows[:-1]
     result = runner.invoke(app, ["plot", "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert (run_dir / "plot.png").stat().st_size > 0
@@ -146,7 +146,7 @@ def test_live_plot_writes_while_training_runs(tmp_path):
     import time
 
     from echo_keras.callbacks import BatchLossRecorder
-    from echo_keras.live import LivePlot
+    from echo_keras.plots.live import LivePlot
     from echo_keras.training import BatchTap
 
     recorder = BatchLossRecorder(num_batches=10)

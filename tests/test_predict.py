@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras.symbols import BLOCK
+from echo_keras.stream.symbols import BLOCK
 from tests.cli_helpers import error_exit as one_line_error
 from tests.cli_helpers import invoke
 from tests.stream_runs import (
@@ -42,7 +42,7 @@ def test_help():
 
 def test_help_of_predict_and_export_imports_neither_tensorflow_nor_ray():
     code = (
-        "import sys; from echo_keras.cli import app; from typer.testing import CliRunner\n"
+        "import sys; from echo_keras.cli.app import app; from typer.testing import CliRunner\n"
         "for command in ('predict', 'export'):\n"
         "    r = CliRunner().invoke(app, [command, '--help']); assert r.exit_code == 0, r.output\n"
         "print(*(name in sys.modules for name in ('tensorflow', 'keras', 'ray')))"
@@ -82,7 +82,7 @@ def test_one_symbol_at_a_time_and_chunks_of_any_length_give_one_pass(variant):
 
 
 def test_pieces_longer_than_a_chunk_carry_the_state(monkeypatch):
-    from echo_keras import streaming
+    from echo_keras.stream import model as streaming
 
     model = stream_model("lstm")
     symbols = random_symbols(2, 1000, seed=4)
@@ -128,14 +128,14 @@ def test_two_calls_with_state_files_give_one_pass(variant, tmp_path):
 def test_batch_one_agrees_with_the_batch_5_stateful_training_model(variant):
     """Row i of a series, streamed alone, gets what the trained stateful model predicts for
     row i when it runs over the windows in order (state carried, as in training)."""
-    from echo_keras import rundir
     from echo_keras.backend import tf
     from echo_keras.data import make_windows
     from echo_keras.model import load_model, reset_states
+    from echo_keras.run import files
 
     model = stream_model(variant)
     config = model.config
-    trained_model = load_model(trained(variant) / rundir.MODEL)
+    trained_model = load_model(trained(variant) / files.MODEL)
     series = random_symbols(config.num_classes, 1000, seed=6)
     windows = make_windows(series, config.batch_size, config.truncated_backprop_length)
     reset_states(trained_model)
@@ -346,7 +346,7 @@ class LazyStream(io.RawIOBase):
 
 
 def test_a_long_stream_is_read_and_predicted_in_bounded_pieces(monkeypatch):
-    from echo_keras import streaming
+    from echo_keras.stream import model as streaming
 
     model = stream_model("lstm")
     calls = []

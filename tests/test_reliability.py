@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import fileio, rundir
-from echo_keras.cli import app
+from echo_keras.cli.app import app
+from echo_keras.run import fileio, files
 
 runner = CliRunner()
 TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
@@ -91,7 +91,7 @@ def test_a_damaged_file_is_named_in_one_line(tiny_run, tmp_path, command, name, 
 def test_evaluate_and_plot_say_when_a_run_is_not_complete(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    rundir.write_status(run_dir, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
+    files.write_status(run_dir, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
     for command in ("evaluate", "plot"):
         result = invoke(command, "--run-dir", run_dir)
         assert result.exit_code == 0, result.output
@@ -125,12 +125,12 @@ def test_overwrite_replaces_the_run_only_once_the_new_one_is_complete(tmp_path):
     )
     assert failed.exit_code == 1
     assert (run_dir / "model.keras").read_bytes() == old_model
-    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert files.read_status(run_dir)["status"] == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folder left
     # A replacement that completes takes its place.
     done = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--overwrite", "--seed", "5")
     assert done.exit_code == 0, done.output
-    assert rundir.read_config(run_dir).seed == 5
+    assert files.load_config(run_dir).seed == 5
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
@@ -142,7 +142,7 @@ def test_divergence_stops_with_a_clear_message_and_no_model(tmp_path):
     result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--learning-rate", "1e38")
     assert result.exit_code == 1
     one_line_error(result, "NaN or infinite", "--learning-rate")
-    assert rundir.read_status(run_dir)["status"] == "failed"
+    assert files.read_status(run_dir)["status"] == "failed"
     assert not (run_dir / "model.keras").exists()
 
 
@@ -156,11 +156,11 @@ def test_resume_continues_to_more_epochs_exactly_as_an_uninterrupted_run(tmp_pat
     result = invoke("train", "--run-dir", resumed, "--epochs", 4, "--resume", "--quiet")
     assert result.exit_code == 0, result.output
     assert invoke("train", "--run-dir", straight, "--epochs", 4, *flags).exit_code == 0
-    rows, expected = rundir.read_history(resumed), rundir.read_history(straight)
+    rows, expected = files.read_history(resumed), files.read_history(straight)
     assert [r[:3] for r in rows] == [r[:3] for r in expected]  # one row per batch, none twice
     np.testing.assert_allclose([r[3] for r in rows], [r[3] for r in expected], rtol=1e-5)
-    assert rundir.read_config(resumed).num_epochs == 4
-    assert rundir.read_status(resumed)["status"] == "complete"
+    assert files.load_config(resumed).num_epochs == 4
+    assert files.read_status(resumed)["status"] == "complete"
 
 
 def test_resume_refuses_changed_settings_and_a_complete_run(tiny_run):
@@ -181,7 +181,7 @@ def _start_training(run_dir, *flags):
 
 
 def _signal_after_first_checkpoint(process, run_dir, signum):
-    checkpoint = run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_STATE
+    checkpoint = run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE
     deadline = time.monotonic() + 120
     while not checkpoint.exists():
         assert process.poll() is None, process.communicate()
@@ -200,11 +200,11 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     assert len(err.strip().splitlines()) == 1
-    status = rundir.read_status(run_dir)
+    status = files.read_status(run_dir)
     assert status["status"] == "interrupted"
-    completed, _, _ = rundir.read_checkpoint(run_dir)
+    completed, _, _ = files.read_checkpoint(run_dir)
     assert 1 <= completed < 40
-    rows = rundir.read_history(run_dir)
+    rows = files.read_history(run_dir)
     assert len(rows) == completed * 200  # history.csv holds the completed epochs, whole
     assert not (run_dir / "model.keras").exists()
 
@@ -214,10 +214,10 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
     straight = tmp_path / "straight"
     done = _start_training(straight, *flags)
     assert done.wait(timeout=300) == 0
-    rows, expected = rundir.read_history(run_dir), rundir.read_history(straight)
+    rows, expected = files.read_history(run_dir), files.read_history(straight)
     assert [r[:3] for r in rows] == [r[:3] for r in expected]
     np.testing.assert_allclose([r[3] for r in rows], [r[3] for r in expected], rtol=1e-5)
-    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert files.read_status(run_dir)["status"] == "complete"
 
 
 @pytest.mark.slow
@@ -227,7 +227,7 @@ def test_sigterm_marks_the_run_interrupted_and_exits_143(tmp_path):
     _, err = _signal_after_first_checkpoint(process, run_dir, signal.SIGTERM)
     assert process.returncode == 143, err
     assert "Traceback" not in err and "SIGTERM" in err
-    assert rundir.read_status(run_dir)["status"] == "interrupted"
+    assert files.read_status(run_dir)["status"] == "interrupted"
 
 
 # --- environment ----------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_evaluate_an_unfinished_run_says_why_there_is_no_model(tiny_run, tmp_pat
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     (run_dir / "model.keras").unlink()
-    rundir.write_status(run_dir, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
+    files.write_status(run_dir, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
     result = invoke("evaluate", "--run-dir", run_dir)
     assert result.exit_code == 1
     assert "model.keras is missing: the run is interrupted" in result.stderr

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from echo_keras import rundir, runfolder
-from echo_keras.cli import app
-from echo_keras.runfolder import RunBusy, RunFolder
+from echo_keras.cli.app import app
+from echo_keras.run import files
+from echo_keras.run import folder as runfolder
+from echo_keras.run.folder import RunBusy, RunFolder
 from tests.cli_helpers import invoke, one_line_error, runner
 
 TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
@@ -40,7 +41,7 @@ def wait_for(path, process, timeout=120):
 
 
 def checkpoint_of(run_dir):
-    return run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_STATE
+    return run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE
 
 
 # --- one writer at a time -------------------------------------------------------------------
@@ -72,9 +73,9 @@ def test_of_two_trainings_started_together_exactly_one_trains(tmp_path):
     loser = results[[first.returncode, second.returncode].index(2)][1]
     assert "Traceback" not in loser and len(loser.strip().splitlines()) == 1
     assert "being trained by another process (pid" in loser
-    rows = rundir.read_history(run_dir)
+    rows = files.read_history(run_dir)
     assert len(rows) == 12 * 200  # one run's rows, once
-    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert files.read_status(run_dir)["status"] == "complete"
 
 
 @pytest.mark.slow
@@ -103,7 +104,7 @@ def test_after_kill_9_the_run_reads_as_interrupted_and_resumes(tmp_path):
     wait_for(checkpoint_of(run_dir), process)
     process.kill()
     process.communicate(timeout=60)
-    assert rundir.read_status(run_dir)["status"] == "running"  # what the file says
+    assert files.read_status(run_dir)["status"] == "running"  # what the file says
     status = RunFolder(run_dir).status()
     assert status["status"] == "interrupted"
     assert "the training process is gone" in status["message"]
@@ -113,15 +114,15 @@ def test_after_kill_9_the_run_reads_as_interrupted_and_resumes(tmp_path):
     one_line_error(again, "--resume")
     resumed = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "2", "--quiet")
     assert resumed.exit_code == 0, resumed.output
-    assert len(rundir.read_history(run_dir)) == 2 * 200
+    assert len(files.read_history(run_dir)) == 2 * 200
     assert RunFolder(run_dir).status()["status"] == "complete"
 
 
 def test_a_running_status_without_its_process_reads_as_interrupted(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    rundir.write_status(run_dir, "running")
-    shutil.rmtree(run_dir / rundir.CHECKPOINT)
+    files.write_status(run_dir, "running")
+    shutil.rmtree(run_dir / files.CHECKPOINT)
     status = RunFolder(run_dir).status()
     assert status["status"] == "interrupted"
     assert "gone" in status["message"] and "--resume" not in status["message"]
@@ -141,7 +142,7 @@ def test_sighup_stops_training_like_sigterm(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 129, err
     assert "SIGHUP" in err and "--resume" in err and "Traceback" not in err
-    assert rundir.read_status(run_dir)["status"] == "interrupted"
+    assert files.read_status(run_dir)["status"] == "interrupted"
 
 
 @pytest.mark.slow
@@ -160,7 +161,7 @@ def test_sighup_from_a_hung_up_terminal_exits_129(tmp_path):
     time.sleep(0.2)
     process.send_signal(signal.SIGHUP)
     assert process.wait(timeout=120) == 129
-    assert rundir.read_status(run_dir)["status"] == "interrupted"
+    assert files.read_status(run_dir)["status"] == "interrupted"
 
 
 # --- a run that never completed an epoch does not block a retry ------------------------------
@@ -174,7 +175,7 @@ def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
     retry = runner.invoke(app, ["train", "--run-dir", str(run_dir), *TINY_FLAGS[:-1]])
     assert retry.exit_code == 0, retry.output
     assert "replacing the unfinished run" in retry.stderr
-    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert files.read_status(run_dir)["status"] == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
@@ -193,12 +194,12 @@ def test_a_folder_of_other_files_is_never_replaced(tmp_path):
 def test_a_failed_resume_leaves_a_complete_run_complete(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    history = run_dir / rundir.HISTORY
+    history = run_dir / files.HISTORY
     history.write_text("".join(history.read_text().splitlines(keepends=True)[:-3]))
     result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "3", "--quiet")
     assert result.exit_code == 1
     one_line_error(result, "history.csv is damaged")
-    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert files.read_status(run_dir)["status"] == "complete"
 
 
 def test_resume_refuses_fewer_epochs_than_the_run_completed(tiny_run, tmp_path):
@@ -207,7 +208,7 @@ def test_resume_refuses_fewer_epochs_than_the_run_completed(tiny_run, tmp_path):
     result = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "1", "--quiet")
     assert result.exit_code == 2
     one_line_error(result, "already completed 2 epochs", "--epochs 1")
-    assert rundir.read_config(run_dir).num_epochs == 2
+    assert files.load_config(run_dir).num_epochs == 2
 
 
 def test_the_run_folder_may_be_named_dot(tiny_run, tmp_path, monkeypatch):
@@ -216,11 +217,11 @@ def test_the_run_folder_may_be_named_dot(tiny_run, tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.chdir(empty)
     assert invoke("train", "--run-dir", ".", *TINY_FLAGS).exit_code == 0
-    assert rundir.read_status(empty)["status"] == "complete"
+    assert files.read_status(empty)["status"] == "complete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
     result = invoke("train", "--run-dir", ".", *TINY_FLAGS, "--overwrite", "--seed", "4")
     assert result.exit_code == 0, result.output
-    assert rundir.read_config(empty).seed == 4
+    assert files.load_config(empty).seed == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
@@ -255,9 +256,9 @@ def test_a_symlink_loop_as_run_dir_is_a_usage_error(tmp_path):
 def test_the_resume_hint_quotes_the_folder(tmp_path):
     run_dir = tmp_path / "my run"
     run_dir.mkdir()
-    rundir.write_status(run_dir, "running")
-    (run_dir / rundir.CHECKPOINT).mkdir()
-    (run_dir / rundir.CHECKPOINT / rundir.CHECKPOINT_STATE).write_bytes(b"")
+    files.write_status(run_dir, "running")
+    (run_dir / files.CHECKPOINT).mkdir()
+    (run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE).write_bytes(b"")
     message = RunFolder(run_dir).status()["message"]
     assert f"--run-dir '{run_dir}' --resume" in message
 
@@ -285,14 +286,14 @@ def test_overwrite_keeps_the_folder_mode_and_writes_through_a_symlink(tiny_run, 
     result = invoke("train", "--run-dir", link, *TINY_FLAGS, "--overwrite", "--seed", "7")
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and link.resolve() == target.resolve()
-    assert rundir.read_config(target).seed == 7
+    assert files.load_config(target).seed == 7
     assert stat.S_IMODE(target.stat().st_mode) == 0o750
     assert sorted(p.name for p in target.parent.iterdir()) == ["run"]  # no leftovers
 
 
 KILL_AT_SECOND_RENAME = """
 import os, signal, sys
-from echo_keras import runfolder
+from echo_keras.run import folder as runfolder
 renames = []
 original = runfolder._rename
 def rename(source, target):
@@ -301,7 +302,7 @@ def rename(source, target):
         os.kill(os.getpid(), signal.SIGKILL)
     original(source, target)
 runfolder._rename = rename
-from echo_keras.cli import main
+from echo_keras.cli.app import main
 sys.argv = ["echo-keras", *sys.argv[1:]]
 main()
 """
@@ -310,7 +311,7 @@ main()
 def test_a_kill_between_the_two_renames_of_a_swap_is_repaired(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    old_model = (run_dir / rundir.MODEL).read_bytes()
+    old_model = (run_dir / files.MODEL).read_bytes()
     argv = [sys.executable, "-c", KILL_AT_SECOND_RENAME, "train", "--run-dir", str(run_dir)]
     killed = subprocess.run([*argv, *TINY_FLAGS, "--overwrite"], capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
@@ -320,7 +321,7 @@ def test_a_kill_between_the_two_renames_of_a_swap_is_repaired(tiny_run, tmp_path
     result = invoke("evaluate", "--run-dir", run_dir, "--json")
     assert result.exit_code == 0, result.output
     assert "restored the previous run" in result.stderr
-    assert (run_dir / rundir.MODEL).read_bytes() == old_model
+    assert (run_dir / files.MODEL).read_bytes() == old_model
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
@@ -412,7 +413,7 @@ def test_an_empty_run_dir_is_refused(tmp_path):
 
 def test_up_front_refusals_import_no_tensorflow(tmp_path):
     code = (
-        "import sys; from typer.testing import CliRunner; from echo_keras.cli import app; "
+        "import sys; from typer.testing import CliRunner; from echo_keras.cli.app import app; "
         f"r = CliRunner().invoke(app, ['train', '--run-dir', {str(tmp_path / 'r')!r}, "
         "'--state-size', '1000000']); assert r.exit_code == 2, r.output; "
         "print('tensorflow' in sys.modules)"
@@ -459,8 +460,8 @@ def test_a_closed_stdout_or_stderr_gives_no_traceback(tmp_path, closed):
     assert "Traceback" not in text
     if closed == 2:
         assert json.loads(text)["epochs"] == 2  # stdout still holds its JSON, alone
-    assert rundir.read_status(run_dir)["status"] == "complete"
-    assert json.loads((run_dir / rundir.CONFIG).read_text())["seed"] == 0  # no stray output
+    assert files.read_status(run_dir)["status"] == "complete"
+    assert json.loads((run_dir / files.CONFIG).read_text())["seed"] == 0  # no stray output
 
 
 def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
@@ -472,4 +473,4 @@ def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
     os.close(write_end)
     assert code == 0
     assert "Traceback" not in err.read_text()
-    assert rundir.read_status(run_dir)["status"] == "complete"
+    assert files.read_status(run_dir)["status"] == "complete"

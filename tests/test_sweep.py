@@ -25,9 +25,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import grid, heatmap, sweep
-from echo_keras.cli import app
-from echo_keras.config import ConfigError
+from echo_keras.cli.app import app
+from echo_keras.errors import ConfigError
+from echo_keras.options import flag
+from echo_keras.sweep import grid, heatmap, results
+from echo_keras.sweep import runner as sweep
 
 runner = CliRunner()
 TINY = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
@@ -91,7 +93,7 @@ def test_grid_values_take_lists_and_ranges(text, values):
 def test_bad_grid_values_raise_config_errors_naming_the_flag(text):
     with pytest.raises(ConfigError) as error:
         grid.parse_ints(text, "truncated_backprop_length")
-    assert error.value.flag == "--window"
+    assert flag(error.value.field) == "--window"
 
 
 def test_the_default_grid_straddles_the_cliff():
@@ -162,7 +164,7 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
-    from echo_keras.lock import FileLock
+    from echo_keras.run.lock import FileLock
 
     out = tmp_path / "out"
     lock = FileLock(tmp_path / ".out.lock")
@@ -180,18 +182,18 @@ def test_results_csv_round_trip_and_damage(tmp_path):
     path = tmp_path / "results.csv"
     row = {**grid.make_spec({}, None, {}).points()[0].to_dict(), "accuracy": 0.5, "status": "ok"}
     row["error"] = 'a, "quoted"\nmessage'
-    grid.write_results(path, [row])
-    (back,) = grid.read_results(path)
-    assert list(back) == COLUMNS and grid.point_key(back) == grid.point_key(row)
+    results.write_results(path, [row])
+    (back,) = results.read_results(path)
+    assert list(back) == COLUMNS and results.point_key(back) == results.point_key(row)
     assert (
         back["accuracy"] == "0.5" and back["inner_accuracy"] == "" and back["error"] == row["error"]
     )
     path.write_text(path.read_text()[:-5])
     with pytest.raises(grid.SweepError, match="damaged"):
-        grid.read_results(path)
+        results.read_results(path)
     path.write_text("epoch,loss\n")
     with pytest.raises(grid.SweepError, match="header"):
-        grid.read_results(path)
+        results.read_results(path)
 
 
 def test_token_mode_is_turned_on_only_when_a_token_is_at_hand(tmp_path, monkeypatch):
@@ -214,7 +216,7 @@ def test_token_mode_is_turned_on_only_when_a_token_is_at_hand(tmp_path, monkeypa
 
 def _modules_after(*commands: list[str]) -> list[str]:
     code = (
-        "import sys; from typer.testing import CliRunner; from echo_keras.cli import app\n"
+        "import sys; from typer.testing import CliRunner; from echo_keras.cli.app import app\n"
         f"for args in {list(commands)!r}:\n"
         "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
         "print(*(m in sys.modules for m in ('tensorflow', 'keras', 'ray')))"
@@ -267,7 +269,7 @@ def test_the_progress_bar_counts_points_on_a_terminal():
 
     from rich.console import Console
 
-    from echo_keras.cli_sweep import _Progress
+    from echo_keras.cli.sweep import _Progress
 
     screen = StringIO()
     bar = _Progress(4, console=Console(file=screen, force_terminal=True, width=100))
@@ -288,14 +290,14 @@ def test_a_sweep_writes_results_heatmap_and_summary(tiny_sweep):
     assert summary["points"] == 6 and summary["ok"] == 5 and summary["failed"] == 1
     assert summary["ran"] == 6 and summary["cpus"] == 2 and summary["address"] == "local"
     assert (out / "results.csv").read_text().splitlines()[0].split(",") == COLUMNS
-    rows = grid.read_results(out / "results.csv")
+    rows = results.read_results(out / "results.csv")
     assert len(rows) == 6
     for row in rows:
         assert row["host"] == socket.gethostname()
         assert (row["num_epochs"], row["total_series_length"], row["seed"]) == ("3", "6000", "0")
         if row["status"] == "ok":
             assert float(row["train_seconds"]) > 0 and math.isfinite(float(row["final_loss"]))
-            run = out / "runs" / grid.point_name(row)
+            run = out / "runs" / results.point_name(row)
             assert json.loads((run / "config.json").read_text())["echo_step"] == int(
                 row["echo_step"]
             )
@@ -309,7 +311,7 @@ def test_a_sweep_writes_results_heatmap_and_summary(tiny_sweep):
 @pytest.mark.slow
 def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
     out, result = tiny_sweep
-    rows = {grid.point_name(row): row for row in grid.read_results(out / "results.csv")}
+    rows = {results.point_name(row): row for row in results.read_results(out / "results.csv")}
     assert rows[FAILING]["status"] == "failed"
     assert rows[FAILING]["error"] == f"RuntimeError: failure injected by {sweep.FAIL_ENV}={FAILING}"
     assert rows[FAILING]["boundary_accuracy"] == ""
@@ -321,7 +323,7 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
 @pytest.mark.slow
 def test_the_cliff_at_echo_step_equal_to_window(tiny_sweep):
     out, _ = tiny_sweep
-    rows = [r for r in grid.read_results(out / "results.csv") if r["status"] == "ok"]
+    rows = [r for r in results.read_results(out / "results.csv") if r["status"] == "ok"]
     beyond = [r for r in rows if int(r["echo_step"]) >= int(r["truncated_backprop_length"])]
     within = [r for r in rows if 3 * int(r["echo_step"]) <= int(r["truncated_backprop_length"])]
     assert len(beyond) == 2 and len(within) == 3
@@ -335,12 +337,12 @@ def test_the_cliff_at_echo_step_equal_to_window(tiny_sweep):
 def test_resume_runs_only_the_points_not_done_and_overwrite_starts_afresh(tiny_sweep, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(tiny_sweep[0], out)
-    before = {grid.point_name(r): r for r in grid.read_results(out / "results.csv")}
+    before = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
     result = invoke("sweep", "--out", out, "--resume")  # the grid comes from sweep.json
     assert result.exit_code == 0, result.output
     assert "Swept 6 points (6 ok, 0 failed, 5 already done)" in result.stdout
     assert "\r" not in result.stdout and "━" not in result.stdout  # no bar off a terminal
-    after = {grid.point_name(r): r for r in grid.read_results(out / "results.csv")}
+    after = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
     assert after[FAILING]["status"] == "ok"
     assert {n: r for n, r in after.items() if n != FAILING} == {
         n: r for n, r in before.items() if n != FAILING
@@ -352,7 +354,7 @@ def test_resume_runs_only_the_points_not_done_and_overwrite_starts_afresh(tiny_s
 
     fresh = invoke("sweep", "--out", out, "--overwrite", "--echo-step", "1", "--window", "3", *TINY)
     assert fresh.exit_code == 0, fresh.output
-    assert [grid.point_name(r) for r in grid.read_results(out / "results.csv")] == [
+    assert [results.point_name(r) for r in results.read_results(out / "results.csv")] == [
         "echo1-window3-state4-lstm-seed0"
     ]
     assert not (out / "runs").exists()  # the earlier sweep's kept runs went with it
@@ -418,7 +420,7 @@ def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path)
     shown = []
     threading.Thread(target=_read_all, args=(terminal, shown), daemon=True).start()
     deadline = time.monotonic() + 180
-    while len(grid.read_results(out / "results.csv")) < 1:
+    while len(results.read_results(out / "results.csv")) < 1:
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "no point finished"
         time.sleep(0.05)
@@ -428,7 +430,7 @@ def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path)
     stderr = process.stderr.read()
     assert code == 130, stderr
     assert time.monotonic() - started < 30
-    rows = grid.read_results(out / "results.csv")
+    rows = results.read_results(out / "results.csv")
     error = stderr.strip().splitlines()[-1]
     assert error == (
         f"Error: Interrupted (SIGINT) after {len(rows)} of 16 points; "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from echo_keras import grid
+from echo_keras.sweep import results
 
 BIN = Path(sys.executable).parent
 
@@ -84,7 +84,7 @@ def test_a_sweep_runs_on_an_authenticated_ray_head(ray_head, tmp_path):
     summary = json.loads(done.stdout)
     assert summary["address"] == address and summary["cpus"] == 2
     assert summary["points"] == 2 and summary["ok"] == 2
-    rows = {grid.point_name(r): r for r in grid.read_results(out / "results.csv")}
+    rows = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
     assert set(rows) == {"echo1-window3-state4-lstm-seed0", "echo6-window3-state4-lstm-seed0"}
     assert all(r["status"] == "ok" and r["host"] == socket.gethostname() for r in rows.values())
     assert float(rows["echo1-window3-state4-lstm-seed0"]["boundary_accuracy"]) >= 0.99

@@ -8,7 +8,14 @@ import io
 import numpy as np
 import pytest
 
-from echo_keras.symbols import BLOCK, EchoScore, Layout, SymbolError, SymbolParser, check_stream
+from echo_keras.errors import SymbolError
+from echo_keras.stream.symbols import (
+    BLOCK,
+    EchoScore,
+    Layout,
+    SymbolParser,
+    check_stream,
+)
 from tests.stream_runs import random_symbols
 
 

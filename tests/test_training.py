@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from echo_keras import rundir
 from echo_keras.backend import keras
 from echo_keras.callbacks import BatchLossRecorder, ResetStatesAtEpochStart
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.model import loss_function, reset_states, state_variables
+from echo_keras.run import files
 from echo_keras.training import build_compiled_model, fit_epochs, train
 
 
@@ -47,13 +47,13 @@ class StateProbe(keras.callbacks.Callback):
         self.at_epoch_end.append([v.numpy().copy() for v in state_variables(self.model)])
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
-def test_recorded_losses_are_each_batchs_own_loss_with_the_state_carried(tiny_config, fast):
+@pytest.mark.parametrize("plain", [False, True], ids=["fast", "plain"])
+def test_recorded_losses_are_each_batchs_own_loss_with_the_state_carried(tiny_config, plain):
     config = dataclasses.replace(tiny_config, num_epochs=1)
     model = frozen_model(config)
     recorder = BatchLossRecorder(config.num_batches)
     probe = StateProbe()
-    fit_epochs(model, config, [ResetStatesAtEpochStart(), probe, recorder], fast=fast)
+    fit_epochs(model, config, [ResetStatesAtEpochStart(), probe, recorder], plain=plain)
 
     recorded = np.array([row[3] for row in recorder.rows])
     trained_state = [v.numpy().copy() for v in state_variables(model)]
@@ -68,11 +68,11 @@ def test_recorded_losses_are_each_batchs_own_loss_with_the_state_carried(tiny_co
     assert all(not np.allclose(s, 0) for s in trained_state)
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
-def test_state_is_zero_at_every_epoch_start(tiny_config, fast):
+@pytest.mark.parametrize("plain", [False, True], ids=["fast", "plain"])
+def test_state_is_zero_at_every_epoch_start(tiny_config, plain):
     model = build_compiled_model(tiny_config)
     probe = StateProbe()
-    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), probe], fast=fast)
+    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), probe], plain=plain)
     assert len(probe.at_epoch_begin) == tiny_config.num_epochs
     for states in probe.at_epoch_begin:
         assert all(np.all(s == 0) for s in states)
@@ -82,17 +82,17 @@ def test_state_is_zero_at_every_epoch_start(tiny_config, fast):
 def test_without_the_reset_the_next_epoch_would_start_from_the_carried_state(tiny_config):
     model = build_compiled_model(tiny_config)
     probe = StateProbe()
-    fit_epochs(model, tiny_config, [probe], fast=True)  # no ResetStatesAtEpochStart
+    fit_epochs(model, tiny_config, [probe], plain=False)  # no ResetStatesAtEpochStart
     assert any(not np.allclose(s, 0) for s in probe.at_epoch_begin[1])
 
 
 def test_fast_and_plain_paths_give_the_same_losses(tiny_config):
     losses = {}
-    for fast in (True, False):
+    for plain in (False, True):
         model = build_compiled_model(tiny_config)
         recorder = BatchLossRecorder(tiny_config.num_batches)
-        fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), recorder], fast=fast)
-        losses[fast] = np.array([row[3] for row in recorder.rows])
+        fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), recorder], plain=plain)
+        losses[plain] = np.array([row[3] for row in recorder.rows])
     assert len(losses[True]) == tiny_config.num_epochs * tiny_config.num_batches
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4, atol=1e-6)
 
@@ -100,13 +100,13 @@ def test_fast_and_plain_paths_give_the_same_losses(tiny_config):
 def test_train_writes_every_artifact(tiny_run, tiny_config):
     names = {path.name for path in tiny_run.iterdir()}
     assert {"config.json", "model.keras", "history.csv", "last_batch.npz", "status.json"} <= names
-    assert rundir.read_config(tiny_run) == tiny_config
-    assert rundir.read_status(tiny_run)["status"] == "complete"
-    rows = rundir.read_history(tiny_run)
+    assert files.load_config(tiny_run) == tiny_config
+    assert files.read_status(tiny_run)["status"] == "complete"
+    rows = files.read_history(tiny_run)
     assert len(rows) == tiny_config.num_epochs * tiny_config.num_batches
     assert [row[2] for row in rows] == list(range(len(rows)))
     assert rows[-1][:2] == (tiny_config.num_epochs - 1, tiny_config.num_batches - 1)
-    batch = rundir.read_last_batch(tiny_run, tiny_config)
+    batch = files.read_last_batch(tiny_run, tiny_config)
     shape = (tiny_config.batch_size, tiny_config.truncated_backprop_length)
     assert batch["inputs"].shape == batch["targets"].shape == shape
     assert batch["probabilities"].shape == (*shape, tiny_config.num_classes)
@@ -126,7 +126,7 @@ def test_same_seed_same_losses(tiny_config, tmp_path):
 @pytest.mark.slow
 def test_the_tutorial_configuration_learns_the_echo(default_run):
     run_dir, result = default_run
-    rows = rundir.read_history(run_dir)
+    rows = files.read_history(run_dir)
     last_epoch = [row[3] for row in rows if row[0] == 4]
     assert len(last_epoch) == 666
     assert np.mean(last_epoch) < 0.01
@@ -135,8 +135,8 @@ def test_the_tutorial_configuration_learns_the_echo(default_run):
     assert np.mean(first_batches) > 0.5  # it started at chance
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
-def test_progress_bar_shows_epoch_batch_and_recent_loss(tiny_config, fast):
+@pytest.mark.parametrize("plain", [False, True], ids=["fast", "plain"])
+def test_progress_bar_shows_epoch_batch_and_recent_loss(tiny_config, plain):
     import io
 
     from echo_keras.callbacks import ProgressBar
@@ -144,7 +144,7 @@ def test_progress_bar_shows_epoch_batch_and_recent_loss(tiny_config, fast):
     stream = io.StringIO()
     model = build_compiled_model(tiny_config)
     bar = ProgressBar(tiny_config.num_epochs, tiny_config.num_batches, stream=stream)
-    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), bar], fast=fast)
+    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), bar], plain=plain)
     text = stream.getvalue()
     assert (
         "\rEpoch 1/2 [" in text and f"{tiny_config.num_batches}/{tiny_config.num_batches}" in text

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from echo_keras import rundir
-from echo_keras.cli import app
+from echo_keras.cli.app import app
 from echo_keras.config import TrainConfig
 from echo_keras.evaluation import evaluate
+from echo_keras.run import files
 from echo_keras.training import train
 
 runner = CliRunner()
@@ -41,7 +41,7 @@ def invoke(*args):
 def test_each_variant_learns_the_echo_through_the_carried_state(tmp_path, changes):
     config = dataclasses.replace(LEARNABLE, **changes)
     train(config, tmp_path / "run")
-    assert rundir.read_config(tmp_path / "run") == config
+    assert files.load_config(tmp_path / "run") == config
     metrics = evaluate(tmp_path / "run")
     assert metrics.accuracy >= 0.97, metrics
     assert metrics.boundary_accuracy >= 0.97, metrics
@@ -78,7 +78,7 @@ def test_a_variant_works_through_plain_path_resume_evaluate_and_plot(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["cell"], saved["num_layers"], saved["dropout"]) == ("gru", 2, 0.1)
-    assert len(rundir.read_history(run_dir)) == 2 * 40
+    assert len(files.read_history(run_dir)) == 2 * 40
     assert invoke("evaluate", "--run-dir", run_dir, "--json").exit_code == 0
     assert invoke("plot", "--run-dir", run_dir).exit_code == 0
 
@@ -97,7 +97,7 @@ def test_optimizers_get_their_own_default_learning_rate(tmp_path):
         "--quiet",
     )
     assert result.exit_code == 0, result.output
-    assert rundir.read_config(tmp_path / "r").learning_rate == 0.01
+    assert files.load_config(tmp_path / "r").learning_rate == 0.01
 
 
 @pytest.mark.parametrize(
@@ -150,5 +150,5 @@ def test_tensorboard_logs_the_loss_of_every_batch(tmp_path):
                     steps.append(event.step)
                     losses.append(float(tf.make_ndarray(value.tensor)))
     assert steps == list(range(1, 61))
-    recorded = [row[3] for row in rundir.read_history(tmp_path / "run")]
+    recorded = [row[3] for row in files.read_history(tmp_path / "run")]
     np.testing.assert_allclose(losses, recorded, rtol=1e-6)

@@ -1,6 +1,6 @@
-"""The `predict` and `export` commands: parse the options, call streaming.py or export.py, print.
+"""`echo-keras predict`: stream symbols through a trained run, printing each line's predictions.
 
-TensorFlow is imported only inside the command bodies, so `--help` stays fast.
+TensorFlow is imported only inside the command body, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from pathlib import Path
 
 import typer
 
-from echo_keras import fileio
-from echo_keras.cli import RUN_DIR, UsageProblem, app, bad_parameter, fail, notice
-from echo_keras.rundir import RunFolderError
-from echo_keras.runfolder import RunFolder
-from echo_keras.symbols import SymbolError, check_stream
+from echo_keras.cli.common import (
+    AS_JSON,
+    RUN_DIR,
+    UsageProblem,
+    bad_parameter,
+    fail,
+    warn_if_unfinished,
+)
+from echo_keras.errors import StateFileError
+from echo_keras.run import fileio
+from echo_keras.run.folder import RunFolder
+from echo_keras.stream.symbols import check_stream
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a process killed by SIGPIPE reports
 
 
-@app.command()
 def predict(
     symbols: str | None = typer.Argument(
         None,
@@ -46,7 +52,7 @@ def predict(
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Print every symbol's class probabilities."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Predict the echo of a stream of symbols, carrying the state across lines and calls.
 
@@ -72,11 +78,7 @@ def predict(
             else "does not exist"
         )
         raise bad_parameter("--state-in", f"{state_in} {reason}")
-    try:
-        config = RunFolder(run_dir).read_config()
-    except RunFolderError as error:
-        raise fail(str(error)) from None
-
+    config = RunFolder(run_dir).read_config()
     source = _open_source(symbols, input_path)
     try:
         _predict(source, run_dir, config, state_in, state_out, probabilities, as_json)
@@ -126,30 +128,20 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
         start = source.tell()  # a redirected stdin may have been read in part already
         try:
             check_stream(_read_function(source), config.num_classes)
-        except SymbolError as error:
-            raise UsageProblem(str(error)) from None
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
         source.seek(start)
-    from echo_keras.streaming import (
-        StateFileError,
-        load_stream_model,
-        predict_stream,
-        read_state,
-        write_state,
-    )
+    from echo_keras.stream.model import load_stream_model, predict_stream
+    from echo_keras.stream.state import read_state, write_state
 
-    try:
-        model = load_stream_model(run_dir)
-    except RunFolderError as error:
-        raise fail(str(error)) from None
+    model = load_stream_model(run_dir)
     state = model.zero_state()
     if state_in is not None:
         try:
             state = read_state(state_in, model)
         except StateFileError as error:
             if error.damaged:
-                raise fail(str(error)) from None
+                raise
             raise bad_parameter("--state-in", str(error)) from None
     if state_out is not None and state_out.exists() and state_out != state_in:
         try:
@@ -158,9 +150,8 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
             raise bad_parameter(
                 "--state-out", f"{state_out} exists and is not a state file of this run"
             ) from None
-    warning = RunFolder(run_dir).warning()
-    if warning and not as_json:
-        notice(warning)
+    if not as_json:
+        warn_if_unfinished(run_dir)
 
     out = sys.stdout.buffer
 
@@ -182,8 +173,6 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
             probabilities=probabilities,
             collect=as_json,
         )
-    except SymbolError as error:
-        raise UsageProblem(str(error)) from None
     except BrokenPipeError:
         _quiet_broken_pipe()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
@@ -249,43 +238,3 @@ def _json_text(result, probabilities: bool) -> str:
     if probabilities:
         payload["probabilities"] = result.collected["probabilities"].tolist()
     return json.dumps(payload)
-
-
-@app.command()
-def export(
-    run_dir: Path = RUN_DIR,
-    out: Path = typer.Option(..., "--out", help="Folder to write the SavedModel to (new)."),
-) -> None:
-    """Export the trained model as a stateless TensorFlow SavedModel, the state explicit.
-
-    The serving_default signature takes `symbols` (int32, batch x time) and every
-    state (float32, batch x units; zeros start a stream) and returns `probabilities`
-    and the new states under the same names. The export is reloaded and checked
-    against `predict` before it is reported.
-    """
-    if out.is_symlink():
-        raise bad_parameter("--out", f"{out} is a symlink; give the folder's own path")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise bad_parameter("--out", f"{out} already exists; give a new folder")
-    if not out.parent.is_dir():
-        raise bad_parameter("--out", f"folder {out.parent} does not exist")
-    if out.resolve().is_relative_to(RunFolder(run_dir).real):
-        raise bad_parameter("--out", "is inside the run folder, which --overwrite replaces whole")
-    try:
-        RunFolder(run_dir).read_config()
-    except RunFolderError as error:
-        raise fail(str(error)) from None
-    from echo_keras.export import ExportError, export_saved_model
-
-    try:
-        report = export_saved_model(run_dir, out)
-    except RunFolderError as error:
-        raise fail(str(error)) from None
-    except ExportError as error:
-        raise fail(str(error)) from None
-    except OSError as error:
-        raise fail(f"cannot write {out}: {error}") from None
-    warning = RunFolder(run_dir).warning()
-    if warning:
-        notice(warning)
-    typer.echo(report.describe())

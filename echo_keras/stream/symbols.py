@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from echo_keras.errors import SymbolError
+
 BLOCK = 1 << 16  # bytes read at a time
 _SPACE = np.zeros(256, dtype=bool)
 _SPACE[list(b" \t\n\r\v\f")] = True
@@ -24,10 +26,6 @@ _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0") : ord("9") + 1] = True
 _TOKEN = re.compile(rb"\S+")
 _LONGEST = 18  # digits of the longest symbol token accepted
-
-
-class SymbolError(ValueError):
-    """Input that is not a symbol stream; the message names the line and column."""
 
 
 @dataclass

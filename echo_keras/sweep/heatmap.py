@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.plotting import save_figure
+from echo_keras.plots.figure import save_figure
 
 
 def _number(value) -> float:

@@ -14,7 +14,7 @@ reader never sees half a file. history.csv only grows: each epoch's rows are
 appended and flushed, and a reader drops a torn last line. Readers treat every
 file as untrusted: types, ranges and array shapes are checked before anything
 large is read. The folder's life cycle (lock, status, swap, recovery) is
-`runfolder.RunFolder`'s. Nothing here imports TensorFlow.
+`folder.RunFolder`'s. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import os
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from echo_keras import fileio
-from echo_keras.config import ConfigError, TrainConfig, memory_problem
+from echo_keras.config import TrainConfig, memory_problem
+from echo_keras.errors import ConfigError, RunFolderError
+from echo_keras.run import fileio
 
 CONFIG = "config.json"
 STATUS = "status.json"
@@ -45,8 +47,15 @@ STATUSES = ("running", "complete", "interrupted", "failed")
 MAX_HISTORY_LINE = 200  # "epoch,batch,step,loss": a few dozen characters
 
 
-class RunFolderError(Exception):
-    """A run folder, or one of its files, is missing or damaged. The message names the file."""
+def package_versions(*packages: str) -> dict[str, str | None]:
+    """The installed version of each package (None if it is not installed), for the records."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 # --- config.json --------------------------------------------------------------------------
@@ -56,7 +65,7 @@ def write_config(run_dir: Path, config: TrainConfig, **extra) -> None:
     fileio.atomic_write_text(Path(run_dir) / CONFIG, config.to_json(**extra))
 
 
-def read_config(run_dir: Path, name: Path | None = None) -> TrainConfig:
+def load_config(run_dir: Path, name: Path | None = None) -> TrainConfig:
     """The run's TrainConfig; RunFolderError if the folder or config.json is missing or broken.
 
     Every value is checked for type and range. `name` is how the folder is named
@@ -103,7 +112,7 @@ def write_status(run_dir: Path, status: str, message: str = "") -> None:
 def read_status(run_dir: Path) -> dict:
     """The status record as written; a folder without a readable one gives {"status": "unknown"}.
 
-    `runfolder.RunFolder.status` is what commands use: it also knows whether a
+    `RunFolder.status` is what commands use: it also knows whether a
     `running` run still has its training process.
     """
     try:

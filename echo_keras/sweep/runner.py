@@ -8,7 +8,8 @@ message while the others go on, and rewrites results.csv atomically after every 
 
 By default Ray runs locally, private to the sweep, on the loopback only; with an address it joins
 an existing cluster. Ray is imported only inside the functions that use it, TensorFlow only
-inside the task. The grid and the files are in `grid.py`, the heat map in `heatmap.py`.
+inside the task. The grid is in `grid.py`, the files in `results.py`, the heat map in
+`heatmap.py`.
 """
 
 from __future__ import annotations
@@ -21,23 +22,24 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from echo_keras.config import TrainConfig
-from echo_keras.grid import (
+from echo_keras.errors import Interrupted, RunBusy, SweepError, first_line
+from echo_keras.run.files import package_versions
+from echo_keras.run.lock import FileLock
+from echo_keras.signals import SignalCatcher
+from echo_keras.sweep.grid import SweepSpec
+from echo_keras.sweep.results import (
     HEATMAP,
     RESULTS,
     RUNS,
-    SweepError,
-    SweepSpec,
     clear,
     point_key,
     point_name,
@@ -45,8 +47,6 @@ from echo_keras.grid import (
     write_results,
     write_spec,
 )
-from echo_keras.lock import FileLock
-from echo_keras.runfolder import RunBusy
 
 # Every task gets one CPU and runs TensorFlow on one thread, on the CPU.
 TASK_ENV = {
@@ -62,14 +62,6 @@ POINTS_PER_WORKER = 25
 # For testing failure handling: the task of the point of this name (see point_name) raises.
 FAIL_ENV = "ECHO_KERAS_SWEEP_FAIL"
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
-
-
-class SweepInterrupted(SweepError):
-    """SIGINT or SIGTERM stopped the sweep; completed rows are kept. `signal` is its number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signal = signum
 
 
 # --- the task -----------------------------------------------------------------------------
@@ -107,8 +99,7 @@ def run_point(settings: dict[str, Any], keep_run: bool) -> dict[str, Any]:
 
 
 def error_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:500]
+    return f"{type(error).__name__}: {first_line(error)}"[:500]
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -196,31 +187,13 @@ def ray_session(address: str | None, workers: int | None = None):
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-class _Signals:
-    """Record SIGINT and SIGTERM instead of dying (main thread only); `install` (re)takes them."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous.setdefault(signum, signal.signal(signum, self._handle))
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 # --- the sweep ----------------------------------------------------------------------------
 
 
 @dataclass
 class SweepResult:
+    """What `run_sweep` did: the points run, skipped, ok and failed, and the time it took."""
+
     out: str
     points: int  # in the grid
     ran: int  # run by this call
@@ -245,11 +218,24 @@ def run_sweep(
     on_row: Callable[[dict, int, int], None] | None = None,
 ) -> SweepResult:
     """Run every point of `spec` not yet ok in OUT/results.csv, then draw OUT/heatmap.png.
-    Without `resume`, an earlier sweep's files in OUT are removed once Ray is up.
-    `on_row(row, done, total)` follows the progress (first with row None: the points done).
 
-    One sweep writes OUT at a time: RunBusy if another process holds its lock.
-    Raises SweepInterrupted on SIGINT or SIGTERM (completed rows kept), SweepError otherwise.
+    Args:
+        spec: the grid, seeds and settings (`make_spec` builds one from text).
+        out: the sweep's folder.
+        address: a Ray cluster to join; None starts a private local Ray on the loopback.
+        workers: points trained at once on the local Ray (default: the usable cores).
+        resume: skip the points already ok in OUT/results.csv; without it, an earlier
+            sweep's files in OUT are removed once Ray is up.
+        keep_runs: keep every point's run folder under OUT/runs/.
+        on_row: `on_row(row, done, total)` follows the progress (first with row None).
+
+    Returns:
+        A `SweepResult`; a failed point is a row with its error, not an exception.
+
+    Raises:
+        RunBusy: another sweep writes OUT.
+        Interrupted: SIGINT or SIGTERM stopped it (completed rows kept).
+        SweepError: results.csv is damaged, or the cluster cannot be joined.
     """
     out = Path(out)
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -279,7 +265,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
         if on_row:
             on_row(row, progress["done"], len(points))
 
-    signals = _Signals()
+    signals = SignalCatcher((signal.SIGINT, signal.SIGTERM))
     signals.install()
     try:
         with ExitStack() as stack:
@@ -302,15 +288,15 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     finally:
         signals.restore()
     if signals.received is not None:
-        name = signal.Signals(signals.received).name
-        raise SweepInterrupted(
+        name = signals.signal_name
+        raise Interrupted(
             f"Interrupted ({name}) after {progress['done']} of {len(points)} points; "
             f"resume with: echo-keras sweep --out {out} --resume",
             signals.received,
         )
     keys = [point_key(p.to_dict()) for p in points]
     grid_rows = [rows[key] for key in keys if key in rows]
-    from echo_keras.heatmap import save_heatmap
+    from echo_keras.sweep.heatmap import save_heatmap  # matplotlib: only once it is needed
 
     save_heatmap(grid_rows, out / HEATMAP, seeds=spec.seeds)
     failed = [row for row in grid_rows if row["status"] != "ok"]
@@ -330,7 +316,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
 
 
 def _run_tasks(
-    ray, todo: list[TrainConfig], keep_runs: bool, signals: _Signals, record, remote: bool
+    ray, todo: list[TrainConfig], keep_runs: bool, signals: SignalCatcher, record, remote: bool
 ) -> None:
     """Submit one task per point; record each result as it comes, until all are in or a
     signal arrives; then, on a remote cluster, cancel the rest."""
@@ -369,10 +355,5 @@ def _run_tasks(
 
 
 def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("echo-keras", "ray", "tensorflow", "keras", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    packages = ("echo-keras", "ray", "tensorflow", "keras", "numpy")
+    return {"python": platform.python_version(), **package_versions(*packages)}

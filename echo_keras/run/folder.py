@@ -34,24 +34,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from echo_keras import fileio, rundir
-from echo_keras.lock import FileLock
-from echo_keras.rundir import RunFolderError
+from echo_keras.errors import RunBusy, RunExists, RunFolderError
+from echo_keras.run import fileio, files
+from echo_keras.run.lock import FileLock
 
 T = TypeVar("T")
 LOCK_WAIT = 1.0  # seconds a writer waits out a reader's brief look at the lock
-
-
-class RunRefused(Exception):
-    """The folder cannot be trained into as asked (a usage problem: exit status 2)."""
-
-
-class RunBusy(RunRefused):
-    """Another process is training this run folder."""
-
-
-class RunExists(RunRefused):
-    """The folder holds a run, and neither overwrite nor resume was asked for."""
 
 
 def _rename(source: Path, target: Path) -> None:
@@ -77,10 +65,10 @@ class RunFolder:
     ```python
     folder = RunFolder("runs/echo")
     with folder.writing():                     # RunBusy if another process trains it
-        work = folder.begin("refuse", print)   # where to write; RunExists if taken
+        work = folder.begin(notify=print)      # where to write; RunExists if taken
         ...                                    # write config, history, checkpoints
         folder.finish(work)                    # swap in a replacement; no-op in place
-    config = folder.read(lambda view: rundir.read_config(view, folder.path))
+    config = folder.read(lambda view: files.load_config(view, folder.path))
     ```
     """
 
@@ -154,13 +142,13 @@ class RunFolder:
 
     def status(self) -> dict:
         """The status record, with a `running` run whose process is gone read as interrupted."""
-        record = rundir.read_status(self.real)
+        record = files.read_status(self.real)
         if record["status"] == "running" and not self.lock.held():
-            record = rundir.read_status(self.real)  # it may have just finished
+            record = files.read_status(self.real)  # it may have just finished
             if record["status"] == "running":
                 hint = (
                     f"; resume with: {resume_command(self.path)}"
-                    if rundir.has_checkpoint(self.real)
+                    if files.has_checkpoint(self.real)
                     else "; no epoch was completed"
                 )
                 record = {**record, "status": "interrupted"}
@@ -177,57 +165,66 @@ class RunFolder:
 
     def is_run(self) -> bool:
         """Whether the folder holds a run of ours (damaged or not), rather than other files."""
-        names = (rundir.STATUS, rundir.HISTORY, rundir.MODEL, rundir.CHECKPOINT)
+        names = (files.STATUS, files.HISTORY, files.MODEL, files.CHECKPOINT)
         return any((self.real / name).exists() for name in names)
 
     def restartable(self) -> bool:
         """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
         before completing an epoch. Anything else, other files above all, stays."""
-        if rundir.has_checkpoint(self.real) or (self.real / rundir.MODEL).exists():
+        if files.has_checkpoint(self.real) or (self.real / files.MODEL).exists():
             return False
-        if rundir.read_status(self.real)["status"] not in ("failed", "interrupted", "running"):
+        if files.read_status(self.real)["status"] not in ("failed", "interrupted", "running"):
             return False
         try:
-            rundir.read_config(self.real)
+            files.load_config(self.real)
         except RunFolderError:
             return False
         return self.status()["status"] in ("failed", "interrupted")
 
     # --- starting and finishing a run (with the lock held) --------------------------------
 
-    def check(self, existing: str) -> None:
+    def check(self, *, overwrite: bool = False, resume: bool = False) -> None:
         """Whether training may start as asked: RunBusy, RunExists, or RunFolderError.
 
         The CLI calls it before importing TensorFlow; `begin` again under the lock.
         """
         if not self.lock.held_here and self._held():
             raise self._busy()
-        if existing == "resume" and not self.real.is_dir() and not self._leftovers("old"):
+        if resume and not self.real.is_dir() and not self._leftovers("old"):
             raise RunFolderError(f"run folder {self.path} does not exist")
         occupied = holds_run(self.real)
-        if existing == "refuse" and occupied and not self.restartable():
+        if not (resume or overwrite) and occupied and not self.restartable():
             raise RunExists(
-                f"{self.path} already holds a run; pass --overwrite to replace it "
-                "or --resume to continue it"
+                f"{self.path} already holds a run; pass `overwrite=True` to replace it "
+                "or `resume=True` to continue it",
+                self.path,
             )
-        if existing == "overwrite" and occupied and not self.is_run():
+        if overwrite and occupied and not self.is_run():
             raise RunExists(
-                f"{self.path} holds files but no run; --overwrite replaces only a run folder"
+                f"{self.path} holds files but no run; `overwrite=True` replaces only a run folder",
+                self.path,
+                other_files=True,
             )
 
-    def begin(self, existing: str, notify: Callable[[str], None] | None = None) -> Path:
+    def begin(
+        self,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> Path:
         """The folder to train in: the run folder itself, or a new one to swap in at the end.
 
-        `existing`: "refuse" (RunExists if the folder holds a run, unless that run
-        never completed an epoch: it is replaced, with a notice), "overwrite" or "resume".
+        Neither `overwrite` nor `resume`: RunExists if the folder holds a run, unless
+        that run never completed an epoch: it is replaced, with a notice to `notify`.
         """
-        self.check(existing)
-        if existing == "resume":
+        self.check(overwrite=overwrite, resume=resume)
+        if resume:
             return self.real
         if not holds_run(self.real):
             self.real.mkdir(parents=True, exist_ok=True)
             return self.real
-        if existing == "refuse" and notify:
+        if not overwrite and notify:
             record = self.status()
             notify(
                 f"Note: replacing the unfinished run in {self.path} ({record['status']}, "
@@ -339,7 +336,7 @@ class RunFolder:
 
     def read_config(self):
         """The run's TrainConfig, read as `read` reads (RunFolderError names the file)."""
-        return self.read(lambda view: rundir.read_config(view, self.path))
+        return self.read(lambda view: files.load_config(view, self.path))
 
     def _swapped(self, fd: int) -> bool:
         try:

@@ -23,19 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.backend import tf
-from echo_keras.streaming import StreamModel, load_stream_model
+from echo_keras.errors import ExportError
+from echo_keras.stream.model import StreamModel, load_stream_model
 
 SIGNATURE = "serving_default"
 TOLERANCE = 1e-5
 CHECK_CHUNKS = (1, 7, 0, 64, 3, 200, 1, 500)  # chunk lengths of the check stream, in order
 
 
-class ExportError(Exception):
-    """The SavedModel did not reproduce `predict`; nothing was left behind."""
-
-
 @dataclass(frozen=True)
 class ExportReport:
+    """What `export_saved_model` wrote: the folder, the signature's states, and the check."""
+
     out: Path
     state_names: tuple[str, ...]
     units: int
@@ -79,9 +78,23 @@ def serving_module(model: StreamModel) -> tf.Module:
     return module
 
 
-def export_saved_model(run_dir: Path, out: Path, seed: int = 0) -> ExportReport:
-    """Export the run's model to `out` (a new or empty folder), verified; RunFolderError or
-    ExportError otherwise, and then `out` is left as it was."""
+def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> ExportReport:
+    """Export the run's model as a SavedModel with the state explicit, verified after reload.
+
+    Args:
+        run_dir: a trained run folder.
+        out: a new or empty folder (in an existing one) for the SavedModel.
+        seed: seed of the random streams the check runs.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        RunFolderError: the run has no usable model.
+        ExportError: the reloaded SavedModel did not reproduce `predict`.
+        OSError: the folder could not be written.
+        In every case `out` is left as it was.
+    """
     model = load_stream_model(run_dir)
     out = Path(out)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))

@@ -9,7 +9,7 @@ copied from `model.keras`) in one *stateless* function
 
 that takes the state in and hands it back, so nothing hides in layer variables and
 the state can be kept anywhere: between chunks, in a state file between processes,
-or on a server (`export.py` saves this very function).
+or on a server (`export.py` saves this very function; `state.py` keeps it in files).
 
 `step` loops over time itself, and may stop early: given `length`, it runs only the
 first `length` steps and returns the state after them. So `predict` compiles it
@@ -21,18 +21,18 @@ however long the stream.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from echo_keras import fileio, rundir
 from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
-from echo_keras.evaluation import load_run
-from echo_keras.symbols import BLOCK, EchoScore, Layout, SymbolError, SymbolParser
+from echo_keras.errors import RunFolderError, SymbolError
+from echo_keras.model import load_run
+from echo_keras.run import files
+from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
 
 # The padded lengths `step` is compiled for, shortest first: a piece of a stream runs in
 # the shortest that holds it (a line typed by hand in a small, quick program), and no
@@ -144,7 +144,7 @@ def _trained_layer(model: keras.Model, name: str):
     try:
         return model.get_layer(name)
     except ValueError:
-        raise rundir.RunFolderError(
+        raise RunFolderError(
             f"the saved model has no layer {name!r}: it does not match config.json"
         ) from None
 
@@ -158,80 +158,8 @@ def load_stream_model(run_dir: Path) -> StreamModel:
     try:
         return StreamModel(config, trained)
     except ValueError as error:  # weights of other shapes than config.json says
-        path = Path(run_dir) / rundir.MODEL
-        raise rundir.RunFolderError(f"{path} does not match config.json: {error}") from None
-
-
-# --- state files ----------------------------------------------------------------------------
-
-
-class StateFileError(Exception):
-    """A state file that cannot be used. `damaged` tells a broken file from a wrong one."""
-
-    def __init__(self, message: str, damaged: bool):
-        super().__init__(message)
-        self.damaged = damaged
-
-
-class _OtherRun(ValueError):
-    """A well-formed state file whose states are not this run's."""
-
-
-def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
-    """The state saved by `write_state`; StateFileError if damaged or from another model.
-
-    Every array's name and shape is checked from its header before its data is read.
-    """
-    wanted = (1, model.units)
-
-    def check(name, shape, dtype):
-        if name not in model.names:
-            raise _OtherRun(
-                f"{path} holds the state {name}; this run carries {', '.join(model.names)}: "
-                "it was written for another run"
-            )
-        if shape != wanted:
-            raise _OtherRun(
-                f"{path}: {name} has shape {shape}, this run needs {wanted}: "
-                "it was written for another run"
-            )
-        if dtype.kind != "f":
-            raise ValueError(f"{name} holds {dtype}, not floats")
-
-    try:
-        arrays = fileio.read_npz(Path(path).resolve(), check)  # a link the user made is fine
-    except FileNotFoundError:
-        raise StateFileError(f"{path} does not exist", damaged=False) from None
-    except IsADirectoryError:
-        raise StateFileError(f"{path} is a folder, not a state file", damaged=False) from None
-    except _OtherRun as error:
-        raise StateFileError(str(error), damaged=False) from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise StateFileError(f"{path} is damaged: {error}", damaged=True) from None
-    missing = [name for name in model.names if name not in arrays]
-    if missing:
-        raise StateFileError(
-            f"{path} lacks the states {', '.join(missing)} of this run: "
-            "it was written for another run",
-            damaged=False,
-        )
-    state = []
-    for name in model.names:
-        with np.errstate(over="ignore", invalid="ignore"):
-            value = arrays[name].astype(np.float32)  # what the model computes in
-        if not np.all(np.isfinite(value)):
-            raise StateFileError(f"{path} is damaged: {name} is not finite", damaged=True)
-        state.append(value)
-    return state
-
-
-def write_state(path: Path, model: StreamModel, state: list) -> None:
-    """Write the state (one array per name, batch 1) to an npz file, atomically."""
-    arrays = {
-        name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
-    }
-
-    fileio.savez(Path(path), arrays)
+        path = Path(run_dir) / files.MODEL
+        raise RunFolderError(f"{path} does not match config.json: {error}") from None
 
 
 # --- the stream loop ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""The `echo-keras sweep` command: parse the grid, run the sweep on Ray, print the progress.
+"""`echo-keras sweep`: parse the grid, run the sweep on Ray, print the progress.
 
-Registered on the app of `cli.py`. Imports neither TensorFlow nor Ray at module level, so
-`echo-keras sweep --help` answers at once; the sweep itself lives in `sweep.py` and `grid.py`.
+Imports neither TensorFlow nor Ray at module level, so `echo-keras sweep --help` answers
+at once; the sweep itself lives in `sweep/`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli import UsageProblem, app, bad_parameter, fail
-from echo_keras.config import ConfigError
-from echo_keras.grid import (
-    DEFAULT_GRID,
-    DEFAULT_SEEDS,
-    GRID_FLAGS,
-    SWEEP_JSON,
-    SweepError,
-    make_spec,
-    read_spec,
+from echo_keras.cli.common import (
+    AS_JSON,
+    QUIET,
+    UsageProblem,
+    bad_parameter,
+    fail,
+    given_settings,
+    setting,
 )
-from echo_keras.runfolder import RunRefused
+from echo_keras.errors import SweepError
+from echo_keras.options import AXES, OPTIONS
+from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
+from echo_keras.sweep.results import SWEEP_JSON, read_spec
 
 
 def _listed(name: str) -> str:
@@ -37,16 +38,17 @@ def _listed(name: str) -> str:
 def _grid_option(name: str, what: str) -> typer.Option:
     return typer.Option(
         None,
-        GRID_FLAGS[name],
+        OPTIONS[name].flag,
         help=f"{what}: a list and ranges, e.g. 1,2,4 or 1-12.  [default: {_listed(name)}]",
     )
 
 
-@app.command()
 def sweep(
     out: Path = typer.Option(Path("runs/sweep"), "--out", help="The sweep's folder."),
     echo_step: str | None = _grid_option("echo_step", "Echo delays"),
-    window: str | None = _grid_option("truncated_backprop_length", "Window lengths"),
+    truncated_backprop_length: str | None = _grid_option(
+        "truncated_backprop_length", "Window lengths"
+    ),
     state_size: str | None = _grid_option("state_size", "State sizes (units)"),
     cell: str | None = typer.Option(
         None, "--cell", help="Cells: a list of lstm, gru, simple.  [default: lstm]"
@@ -54,18 +56,16 @@ def sweep(
     seeds: int | None = typer.Option(
         None, "--seeds", help=f"Seeds per point (0..N-1).  [default: {DEFAULT_SEEDS}]"
     ),
-    epochs: int | None = typer.Option(None, help="Epochs per run.  [default: 5]"),
-    series_length: int | None = typer.Option(None, help="Symbols per epoch.  [default: 50000]"),
-    batch_size: int | None = typer.Option(None, help="Rows per batch.  [default: 5]"),
-    learning_rate: float | None = typer.Option(
-        None, help="Learning rate.  [default: the optimizer's, 0.3 for adagrad]"
+    num_epochs: int | None = setting("num_epochs", "Epochs per run.  [default: 5]"),
+    total_series_length: int | None = setting(
+        "total_series_length", "Symbols per epoch.  [default: 50000]"
     ),
-    optimizer: str | None = typer.Option(
-        None, help="adagrad, adam, rmsprop or sgd.  [default: adagrad]"
+    batch_size: int | None = setting("batch_size", "Rows per batch.  [default: 5]"),
+    learning_rate: float | None = setting(
+        "learning_rate", "Learning rate.  [default: the optimizer's, 0.3 for adagrad]"
     ),
-    layers: int | None = typer.Option(
-        None, "--layers", help="Stacked recurrent layers.  [default: 1]"
-    ),
+    optimizer: str | None = setting("optimizer"),
+    num_layers: int | None = setting("num_layers"),
     workers: int | None = typer.Option(
         None, help="Points trained at once on the local Ray.  [default: the usable cores]"
     ),
@@ -83,8 +83,8 @@ def sweep(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Discard the sweep already in --out and start afresh."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or notices."),
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
 ) -> None:
     """Train and evaluate one run per grid point (echo step x window x state size x cell x seed)
     as Ray tasks, locally or on a Ray cluster; write results.csv and heatmap.png."""
@@ -102,28 +102,14 @@ def sweep(
             base = read_spec(out)
         except SweepError as error:
             if (out / SWEEP_JSON).exists():
-                raise fail(str(error)) from None  # damaged
+                raise  # damaged: exit 1
             raise UsageProblem(str(error)) from None  # nothing to resume
-    grid_texts = {
-        "echo_step": echo_step,
-        "truncated_backprop_length": window,
-        "state_size": state_size,
-        "cell": cell,
-    }
-    settings = {
-        "num_epochs": epochs,
-        "total_series_length": series_length,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "optimizer": optimizer,
-        "num_layers": layers,
-    }
-    try:
-        spec = make_spec(grid_texts, seeds, settings, base)
-    except ConfigError as error:
-        raise bad_parameter(error.flag, error.reason) from None
+    given = given_settings(locals())
+    grid_texts = {name: value for name, value in given.items() if name in AXES}
+    settings = {name: value for name, value in given.items() if name not in AXES}
+    spec = make_spec(grid_texts, seeds, settings, base)
 
-    from echo_keras import sweep as sweep_lib
+    from echo_keras.sweep import runner as sweep_lib
 
     notices = not (quiet or as_json)
     total = len(spec.points())
@@ -147,12 +133,6 @@ def sweep(
             keep_runs=keep_runs,
             on_row=bar.advance if bar else None,
         )
-    except sweep_lib.SweepInterrupted as error:
-        raise fail(str(error), 128 + error.signal) from None
-    except RunRefused as error:
-        raise UsageProblem(str(error)) from None
-    except SweepError as error:
-        raise fail(str(error)) from None
     except OSError as error:
         raise fail(f"cannot write the sweep: {error}") from None
     finally:

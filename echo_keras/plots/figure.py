@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras import fileio, rundir
-from echo_keras.runfolder import RunFolder
+from echo_keras.errors import RunFolderError
+from echo_keras.run import fileio, files
+from echo_keras.run.folder import RunFolder
 
 MAX_ROW_PANELS = 5  # the tutorial shows the 5 rows of its batch
 MAX_LOSS_POINTS = 20000  # longer histories are thinned for drawing (not for the file)
@@ -163,62 +164,61 @@ def save_figure(figure, path: Path, image_format: str = "png") -> None:
     fileio.atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format=image_format, dpi=100))
 
 
-def plot_run(run_dir: Path, out: Path | None = None) -> Path:
-    """Draw the figure of a run folder into `out` (default RUN_DIR/plot.png); return the path.
-
-    Reads config.json, history.csv and last_batch.npz from one version of the
-    folder. RunFolderError names the file that is missing or damaged; ValueError
-    for an `out` that cannot be written (see `figure_target`).
-    """
+def _run_figure(run_dir: Path):
+    """(figure, folder) of a run folder, its files read from one version of the folder."""
     folder = RunFolder(run_dir)
 
     def read(view: Path):
-        config = rundir.read_config(view, folder.path)
-        batch = rundir.read_last_batch(view, config, folder.path)
-        curve = loss_curve(rundir.iter_history(view, folder.path))
+        config = files.load_config(view, folder.path)
+        batch = files.read_last_batch(view, config, folder.path)
+        curve = loss_curve(files.iter_history(view, folder.path))
         return batch, curve
 
     batch, curve = folder.read(read)
+    if not curve.batches:
+        raise RunFolderError(f"{folder.path / files.HISTORY} is damaged: it has no rows")
+    title = f"{folder.path.name}: {curve.epochs} epochs, {curve.batches} batches"
+    return draw_figure(curve, batch, title), folder
+
+
+def draw_run(run_dir: Path | str):
+    """The tutorial's figure of a run (loss curve and the last batch), not saved.
+
+    A notebook shows the returned `matplotlib.figure.Figure` inline.
+
+    Args:
+        run_dir: a trained run folder.
+
+    Returns:
+        The figure.
+
+    Raises:
+        RunFolderError: config.json, history.csv or last_batch.npz is missing or damaged.
+    """
+    return _run_figure(run_dir)[0]
+
+
+def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Draw the figure of a run folder into `out` (default RUN_DIR/plot.png); return the path.
+
+    Args:
+        run_dir: a trained run folder.
+        out: the image to write; its extension picks the format (png, svg, pdf, ...).
+
+    Returns:
+        The path written, as given (`out`, or RUN_DIR/plot.png).
+
+    Raises:
+        RunFolderError: a file of the run is missing or damaged.
+        ValueError: `out` cannot be an image (see `figure_target`).
+        OSError: the image could not be written.
+    """
+    if out is not None:
+        figure_target(out)  # refused before any reading
+    figure, folder = _run_figure(run_dir)
     target = (
         figure_target(out) if out is not None else figure_target(folder.real / "plot.png", False)
     )
     out = Path(out) if out is not None else folder.path / "plot.png"
-    if not curve.batches:
-        raise rundir.RunFolderError(f"{folder.path / rundir.HISTORY} is damaged: it has no rows")
-    title = f"{folder.path.name}: {curve.epochs} epochs, {curve.batches} batches"
-    save_figure(draw_figure(curve, batch, title), target, out.suffix.lower().lstrip("."))
+    save_figure(figure, target, out.suffix.lower().lstrip("."))
     return out
-
-
-LIVE_MIN_INTERVAL = 0.5  # seconds between live frames: the figure is for eyes, not a film
-
-
-def live_worker(conn, path: str) -> None:
-    """The drawing process of the live plot: draw each frame received, say when ready.
-
-    It runs at a lower priority and draws at most two frames a second, so that on
-    a small machine it takes little from training.
-    """
-    import os
-    import time
-
-    os.nice(10)
-    history = []
-    conn.send("ready")
-    while True:
-        try:
-            frame = conn.recv()
-        except EOFError:
-            return
-        if frame is None:
-            return
-        started = time.monotonic()
-        history.extend(frame["new_rows"])
-        reply = "ready"
-        try:
-            figure = draw_figure(loss_curve(history), frame["batch"], frame["title"])
-            save_figure(figure, Path(path))
-        except (OSError, ValueError) as error:  # a full disk, say: training goes on
-            reply = f"cannot write {path}: {error}"
-        time.sleep(max(0.0, LIVE_MIN_INTERVAL - (time.monotonic() - started)))
-        conn.send(reply)

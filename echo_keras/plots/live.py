@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from echo_keras.backend import keras
-from echo_keras.plotting import live_worker
+from echo_keras.plots.drawing import live_worker
 
 READY = "ready"
 

@@ -1,0 +1,107 @@
+"""The `echo-keras` app: registers one module per command, and maps every error to one line.
+
+Command modules never import this one: it imports them and adds their functions (Typer's
+one-file-per-command layout). `main` is the console script: it guards the standard
+streams, runs the app, and turns any library error into `Error: ...` and its exit status
+(`errors.py` holds the table), wording config fields as the flags that set them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from echo_keras.cli import evaluate, export, plot, predict, stdio, sweep, train
+from echo_keras.cli.common import notice
+from echo_keras.errors import ConfigError, EchoKerasError, first_line
+from echo_keras.options import as_flags, flag
+
+
+def error_line(error: EchoKerasError) -> str:
+    """How the command line words a library error (without `Error: `)."""
+    if isinstance(error, ConfigError):
+        return f"Invalid value for '{flag(error.field)}': {as_flags(error.reason)}"
+    return as_flags(str(error))
+
+
+class _OneLineErrors(TyperGroup):
+    """Report every error as one line, `Error: ...`, with its exit status (2 for usage)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except EchoKerasError as error:
+            notice(f"Error: {error_line(error)}")
+            sys.exit(error.exit_status)
+        except typer.TyperException as error:
+            notice(f"Error: {error.format_message()}")
+            sys.exit(getattr(error, "exit_code", 1))
+        except typer.Abort:
+            notice("Aborted.")
+            sys.exit(1)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): not a bug
+            sys.exit(1)
+        except Exception as error:  # a bug or an environment problem: still one line
+            if os.environ.get("ECHO_KERAS_DEBUG"):
+                raise
+            notice(
+                f"Error: unexpected {type(error).__name__}: {first_line(error)} "
+                "(set ECHO_KERAS_DEBUG=1 to see the traceback)"
+            )
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    help="Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task "
+    "(truncated backpropagation through time, state carried across windows), "
+    "and sweep how far truncated backprop reaches.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task."""
+
+
+for command in (
+    train.train,
+    evaluate.evaluate,
+    plot.plot,
+    predict.predict,
+    export.export,
+    sweep.sweep,
+):
+    app.command()(command)
+
+
+def main() -> None:
+    stdio.open_standard_streams()
+    try:
+        app()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    stdio.flush_standard_streams()
+    if "tensorflow" in sys.modules:
+        # Every file is written and closed by now. TensorFlow's teardown at interpreter
+        # exit takes most of a second and does nothing for us: skip it.
+        os._exit(code or 0)
+    sys.exit(code)

@@ -1,0 +1,69 @@
+"""What the command modules share: the run folder option, printing, and usage errors.
+
+Nothing here imports TensorFlow or Ray, so every command's `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+
+from echo_keras.options import OPTIONS, as_flags
+from echo_keras.run.folder import RunFolder
+
+EXIT_USAGE = 2
+
+
+def _folder_path(value: str | Path) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return Path(value)
+
+
+RUN_DIR = typer.Option(Path("runs/echo"), "--run-dir", parser=_folder_path, help="The run folder.")
+AS_JSON = typer.Option(False, "--json", help="Print one JSON object, nothing else.")
+QUIET = typer.Option(False, "--quiet", help="No progress bar or notices.")
+
+
+def setting(field: str, help: str | None = None):
+    """The option that sets config field `field`, from the table of options."""
+    option = OPTIONS[field]
+    return typer.Option(None, option.flag, help=help or option.help_text())
+
+
+def given_settings(values: dict) -> dict:
+    """The config fields among a command's parameters that were given (not None)."""
+    return {name: value for name, value in values.items() if name in OPTIONS and value is not None}
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `Error: message` on stderr; return the Exit to raise."""
+    notice(f"Error: {message}")
+    return typer.Exit(code)
+
+
+def notice(message: str) -> None:
+    """A line on stderr (errors, notices, warnings); lost, not fatal, if stderr is broken."""
+    with contextlib.suppress(OSError, ValueError):
+        typer.echo(message, err=True)
+
+
+def warn_if_unfinished(run_dir: Path) -> None:
+    """Warn on stderr when the run is not complete (failed, interrupted, still running)."""
+    warning = RunFolder(run_dir).warning()
+    if warning:
+        notice(as_flags(warning))
+
+
+class UsageProblem(typer.TyperException):
+    """A bad combination of flags: exit status 2, like a bad value."""
+
+    exit_code = EXIT_USAGE
+
+
+def bad_parameter(flag: str, reason: str) -> typer.BadParameter:
+    return typer.BadParameter(reason, param_hint=f"'{flag}'")

@@ -1,0 +1,30 @@
+"""`echo-keras plot`: draw the tutorial's figure of a run (no TensorFlow imported)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from echo_keras.cli.common import RUN_DIR, bad_parameter, fail, warn_if_unfinished
+
+
+def plot(
+    run_dir: Path = RUN_DIR,
+    out: Path | None = typer.Option(
+        None,
+        help="Where to write the figure; the extension picks the format (png, svg, pdf, "
+        "jpg, ...).  [default: RUN_DIR/plot.png]",
+    ),
+) -> None:
+    """Draw the tutorial's figure (loss curve and the last batch) from a run folder."""
+    from echo_keras.plots.figure import plot_run
+
+    try:
+        path = plot_run(run_dir, out)
+    except ValueError as error:
+        raise bad_parameter("--out", str(error)) from None
+    except OSError as error:
+        raise fail(f"cannot write the figure: {error}") from None
+    warn_if_unfinished(run_dir)
+    typer.echo(str(path))

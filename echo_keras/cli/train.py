@@ -1,0 +1,143 @@
+"""`echo-keras train`: parse the settings, check the run folder, train, print the result."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from echo_keras.cli.common import (
+    AS_JSON,
+    QUIET,
+    RUN_DIR,
+    UsageProblem,
+    bad_parameter,
+    fail,
+    given_settings,
+    notice,
+    setting,
+)
+from echo_keras.config import TrainConfig, memory_problem, new_config, resumed_config
+from echo_keras.errors import UsageError
+from echo_keras.options import as_flags
+from echo_keras.run.folder import RunFolder
+
+
+def train(
+    run_dir: Path = RUN_DIR,
+    num_epochs: int | None = setting("num_epochs"),
+    total_series_length: int | None = setting("total_series_length"),
+    truncated_backprop_length: int | None = setting("truncated_backprop_length"),
+    batch_size: int | None = setting("batch_size"),
+    state_size: int | None = setting("state_size"),
+    num_classes: int | None = setting("num_classes"),
+    echo_step: int | None = setting("echo_step"),
+    learning_rate: float | None = setting("learning_rate"),
+    seed: int | None = setting("seed"),
+    cell: str | None = setting("cell"),
+    num_layers: int | None = setting("num_layers"),
+    dropout: float | None = setting("dropout"),
+    optimizer: str | None = setting("optimizer"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing run (once the new one is done)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --run-dir from its last epoch."
+    ),
+    plot_every: int | None = typer.Option(
+        None, help="Redraw RUN_DIR/live.png every N batches while training."
+    ),
+    tensorboard: Path | None = typer.Option(
+        None, help="Write TensorBoard logs (per-batch loss) to this folder."
+    ),
+    plain: bool = typer.Option(
+        False,
+        "--plain",
+        help="Train with a plain model.fit, one window per step (slow; for debugging).",
+    ),
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
+) -> None:
+    """Train a stateful LSTM on the echo task into a run folder."""
+    given = given_settings(locals())
+    if overwrite and resume:
+        raise UsageProblem("--overwrite and --resume cannot be used together")
+    if plot_every is not None and plot_every <= 0:
+        raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
+    folder = RunFolder(run_dir)
+    problem = folder.unwritable()
+    if problem:
+        raise bad_parameter("--run-dir", problem)
+    if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
+        raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
+    if (
+        overwrite
+        and tensorboard is not None
+        and tensorboard.resolve().is_relative_to(run_dir.resolve())
+    ):
+        raise bad_parameter(
+            "--tensorboard", "inside the run folder, --overwrite would delete it with the old run"
+        )
+    folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
+    config = resumed_config(folder.read_config(), given) if resume else new_config(given)
+    problem = memory_problem(config)
+    if problem:
+        raise UsageError(problem)
+
+    notices = not (quiet or as_json)
+    if notices:
+        _notes(config)
+    from echo_keras import training
+
+    try:
+        result = training.train(
+            config,
+            run_dir,
+            overwrite=overwrite,
+            resume=resume,
+            progress=notices and sys.stdout.isatty(),
+            plain=plain,
+            plot_every=plot_every,
+            tensorboard_dir=tensorboard,
+            notify=(lambda message: notice(as_flags(message))) if notices else None,
+        )
+    except OSError as error:
+        raise fail(f"cannot write the run: {error}") from None
+
+    # The run is complete and kept: if its report cannot be printed (a closed or
+    # broken stdout), the exit status still says so.
+    with contextlib.suppress(OSError):
+        _report(result, as_json, quiet)
+
+
+def _notes(config: TrainConfig) -> None:
+    if config.used_length < config.total_series_length:
+        notice(
+            f"Note: {config.total_series_length} symbols do not fill whole windows; "
+            f"using {config.used_length} ({config.num_batches} windows of "
+            f"{config.batch_size} x {config.truncated_backprop_length}), "
+            f"dropping the last {config.total_series_length - config.used_length}."
+        )
+    if config.echo_outside_window:
+        notice(
+            f"Warning: --echo-step {config.echo_step} >= --window "
+            f"{config.truncated_backprop_length}: no window holds both a symbol and its echo, "
+            "so truncated backprop cannot learn it; expect chance at the boundary."
+        )
+
+
+def _report(result, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        keys = ("run_dir", "epochs", "steps", "final_loss", "train_seconds", "steps_per_second")
+        typer.echo(json.dumps({key: getattr(result, key) for key in keys}))
+    elif not quiet:
+        typer.echo(
+            f"Trained {result.epochs} epoch{'s' * (result.epochs != 1)} "
+            f"({result.steps} batches) in "
+            f"{result.train_seconds:.1f} s, {result.steps_per_second:.0f} batches/s; "
+            f"last epoch's mean batch loss {result.final_loss:.5f}"
+        )
+        typer.echo(f"Run folder: {result.run_dir}")

@@ -1,0 +1,121 @@
+"""Every error echo-keras raises, in one tree; each class carries its exit status.
+
+The library raises these with messages in its own terms (config field names,
+Python arguments); the command line prints one line per error and exits with
+`exit_status`, wording fields as flags (`cli/app.py`). The table::
+
+    EchoKerasError            1  the root: catch this to catch them all
+      UsageError              2  a request that cannot work as asked
+        ConfigError           2  a setting out of range; `.field` names it
+        SymbolError           2  input symbols that are not the run's
+        RunRefused            2  the run folder cannot be trained as asked
+          RunBusy             2  another process trains it
+          RunExists           2  it holds a run, and neither overwrite nor resume was asked
+      RunFolderError          1  a run folder or one of its files is missing or damaged
+      TrainingError           1  training could not finish
+        TrainingDiverged      1  the loss became NaN or infinite
+      StateFileError        1|2  a state file that is damaged (1) or another run's (2)
+      ExportError             1  the SavedModel did not reproduce predict
+      SweepError              1  the sweep could not run
+      Interrupted     128 + sig  SIGINT, SIGTERM or SIGHUP stopped the work; rows kept
+
+Nothing here imports anything heavy.
+"""
+
+from __future__ import annotations
+
+
+class EchoKerasError(Exception):
+    """The root of every error echo-keras raises; `exit_status` is the CLI's exit status."""
+
+    exit_status = 1
+
+
+class UsageError(EchoKerasError):
+    """A request that cannot work as asked (a bad value, a refused folder): exit status 2."""
+
+    exit_status = 2
+
+
+class ConfigError(UsageError, ValueError):
+    """A setting that cannot work. `field` names the config field (or argument), `reason` why.
+
+    Args:
+        field: the `TrainConfig` field or function argument at fault, e.g. `state_size`.
+        reason: what is wrong with it, e.g. `must be positive, got 0`.
+    """
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class SymbolError(UsageError, ValueError):
+    """A symbol that is not one of the run's, or an input without symbols; says where."""
+
+
+class RunRefused(UsageError):
+    """The folder cannot be trained into as asked."""
+
+
+class RunBusy(RunRefused):
+    """Another process is training this run folder (or writing this sweep)."""
+
+
+class RunExists(RunRefused):
+    """The folder holds a run (or other files), and neither overwrite nor resume was asked for.
+
+    `path` is the folder; `other_files` is True when it holds files but no run.
+    """
+
+    def __init__(self, message: str, path=None, other_files: bool = False):
+        super().__init__(message)
+        self.path = path
+        self.other_files = other_files
+
+
+class RunFolderError(EchoKerasError):
+    """A run folder, or one of its files, is missing or damaged. The message names the file."""
+
+
+class TrainingError(EchoKerasError, RuntimeError):
+    """Training could not finish; the message says why and what to do."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite."""
+
+
+class StateFileError(EchoKerasError):
+    """A state file that cannot be used. `damaged` tells a broken file (exit 1) from one
+    written for another run (exit 2)."""
+
+    def __init__(self, message: str, damaged: bool):
+        super().__init__(message)
+        self.damaged = damaged
+        self.exit_status = 1 if damaged else 2
+
+
+class ExportError(EchoKerasError):
+    """The SavedModel did not reproduce `predict`; nothing was left behind."""
+
+
+class SweepError(EchoKerasError, RuntimeError):
+    """The sweep could not run (a damaged results.csv, an unreachable cluster); says why."""
+
+
+class Interrupted(EchoKerasError):
+    """SIGINT, SIGTERM or SIGHUP stopped training or a sweep. `signal` is its number;
+    the exit status is 128 + signal, as a shell reports a process killed by it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signal = signum
+        self.exit_status = 128 + signum
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (long messages of other libraries shortened)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""

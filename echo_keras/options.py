@@ -1,0 +1,100 @@
+"""The one table of settings: config field, command-line flag, help text, and its role in a sweep.
+
+`train` declares its options from this table, `sweep` its grid axes and shared settings,
+and the command line words a library error about a field (`ConfigError.field`) with the
+field's flag. Nothing here imports anything heavy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from echo_keras.config import TrainConfig
+
+AXIS, SETTING = "axis", "setting"  # a sweep's grid dimension, or one value for every point
+
+
+@dataclass(frozen=True)
+class Option:
+    field: str  # the TrainConfig field (or the argument) it sets
+    flag: str  # how the command line spells it
+    help: str  # one line, without the default
+    sweep: str | None = None  # AXIS, SETTING, or None: not a sweep option
+    default: str | None = None  # the default as help shows it (None: the config's own)
+
+    def help_text(self) -> str:
+        """The help line with its default, as `train --help` shows it."""
+        default = self.default if self.default is not None else getattr(TrainConfig, self.field)
+        return f"{self.help}  [default: {default}]"
+
+
+OPTIONS = {
+    option.field: option
+    for option in (
+        Option("num_epochs", "--epochs", "Epochs, each on a fresh series.", SETTING),
+        Option(
+            "total_series_length",
+            "--series-length",
+            "Symbols per epoch (total_series_length).",
+            SETTING,
+        ),
+        # The sweep's axes in the order of its grid (and of results.csv's rows).
+        Option("echo_step", "--echo-step", "Delay of the echo.", AXIS),
+        Option(
+            "truncated_backprop_length",
+            "--window",
+            "Steps per window (truncated_backprop_length).",
+            AXIS,
+        ),
+        Option("state_size", "--state-size", "Units per recurrent layer.", AXIS),
+        Option("cell", "--cell", "Recurrent cell: lstm, gru or simple.", AXIS),
+        Option(
+            "batch_size",
+            "--batch-size",
+            "Rows the series is cut into; fixed in the model.",
+            SETTING,
+        ),
+        Option("num_classes", "--num-classes", "Symbols of the alphabet."),
+        Option(
+            "learning_rate",
+            "--learning-rate",
+            "Learning rate.",
+            SETTING,
+            default="0.3 for adagrad; adam, rmsprop 0.01; sgd 0.5",
+        ),
+        Option("seed", "--seed", "Seed of data and weights."),
+        Option("num_layers", "--layers", "Stacked recurrent layers.", SETTING),
+        Option("dropout", "--dropout", "Dropout on the recurrent layers' inputs, training only."),
+        Option("optimizer", "--optimizer", "adagrad, adam, rmsprop or sgd.", SETTING),
+    )
+}
+
+# Names that are not config fields but reach messages: arguments of the library's functions.
+EXTRA_FLAGS = {
+    "seeds": "--seeds",
+    "workers": "--workers",
+    "series_length": "--series-length",
+    "overwrite=True": "--overwrite",
+    "resume=True": "--resume",
+}
+
+AXES = tuple(name for name, option in OPTIONS.items() if option.sweep == AXIS)
+SETTINGS = tuple(name for name, option in OPTIONS.items() if option.sweep == SETTING)
+
+
+def flag(field: str) -> str:
+    """The flag that sets `field` (the field itself when no flag does)."""
+    if field in OPTIONS:
+        return OPTIONS[field].flag
+    return EXTRA_FLAGS.get(field, field)
+
+
+def as_flags(message: str) -> str:
+    """A library message worded for the command line: each `field` it quotes becomes its flag."""
+    return re.sub(r"`([^`]+)`", lambda m: _quoted_flag(m.group(1)), message)
+
+
+def _quoted_flag(name: str) -> str:
+    known = name in OPTIONS or name in EXTRA_FLAGS
+    return flag(name) if known else f"`{name}`"

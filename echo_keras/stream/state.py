@@ -1,0 +1,78 @@
+"""State files: the carried state of a stream, saved between calls (`predict --state-out`).
+
+One npz file, one float32 (1, units) array per state name (`lstm_0_h`, `lstm_0_c`, ...),
+written atomically. Read as untrusted: every array's name and shape is checked from
+its header before its data is read.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras.errors import StateFileError
+from echo_keras.run import fileio
+from echo_keras.stream.model import StreamModel
+
+
+class _OtherRun(ValueError):
+    """A well-formed state file whose states are not this run's."""
+
+
+def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
+    """The state saved by `write_state`; StateFileError if damaged or from another model.
+
+    Every array's name and shape is checked from its header before its data is read.
+    """
+    wanted = (1, model.units)
+
+    def check(name, shape, dtype):
+        if name not in model.names:
+            raise _OtherRun(
+                f"{path} holds the state {name}; this run carries {', '.join(model.names)}: "
+                "it was written for another run"
+            )
+        if shape != wanted:
+            raise _OtherRun(
+                f"{path}: {name} has shape {shape}, this run needs {wanted}: "
+                "it was written for another run"
+            )
+        if dtype.kind != "f":
+            raise ValueError(f"{name} holds {dtype}, not floats")
+
+    try:
+        arrays = fileio.read_npz(Path(path).resolve(), check)  # a link the user made is fine
+    except FileNotFoundError:
+        raise StateFileError(f"{path} does not exist", damaged=False) from None
+    except IsADirectoryError:
+        raise StateFileError(f"{path} is a folder, not a state file", damaged=False) from None
+    except _OtherRun as error:
+        raise StateFileError(str(error), damaged=False) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise StateFileError(f"{path} is damaged: {error}", damaged=True) from None
+    missing = [name for name in model.names if name not in arrays]
+    if missing:
+        raise StateFileError(
+            f"{path} lacks the states {', '.join(missing)} of this run: "
+            "it was written for another run",
+            damaged=False,
+        )
+    state = []
+    for name in model.names:
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = arrays[name].astype(np.float32)  # what the model computes in
+        if not np.all(np.isfinite(value)):
+            raise StateFileError(f"{path} is damaged: {name} is not finite", damaged=True)
+        state.append(value)
+    return state
+
+
+def write_state(path: Path, model: StreamModel, state: list) -> None:
+    """Write the state (one array per name, batch 1) to an npz file, atomically."""
+    arrays = {
+        name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
+    }
+
+    fileio.savez(Path(path), arrays)

@@ -1,0 +1,112 @@
+"""The sweep's grid: axes given as text (`1,2,4`, `1-12`) -> a `SweepSpec` -> its points.
+
+A point is one TrainConfig: the grid's echo step, window, state size and cell (the axes of
+`options.py`), a seed, and the per-run settings shared by every point. The sweep's files
+are in `results.py`. Nothing here imports TensorFlow or Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from echo_keras.config import CELLS, TrainConfig, with_default_rate
+from echo_keras.errors import ConfigError
+from echo_keras.options import AXES
+
+# The default grid: echo steps on both sides of every window, so the cliff at echo step =
+# window runs through the middle of the map.
+DEFAULT_GRID = {
+    "echo_step": [1, 2, 3, 4, 5, 6],
+    "truncated_backprop_length": [2, 3, 4, 5, 6, 7],
+    "state_size": [4],
+    "cell": ["lstm"],
+}
+DEFAULT_SEEDS = 1
+MAX_POINTS = 10_000
+
+
+def parse_ints(text: str, field: str) -> list[int]:
+    """`1,2,4`, `1-12` or a mix (`1-3,8`) -> sorted distinct integers; ConfigError otherwise."""
+    values: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            start = int(low)
+            stop = int(high) if dash else start
+        except ValueError:
+            raise ConfigError(
+                field, f"expected integers or ranges such as 1,2,4 or 1-12, got {text!r}"
+            ) from None
+        if stop < start:
+            raise ConfigError(field, f"the range {part.strip()} runs backwards")
+        if stop - start >= MAX_POINTS:
+            raise ConfigError(field, f"the range {part.strip()} is too long")
+        values.update(range(start, stop + 1))
+    return sorted(values)
+
+
+def parse_cells(text: str) -> list[str]:
+    cells = [part.strip().lower() for part in text.split(",")]
+    for cell in cells:
+        if cell not in CELLS:
+            raise ConfigError("cell", f"must be a list of {', '.join(CELLS)}, got {text!r}")
+    return list(dict.fromkeys(cells))
+
+
+@dataclass
+class SweepSpec:
+    """The grid (config field -> values), the number of seeds, and the per-run settings."""
+
+    grid: dict[str, list]
+    seeds: int
+    settings: dict[str, Any]  # the other TrainConfig fields, the same for every point
+
+    def points(self) -> list[TrainConfig]:
+        """One config per grid point and seed (seeds 0..seeds-1)."""
+        axes = [self.grid[name] for name in AXES]
+        return [
+            TrainConfig(**self.settings, **dict(zip(AXES, values, strict=True)), seed=seed)
+            for *values, seed in itertools.product(*axes, range(self.seeds))
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_spec(
+    grid_texts: dict[str, str | None],
+    seeds: int | None,
+    settings: dict[str, Any],
+    base: SweepSpec | None = None,
+) -> SweepSpec:
+    """The spec from the flags given (None: not given); the others come from `base` (a resumed
+    sweep) or the defaults. Every point is validated: ConfigError names the field at fault."""
+    grid = {}
+    for name in AXES:
+        text = grid_texts.get(name)
+        if text is None:
+            grid[name] = list((base.grid if base else DEFAULT_GRID)[name])
+        else:
+            grid[name] = parse_cells(text) if name == "cell" else parse_ints(text, name)
+    if seeds is None:
+        seeds = base.seeds if base else DEFAULT_SEEDS
+    if seeds <= 0:
+        raise ConfigError("seeds", f"must be positive, got {seeds}")
+    merged = dict(base.settings) if base else {}
+    merged.update({name: value for name, value in settings.items() if value is not None})
+    if settings.get("optimizer") is not None and settings.get("learning_rate") is None:
+        merged.pop("learning_rate", None)  # another optimizer brings its own default rate
+    merged = with_default_rate(merged)
+    for item in dataclasses.fields(TrainConfig):  # sweep.json records every setting
+        if item.name not in AXES and item.name != "seed":
+            merged.setdefault(item.name, item.default)
+    count = seeds * len(list(itertools.product(*grid.values())))
+    if count > MAX_POINTS:
+        raise ConfigError("seeds", f"the grid has {count} points; at most {MAX_POINTS} allowed")
+    spec = SweepSpec(grid, seeds, merged)
+    for config in spec.points():
+        config.validate()
+    return spec

@@ -1,0 +1,114 @@
+"""The sweep's files: results.csv (a row per point), sweep.json (its spec), and their names.
+
+results.csv holds one row per point: its settings under their config.json names, then its
+metrics, host, status and error; it is rewritten atomically after every point. Nothing
+here imports TensorFlow or Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from echo_keras.config import TrainConfig
+from echo_keras.errors import SweepError
+from echo_keras.run import fileio
+from echo_keras.sweep.grid import SweepSpec
+
+RESULTS, SWEEP_JSON, HEATMAP, RUNS = "results.csv", "sweep.json", "heatmap.png", "runs"
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # config.json names, in order
+METRICS = (
+    "accuracy",
+    "boundary_accuracy",
+    "inner_accuracy",
+    "reset_boundary_accuracy",
+    "final_loss",
+    "train_seconds",
+    "host",
+    "status",
+    "error",
+)
+COLUMNS = SETTINGS + METRICS
+
+
+def point_name(settings: dict[str, Any]) -> str:
+    """A point's short name, from its settings (a config's to_dict() or a results.csv row)."""
+    return (
+        f"echo{settings['echo_step']}-window{settings['truncated_backprop_length']}-"
+        f"state{settings['state_size']}-{settings['cell']}-seed{settings['seed']}"
+    )
+
+
+def as_text(value: Any) -> str:
+    """A value as results.csv writes it: floats with every digit, None empty."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def point_key(row: dict[str, Any]) -> tuple[str, ...]:
+    """A point's identity: its settings as results.csv writes them."""
+    return tuple(as_text(row[name]) for name in SETTINGS)
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write results.csv atomically: a reader sees the old file or the new one, whole."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows([as_text(row.get(name)) for name in COLUMNS] for row in rows)
+    fileio.atomic_write_text(path, buffer.getvalue())
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """The rows of results.csv (values as text); [] if there is none; SweepError if damaged."""
+    path = Path(path)
+    try:
+        with fileio.open_regular(path, "r") as handle:  # never a FIFO or a link to /dev/zero
+            text = handle.read()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise SweepError(f"cannot read {path}: {error}") from None
+    if text and not text.endswith("\n"):
+        raise SweepError(f"{path} is damaged: it ends in the middle of a line")
+    try:
+        records = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise SweepError(f"{path} is damaged: {error}") from None
+    if not records or tuple(records[0]) != COLUMNS:
+        raise SweepError(f"{path} is damaged: expected the header {','.join(COLUMNS)}")
+    for line, record in enumerate(records[1:], start=2):
+        if len(record) != len(COLUMNS):
+            raise SweepError(f"{path} is damaged: line {line} has {len(record)} fields")
+    return [dict(zip(COLUMNS, record, strict=True)) for record in records[1:]]
+
+
+def write_spec(out: Path, spec: SweepSpec, **extra: Any) -> None:
+    record = {**spec.to_dict(), "points": len(spec.points()), **extra}
+    fileio.atomic_write_text(Path(out) / SWEEP_JSON, json.dumps(record, indent=2) + "\n")
+
+
+def read_spec(out: Path) -> SweepSpec:
+    """The spec of the sweep in `out` (from sweep.json); SweepError if missing or damaged."""
+    path = Path(out) / SWEEP_JSON
+    try:
+        data = fileio.read_json(path)
+        return SweepSpec(dict(data["grid"]), int(data["seeds"]), dict(data["settings"]))
+    except FileNotFoundError:
+        raise SweepError(f"{path} is missing: {out} holds no sweep to resume") from None
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise SweepError(f"{path} is damaged: {error}") from None
+
+
+def clear(out: Path) -> None:
+    """Remove an earlier sweep's files from `out` (for --overwrite)."""
+    for name in (RESULTS, SWEEP_JSON, HEATMAP):
+        (Path(out) / name).unlink(missing_ok=True)
+    shutil.rmtree(Path(out) / RUNS, ignore_errors=True)
