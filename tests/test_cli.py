@@ -1,171 +1,130 @@
-"""The command line, driven through typer's CliRunner, and its start-up cost."""
+"""The command line as a whole: the help of every command, what start-up imports (no TensorFlow
+or Ray for help and plot), one-line errors, and closed or broken standard streams. Each
+command's own behaviour is tested with its feature (test_train.py, test_predict.py, ...)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from echo_keras.cli.app import app
+from echo_keras.run import files
+from tests.helpers import ECHO_KERAS, TINY_FLAGS, invoke, one_line_error
 
-runner = CliRunner()
-TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["plot"]])
-def test_help(command):
-    result = invoke(*command, "--help")
-    assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output
-
-
-def test_help_does_not_import_tensorflow():
-    code = (
-        "import sys; from echo_keras.cli.app import app; from typer.testing import CliRunner; "
-        "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0, r.output; "
-        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
-
-
-def test_train_json_prints_one_object_and_writes_the_run_folder(tmp_path):
-    run_dir = tmp_path / "run"
-    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--json")
-    assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    assert set(payload) == {
-        "run_dir",
-        "epochs",
-        "steps",
-        "final_loss",
-        "train_seconds",
-        "steps_per_second",
-    }
-    assert payload["run_dir"] == str(run_dir)
-    assert payload["epochs"] == 2 and payload["steps"] == 2 * 30
-    assert payload["steps_per_second"] > 0
-    for name in ("config.json", "model.keras", "history.csv", "last_batch.npz"):
-        assert (run_dir / name).is_file()
-    config = json.loads((run_dir / "config.json").read_text())
-    for key in (
-        "num_epochs",
-        "total_series_length",
-        "truncated_backprop_length",
-        "state_size",
-        "num_classes",
-        "echo_step",
-        "batch_size",
-        "learning_rate",
-        "seed",
-    ):
-        assert key in config
-    assert config["truncated_backprop_length"] == 10
-    assert {"keras", "tensorflow", "numpy"} <= set(config["versions"])
-
-
-def test_train_summary_and_the_dropped_remainder_notice(tmp_path):
-    result = invoke(
-        "train",
-        "--run-dir",
-        tmp_path / "run",
-        "--epochs",
-        "1",
-        "--series-length",
-        "1503",
-        "--window",
-        "10",
-    )
-    assert result.exit_code == 0, result.output
-    assert "dropping the last 3" in result.stderr
-    assert "Trained 1 epoch" in result.stdout and "batches/s" in result.stdout
+# --- help ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "args, flag",
+    "command, shows",
     [
-        (["--epochs", "0"], "--epochs"),
-        (["--batch-size", "0"], "--batch-size"),
-        (["--window", "-3"], "--window"),
-        (["--state-size", "0"], "--state-size"),
-        (["--series-length", "0"], "--series-length"),
-        (["--num-classes", "1"], "--num-classes"),
-        (["--echo-step", "-1"], "--echo-step"),
-        (["--echo-step", "50000"], "--echo-step"),
-        (["--series-length", "20"], "--series-length"),
-        (["--learning-rate", "0"], "--learning-rate"),
-        (["--learning-rate", "-1"], "--learning-rate"),
-        (["--learning-rate", "nan"], "--learning-rate"),
-        (["--learning-rate", "inf"], "--learning-rate"),
-        (["--epochs", "five"], "--epochs"),
-        (["--learning-rate", "fast"], "--learning-rate"),
-        (["--plot-every", "0"], "--plot-every"),
-        (["--seed", "-1"], "--seed"),
+        ([], "train"),
+        (["train"], "--run-dir"),
+        (["evaluate"], "--run-dir"),
+        (["plot"], "--run-dir"),
+        (["predict"], "--state-in"),
+        (["export"], "--out"),
+        (["sweep"], "--out"),
     ],
+    ids=lambda value: " ".join(value) or "echo-keras" if isinstance(value, list) else value,
 )
-def test_bad_values_get_one_line_and_exit_2_and_write_nothing(tmp_path, args, flag):
-    run_dir = tmp_path / "run"
-    result = invoke("train", "--run-dir", run_dir, *args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:") and flag in lines[0]
-    assert "Traceback" not in result.output
-    assert not run_dir.exists()
-
-
-def test_run_dir_that_is_a_file_is_refused(tmp_path):
-    target = tmp_path / "file"
-    target.write_text("mine")
-    result = invoke("train", "--run-dir", target, *TINY_FLAGS)
-    assert result.exit_code == 2 and "--run-dir" in result.stderr
-    assert target.read_text() == "mine"
-
-
-def test_unwritable_run_dir_is_refused():
-    # /proc refuses new entries even to root, which ignores permission bits.
-    result = invoke("train", "--run-dir", "/proc/echo-keras-run", *TINY_FLAGS)
-    assert result.exit_code == 2, result.output
-    assert "--run-dir" in result.stderr and "cannot be written" in result.stderr
-
-
-def test_an_existing_run_is_refused_without_overwrite_or_resume(tiny_run):
-    before = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir()}
-    result = invoke("train", "--run-dir", tiny_run, *TINY_FLAGS)
-    assert result.exit_code == 2
-    assert "--overwrite" in result.stderr and "--resume" in result.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir()} == before
-
-
-def test_overwrite_and_resume_together_are_refused(tmp_path):
-    result = invoke("train", "--run-dir", tmp_path / "r", "--overwrite", "--resume")
-    assert result.exit_code == 2 and "cannot be used together" in result.stderr
-
-
-def test_no_progress_bar_when_stdout_is_not_a_terminal(tmp_path):
-    result = invoke(
-        "train",
-        "--run-dir",
-        tmp_path / "run",
-        "--epochs",
-        "1",
-        "--series-length",
-        "1500",
-        "--window",
-        "10",
-    )
+def test_help(command, shows):
+    result = invoke(*command, "--help")
     assert result.exit_code == 0, result.output
-    assert "\r" not in result.stdout and "Epoch 1/1" not in result.stdout
+    assert "Usage:" in result.output and shows in result.output
 
 
 def test_python_dash_m_runs_the_tool():
-    out = subprocess.run(
-        [sys.executable, "-m", "echo_keras", "--help"], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([*ECHO_KERAS, "--help"], capture_output=True, text=True, check=True)
     assert "train" in out.stdout and "evaluate" in out.stdout and "plot" in out.stdout
+
+
+# --- what start-up imports -----------------------------------------------------------------
+
+
+def modules_after(*commands: list[str]) -> list[str]:
+    """Whether TensorFlow, Keras and Ray are imported after running `commands` in a fresh
+    process (each must succeed): three words, True or False."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from echo_keras.cli.app import app\n"
+        f"for args in {list(commands)!r}:\n"
+        "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
+        "print(*(m in sys.modules for m in ('tensorflow', 'keras', 'ray')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_help_does_not_import_tensorflow():
+    assert modules_after(["train", "--help"])[:2] == ["False", "False"]
+
+
+def test_help_of_predict_and_export_imports_neither_tensorflow_nor_ray():
+    assert modules_after(["predict", "--help"], ["export", "--help"]) == ["False"] * 3
+
+
+def test_sweep_help_imports_neither_tensorflow_nor_ray():
+    assert modules_after(["sweep", "--help"]) == ["False", "False", "False"]
+
+
+def test_plot_does_not_import_tensorflow(tiny_run, tmp_path):
+    plot = ["plot", "--run-dir", str(tiny_run), "--out", str(tmp_path / "p.png")]
+    assert modules_after(plot)[:2] == ["False", "False"]
+
+
+def test_train_help_and_plot_do_not_import_ray(run_copy):
+    commands = (["train", "--help"], ["plot", "--run-dir", str(run_copy)], ["--help"])
+    assert modules_after(*commands)[2] == "False"
+
+
+# --- one-line errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "plot"])
+def test_an_empty_run_dir_is_refused(command):
+    result = invoke(command, "--run-dir", "")
+    one_line_error(result, "--run-dir", "must not be empty", code=2)
+
+
+# --- closed or broken standard streams -----------------------------------------------------
+
+
+def _train_with(tmp_path, **popen):
+    run_dir = tmp_path / "run"
+    argv = [*ECHO_KERAS, "train", "--run-dir", str(run_dir)]
+    process = subprocess.Popen([*argv, *TINY_FLAGS[:-1], "--json"], **popen)
+    process.wait(timeout=300)
+    return process.returncode, run_dir
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_closed_stdout_or_stderr_gives_no_traceback(tmp_path, closed):
+    other = tmp_path / "other-stream.txt"  # the stream left open
+    with open(other, "w") as stream:
+        code, run_dir = _train_with(
+            tmp_path,
+            stderr=stream if closed == 1 else None,
+            stdout=stream if closed == 2 else None,
+            preexec_fn=lambda: os.close(closed),
+        )
+    assert code == 0
+    text = other.read_text()
+    assert "Traceback" not in text
+    if closed == 2:
+        assert json.loads(text)["epochs"] == 2  # stdout still holds its JSON, alone
+    assert files.read_status(run_dir)["status"] == "complete"
+    assert json.loads((run_dir / files.CONFIG).read_text())["seed"] == 0  # no stray output
+
+
+def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: every write gets EPIPE
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as stderr:
+        code, run_dir = _train_with(tmp_path, stdout=write_end, stderr=stderr)
+    os.close(write_end)
+    assert code == 0
+    assert "Traceback" not in err.read_text()
+    assert files.read_status(run_dir)["status"] == "complete"

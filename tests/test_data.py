@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,29 +85,3 @@ def test_data_generation_properties(length, batch_size, window, num_classes, ech
     assert np.array_equal(windows.transpose(1, 0, 2).ravel(), x[:used])
     again, _ = generate_series(np.random.default_rng(seed), length, num_classes, echo_step)
     assert np.array_equal(x, again)
-
-
-@pytest.mark.parametrize(
-    "field, value, flag",
-    [
-        ("num_epochs", 0, "--epochs"),
-        ("batch_size", -1, "--batch-size"),
-        ("truncated_backprop_length", 0, "--window"),
-        ("state_size", 0, "--state-size"),
-        ("total_series_length", 0, "--series-length"),
-        ("num_classes", 1, "--num-classes"),
-        ("echo_step", -1, "--echo-step"),
-        ("echo_step", 50000, "--echo-step"),
-        ("learning_rate", 0.0, "--learning-rate"),
-        ("learning_rate", float("inf"), "--learning-rate"),
-        ("learning_rate", float("nan"), "--learning-rate"),
-        ("total_series_length", 74, "--series-length"),  # < batch 5 x window 15
-    ],
-)
-def test_config_validation_names_the_flag(field, value, flag):
-    from echo_keras.errors import ConfigError
-    from echo_keras.options import flag as flag_of
-
-    with pytest.raises(ConfigError) as error:
-        TrainConfig(**{field: value}).validate()
-    assert flag_of(error.value.field) == flag

@@ -1,4 +1,5 @@
-"""Evaluation: carried-state accuracy, the boundary positions, the reset-each-window ablation."""
+"""Evaluation: carried-state accuracy, the boundary positions, the reset-each-window ablation,
+the `evaluate` command and the values it refuses."""
 
 from __future__ import annotations
 
@@ -6,16 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from echo_keras.cli.app import app
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
 from echo_keras.evaluation import evaluate, score
 from echo_keras.model import build_model
 from echo_keras.run import files
+from tests.helpers import invoke, one_line_error
 
-runner = CliRunner()
 KEYS = {
     "loss",
     "accuracy",
@@ -78,19 +77,19 @@ def test_default_seed_gives_data_no_training_epoch_saw():
 
 
 def test_evaluate_json_and_table(tiny_run):
-    result = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), "--json"])
+    result = invoke("evaluate", "--run-dir", tiny_run, "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert set(payload) == KEYS
     assert payload["reset_each_window"] is False
-    table = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), "--reset-each-window"])
+    table = invoke("evaluate", "--run-dir", tiny_run, "--reset-each-window")
     assert table.exit_code == 0, table.output
     assert "boundary accuracy" in table.stdout and "zeroed before every window" in table.stdout
 
 
 def test_evaluate_seed_and_length(tiny_run):
     def run(*args):
-        result = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), "--json", *args])
+        result = invoke("evaluate", "--run-dir", tiny_run, "--json", *args)
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 
@@ -103,6 +102,20 @@ def test_evaluate_seed_and_length(tiny_run):
     "args, flag", [(["--series-length", "10"], "--series-length"), (["--seed", "-1"], "--seed")]
 )
 def test_evaluate_bad_values(tiny_run, args, flag):
-    result = runner.invoke(app, ["evaluate", "--run-dir", str(tiny_run), *args])
+    result = invoke("evaluate", "--run-dir", tiny_run, *args)
     assert result.exit_code == 2
     assert flag in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run):
+    result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", str(10**11))
+    one_line_error(result, "--series-length", "memory", code=2)
+
+
+def test_evaluate_an_unfinished_run_says_why_there_is_no_model(run_copy):
+    (run_copy / "model.keras").unlink()
+    files.write_status(run_copy, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
+    result = invoke("evaluate", "--run-dir", run_copy)
+    assert result.exit_code == 1
+    assert "model.keras is missing: the run is interrupted" in result.stderr
+    assert "Traceback" not in result.output

@@ -1,5 +1,6 @@
 """`echo-keras export`: a stateless SavedModel with the state explicit, checked in a fresh
-process that imports only TensorFlow, for every variant; refusals leave nothing behind."""
+process that imports only TensorFlow, for every variant; refusals and odd --out paths leave
+nothing behind."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli_helpers import error_exit as one_line_error
-from tests.cli_helpers import invoke
-from tests.stream_runs import VARIANTS, random_symbols, stream_model, trained
+from tests.helpers import VARIANTS, invoke, one_line_error, random_symbols
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -46,27 +45,26 @@ print("keras" in loaded, "echo_keras" in loaded)
 """
 
 
-def test_help():
-    result = invoke("export", "--help")
+def export_through_the_command_line(run_dir, out):
+    result = invoke("export", "--run-dir", run_dir, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output and "--out" in result.output
+    assert "Exported a SavedModel to" in result.stdout and "of predict" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """Every variant exported through the command line: {variant: folder}."""
-    folder = tmp_path_factory.mktemp("exports")
+@pytest.fixture(scope="session")
+def exports(shared, trained):
+    """Every variant exported through the command line, once a session: {variant: folder}."""
     made = {}
     for variant in VARIANTS:
-        out = folder / variant
-        result = invoke("export", "--run-dir", trained(variant), "--out", out)
-        assert result.exit_code == 0, result.output
-        assert "Exported a SavedModel to" in result.stdout and "of predict" in result.stdout
-        made[variant] = out
+        run_dir = trained(variant)
+        made[variant], _ = shared.get(
+            f"export-{variant}",
+            lambda out, run_dir=run_dir: export_through_the_command_line(run_dir, out),
+        )
     return made
 
 
-def test_the_signature_names_every_state_of_every_layer(exports):
+def test_the_signature_names_every_state_of_every_layer(exports, stream_model):
     from echo_keras.backend import tf
 
     for variant, out in exports.items():
@@ -90,7 +88,9 @@ def test_the_signature_names_every_state_of_every_layer(exports):
     assert stream_model("simple").names == ["simple_0_h"]
 
 
-def test_every_variant_streams_in_a_fresh_process_with_tensorflow_alone(exports, tmp_path):
+def test_every_variant_streams_in_a_fresh_process_with_tensorflow_alone(
+    exports, stream_model, tmp_path
+):
     """Chunk by chunk, the state fed back by name, batch 1 and batch 3: the reloaded export
     reproduces predict's probabilities to 1e-5."""
     cases, expected = [], {}
@@ -124,7 +124,7 @@ def test_every_variant_streams_in_a_fresh_process_with_tensorflow_alone(exports,
         np.testing.assert_allclose(np.load(result), probabilities, rtol=0, atol=1e-5)
 
 
-def test_the_readme_snippet_streams_through_an_export(exports, tmp_path):
+def test_the_readme_snippet_streams_through_an_export(exports, tiny_run, tmp_path):
     text = README.read_text()
     section = text[text.index("### Export") :]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -140,11 +140,11 @@ def test_the_readme_snippet_streams_through_an_export(exports, tmp_path):
     chunks = re.findall(r"\[([\d, ]+)\]", snippet.split("for chunk in")[1].split(":")[0])
     symbols = "".join(c.replace(",", "").replace(" ", "") for c in chunks)
     predicted = "".join(re.findall(r"\d", out.stdout))
-    result = invoke("predict", "--run-dir", trained("lstm"), "--json", symbols)
+    result = invoke("predict", "--run-dir", tiny_run, "--json", symbols)
     assert predicted == "".join(map(str, json.loads(result.stdout)["predictions"]))
 
 
-def test_refusals_exit_2_and_touch_nothing(tmp_path):
+def test_refusals_exit_2_and_touch_nothing(tiny_run, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "mine.txt").write_text("mine")
@@ -155,35 +155,63 @@ def test_refusals_exit_2_and_touch_nothing(tmp_path):
         (a_file, "already exists"),
         (tmp_path / "no" / "export", "does not exist"),
     ]:
-        result = invoke("export", "--run-dir", trained("lstm"), "--out", out)
-        one_line_error(result, 2, "--out", fragment)
+        result = invoke("export", "--run-dir", tiny_run, "--out", out)
+        one_line_error(result, "--out", fragment, code=2)
     assert (taken / "mine.txt").read_text() == "mine" and a_file.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]
     missing = invoke("export", "--run-dir", tmp_path / "nothing", "--out", tmp_path / "e")
-    one_line_error(missing, 1, "does not exist")
+    one_line_error(missing, "does not exist", code=1)
 
 
-def test_a_damaged_run_or_a_failed_check_leaves_nothing(tmp_path, monkeypatch):
+def test_a_damaged_run_or_a_failed_check_leaves_nothing(tiny_run, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    shutil.copytree(trained("lstm"), run_dir)
+    shutil.copytree(tiny_run, run_dir)
     (run_dir / "model.keras").write_bytes(b"\x00garbage" * 10)
     exports = tmp_path / "exports"
     exports.mkdir()
     result = invoke("export", "--run-dir", run_dir, "--out", exports / "e")
-    one_line_error(result, 1, "model.keras is damaged")
+    one_line_error(result, "model.keras is damaged", code=1)
     assert list(exports.iterdir()) == []
 
     from echo_keras.stream import export
 
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no export can pass: the check must fail
-    result = invoke("export", "--run-dir", trained("lstm"), "--out", exports / "e")
-    one_line_error(result, 1, "differs from predict")
+    result = invoke("export", "--run-dir", tiny_run, "--out", exports / "e")
+    one_line_error(result, "differs from predict", code=1)
     assert list(exports.iterdir()) == []
 
 
-def test_an_empty_out_folder_is_used(tmp_path):
+def test_an_empty_out_folder_is_used(trained, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
     result = invoke("export", "--run-dir", trained("gru"), "--out", out)
     assert result.exit_code == 0, result.output
     assert (out / "saved_model.pb").is_file()
+
+
+def test_export_refuses_odd_out_paths(tiny_run, tmp_path):
+    run_dir = tiny_run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(empty)
+    for out, fragment in [
+        (link, "symlink"),
+        (run_dir / "export", "inside the run folder"),
+        (tmp_path / "nowhere" / "export", "does not exist"),
+    ]:
+        result = invoke("export", "--run-dir", run_dir, "--out", out)
+        one_line_error(result, "--out", fragment, code=2)
+    assert not (run_dir / "export").exists()
+
+
+def test_the_export_takes_chunks_of_length_zero(exports, stream_model):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(exports["lstm"])).signatures["serving_default"]
+    model = stream_model("lstm")
+    states = {name: tf.zeros((3, model.units)) for name in model.names}
+    result = serve(symbols=tf.zeros((3, 0), tf.int32), **states)
+    assert tuple(result["probabilities"].shape) == (3, 0, model.config.num_classes)
+    for name in model.names:
+        np.testing.assert_array_equal(result[name].numpy(), 0.0)

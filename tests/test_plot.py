@@ -1,55 +1,21 @@
-"""The plot command and the live plot."""
+"""The figure, the `plot` command and its --out, and the live figure's drawing; damaged run
+files named, hostile outputs refused, a huge history bounded (live plot while training:
+test_train.py)."""
 
 from __future__ import annotations
 
-import shutil
-import struct
-import subprocess
-import sys
+import os
+import stat
+import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from echo_keras.cli.app import app
 from echo_keras.plots.figure import draw_figure, loss_curve
 from echo_keras.run import files
+from tests.helpers import invoke, one_line_error, png_size, run_process
 
-runner = CliRunner()
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(path):
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, "not a PNG"
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-def test_plot_writes_a_png_and_prints_its_path(tiny_run, tmp_path):
-    out = tmp_path / "figure.png"
-    result = runner.invoke(app, ["plot", "--run-dir", str(tiny_run), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(out)
-    width, height = png_size(out)
-    assert 800 <= width <= 2000 and 500 <= height <= 1500
-
-
-def test_plot_defaults_to_run_dir_plot_png(tiny_run):
-    result = runner.invoke(app, ["plot", "--run-dir", str(tiny_run)])
-    assert result.exit_code == 0, result.output
-    png_size(tiny_run / "plot.png")
-
-
-def test_plot_does_not_import_tensorflow(tiny_run, tmp_path):
-    code = (
-        "import sys; from echo_keras.cli.app import app; from typer.testing import CliRunner; "
-        f"r = CliRunner().invoke(app, ['plot', '--run-dir', {str(tiny_run)!r}, "
-        f"'--out', {str(tmp_path / 'p.png')!r}]); assert r.exit_code == 0, r.output; "
-        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+# --- the figure ----------------------------------------------------------------------------
 
 
 def test_figure_has_the_tutorial_layout():
@@ -85,6 +51,29 @@ def test_grid_adapts_to_the_batch_size(rows, panels):
     assert len([ax for ax in figure.axes if ax.get_visible()]) == panels
 
 
+# --- the plot command ----------------------------------------------------------------------
+
+
+def test_plot_writes_a_png_and_prints_its_path(tiny_run, tmp_path):
+    out = tmp_path / "figure.png"
+    result = invoke("plot", "--run-dir", tiny_run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    width, height = png_size(out)
+    assert 800 <= width <= 2000 and 500 <= height <= 1500
+
+
+def test_plot_defaults_to_run_dir_plot_png(run_copy):
+    result = invoke("plot", "--run-dir", run_copy)
+    assert result.exit_code == 0, result.output
+    png_size(run_copy / "plot.png")
+
+
+def test_plot_of_a_missing_run_folder(tmp_path):
+    result = invoke("plot", "--run-dir", tmp_path / "nothing")
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+
+
 @pytest.mark.parametrize(
     "name, damage",
     [
@@ -94,9 +83,8 @@ def test_grid_adapts_to_the_batch_size(rows, panels):
         (files.LAST_BATCH, "truncated"),
     ],
 )
-def test_missing_or_damaged_files_are_named(tiny_run, tmp_path, name, damage):
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
+def test_missing_or_damaged_files_are_named(run_copy, name, damage):
+    run_dir = run_copy
     (run_dir / "plot.png").unlink(missing_ok=True)
     target = run_dir / name
     if damage == "missing":
@@ -106,45 +94,125 @@ def test_missing_or_damaged_files_are_named(tiny_run, tmp_path, name, damage):
         target.write_text("".join(lines[:5] + ["0,4,x,0.5\n"] + lines[6:]))
     else:
         target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
-    result = runner.invoke(app, ["plot", "--run-dir", str(run_dir)])
+    result = invoke("plot", "--run-dir", run_dir)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and name in lines[0] and "Traceback" not in result.output
     assert not (run_dir / "plot.png").exists()
 
 
-def test_a_torn_last_history_line_is_dropped(tiny_run, tmp_path):
+def test_a_torn_last_history_line_is_dropped(run_copy):
     """A process killed while appending leaves half a line: the reader drops it."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
+    run_dir = run_copy
     rows = files.read_history(run_dir)
     history = run_dir / files.HISTORY
     history.write_bytes(history.read_bytes()[:-7])
     assert files.read_history(run_dir) == rows[:-1]
-    result = runner.invoke(app, ["plot", "--run-dir", str(run_dir)])
+    result = invoke("plot", "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
     assert (run_dir / "plot.png").stat().st_size > 0
 
 
-def test_plot_of_a_missing_run_folder(tmp_path):
-    result = runner.invoke(app, ["plot", "--run-dir", str(tmp_path / "nothing")])
-    assert result.exit_code == 1 and "does not exist" in result.stderr
+@pytest.mark.slow
+def test_plot_of_three_million_history_rows_is_bounded(run_copy):
+    batches = 3000
+    with open(run_copy / files.HISTORY, "w") as handle:
+        handle.write(files.HISTORY_HEADER)
+        for epoch in range(1000):
+            base = epoch * batches
+            handle.write(
+                "".join(
+                    f"{epoch},{b},{base + b},{1.0 / (1 + base + b)!r}\n" for b in range(batches)
+                )
+            )
+    code, seconds, peak_mib, err = run_process("plot", "--run-dir", run_copy)
+    assert code == 0, err
+    assert seconds < 45 and peak_mib < 1024, (seconds, peak_mib)
+    assert (run_copy / "plot.png").stat().st_size > 0
 
 
-def test_plot_every_writes_live_png(tmp_path, tiny_config):
-    from echo_keras.training import train
+def test_plot_never_writes_through_a_run_folders_own_plot_png_link(run_copy, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (run_copy / "plot.png").unlink(missing_ok=True)
+    (run_copy / "plot.png").symlink_to(victim)
+    result = invoke("plot", "--run-dir", run_copy)
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep"
+    assert not (run_copy / "plot.png").is_symlink()
+    assert (run_copy / "plot.png").read_bytes().startswith(MAGIC["png"])
 
-    run_dir = tmp_path / "run"
-    train(tiny_config, run_dir, plot_every=7)
-    width, _ = png_size(run_dir / "live.png")
-    assert width > 500
-    assert not list(run_dir.glob(".live*"))  # no temporary file left behind
+
+# --- plot --out ----------------------------------------------------------------------------
+
+MAGIC = {"png": b"\x89PNG", "svg": b"<?xml", "pdf": b"%PDF", "jpg": b"\xff\xd8\xff"}
+
+
+@pytest.mark.parametrize("extension", sorted(MAGIC))
+def test_plot_out_honours_the_extension(tiny_run, tmp_path, extension):
+    out = tmp_path / f"figure.{extension}"
+    result = invoke("plot", "--run-dir", tiny_run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(MAGIC[extension])
+
+
+@pytest.mark.parametrize("name", ["figure.xyz", "figure"])
+def test_plot_out_refuses_an_unknown_format(tiny_run, tmp_path, name):
+    result = invoke("plot", "--run-dir", tiny_run, "--out", tmp_path / name)
+    one_line_error(result, "--out", "unknown image format", code=2)
+    assert not (tmp_path / name).exists()
+
+
+def test_plot_out_refuses_pgf_which_needs_latex(tiny_run, tmp_path):
+    result = invoke("plot", "--run-dir", tiny_run, "--out", tmp_path / "figure.pgf")
+    one_line_error(result, "unknown image format", code=2)
+
+
+@pytest.mark.parametrize("where", ["folder", "missing parent"])
+def test_plot_out_must_be_a_file_in_an_existing_folder(tiny_run, tmp_path, where):
+    out = tmp_path if where == "folder" else tmp_path / "no" / "such" / "plot.png"
+    result = invoke("plot", "--run-dir", tiny_run, "--out", out)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0]
+
+
+def test_plot_out_writes_through_a_symlink(tiny_run, tmp_path):
+    target, link = tmp_path / "real.png", tmp_path / "link.png"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    result = invoke("plot", "--run-dir", tiny_run, "--out", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.read_bytes().startswith(MAGIC["png"])
+
+
+def _special_files(tmp_path):
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    specials = [fifo, folder]
+    if os.geteuid() == 0:  # a device node of our own, never the system's /dev/null
+        device = tmp_path / "null.png"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        specials.append(device)
+    return specials
+
+
+def test_plot_out_refuses_devices_fifos_and_folders(tiny_run, tmp_path):
+    for path in _special_files(tmp_path):
+        before = path.lstat()
+        result = invoke("plot", "--run-dir", tiny_run, "--out", path)
+        one_line_error(result, "--out", code=2)
+        after = path.lstat()
+        assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+# --- the live figure's drawing -------------------------------------------------------------
 
 
 def test_live_plot_writes_while_training_runs(tmp_path):
     """The live figure appears before training ends, not only at close()."""
-    import time
-
     from echo_keras.callbacks import BatchLossRecorder
     from echo_keras.plots.live import LivePlot
     from echo_keras.training import BatchTap
@@ -169,12 +237,3 @@ def test_live_plot_writes_while_training_runs(tmp_path):
     finally:
         live.close()
     png_size(tmp_path / "live.png")
-
-
-@pytest.mark.parametrize("where", ["folder", "missing parent"])
-def test_plot_out_must_be_a_file_in_an_existing_folder(tiny_run, tmp_path, where):
-    out = tmp_path if where == "folder" else tmp_path / "no" / "such" / "plot.png"
-    result = runner.invoke(app, ["plot", "--run-dir", str(tiny_run), "--out", str(out)])
-    assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--out" in lines[0]

@@ -1,55 +1,32 @@
 """`echo-keras predict`: the state carried across chunks, lines and calls, agreement with the
-trained stateful model, output, bad input, pipes and long streams (parsing: test_symbols.py)."""
+trained stateful model, output, bad input, state files, pipes and long streams; and its input
+and output without a model: symbols parsed a block at a time, the layout of the answers, the
+line and column of a bad symbol, the echo score."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import stat
 import subprocess
-import sys
 import time
 import tracemalloc
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from echo_keras.stream.symbols import BLOCK
-from tests.cli_helpers import error_exit as one_line_error
-from tests.cli_helpers import invoke
-from tests.stream_runs import (
+from echo_keras.errors import SymbolError
+from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser, check_stream
+from tests.helpers import (
+    ECHO_KERAS,
     VARIANTS,
     as_text,
     assert_same_stream,
+    invoke,
+    one_line_error,
     random_symbols,
-    stream_model,
-    trained,
 )
-
-runner = CliRunner()
-ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
-
-
-# --- the command line without TensorFlow ----------------------------------------------------
-
-
-def test_help():
-    result = invoke("predict", "--help")
-    assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output and "--state-in" in result.output
-
-
-def test_help_of_predict_and_export_imports_neither_tensorflow_nor_ray():
-    code = (
-        "import sys; from echo_keras.cli.app import app; from typer.testing import CliRunner\n"
-        "for command in ('predict', 'export'):\n"
-        "    r = CliRunner().invoke(app, [command, '--help']); assert r.exit_code == 0, r.output\n"
-        "print(*(name in sys.modules for name in ('tensorflow', 'keras', 'ray')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False", "False"]
-
 
 # --- the carried state: chunks, lines, calls ------------------------------------------------
 
@@ -65,7 +42,7 @@ def run_in_chunks(model, symbols, cuts):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_one_symbol_at_a_time_and_chunks_of_any_length_give_one_pass(variant):
+def test_one_symbol_at_a_time_and_chunks_of_any_length_give_one_pass(stream_model, variant):
     model = stream_model(variant)
     symbols = random_symbols(model.config.num_classes, 600, seed=1)
     whole, final = run_in_chunks(model, symbols, [600])
@@ -81,7 +58,7 @@ def test_one_symbol_at_a_time_and_chunks_of_any_length_give_one_pass(variant):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_pieces_longer_than_a_chunk_carry_the_state(monkeypatch):
+def test_pieces_longer_than_a_chunk_carry_the_state(stream_model, monkeypatch):
     from echo_keras.stream import model as streaming
 
     model = stream_model("lstm")
@@ -105,7 +82,7 @@ def predict_json(run_dir, *args, input=None):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_two_calls_with_state_files_give_one_pass(variant, tmp_path):
+def test_two_calls_with_state_files_give_one_pass(trained, stream_model, variant, tmp_path):
     run_dir = trained(variant)
     k = stream_model(variant).config.num_classes
     symbols = random_symbols(k, 120, seed=5)
@@ -125,7 +102,7 @@ def test_two_calls_with_state_files_give_one_pass(variant, tmp_path):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_batch_one_agrees_with_the_batch_5_stateful_training_model(variant):
+def test_batch_one_agrees_with_the_batch_5_stateful_training_model(trained, stream_model, variant):
     """Row i of a series, streamed alone, gets what the trained stateful model predicts for
     row i when it runs over the windows in order (state carried, as in training)."""
     from echo_keras.backend import tf
@@ -189,7 +166,7 @@ def test_probabilities_in_plain_output(tiny_run):
     np.testing.assert_allclose(sum(rows, []), payload["probabilities"], atol=1e-6)
 
 
-def test_more_than_ten_classes_print_integers_line_by_line():
+def test_more_than_ten_classes_print_integers_line_by_line(trained):
     run_dir = trained("classes12")
     result = invoke("predict", "--run-dir", run_dir, input="11 0 7\n3\n10  11 2")
     assert result.exit_code == 0, result.output
@@ -216,10 +193,10 @@ def test_bad_symbols_and_usage_problems_exit_2_and_write_no_state(tiny_run, tmp_
     ]
     for args, fragment in cases:
         result = invoke("predict", "--run-dir", tiny_run, "--state-out", state, *args)
-        one_line_error(result, 2, fragment)
+        one_line_error(result, fragment, code=2)
         assert not state.exists() and result.stdout == ""
     empty = invoke("predict", "--run-dir", tiny_run, input="\n\n")
-    one_line_error(empty, 2, "no symbols")
+    one_line_error(empty, "no symbols", code=2)
 
 
 def test_a_bad_symbol_late_in_a_file_stops_before_any_output(tiny_run, tmp_path):
@@ -227,11 +204,11 @@ def test_a_bad_symbol_late_in_a_file_stops_before_any_output(tiny_run, tmp_path)
     source.write_text("0110\n" * 1000 + "01 21\n")
     state = tmp_path / "state.npz"
     result = invoke("predict", "--run-dir", tiny_run, "--input", source, "--state-out", state)
-    one_line_error(result, 2, "line 1001, column 4: symbol 2 is outside 0..1")
+    one_line_error(result, "line 1001, column 4: symbol 2 is outside 0..1", code=2)
     assert result.stdout == "" and not state.exists()
 
 
-def test_state_files_from_another_run_or_damaged(tiny_run, tmp_path):
+def test_state_files_from_another_run_or_damaged(trained, tiny_run, tmp_path):
     other = tmp_path / "gru.npz"
     assert invoke("predict", "--run-dir", trained("gru"), "01", "--state-out", other).exit_code == 0
     wrong_shape = tmp_path / "wide.npz"
@@ -255,13 +232,13 @@ def test_state_files_from_another_run_or_damaged(tiny_run, tmp_path):
         result = invoke(
             "predict", "--run-dir", tiny_run, "0110", "--state-in", path, "--state-out", state
         )
-        one_line_error(result, code, str(path.name), fragment)
+        one_line_error(result, str(path.name), fragment, code=code)
         assert state.read_bytes() == b"earlier state" and result.stdout == ""
 
 
 def test_damaged_run_folder_exits_1(tmp_path):
     result = invoke("predict", "--run-dir", tmp_path / "nothing", "01")
-    one_line_error(result, 1, "does not exist")
+    one_line_error(result, "does not exist", code=1)
 
 
 def test_state_out_is_written_atomically(tiny_run, tmp_path, monkeypatch):
@@ -275,7 +252,7 @@ def test_state_out_is_written_atomically(tiny_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", broken_savez)
     result = invoke("predict", "--run-dir", tiny_run, "0110", "--state-out", state)
-    one_line_error(result, 1, "cannot write", "No space left")
+    one_line_error(result, "cannot write", "No space left", code=1)
     assert state.read_bytes() == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz"]  # no temporary left
 
@@ -345,7 +322,7 @@ class LazyStream(io.RawIOBase):
         return size
 
 
-def test_a_long_stream_is_read_and_predicted_in_bounded_pieces(monkeypatch):
+def test_a_long_stream_is_read_and_predicted_in_bounded_pieces(stream_model, monkeypatch):
     from echo_keras.stream import model as streaming
 
     model = stream_model("lstm")
@@ -391,3 +368,197 @@ def test_a_ten_million_symbol_file_runs_in_the_memory_of_a_short_one(tiny_run, t
         for _ in range(10):
             handle.write((rng.integers(0, 2, 1_000_000, dtype=np.uint8) + 48).tobytes())
     assert peak_rss_mib(long) - peak_rss_mib(short) < 60
+
+
+# --- state files and standard streams that are not what they seem -------------------------
+
+
+@pytest.fixture
+def run_dir(tiny_run):
+    """The tiny run, which these cases must leave as it is."""
+    return tiny_run
+
+
+def test_state_out_refuses_devices_fifos_and_the_run_folder(run_dir, tmp_path):
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    targets = [fifo, run_dir / "model.keras", run_dir / "new-state.npz"]
+    if os.geteuid() == 0:  # a device node of our own, never the system's /dev/null
+        device = tmp_path / "null.npz"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        targets.append(device)
+    model = (run_dir / "model.keras").read_bytes()
+    for target in targets:
+        before = os.lstat(target) if os.path.lexists(target) else None
+        result = invoke("predict", "--run-dir", run_dir, "0110", "--state-out", target)
+        one_line_error(result, "--state-out", code=2)
+        after = os.lstat(target) if os.path.lexists(target) else None
+        assert (before and (before.st_ino, before.st_mode)) == (
+            after and (after.st_ino, after.st_mode)
+        )
+    assert (run_dir / "model.keras").read_bytes() == model
+
+
+def test_state_out_refuses_the_input_file_and_a_file_that_is_not_a_state(run_dir, tmp_path):
+    symbols = tmp_path / "in.txt"
+    symbols.write_text("0110\n")
+    same = invoke("predict", "--run-dir", run_dir, "--input", symbols, "--state-out", symbols)
+    one_line_error(same, "--input", code=2)
+    notes = tmp_path / "notes.npz"
+    notes.write_text("my notes")
+    other = invoke("predict", "--run-dir", run_dir, "0110", "--state-out", notes)
+    one_line_error(other, "not a state file", code=2)
+    assert symbols.read_text() == "0110\n" and notes.read_text() == "my notes"
+
+
+def test_state_out_writes_through_a_symlink_and_may_replace_its_own_state(run_dir, tmp_path):
+    state, link = tmp_path / "state.npz", tmp_path / "link.npz"
+    assert invoke("predict", "--run-dir", run_dir, "0110", "--state-out", state).exit_code == 0
+    link.symlink_to(state)
+    again = invoke("predict", "--run-dir", run_dir, "1", "--state-in", link, "--state-out", link)
+    assert again.exit_code == 0, again.output
+    assert link.is_symlink() and state.is_file()
+
+
+def test_a_state_file_that_overflows_float32_is_damaged(run_dir, stream_model, tmp_path):
+    model = stream_model("lstm")
+    path = tmp_path / "big.npz"
+    np.savez(path, **{name: np.full((1, model.units), 1e300) for name in model.names})
+    result = invoke("predict", "--run-dir", run_dir, "0110", "--state-in", path)
+    one_line_error(result, "is damaged", "not finite", code=1)
+
+
+def full_device(tmp_path):
+    """A device that refuses every write with ENOSPC: a node of our own when we may make one."""
+    if os.geteuid() != 0:
+        return "/dev/full"
+    device = tmp_path / "full"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    return device
+
+
+def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
+    state = tmp_path / "state.npz"
+    command = [*ECHO_KERAS, "predict", "--run-dir", str(run_dir), "0110", "--state-out", str(state)]
+    device = full_device(tmp_path)
+    for extra in ([], ["--json"]):
+        with open(device, "w") as full:
+            done = subprocess.run(
+                [*command, *extra], stdout=full, stderr=subprocess.PIPE, text=True
+            )
+        assert done.returncode == 1, done.stderr
+        assert "cannot write the predictions" in done.stderr and "Traceback" not in done.stderr
+        assert not state.exists()
+
+
+def test_a_redirected_stdin_is_read_from_where_it_stands(run_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("header line\n0110\n")
+    with open(source, "rb", buffering=0) as stdin:
+        stdin.read(len("header line\n"))  # the shell's `read` took the first line
+        done = subprocess.run(
+            [*ECHO_KERAS, "predict", "--run-dir", str(run_dir)],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip()) == 4
+
+
+def test_a_non_utf8_argument_is_a_bad_symbol(run_dir):
+    done = subprocess.run(
+        [*ECHO_KERAS, "predict", "--run-dir", str(run_dir), os.fsdecode(b"\xff01")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "unexpected" not in done.stderr
+
+
+# --- symbols and answers, without a model --------------------------------------------------
+
+
+def parse_all(data: bytes, num_classes: int, block: int) -> tuple[np.ndarray, bytes, bytes]:
+    """Parse `data` in blocks of `block` bytes; (symbols, classes output, probabilities output)
+    with every symbol's class set to (symbol + 1) % K and fake probabilities."""
+    parser = SymbolParser(num_classes)
+    classes, probs = Layout(parser.digit_mode), Layout(parser.digit_mode)
+    symbols, out_c, out_p = [], [], []
+    pieces = [parser.parse(data[i : i + block]) for i in range(0, len(data), block)]
+    for piece in [*pieces, parser.finish()]:
+        symbols.append(piece.symbols)
+        out_c.append(classes.classes(piece, (piece.symbols + 1) % num_classes))
+        fake = np.eye(num_classes, dtype=np.float32)[piece.symbols]
+        out_p.append(probs.probabilities(piece, fake))
+    out_c.append(classes.end())
+    out_p.append(probs.end())
+    return np.concatenate(symbols), b"".join(out_c), b"".join(out_p)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1000])
+def test_digits_keep_their_layout_whatever_the_blocks(block):
+    data = b"0110 1\n\n10\t01\r\n1"
+    symbols, classes, probabilities = parse_all(data, 2, block)
+    assert symbols.tolist() == [0, 1, 1, 0, 1, 1, 0, 0, 1, 1]
+    assert classes == b"1001 0\n\n01\t10\r\n0\n"  # same bytes, digits replaced; a final newline
+    assert probabilities.decode().splitlines() == [
+        "1.000000,0.000000 0.000000,1.000000 0.000000,1.000000 1.000000,0.000000 0.000000,1.000000",
+        "",
+        "0.000000,1.000000 1.000000,0.000000 1.000000,0.000000 0.000000,1.000000",
+        "0.000000,1.000000",
+    ]
+
+
+@pytest.mark.parametrize("block", [1, 2, 5, 1000])
+def test_more_than_ten_classes_are_whitespace_separated_integers(block):
+    data = b"11 0  7\n3\n\n10 11"
+    symbols, classes, _ = parse_all(data, 12, block)
+    assert symbols.tolist() == [11, 0, 7, 3, 10, 11]
+    assert classes == b"0 1 8\n4\n\n11 0\n"
+
+
+@pytest.mark.parametrize(
+    "data, num_classes, message",
+    [
+        (b"0110x", 2, "line 1, column 5: 'x' is not a symbol (symbols are the digits 0..1)"),
+        (b"01\n1 2", 2, "line 2, column 3: symbol 2 is outside 0..1"),
+        (b"012\n\n  3", 3, "line 3, column 3: symbol 3 is outside 0..2"),
+        (b"0,1", 2, "line 1, column 2: ',' is not a symbol"),
+        ("0é".encode(), 2, "line 1, column 2: '"),  # 'é', or '\ufffd' if a block cuts it
+        (b"1 11 12", 12, "line 1, column 6: symbol 12 is outside 0..11"),
+        (b"1\n 3a 4", 12, "line 2, column 2: '3a' is not a symbol"),
+        (b"1 -1", 12, "line 1, column 3: '-1' is not a symbol"),
+        (b"1 " + b"1" * 100, 12, "line 1, column 3: symbol 1111111111111111111"),
+        (b" \n\t\n", 2, "the input holds no symbols"),
+        (b"", 12, "the input holds no symbols"),
+    ],
+)
+def test_bad_symbols_name_their_line_and_column(data, num_classes, message):
+    for block in (1, 3, BLOCK):
+        with pytest.raises(SymbolError) as error:
+            check_stream(_blocks(data, block), num_classes)
+        assert str(error.value).startswith(message), (block, str(error.value))
+
+
+def test_a_bad_character_is_shown_as_typed():
+    with pytest.raises(SymbolError, match="column 3: 'é' is not a symbol"):
+        check_stream(io.BytesIO("01é1".encode()).read1, 2)
+
+
+def _blocks(data: bytes, size: int):
+    stream = io.BytesIO(data)
+    return lambda n: stream.read(min(n, size))
+
+
+def test_echo_score_across_blocks_counts_positions_from_echo_step_on():
+    symbols = random_symbols(2, 50, seed=3)
+    predictions = np.roll(symbols, 3)
+    predictions[10] ^= 1  # one wrong echo
+    for cuts in ([50], [1, 1, 1, 47], [2, 30, 18]):
+        score, start = EchoScore(3), 0
+        for length in cuts:
+            score.update(symbols[start : start + length], predictions[start : start + length])
+            start += length
+        assert score.scored == 47 and score.correct == 46
+    assert EchoScore(3).accuracy is None

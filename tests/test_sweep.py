@@ -1,8 +1,11 @@
-"""`echo-keras sweep`: grid parsing, usage errors, the heat map, and real sweeps on a local Ray.
+"""`echo-keras sweep`: grid parsing, usage errors, the heat map, real sweeps on a local Ray, and
+a sweep on a Ray head started with `ray start` (the cluster).
 
 Ray starts in seconds, so one tiny sweep (6 points, 2 workers, one point made to fail) is shared
 by several tests. Ray's session files go to a short folder under /tmp (its Unix socket paths
-must stay short), and a token file there keeps Ray from writing ~/.ray/auth_token.
+must stay short), and a token file there keeps Ray from writing ~/.ray/auth_token. Every test
+that starts Ray is in the xdist group "ray": they run one after another in one worker, so two
+Rays never start at once (and `ray stop` never stops another test's Ray).
 """
 
 from __future__ import annotations
@@ -23,16 +26,15 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from echo_keras.cli.app import app
-from echo_keras.errors import ConfigError
+from echo_keras.errors import ConfigError, SweepError
 from echo_keras.options import flag
 from echo_keras.sweep import grid, heatmap, results
 from echo_keras.sweep import runner as sweep
+from tests.helpers import invoke
 
-runner = CliRunner()
-TINY = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
+ON_RAY = pytest.mark.xdist_group("ray")
+TINY_SWEEP = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
 FAILING = "echo2-window3-state4-lstm-seed0"
 COLUMNS = (
     "num_epochs,total_series_length,truncated_backprop_length,state_size,num_classes,"
@@ -40,10 +42,6 @@ COLUMNS = (
     "accuracy,boundary_accuracy,inner_accuracy,reset_boundary_accuracy,final_loss,"
     "train_seconds,host,status,error"
 ).split(",")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +69,7 @@ def tiny_sweep(ray_tmp, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "out"
     os.environ[sweep.FAIL_ENV] = FAILING
     try:
-        args = ["--echo-step", "1,2,6", "--window", "3,6", *TINY, "--workers", "2"]
+        args = ["--echo-step", "1,2,6", "--window", "3,6", *TINY_SWEEP, "--workers", "2"]
         result = invoke("sweep", "--out", out, *args, "--keep-runs", "--json")
     finally:
         del os.environ[sweep.FAIL_ENV]
@@ -135,9 +133,7 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, args, flag)
 
 def test_workers_with_an_address_is_a_usage_error(tmp_path):
     for args, env in ((["--address", "127.0.0.1:1"], {}), ([], {"RAY_ADDRESS": "127.0.0.1:1"})):
-        result = runner.invoke(
-            app, ["sweep", "--out", str(tmp_path / "o"), "--workers", "2", *args], env=env
-        )
+        result = invoke("sweep", "--out", tmp_path / "o", "--workers", "2", *args, env=env)
         assert result.exit_code == 2, result.output
         assert "--workers" in result.stderr and "--address" in result.stderr
     assert not (tmp_path / "o").exists()
@@ -189,10 +185,10 @@ def test_results_csv_round_trip_and_damage(tmp_path):
         back["accuracy"] == "0.5" and back["inner_accuracy"] == "" and back["error"] == row["error"]
     )
     path.write_text(path.read_text()[:-5])
-    with pytest.raises(grid.SweepError, match="damaged"):
+    with pytest.raises(SweepError, match="damaged"):
         results.read_results(path)
     path.write_text("epoch,loss\n")
-    with pytest.raises(grid.SweepError, match="header"):
+    with pytest.raises(SweepError, match="header"):
         results.read_results(path)
 
 
@@ -209,29 +205,6 @@ def test_token_mode_is_turned_on_only_when_a_token_is_at_hand(tmp_path, monkeypa
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     sweep.use_token_if_available()
     assert os.environ["RAY_AUTH_MODE"] == "disabled"
-
-
-# --- imports ------------------------------------------------------------------------------
-
-
-def _modules_after(*commands: list[str]) -> list[str]:
-    code = (
-        "import sys; from typer.testing import CliRunner; from echo_keras.cli.app import app\n"
-        f"for args in {list(commands)!r}:\n"
-        "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
-        "print(*(m in sys.modules for m in ('tensorflow', 'keras', 'ray')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return out.stdout.split()
-
-
-def test_sweep_help_imports_neither_tensorflow_nor_ray():
-    assert _modules_after(["sweep", "--help"]) == ["False", "False", "False"]
-
-
-def test_train_help_and_plot_do_not_import_ray(tiny_run):
-    commands = (["train", "--help"], ["plot", "--run-dir", str(tiny_run)], ["--help"])
-    assert _modules_after(*commands)[2] == "False"
 
 
 # --- the heat map and the progress bar ------------------------------------------------------
@@ -282,6 +255,7 @@ def test_the_progress_bar_counts_points_on_a_terminal():
 # --- local sweeps -------------------------------------------------------------------------
 
 
+@ON_RAY
 @pytest.mark.slow
 def test_a_sweep_writes_results_heatmap_and_summary(tiny_sweep):
     out, result = tiny_sweep
@@ -308,6 +282,7 @@ def test_a_sweep_writes_results_heatmap_and_summary(tiny_sweep):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+@ON_RAY
 @pytest.mark.slow
 def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
     out, result = tiny_sweep
@@ -320,6 +295,7 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
     assert not (out / "runs" / FAILING).exists()
 
 
+@ON_RAY
 @pytest.mark.slow
 def test_the_cliff_at_echo_step_equal_to_window(tiny_sweep):
     out, _ = tiny_sweep
@@ -333,6 +309,7 @@ def test_the_cliff_at_echo_step_equal_to_window(tiny_sweep):
     assert all(r["inner_accuracy"] == "" for r in beyond)  # no target inside the window
 
 
+@ON_RAY
 @pytest.mark.slow
 def test_resume_runs_only_the_points_not_done_and_overwrite_starts_afresh(tiny_sweep, tmp_path):
     out = tmp_path / "out"
@@ -352,7 +329,9 @@ def test_resume_runs_only_the_points_not_done_and_overwrite_starts_afresh(tiny_s
     assert again.exit_code == 0 and json.loads(again.stdout)["ran"] == 0
     assert time.perf_counter() - started < 5  # nothing to run: Ray is not even started
 
-    fresh = invoke("sweep", "--out", out, "--overwrite", "--echo-step", "1", "--window", "3", *TINY)
+    fresh = invoke(
+        "sweep", "--out", out, "--overwrite", "--echo-step", "1", "--window", "3", *TINY_SWEEP
+    )
     assert fresh.exit_code == 0, fresh.output
     assert [results.point_name(r) for r in results.read_results(out / "results.csv")] == [
         "echo1-window3-state4-lstm-seed0"
@@ -380,6 +359,7 @@ def _address_host(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
 
 
+@ON_RAY
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
@@ -407,11 +387,12 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
     assert not _descendants(os.getpid()) & ours, "Ray's processes outlived ray.shutdown"
 
 
+@ON_RAY
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path):
     out = tmp_path / "out"
     command = [str(Path(sys.executable).parent / "echo-keras"), "sweep", "--out", str(out)]
-    command += ["--echo-step", "1-4", "--window", "3-6", *TINY, "--workers", "2"]
+    command += ["--echo-step", "1-4", "--window", "3-6", *TINY_SWEEP, "--workers", "2"]
     terminal, screen = pty.openpty()  # a terminal, so the progress bar draws
     process = subprocess.Popen(
         command, stdout=screen, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -466,3 +447,81 @@ def _processes_mentioning(text: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+# --- a sweep on a cluster ------------------------------------------------------------------
+# The head listens on 127.0.0.1 only and requires a token (RAY_AUTH_MODE=token, the token in a
+# file named by RAY_AUTH_TOKEN_PATH). The sweep runs as a separate process with that token file
+# but without RAY_AUTH_MODE: joining by address, Ray would send no token; the sweep must turn
+# token mode on itself. `ray stop` ends the head whatever happens.
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _gcs_environment(folder: Path) -> bytes:
+    """The environment of the GCS server whose command line names `folder`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+            if b"gcs_server" in command and str(folder).encode() in command:
+                return (entry / "environ").read_bytes()
+        except OSError:
+            continue
+    raise AssertionError("no GCS server of the head found")
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head on 127.0.0.1 with 2 CPUs and token authentication; yields (address, env)."""
+    folder = Path(tempfile.mkdtemp(prefix="ekc-", dir="/tmp"))  # short: Unix socket paths
+    token = folder / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_TMPDIR"):
+        env.pop(name, None)
+    port = _free_port()
+    start = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1"]
+    start += ["--port", str(port), "--num-cpus", "2", "--temp-dir", str(folder / "ray")]
+    start += ["--include-dashboard=false", "--disable-usage-stats"]
+    try:
+        started = subprocess.run(
+            start, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert b"RAY_AUTH_MODE=token" in _gcs_environment(folder)  # the head wants a token
+        yield f"127.0.0.1:{port}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@ON_RAY
+@pytest.mark.slow
+def test_a_sweep_runs_on_an_authenticated_ray_head(ray_head, tmp_path):
+    address, env = ray_head
+    out = tmp_path / "out"
+    command = [str(BIN / "echo-keras"), "sweep", "--out", str(out), "--address", address]
+    command += ["--echo-step", "1,6", "--window", "3", "--epochs", "3", "--series-length", "6000"]
+    done = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["address"] == address and summary["cpus"] == 2
+    assert summary["points"] == 2 and summary["ok"] == 2
+    rows = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
+    assert set(rows) == {"echo1-window3-state4-lstm-seed0", "echo6-window3-state4-lstm-seed0"}
+    assert all(r["status"] == "ok" and r["host"] == socket.gethostname() for r in rows.values())
+    assert float(rows["echo1-window3-state4-lstm-seed0"]["boundary_accuracy"]) >= 0.99
+    assert float(rows["echo6-window3-state4-lstm-seed0"]["boundary_accuracy"]) <= 0.65
+    assert json.loads((out / "sweep.json").read_text())["address"] == address
+    assert (out / "heatmap.png").is_file()

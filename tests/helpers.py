@@ -1,0 +1,168 @@
+"""What the tests share: the tiny configuration, invoking the CLI and checking its one-line
+errors, training in a child process, and comparing streamed probabilities.
+
+Trained runs shared by many tests are fixtures in conftest.py (trained once per session).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+from typer.testing import CliRunner
+
+from echo_keras.cli.app import app
+from echo_keras.config import TrainConfig
+from echo_keras.run import files
+
+# 30 windows of 5 x 10 per epoch: trains in a second or two once TensorFlow is loaded.
+TINY = TrainConfig(
+    num_epochs=2,
+    total_series_length=1500,
+    truncated_backprop_length=10,
+    batch_size=5,
+    state_size=4,
+)
+# The same configuration as the command line spells it (batch size and state size: defaults).
+TINY_FLAGS = ["--epochs", "2", "--series-length", "1500", "--window", "10", "--quiet"]
+# Long enough to be stopped after its first checkpoint: 200 windows an epoch.
+LONG_FLAGS = ["--epochs", "40", "--series-length", "15000", "--quiet"]
+# Tiny runs of every variant, for predict and export (the "lstm" one is TINY itself).
+VARIANTS = {
+    "lstm": {},
+    "gru": {"cell": "gru"},
+    "simple": {"cell": "simple"},
+    "layers2": {"num_layers": 2},
+    "classes3": {"num_classes": 3},
+    "dropout": {"dropout": 0.1},
+    "classes12": {"num_classes": 12},  # more than ten: symbols are whitespace-separated
+}
+ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+runner = CliRunner()
+
+
+# --- the command line in this process ------------------------------------------------------
+
+
+def invoke(*args, input=None, env=None):
+    """Run `echo-keras ARGS` in this process (every argument as text)."""
+    return runner.invoke(app, [str(arg) for arg in args], input=input, env=env)
+
+
+def one_line_error(result, *fragments, code: int | None = None):
+    """The command failed with exactly one line, `Error: ...`, holding every fragment; and,
+    when `code` is given, with that exit status."""
+    if code is not None:
+        assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# --- the command line in a child process ---------------------------------------------------
+
+
+def start(run_dir, *flags, command="train"):
+    """`echo-keras COMMAND --run-dir RUN_DIR FLAGS` in a child process, its output piped."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [*ECHO_KERAS, command, "--run-dir", str(run_dir), *map(str, flags)]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def checkpoint_of(run_dir):
+    return run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE
+
+
+def wait_for(path, process, timeout=120):
+    """Wait until `path` exists, failing if `process` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def signal_after_first_checkpoint(process, run_dir, signum):
+    """Send `signum` once the first epoch is checkpointed; (stdout, stderr) once it ends."""
+    wait_for(checkpoint_of(run_dir), process)
+    process.send_signal(signum)
+    return process.communicate(timeout=120)
+
+
+# The process reports its own peak memory (VmHWM): a child's ru_maxrss would count the
+# pages it shared with this test process between fork and exec.
+REPORT_PEAK = """
+import sys
+from echo_keras.cli.app import main
+sys.argv = ["echo-keras", *sys.argv[1:]]
+try:
+    main()
+finally:
+    status = open("/proc/self/status").read()
+    print("peak-kib", status.split("VmHWM:")[1].split()[0], file=sys.stderr)
+"""
+
+
+def run_process(*argv):
+    """(exit status, seconds, peak memory in MiB, stderr) of an echo-keras process."""
+    command = [sys.executable, "-c", REPORT_PEAK, *map(str, argv)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - started
+    *lines, peak = done.stderr.strip().splitlines()
+    assert peak.startswith("peak-kib"), done.stderr
+    return done.returncode, seconds, int(peak.split()[1]) / 1024, "\n".join(lines)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def png_size(path):
+    """(width, height) of a PNG file; fails if it is not one."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, "not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+# --- streams of symbols --------------------------------------------------------------------
+
+
+def random_symbols(num_classes: int, length: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, num_classes, length).astype(np.int32)
+
+
+def as_text(symbols, num_classes: int) -> str:
+    """Symbols as `predict` reads them: digits, or space-separated integers past ten classes."""
+    if num_classes <= 10:
+        return "".join(map(str, symbols))
+    return " ".join(map(str, symbols))
+
+
+def assert_same_stream(probabilities, expected, predictions=None, tolerance=1e-5):
+    """Probabilities equal to `tolerance`; predictions equal wherever no near-tie could flip them.
+
+    The compiled programs of different chunk lengths round differently in the last
+    bit, so a class whose two top probabilities are within 2 * tolerance may go
+    either way: those positions are left out of the class comparison.
+    """
+    probabilities, expected = np.asarray(probabilities), np.asarray(expected)
+    assert probabilities.shape == expected.shape
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=tolerance)
+    if predictions is not None:
+        top2 = np.sort(expected, axis=-1)[..., -2:]
+        clear = top2[..., 1] - top2[..., 0] > 2 * tolerance
+        assert clear.mean() > 0.9  # the comparison is not vacuous
+        np.testing.assert_array_equal(
+            np.asarray(predictions)[clear], expected.argmax(axis=-1)[clear]
+        )

@@ -1,0 +1,156 @@
+"""The configuration: TrainConfig's validation in the library's terms, the one table of options
+that words its fields as flags, and the bad values and impossible sizes the command line refuses
+up front, before TensorFlow and before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from echo_keras.config import TrainConfig
+from echo_keras.errors import ConfigError
+from echo_keras.options import OPTIONS
+from echo_keras.options import flag as flag_of
+from echo_keras.run import files
+from tests.helpers import invoke, one_line_error
+
+# --- TrainConfig and the table of options --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, flag",
+    [
+        ("num_epochs", 0, "--epochs"),
+        ("batch_size", -1, "--batch-size"),
+        ("truncated_backprop_length", 0, "--window"),
+        ("state_size", 0, "--state-size"),
+        ("total_series_length", 0, "--series-length"),
+        ("num_classes", 1, "--num-classes"),
+        ("echo_step", -1, "--echo-step"),
+        ("echo_step", 50000, "--echo-step"),
+        ("learning_rate", 0.0, "--learning-rate"),
+        ("learning_rate", float("inf"), "--learning-rate"),
+        ("learning_rate", float("nan"), "--learning-rate"),
+        ("total_series_length", 74, "--series-length"),  # < batch 5 x window 15
+    ],
+)
+def test_config_validation_names_the_flag(field, value, flag):
+    with pytest.raises(ConfigError) as error:
+        TrainConfig(**{field: value}).validate()
+    assert flag_of(error.value.field) == flag
+
+
+def test_every_config_field_has_one_flag_and_train_help_lists_them_all():
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    assert set(OPTIONS) == fields
+    flags = [option.flag for option in OPTIONS.values()]
+    assert len(set(flags)) == len(flags)
+    assert all(flag_of(field) == option.flag for field, option in OPTIONS.items())
+    shown = invoke("train", "--help")
+    assert shown.exit_code == 0, shown.output
+    assert [flag for flag in flags if flag not in shown.output] == []
+
+
+def test_optimizers_get_their_own_default_learning_rate(tmp_path):
+    result = invoke(
+        "train",
+        "--run-dir",
+        tmp_path / "r",
+        "--optimizer",
+        "adam",
+        "--series-length",
+        "750",
+        "--epochs",
+        1,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert files.load_config(tmp_path / "r").learning_rate == 0.01
+
+
+# --- bad values on the command line: one line, exit 2, nothing written ---------------------
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--window", "-3"], "--window"),
+        (["--state-size", "0"], "--state-size"),
+        (["--series-length", "0"], "--series-length"),
+        (["--num-classes", "1"], "--num-classes"),
+        (["--echo-step", "-1"], "--echo-step"),
+        (["--echo-step", "50000"], "--echo-step"),
+        (["--series-length", "20"], "--series-length"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--learning-rate", "-1"], "--learning-rate"),
+        (["--learning-rate", "nan"], "--learning-rate"),
+        (["--learning-rate", "inf"], "--learning-rate"),
+        (["--epochs", "five"], "--epochs"),
+        (["--learning-rate", "fast"], "--learning-rate"),
+        (["--plot-every", "0"], "--plot-every"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_bad_values_get_one_line_and_exit_2_and_write_nothing(tmp_path, args, flag):
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--run-dir", run_dir, *args)
+    one_line_error(result, flag, code=2)
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--cell", "lstmm"], "--cell"),
+        (["--optimizer", "adadelta"], "--optimizer"),
+        (["--layers", "0"], "--layers"),
+        (["--dropout", "1.0"], "--dropout"),
+        (["--dropout", "-0.1"], "--dropout"),
+        (["--dropout", "nan"], "--dropout"),
+        (["--tensorboard", "README.md"], "--tensorboard"),
+    ],
+)
+def test_bad_variant_values(tmp_path, args, flag):
+    result = invoke("train", "--run-dir", tmp_path / "run", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+# --- sizes that cannot work, refused before TensorFlow -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--series-length", str(10**12)], "memory"),
+        (["--state-size", "1000000"], "memory"),
+        (["--layers", "1000"], "--layers"),
+        (["--learning-rate", "1e-300"], "0 in float32"),
+        (["--learning-rate", "1e39"], "inf in float32"),
+        (["--seed", str(2**32)], "--seed"),
+        (["--num-classes", "70000"], "--num-classes"),
+    ],
+)
+def test_configurations_that_cannot_work_are_refused_up_front(tmp_path, flags, fragment):
+    result = invoke("train", "--run-dir", tmp_path / "run", *flags)
+    assert result.exit_code == 2, result.output
+    one_line_error(result, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_up_front_refusals_import_no_tensorflow(tmp_path):
+    code = (
+        "import sys; from typer.testing import CliRunner; from echo_keras.cli.app import app; "
+        f"r = CliRunner().invoke(app, ['train', '--run-dir', {str(tmp_path / 'r')!r}, "
+        "'--state-size', '1000000']); assert r.exit_code == 2, r.output; "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]

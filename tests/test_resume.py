@@ -1,0 +1,119 @@
+"""`train --resume`: a stopped or finished run continues exactly as an uninterrupted one would,
+and refuses what it cannot continue (a write failing before the final save: test_run_folder.py).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from echo_keras.run import files
+from echo_keras.run.folder import RunFolder
+from tests.helpers import (
+    LONG_FLAGS,
+    checkpoint_of,
+    invoke,
+    one_line_error,
+    signal_after_first_checkpoint,
+    start,
+    wait_for,
+)
+
+
+def test_resume_continues_to_more_epochs_exactly_as_an_uninterrupted_run(run_copy, tmp_path):
+    flags = ["--series-length", "1500", "--window", "10", "--quiet"]
+    resumed, straight = run_copy, tmp_path / "straight"  # run_copy: the tiny run, 2 epochs
+    result = invoke("train", "--run-dir", resumed, "--epochs", 4, "--resume", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert invoke("train", "--run-dir", straight, "--epochs", 4, *flags).exit_code == 0
+    rows, expected = files.read_history(resumed), files.read_history(straight)
+    assert [r[:3] for r in rows] == [r[:3] for r in expected]  # one row per batch, none twice
+    np.testing.assert_allclose([r[3] for r in rows], [r[3] for r in expected], rtol=1e-5)
+    assert files.load_config(resumed).num_epochs == 4
+    assert files.read_status(resumed)["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    out, err = signal_after_first_checkpoint(process, run_dir, signal.SIGINT)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1
+    status = files.read_status(run_dir)
+    assert status["status"] == "interrupted"
+    completed, _, _ = files.read_checkpoint(run_dir)
+    assert 1 <= completed < 40
+    rows = files.read_history(run_dir)
+    assert len(rows) == completed * 200  # history.csv holds the completed epochs, whole
+    assert not (run_dir / "model.keras").exists()
+
+    resume = start(run_dir, "--resume", "--quiet")
+    out, err = resume.communicate(timeout=300)
+    assert resume.returncode == 0, err
+    straight = tmp_path / "straight"
+    done = start(straight, *LONG_FLAGS)
+    assert done.wait(timeout=300) == 0
+    rows, expected = files.read_history(run_dir), files.read_history(straight)
+    assert [r[:3] for r in rows] == [r[:3] for r in expected]
+    np.testing.assert_allclose([r[3] for r in rows], [r[3] for r in expected], rtol=1e-5)
+    assert files.read_status(run_dir)["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_after_kill_9_the_run_reads_as_interrupted_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    wait_for(checkpoint_of(run_dir), process)
+    process.kill()
+    process.communicate(timeout=60)
+    assert files.read_status(run_dir)["status"] == "running"  # what the file says
+    status = RunFolder(run_dir).status()
+    assert status["status"] == "interrupted"
+    assert "the training process is gone" in status["message"]
+    assert "--resume" in status["message"]  # a checkpoint exists, so resume is offered
+    again = invoke("train", "--run-dir", run_dir, *LONG_FLAGS)
+    assert again.exit_code == 2  # it holds completed epochs: not silently replaced
+    one_line_error(again, "--resume")
+    resumed = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", "2", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(files.read_history(run_dir)) == 2 * 200
+    assert RunFolder(run_dir).status()["status"] == "complete"
+
+
+# --- what resume refuses -------------------------------------------------------------------
+
+
+def test_resume_refuses_changed_settings_and_a_complete_run(run_copy):
+    changed = invoke("train", "--run-dir", run_copy, "--resume", "--window", "12")
+    one_line_error(changed, "--window", code=2)
+    complete = invoke("train", "--run-dir", run_copy, "--resume", "--quiet")
+    one_line_error(complete, "already completed", "--epochs", code=1)
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_completed(run_copy):
+    result = invoke("train", "--run-dir", run_copy, "--resume", "--epochs", "1", "--quiet")
+    one_line_error(result, "already completed 2 epochs", "--epochs 1", code=2)
+    assert files.load_config(run_copy).num_epochs == 2
+
+
+def test_a_failed_resume_leaves_a_complete_run_complete(run_copy):
+    history = run_copy / files.HISTORY
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-3]))
+    result = invoke("train", "--run-dir", run_copy, "--resume", "--epochs", "3", "--quiet")
+    one_line_error(result, "history.csv is damaged", code=1)
+    assert files.read_status(run_copy)["status"] == "complete"
+
+
+def test_resume_of_a_missing_run_folder(tmp_path):
+    result = invoke("train", "--run-dir", tmp_path / "nothing", "--resume")
+    one_line_error(result, "does not exist", code=1)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_overwrite_and_resume_together_are_refused(tmp_path):
+    result = invoke("train", "--run-dir", tmp_path / "r", "--overwrite", "--resume")
+    assert result.exit_code == 2 and "cannot be used together" in result.stderr

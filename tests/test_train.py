@@ -1,0 +1,445 @@
+"""Training: the carried state, the per-batch losses, the two paths (fast and plain), learning the
+echo, the `train` command's output, the variants (cells, layers, dropout, K symbols, optimizers),
+the live plot and TensorBoard logs, divergence, and the signals that stop a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import pty
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from echo_keras.backend import keras
+from echo_keras.callbacks import BatchLossRecorder, ProgressBar, ResetStatesAtEpochStart
+from echo_keras.config import TrainConfig
+from echo_keras.data import epoch_windows
+from echo_keras.evaluation import evaluate
+from echo_keras.model import loss_function, reset_states, state_variables
+from echo_keras.run import files
+from echo_keras.training import build_compiled_model, fit_epochs, train
+from tests.helpers import (
+    ECHO_KERAS,
+    LONG_FLAGS,
+    TINY_FLAGS,
+    checkpoint_of,
+    invoke,
+    one_line_error,
+    png_size,
+    signal_after_first_checkpoint,
+    start,
+    wait_for,
+)
+
+
+def frozen_model(config: TrainConfig):
+    """A compiled model whose optimizer cannot move the weights (learning rate 0)."""
+    model = build_compiled_model(config)
+    model.optimizer.learning_rate.assign(0.0)
+    return model
+
+
+def sequential_losses_and_final_state(model, config: TrainConfig, epoch: int):
+    """Reference: call the model window after window from a zero state, in plain eager code."""
+    inputs, targets = epoch_windows(config, epoch)
+    loss = loss_function()
+    reset_states(model)
+    losses = []
+    for x, y in zip(inputs, targets, strict=True):
+        logits = model(x[..., None].astype("float32"), training=False)
+        losses.append(float(loss(y.astype("int32"), logits)))
+    return np.array(losses), [v.numpy().copy() for v in state_variables(model)]
+
+
+class StateProbe(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.at_epoch_begin, self.at_epoch_end = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.at_epoch_begin.append([v.numpy().copy() for v in state_variables(self.model)])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at_epoch_end.append([v.numpy().copy() for v in state_variables(self.model)])
+
+
+# --- the carried state and the per-batch losses --------------------------------------------
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["fast", "plain"])
+def test_recorded_losses_are_each_batchs_own_loss_with_the_state_carried(tiny_config, plain):
+    config = dataclasses.replace(tiny_config, num_epochs=1)
+    model = frozen_model(config)
+    recorder = BatchLossRecorder(config.num_batches)
+    probe = StateProbe()
+    fit_epochs(model, config, [ResetStatesAtEpochStart(), probe, recorder], plain=plain)
+
+    recorded = np.array([row[3] for row in recorder.rows])
+    trained_state = [v.numpy().copy() for v in state_variables(model)]
+    expected, expected_state = sequential_losses_and_final_state(model, config, epoch=0)
+    # Each recorded loss is that batch's loss, not Keras's running mean.
+    np.testing.assert_allclose(recorded, expected, rtol=1e-5, atol=1e-7)
+    running_mean = np.cumsum(expected) / np.arange(1, len(expected) + 1)
+    assert not np.allclose(recorded, running_mean, rtol=1e-3)
+    # Training carried the state from window to window exactly as sequential calls do.
+    for got, want in zip(trained_state, expected_state, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert all(not np.allclose(s, 0) for s in trained_state)
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["fast", "plain"])
+def test_state_is_zero_at_every_epoch_start(tiny_config, plain):
+    model = build_compiled_model(tiny_config)
+    probe = StateProbe()
+    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), probe], plain=plain)
+    assert len(probe.at_epoch_begin) == tiny_config.num_epochs
+    for states in probe.at_epoch_begin:
+        assert all(np.all(s == 0) for s in states)
+    assert all(not np.allclose(s, 0) for s in probe.at_epoch_end[0])
+
+
+def test_without_the_reset_the_next_epoch_would_start_from_the_carried_state(tiny_config):
+    model = build_compiled_model(tiny_config)
+    probe = StateProbe()
+    fit_epochs(model, tiny_config, [probe], plain=False)  # no ResetStatesAtEpochStart
+    assert any(not np.allclose(s, 0) for s in probe.at_epoch_begin[1])
+
+
+def test_fast_and_plain_paths_give_the_same_losses(tiny_config):
+    losses = {}
+    for plain in (False, True):
+        model = build_compiled_model(tiny_config)
+        recorder = BatchLossRecorder(tiny_config.num_batches)
+        fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), recorder], plain=plain)
+        losses[plain] = np.array([row[3] for row in recorder.rows])
+    assert len(losses[True]) == tiny_config.num_epochs * tiny_config.num_batches
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4, atol=1e-6)
+
+
+# --- what a run leaves, and learning the echo ----------------------------------------------
+
+
+def test_train_writes_every_artifact(tiny_run, tiny_config):
+    names = {path.name for path in tiny_run.iterdir()}
+    assert {"config.json", "model.keras", "history.csv", "last_batch.npz", "status.json"} <= names
+    assert files.load_config(tiny_run) == tiny_config
+    assert files.read_status(tiny_run)["status"] == "complete"
+    rows = files.read_history(tiny_run)
+    assert len(rows) == tiny_config.num_epochs * tiny_config.num_batches
+    assert [row[2] for row in rows] == list(range(len(rows)))
+    assert rows[-1][:2] == (tiny_config.num_epochs - 1, tiny_config.num_batches - 1)
+    batch = files.read_last_batch(tiny_run, tiny_config)
+    shape = (tiny_config.batch_size, tiny_config.truncated_backprop_length)
+    assert batch["inputs"].shape == batch["targets"].shape == shape
+    assert batch["probabilities"].shape == (*shape, tiny_config.num_classes)
+    np.testing.assert_allclose(batch["probabilities"].sum(-1), 1.0, rtol=1e-6)
+    # The final batch is the last window of the last epoch's series.
+    inputs, targets = epoch_windows(tiny_config, tiny_config.num_epochs - 1)
+    assert np.array_equal(batch["inputs"], inputs[-1])
+    assert np.array_equal(batch["targets"], targets[-1])
+
+
+def test_same_seed_same_losses(tiny_config, tmp_path):
+    first = train(tiny_config, tmp_path / "a")
+    second = train(tiny_config, tmp_path / "b")
+    assert [row[3] for row in first.history] == [row[3] for row in second.history]
+
+
+@pytest.mark.slow
+def test_the_tutorial_configuration_learns_the_echo(default_run):
+    run_dir, result = default_run
+    rows = files.read_history(run_dir)
+    last_epoch = [row[3] for row in rows if row[0] == 4]
+    assert len(last_epoch) == 666
+    assert np.mean(last_epoch) < 0.01
+    assert result.final_loss == pytest.approx(np.mean(last_epoch))
+    first_batches = [row[3] for row in rows[:10]]
+    assert np.mean(first_batches) > 0.5  # it started at chance
+
+
+# --- the train command: output, progress, warnings -----------------------------------------
+
+
+def test_train_json_prints_one_object_and_writes_the_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == {
+        "run_dir",
+        "epochs",
+        "steps",
+        "final_loss",
+        "train_seconds",
+        "steps_per_second",
+    }
+    assert payload["run_dir"] == str(run_dir)
+    assert payload["epochs"] == 2 and payload["steps"] == 2 * 30
+    assert payload["steps_per_second"] > 0
+    for name in ("config.json", "model.keras", "history.csv", "last_batch.npz"):
+        assert (run_dir / name).is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    for key in (
+        "num_epochs",
+        "total_series_length",
+        "truncated_backprop_length",
+        "state_size",
+        "num_classes",
+        "echo_step",
+        "batch_size",
+        "learning_rate",
+        "seed",
+    ):
+        assert key in config
+    assert config["truncated_backprop_length"] == 10
+    assert {"keras", "tensorflow", "numpy"} <= set(config["versions"])
+
+
+def test_train_summary_and_the_dropped_remainder_notice(tmp_path):
+    result = invoke(
+        "train",
+        "--run-dir",
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--series-length",
+        "1503",
+        "--window",
+        "10",
+    )
+    assert result.exit_code == 0, result.output
+    assert "dropping the last 3" in result.stderr
+    assert "Trained 1 epoch" in result.stdout and "batches/s" in result.stdout
+
+
+def test_no_progress_bar_when_stdout_is_not_a_terminal(tmp_path):
+    result = invoke(
+        "train",
+        "--run-dir",
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--series-length",
+        "1500",
+        "--window",
+        "10",
+    )
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stdout and "Epoch 1/1" not in result.stdout
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["fast", "plain"])
+def test_progress_bar_shows_epoch_batch_and_recent_loss(tiny_config, plain):
+    stream = io.StringIO()
+    model = build_compiled_model(tiny_config)
+    bar = ProgressBar(tiny_config.num_epochs, tiny_config.num_batches, stream=stream)
+    fit_epochs(model, tiny_config, [ResetStatesAtEpochStart(), bar], plain=plain)
+    text = stream.getvalue()
+    assert (
+        "\rEpoch 1/2 [" in text and f"{tiny_config.num_batches}/{tiny_config.num_batches}" in text
+    )
+    assert "loss 0." in text
+    assert text.count("mean batch loss") == 2 and text.endswith("\n")
+
+
+def test_echo_beyond_the_window_is_warned_and_evaluated_in_its_own_words(tmp_path):
+    run_dir = tmp_path / "run"
+    flags = ["--epochs", "1", "--series-length", "300", "--window", "6", "--echo-step", "8"]
+    result = invoke("train", "--run-dir", run_dir, *flags)
+    assert result.exit_code == 0, result.output
+    assert "--echo-step 8 >= --window 6" in result.stderr
+    quiet = invoke("train", "--run-dir", tmp_path / "quiet", *flags, "--json")
+    assert "Warning" not in quiet.stderr
+    table = invoke("evaluate", "--run-dir", run_dir).stdout
+    assert "all 6 positions of windows 2.." in table and "first 8 positions" not in table
+
+
+def test_another_keras_backend_is_overridden_with_a_notice(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    command = [*ECHO_KERAS, "train", "--run-dir", str(tmp_path / "run"), *TINY_FLAGS, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    notices = [line for line in done.stderr.splitlines() if "KERAS_BACKEND=jax" in line]
+    assert len(notices) == 1 and "tensorflow" in notices[0]
+    assert json.loads(done.stdout)["epochs"] == 2  # stdout still holds only the JSON
+
+
+# --- divergence ----------------------------------------------------------------------------
+
+
+def test_divergence_stops_with_a_clear_message_and_no_model(tmp_path):
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--learning-rate", "1e38")
+    one_line_error(result, "NaN or infinite", "--learning-rate", code=1)
+    assert files.read_status(run_dir)["status"] == "failed"
+    assert not (run_dir / "model.keras").exists()
+
+
+# --- variants ------------------------------------------------------------------------------
+
+# 200 windows of 5 x 15 per epoch, 5 epochs: enough for every variant to learn the echo.
+LEARNABLE = TrainConfig(total_series_length=15000)
+LEARNABLE_CHANGES = [
+    {"cell": "gru"},
+    {"cell": "simple"},
+    {"num_layers": 2},
+    {"dropout": 0.1},
+    {"num_classes": 3},
+    {"optimizer": "adam", "learning_rate": 0.01},
+    {"optimizer": "rmsprop", "learning_rate": 0.01},
+    {"optimizer": "sgd", "learning_rate": 0.5},
+]
+
+
+def changes_id(changes):
+    return "-".join(f"{k}={v}" for k, v in changes.items())
+
+
+@pytest.fixture(scope="session")
+def learned(shared):
+    """`learned(changes)`: the run folder of LEARNABLE with `changes`, trained once."""
+
+    def learned(changes):
+        config = dataclasses.replace(LEARNABLE, **changes)
+        return shared.run(f"learnable-{changes_id(changes)}", config)[0], config
+
+    return learned
+
+
+@pytest.mark.parametrize("changes", LEARNABLE_CHANGES, ids=changes_id)
+def test_each_variant_learns_the_echo_through_the_carried_state(learned, changes):
+    run_dir, config = learned(changes)
+    assert files.load_config(run_dir) == config
+    metrics = evaluate(run_dir)
+    assert metrics.accuracy >= 0.97, metrics
+    assert metrics.boundary_accuracy >= 0.97, metrics
+
+
+def test_a_stacked_model_carries_and_resets_every_layers_state(learned):
+    config = dataclasses.replace(LEARNABLE, num_layers=3, num_epochs=2, total_series_length=3000)
+    model = build_compiled_model(config)
+    assert len(state_variables(model)) == 3 * 2  # hidden and cell state of each LSTM layer
+    probe = StateProbe()
+    fit_epochs(model, config, [ResetStatesAtEpochStart(), probe])
+    assert all(np.all(s == 0) for s in probe.at_epoch_begin[1])
+    assert all(not np.allclose(s, 0) for s in probe.at_epoch_end[1])
+
+    run_dir, _ = learned({"num_layers": 2})  # LEARNABLE with two layers, as trained above
+    carried = evaluate(run_dir)
+    reset = evaluate(run_dir, reset_each_window=True)
+    assert carried.boundary_accuracy >= 0.97
+    assert reset.boundary_accuracy <= 0.8 < carried.boundary_accuracy
+
+
+def test_a_variant_works_through_plain_path_resume_evaluate_and_plot(tmp_path):
+    run_dir = tmp_path / "gru"
+    flags = ["--cell", "gru", "--layers", "2", "--dropout", "0.1", "--series-length", "3000"]
+    first = invoke("train", "--run-dir", run_dir, *flags, "--epochs", 1, "--quiet", "--plain")
+    assert first.exit_code == 0, first.output
+    resumed = invoke("train", "--run-dir", run_dir, "--resume", "--epochs", 2, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["cell"], saved["num_layers"], saved["dropout"]) == ("gru", 2, 0.1)
+    assert len(files.read_history(run_dir)) == 2 * 40
+    assert invoke("evaluate", "--run-dir", run_dir, "--json").exit_code == 0
+    assert invoke("plot", "--run-dir", run_dir).exit_code == 0
+
+
+# --- the live plot, training side (its drawing: test_plot.py) ------------------------------
+
+
+def test_plot_every_writes_live_png(tmp_path, tiny_config):
+    run_dir = tmp_path / "run"
+    train(tiny_config, run_dir, plot_every=7)
+    width, _ = png_size(run_dir / "live.png")
+    assert width > 500
+    assert not list(run_dir.glob(".live*"))  # no temporary file left behind
+
+
+def test_a_live_plot_that_cannot_write_does_not_stop_training(run_copy):
+    (run_copy / "live.png").mkdir()  # every frame's rename onto it fails
+    (run_copy / "live.png" / "x").touch()
+    result = invoke(
+        "train", "--run-dir", run_copy, "--resume", "--epochs", "4", "--plot-every", "5", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "live plot" in line]
+    assert len(warnings) == 1 and "cannot write" in warnings[0]
+    assert files.read_status(run_copy)["status"] == "complete"
+
+
+# --- TensorBoard ---------------------------------------------------------------------------
+
+
+def test_tensorboard_logs_the_loss_of_every_batch(tmp_path):
+    from tensorflow.core.util import event_pb2
+
+    from echo_keras.backend import tf
+
+    logs = tmp_path / "logs"
+    result = invoke("train", "--run-dir", tmp_path / "run", *TINY_FLAGS, "--tensorboard", logs)
+    assert result.exit_code == 0, result.output
+    steps, losses = [], []
+    for path in sorted((logs / "train").iterdir()):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == "batch_batch_loss":
+                    steps.append(event.step)
+                    losses.append(float(tf.make_ndarray(value.tensor)))
+    assert steps == list(range(1, 61))
+    recorded = [row[3] for row in files.read_history(tmp_path / "run")]
+    np.testing.assert_allclose(losses, recorded, rtol=1e-6)
+
+
+def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(run_copy):
+    result = invoke(
+        "train", "--run-dir", run_copy, *TINY_FLAGS, "--overwrite", "--tensorboard", run_copy / "tb"
+    )
+    one_line_error(result, "--tensorboard", "--overwrite", code=2)
+
+
+# --- signals: stopped runs say so and can resume (resuming: test_resume.py) ----------------
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_run_interrupted_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    _, err = signal_after_first_checkpoint(process, run_dir, signal.SIGTERM)
+    assert process.returncode == 143, err
+    assert "Traceback" not in err and "SIGTERM" in err
+    assert files.read_status(run_dir)["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_sighup_stops_training_like_sigterm(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start(run_dir, *LONG_FLAGS)
+    _, err = signal_after_first_checkpoint(process, run_dir, signal.SIGHUP)
+    assert process.returncode == 129, err
+    assert "SIGHUP" in err and "--resume" in err and "Traceback" not in err
+    assert files.read_status(run_dir)["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_sighup_from_a_hung_up_terminal_exits_129(tmp_path):
+    run_dir = tmp_path / "run"
+    master, slave = pty.openpty()
+    argv = [*ECHO_KERAS, "train", "--run-dir", str(run_dir), *LONG_FLAGS]
+    process = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+    )
+    os.close(slave)
+    wait_for(checkpoint_of(run_dir), process)
+    os.close(master)  # the terminal is gone: every write to it now fails
+    time.sleep(0.2)
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=120) == 129
+    assert files.read_status(run_dir)["status"] == "interrupted"
