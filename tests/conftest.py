@@ -31,21 +31,29 @@ def pytest_xdist_auto_num_workers(config):
     return min(2, os.cpu_count() or 1)
 
 
+THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two workers share the cores: TensorFlow in each (and in the processes its tests start)
+        # takes one thread per pool, as the sweep's tasks do, instead of both workers fighting
+        # over every core. Set before any test imports TensorFlow.
+        for name in THREADS:
+            os.environ.setdefault(name, "1")
+    elif config.getoption("dist", "no") == "loadgroup":
+        folder = tempfile.mkdtemp(prefix="echo-keras-test-groups-")
+        os.environ[GROUPS_ENV] = folder  # the workers, started after this, inherit it
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+        config.add_cleanup(lambda: os.environ.pop(GROUPS_ENV, None))
+
+
 # Tests marked xdist_group(NAME) must run in one worker, one after another (two local Rays must
 # never start at once). pytest 9.2 no longer lets pytest-xdist 3.8 add the group to the node id,
 # so `--dist loadgroup` silently spreads a group over the workers (pytest-xdist issue #1386).
 # Until that is fixed, each worker writes the groups it collected to a file in a folder named
 # by GROUPS_ENV, and the scheduler below reads them.
 GROUPS_ENV = "ECHO_KERAS_TEST_GROUPS"
-
-
-def pytest_configure(config):
-    if os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
-        return
-    folder = tempfile.mkdtemp(prefix="echo-keras-test-groups-")
-    os.environ[GROUPS_ENV] = folder  # the workers, started after this, inherit it
-    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
-    config.add_cleanup(lambda: os.environ.pop(GROUPS_ENV, None))
 
 
 def _group(item) -> str | None:

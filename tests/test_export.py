@@ -17,6 +17,9 @@ import pytest
 from tests.helpers import VARIANTS, invoke, one_line_error, random_symbols
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+# The tests that read every variant's export run in one xdist worker: the other need not wait
+# while the first makes them.
+ON_EXPORTS = pytest.mark.xdist_group("exports")
 
 # Run in a fresh interpreter where Keras and echo_keras cannot even be imported: the export
 # must stand on TensorFlow alone. It streams each case's symbols through its export chunk by
@@ -64,6 +67,7 @@ def exports(shared, trained):
     return made
 
 
+@ON_EXPORTS
 def test_the_signature_names_every_state_of_every_layer(exports, stream_model):
     from echo_keras.backend import tf
 
@@ -88,6 +92,7 @@ def test_the_signature_names_every_state_of_every_layer(exports, stream_model):
     assert stream_model("simple").names == ["simple_0_h"]
 
 
+@ON_EXPORTS
 def test_every_variant_streams_in_a_fresh_process_with_tensorflow_alone(
     exports, stream_model, tmp_path
 ):
@@ -124,6 +129,7 @@ def test_every_variant_streams_in_a_fresh_process_with_tensorflow_alone(
         np.testing.assert_allclose(np.load(result), probabilities, rtol=0, atol=1e-5)
 
 
+@ON_EXPORTS
 def test_the_readme_snippet_streams_through_an_export(exports, tiny_run, tmp_path):
     text = README.read_text()
     section = text[text.index("### Export") :]
@@ -205,6 +211,7 @@ def test_export_refuses_odd_out_paths(tiny_run, tmp_path):
     assert not (run_dir / "export").exists()
 
 
+@ON_EXPORTS
 def test_the_export_takes_chunks_of_length_zero(exports, stream_model):
     import tensorflow as tf
 

@@ -4,10 +4,12 @@ write failing in turn (resuming: test_resume.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -557,7 +559,10 @@ def test_run_files_that_are_not_regular_files_are_refused(run_copy, name, comman
 # --- faults: every write of a run fails in turn --------------------------------------------
 # As SQLite's test harness does it: nothing is torn, the failure is one line, and once the disk
 # has room again the run completes. The writes are counted once per session; each test is split
-# into shards (every SHARDS-th write) so that the shards can run side by side.
+# into shards (every SHARDS-th write) that can run side by side. The failing runs run their
+# TensorFlow functions eagerly (`eagerly`): these tests are about the writes, which are the same
+# either way (the counting fixtures check it), and 4 windows train in a third of the time
+# without compiling.
 
 # 2 epochs of 2 windows: every kind of write happens, twice where it repeats per epoch.
 FAULT_FLAGS = ["--epochs", "2", "--series-length", "100", "--window", "10", "--quiet"]
@@ -660,10 +665,42 @@ def count_writes(run_dir, *flags) -> list:
     return disk.writes
 
 
+@contextlib.contextmanager
+def functions_run_eagerly():
+    from echo_keras.backend import tf
+
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+@pytest.fixture
+def eagerly():
+    """TensorFlow functions run eagerly in this test (see the section's comment)."""
+    with functions_run_eagerly():
+        yield
+
+
+def count_writes_both_ways(folder, *flags) -> list:
+    """The writes of `train` into folder/compiled/run, in order; checked to be the same when
+    TensorFlow's functions run eagerly (into folder/eager/run)."""
+    writes = count_writes(folder / "compiled" / "run", *flags)
+    with functions_run_eagerly():
+        eager = count_writes(folder / "eager" / "run", *flags)
+
+    def unnumbered(writes):  # a swap's folders are named with a pid and a random suffix
+        return [(kind, re.sub(r"-\d+-[0-9a-f]{6}$", "", name)) for kind, name in writes]
+
+    assert unnumbered(eager) == unnumbered(writes)
+    return writes
+
+
 @pytest.fixture(scope="session")
 def fresh_writes(shared):
     """The writes of a fresh run, in order (counted once a session)."""
-    return shared.get("fault-fresh", lambda folder: count_writes(folder / "run"))[1]
+    return shared.get("fault-fresh", count_writes_both_ways)[1]
 
 
 @pytest.fixture(scope="session")
@@ -672,8 +709,9 @@ def overwritten(shared):
 
     def make(folder):
         assert train(folder / "base" / "run").exit_code == 0
-        shutil.copytree(folder / "base" / "run", folder / "count" / "run")
-        return count_writes(folder / "count" / "run", "--overwrite", "--seed", "3")
+        for way in ("compiled", "eager"):
+            shutil.copytree(folder / "base" / "run", folder / way / "run")
+        return count_writes_both_ways(folder, "--overwrite", "--seed", "3")
 
     folder, writes = shared.get("fault-overwrite", make)
     return folder / "base" / "run", writes
@@ -681,7 +719,9 @@ def overwritten(shared):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shard", range(SHARDS))
-def test_a_full_disk_at_any_write_of_a_fresh_run(monkeypatch, tmp_path, fresh_writes, shard):
+def test_a_full_disk_at_any_write_of_a_fresh_run(
+    monkeypatch, tmp_path, eagerly, fresh_writes, shard
+):
     writes = fresh_writes
     kinds = {kind for kind, _ in writes}
     assert len(writes) >= 10 and kinds == {"atomic_write", "append"}, writes
@@ -706,7 +746,7 @@ def test_a_full_disk_at_any_write_of_a_fresh_run(monkeypatch, tmp_path, fresh_wr
 @pytest.mark.slow
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_a_full_disk_at_any_write_of_an_overwrite_keeps_the_old_run(
-    monkeypatch, tmp_path, overwritten, shard
+    monkeypatch, tmp_path, eagerly, overwritten, shard
 ):
     base, writes = overwritten
     assert [kind for kind, _ in writes[-2:]] == ["rename", "rename"], writes
@@ -729,7 +769,7 @@ def test_a_full_disk_at_any_write_of_an_overwrite_keeps_the_old_run(
 
 @pytest.mark.slow
 def test_a_run_whose_final_save_failed_is_finished_by_resume_without_training(
-    monkeypatch, tmp_path, fresh_writes
+    monkeypatch, tmp_path, eagerly, fresh_writes
 ):
     run_dir = tmp_path / "final" / "run"
     model_write = [name for _, name in fresh_writes].index(files.MODEL) + 1
