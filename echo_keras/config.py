@@ -65,7 +65,7 @@ class TrainConfig:
     num_classes: int = 2  # tutorial: num_classes
     echo_step: int = 3  # tutorial: echo_step
     batch_size: int = 5  # tutorial: batch_size (rows carried in parallel)
-    learning_rate: float = 0.3  # tutorial: AdagradOptimizer(0.3)
+    learning_rate: float = DEFAULT_LEARNING_RATES["adagrad"]  # tutorial: AdagradOptimizer(0.3)
     seed: int = 0  # ours: the tutorial used numpy's global random state
     cell: str = "lstm"  # tutorial part 3; "simple" is parts 1-2, "gru" an alternative
     num_layers: int = 1  # tutorial part 4 stacks layers
