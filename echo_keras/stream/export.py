@@ -1,7 +1,7 @@
 """Export the stream model as a TensorFlow SavedModel a server can run: the state explicit.
 
 A SavedModel never holds RNN state, and TF Serving has no stateful models. So the
-export is the stateless step of `streaming.py` itself: its `serving_default`
+export is the stateless step of `stream/model.py` itself: its `serving_default`
 signature takes `symbols` (int32, batch x time) and one float32 (batch x units)
 tensor per state of every layer (`lstm_0_h`, `lstm_0_c`, ...; zeros start a
 stream), and returns `probabilities` (batch x time x classes) and the new states
