@@ -114,3 +114,45 @@ def test_importing_the_package_and_the_tensorflow_free_layer_loads_no_heavy_libr
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- the one table of options ---------------------------------------------------------------
+
+
+def test_the_table_of_options_covers_every_config_field_once():
+    import dataclasses
+
+    from echo_keras.config import TrainConfig
+    from echo_keras.options import OPTIONS
+
+    assert sorted(OPTIONS) == sorted(f.name for f in dataclasses.fields(TrainConfig))
+    flags = [option.flag for option in OPTIONS.values()]
+    assert len(set(flags)) == len(flags)
+
+
+def test_train_and_sweep_declare_their_settings_from_the_table():
+    import inspect
+
+    from echo_keras.cli import sweep, train
+    from echo_keras.options import AXES, OPTIONS, SETTINGS
+
+    def declared(command):
+        found = {}
+        for name, parameter in inspect.signature(command).parameters.items():
+            decls = getattr(parameter.default, "param_decls", ()) or ()
+            if name in OPTIONS:
+                found[name] = decls
+        return found
+
+    assert {name: (OPTIONS[name].flag,) for name in OPTIONS} == declared(train.train)
+    assert set(declared(sweep.sweep)) == set(AXES) | set(SETTINGS)
+    assert all(decls == (OPTIONS[name].flag,) for name, decls in declared(sweep.sweep).items())
+    assert AXES == ("echo_step", "truncated_backprop_length", "state_size", "cell")
+
+
+def test_messages_in_the_librarys_terms_are_worded_with_flags_for_the_command_line():
+    from echo_keras.options import as_flags
+
+    assert as_flags("`state_size` 4, `num_layers` 1") == "--state-size 4, --layers 1"
+    assert as_flags("pass `overwrite=True` or `resume=True`") == "pass --overwrite or --resume"
+    assert as_flags("`seeds`; `unknown` stays") == "--seeds; `unknown` stays"
