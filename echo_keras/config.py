@@ -58,6 +58,19 @@ def float32(value: float) -> float:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every setting of a training run, under the tutorial's names; the defaults are its own.
+
+    Frozen: `dataclasses.replace(config, num_epochs=10)` makes a changed copy.
+    `validate()` raises ConfigError naming the first field that cannot work.
+
+    Example:
+
+    ```python
+    config = TrainConfig(echo_step=5, truncated_backprop_length=20).validate()
+    config.num_batches  # windows per epoch
+    ```
+    """
+
     num_epochs: int = 5  # tutorial: num_epochs = 5 (#100 in its comment)
     total_series_length: int = 50000  # tutorial: total_series_length
     truncated_backprop_length: int = 15  # tutorial: truncated_backprop_length
