@@ -23,7 +23,6 @@ TensorFlow, `run_sweep` Ray.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -53,24 +52,6 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-if TYPE_CHECKING:
-    from echo_keras.config import TrainConfig
-    from echo_keras.errors import (
-        ConfigError,
-        EchoKerasError,
-        Interrupted,
-        RunFolderError,
-        UsageError,
-    )
-    from echo_keras.evaluation import Metrics, evaluate
-    from echo_keras.plots.figure import draw_run, plot_run
-    from echo_keras.run.folder import RunFolder
-    from echo_keras.stream.export import ExportReport, export_saved_model
-    from echo_keras.stream.predictor import Predictor, load_predictor
-    from echo_keras.sweep.grid import SweepSpec, make_spec
-    from echo_keras.sweep.runner import SweepResult, run_sweep
-    from echo_keras.training import TrainResult, train
 
 
 def __getattr__(name: str):

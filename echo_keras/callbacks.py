@@ -38,8 +38,10 @@ class ResetStatesAtEpochStart(keras.callbacks.Callback):
 class BatchLossRecorder(keras.callbacks.Callback):
     """Record the loss of every single batch as `(epoch, batch, step, loss)` rows.
 
-    Reads `logs["batch_loss"]` (the batch's own loss), never `logs["loss"]`, which
-    Keras makes the epoch's running mean.
+    Reads `logs["batch_loss"]` (the batch's own loss, which echo-keras's models
+    report) when it is there. Under a plain `model.fit`, Keras hands callbacks only
+    `logs["loss"]`, the epoch's running mean; the batch's own loss is then recovered
+    from two consecutive means.
 
     Args:
         num_batches: batches per epoch, to number steps across epochs.
@@ -49,7 +51,7 @@ class BatchLossRecorder(keras.callbacks.Callback):
 
     ```python
     recorder = BatchLossRecorder(num_batches=666)
-    model.fit(..., callbacks=[recorder])
+    model.fit(..., shuffle=False, callbacks=[ResetStatesAtEpochStart(), recorder])
     recorder.rows[-1]  # (epoch, batch, step, loss)
     ```
     """
@@ -59,13 +61,19 @@ class BatchLossRecorder(keras.callbacks.Callback):
         self.num_batches = num_batches
         self.rows = list(rows or [])
         self.epoch = 0
+        self._mean = 0.0  # the epoch's running mean after the previous batch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self._mean = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        loss = float(logs["batch_loss"])
+        if "batch_loss" in logs:
+            loss = float(logs["batch_loss"])
+        else:  # mean_k = (k * mean_(k-1) + loss_k) / (k + 1)
+            mean = float(logs["loss"])
+            loss, self._mean = (batch + 1) * mean - batch * self._mean, mean
         self.rows.append((self.epoch, batch, self.epoch * self.num_batches + batch, loss))
 
     def epoch_mean(self, epoch: int) -> float:

@@ -58,6 +58,19 @@ def float32(value: float) -> float:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every setting of a training run, under the tutorial's names; the defaults are its own.
+
+    Frozen: `dataclasses.replace(config, num_epochs=10)` makes a changed copy.
+    `validate()` raises ConfigError naming the first field that cannot work.
+
+    Example:
+
+    ```python
+    config = TrainConfig(echo_step=5, truncated_backprop_length=20).validate()
+    config.num_batches  # windows per epoch
+    ```
+    """
+
     num_epochs: int = 5  # tutorial: num_epochs = 5 (#100 in its comment)
     total_series_length: int = 50000  # tutorial: total_series_length
     truncated_backprop_length: int = 15  # tutorial: truncated_backprop_length
@@ -65,7 +78,7 @@ class TrainConfig:
     num_classes: int = 2  # tutorial: num_classes
     echo_step: int = 3  # tutorial: echo_step
     batch_size: int = 5  # tutorial: batch_size (rows carried in parallel)
-    learning_rate: float = 0.3  # tutorial: AdagradOptimizer(0.3)
+    learning_rate: float = DEFAULT_LEARNING_RATES["adagrad"]  # tutorial: AdagradOptimizer(0.3)
     seed: int = 0  # ours: the tutorial used numpy's global random state
     cell: str = "lstm"  # tutorial part 3; "simple" is parts 1-2, "gru" an alternative
     num_layers: int = 1  # tutorial part 4 stacks layers

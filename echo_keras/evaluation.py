@@ -22,6 +22,9 @@ from echo_keras.errors import ConfigError
 
 @dataclass(frozen=True)
 class Metrics:
+    """What `evaluate` measured: loss and accuracies, the boundary (first `echo_step`
+    positions of windows 2.., which only the carried state can predict) apart."""
+
     loss: float  # mean cross-entropy over every position
     accuracy: float  # every position
     boundary_accuracy: float | None  # first echo_step positions of windows 2.. (None if none)
@@ -73,10 +76,24 @@ def evaluate(
     series_length: int | None = None,
     reset_each_window: bool = False,
 ) -> Metrics:
-    """Evaluate the trained model of `run_dir` on a fresh series.
+    """Evaluate the trained model of `run_dir` on a fresh series, carrying the state.
 
-    `seed` defaults to the run's own seed, drawn from the evaluation stream that no
-    training epoch uses; `series_length` defaults to the training length.
+    The state is zeroed, then carried from window to window exactly as in training
+    (or zeroed before every window, the ablation).
+
+    Args:
+        run_dir: a trained run folder.
+        seed: seed of the fresh series; default: the run's own seed, on a random
+            stream that no training epoch draws from.
+        series_length: symbols to evaluate on; default: the training length.
+        reset_each_window: zero the state before every window.
+
+    Returns:
+        `Metrics`, the numbers of `echo-keras evaluate --json`.
+
+    Raises:
+        RunFolderError: the run has no usable model (missing, damaged, not complete).
+        ConfigError: a `series_length` or `seed` that cannot work.
     """
     from echo_keras.loops import PredictLoop
     from echo_keras.model import load_run, reset_states

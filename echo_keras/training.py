@@ -227,8 +227,8 @@ def train(
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
     config.validate()
     folder = RunFolder(run_dir)
-    extra = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
-    extra += list(callbacks)
+    own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
+    own += list(callbacks)  # the caller's, after the built-in ones
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
     with StopOnSignal() as stopper, folder.writing():
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
@@ -253,7 +253,7 @@ def train(
                 keras.callbacks.TerminateOnNaN(),
                 EpochCheckpoint(work_dir, recorder, tap),
                 *extras,
-                *extra,
+                *own,
                 stopper,
             ]
             started = time.perf_counter()

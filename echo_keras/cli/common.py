@@ -13,8 +13,6 @@ import typer
 from echo_keras.options import OPTIONS, as_flags
 from echo_keras.run.folder import RunFolder
 
-EXIT_USAGE = 2
-
 
 def _folder_path(value: str | Path) -> Path:
     if isinstance(value, Path):
@@ -57,12 +55,6 @@ def warn_if_unfinished(run_dir: Path) -> None:
     warning = RunFolder(run_dir).warning()
     if warning:
         notice(as_flags(warning))
-
-
-class UsageProblem(typer.TyperException):
-    """A bad combination of flags: exit status 2, like a bad value."""
-
-    exit_code = EXIT_USAGE
 
 
 def bad_parameter(flag: str, reason: str) -> typer.BadParameter:

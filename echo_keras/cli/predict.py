@@ -16,12 +16,11 @@ import typer
 from echo_keras.cli.common import (
     AS_JSON,
     RUN_DIR,
-    UsageProblem,
     bad_parameter,
     fail,
     warn_if_unfinished,
 )
-from echo_keras.errors import StateFileError
+from echo_keras.errors import StateFileError, UsageError
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
@@ -61,9 +60,9 @@ def predict(
     accuracy of the echo (positions from echo_step on) ends on stderr.
     """
     if symbols is not None and input_path is not None:
-        raise UsageProblem("give the symbols either as an argument or with --input, not both")
+        raise UsageError("give the symbols either as an argument or with --input, not both")
     if symbols is None and input_path is None and sys.stdin.isatty():
-        raise UsageProblem(
+        raise UsageError(
             "no symbols: give them as an argument (echo-keras predict 0110), "
             "with --input FILE, or on stdin (--input -, or a pipe)"
         )

@@ -16,13 +16,12 @@ import typer
 from echo_keras.cli.common import (
     AS_JSON,
     QUIET,
-    UsageProblem,
     bad_parameter,
     fail,
     given_settings,
     setting,
 )
-from echo_keras.errors import SweepError
+from echo_keras.errors import SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
 from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
 from echo_keras.sweep.results import SWEEP_JSON, read_spec
@@ -90,11 +89,11 @@ def sweep(
     as Ray tasks, locally or on a Ray cluster; write results.csv and heatmap.png."""
     address = address or None  # an empty RAY_ADDRESS means none
     if workers is not None and address:
-        raise UsageProblem("--workers sizes the local Ray; it cannot be used with --address")
+        raise UsageError("--workers sizes the local Ray; it cannot be used with --address")
     if workers is not None and workers <= 0:
         raise bad_parameter("--workers", f"must be positive, got {workers}")
     if resume and overwrite:
-        raise UsageProblem("--overwrite and --resume cannot be used together")
+        raise UsageError("--overwrite and --resume cannot be used together")
     _check_out(out, resume, overwrite)
     base = None
     if resume:
@@ -103,7 +102,7 @@ def sweep(
         except SweepError as error:
             if (out / SWEEP_JSON).exists():
                 raise  # damaged: exit 1
-            raise UsageProblem(str(error)) from None  # nothing to resume
+            raise UsageError(str(error)) from None  # nothing to resume
     given = given_settings(locals())
     grid_texts = {name: value for name, value in given.items() if name in AXES}
     settings = {name: value for name, value in given.items() if name not in AXES}
@@ -154,7 +153,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     except OSError as error:
         raise bad_parameter("--out", f"{existing} cannot be written ({error.strerror})") from None
     if not (resume or overwrite) and out.is_dir() and any(out.iterdir()):
-        raise UsageProblem(
+        raise UsageError(
             f"{out} is not empty; pass --resume to continue its sweep or --overwrite to "
             "start afresh"
         )

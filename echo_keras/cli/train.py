@@ -13,7 +13,6 @@ from echo_keras.cli.common import (
     AS_JSON,
     QUIET,
     RUN_DIR,
-    UsageProblem,
     bad_parameter,
     fail,
     given_settings,
@@ -64,7 +63,7 @@ def train(
     """Train a stateful LSTM on the echo task into a run folder."""
     given = given_settings(locals())
     if overwrite and resume:
-        raise UsageProblem("--overwrite and --resume cannot be used together")
+        raise UsageError("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
         raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
     folder = RunFolder(run_dir)

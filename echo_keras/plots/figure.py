@@ -213,12 +213,10 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
         ValueError: `out` cannot be an image (see `figure_target`).
         OSError: the image could not be written.
     """
-    if out is not None:
-        figure_target(out)  # refused before any reading
+    target = figure_target(out) if out is not None else None  # refused before any reading
     figure, folder = _run_figure(run_dir)
-    target = (
-        figure_target(out) if out is not None else figure_target(folder.real / "plot.png", False)
-    )
+    if target is None:  # the folder's own plot.png: a link there is replaced, not followed
+        target = figure_target(folder.real / "plot.png", follow=False)
     out = Path(out) if out is not None else folder.path / "plot.png"
     save_figure(figure, target, out.suffix.lower().lstrip("."))
     return out

@@ -193,6 +193,23 @@ def read_history(run_dir: Path, name: Path | None = None) -> list[tuple[int, int
 # --- npz files, read as untrusted ----------------------------------------------------------
 
 
+def _read_arrays(
+    path: Path, shown: Path, check, required, missing: str = "is missing"
+) -> dict[str, np.ndarray]:
+    """The arrays of an npz file read as untrusted (`check` sees each header first), holding
+    every `required` name; RunFolderError `shown + missing` or `shown is damaged: ...`."""
+    try:
+        arrays = fileio.read_npz(path, check)
+        absent = sorted(set(required) - set(arrays))
+        if absent:
+            raise ValueError(f"it has no {', '.join(absent[:3])}")
+        return arrays
+    except FileNotFoundError:
+        raise RunFolderError(f"{shown} {missing}") from None
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"{shown} is damaged: {error}") from None
+
+
 # --- last_batch.npz -----------------------------------------------------------------------
 
 
@@ -215,16 +232,7 @@ def read_last_batch(
         if shape != shapes[key] or dtype.kind not in "uif":
             raise ValueError(f"{key} is {dtype}{list(shape)}; config.json says {list(shapes[key])}")
 
-    try:
-        batch = fileio.read_npz(path, check)
-        missing = sorted(set(shapes) - set(batch))
-        if missing:
-            raise ValueError(f"it has no {', '.join(missing)}")
-    except FileNotFoundError:
-        raise RunFolderError(f"{shown} is missing") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise RunFolderError(f"{shown} is damaged: {error}") from None
-    return batch
+    return _read_arrays(path, shown, check, shapes)
 
 
 # --- checkpoint/ --------------------------------------------------------------------------
@@ -268,22 +276,16 @@ def read_checkpoint(
         if key in expected and shape != tuple(expected[key]):
             raise ValueError(f"{key} has shape {shape}, the model needs {tuple(expected[key])}")
 
+    missing = "is missing: no epoch of this run was completed, so there is nothing to resume"
+    data = _read_arrays(path, shown, check, expected, missing)
     try:
-        data = fileio.read_npz(path, check)
-        missing = sorted(set(expected) - set(data))
-        if missing:
-            raise ValueError(f"it has no {', '.join(missing[:3])}")
-        epochs = int(data["epochs_completed"])
-        if epochs < 1:
-            raise ValueError(f"epochs_completed is {epochs}")
-        weights = [data[k] for k in sorted(data) if k.startswith("weight_")]
-        optimizer = [data[k] for k in sorted(data) if k.startswith("optimizer_")]
-    except FileNotFoundError:
-        raise RunFolderError(
-            f"{shown} is missing: no epoch of this run was completed, so there is nothing to resume"
-        ) from None
-    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as error:
+        epochs = int(data["epochs_completed"])  # its shape, (), was checked
+    except (ValueError, TypeError, OverflowError) as error:
         raise RunFolderError(f"{shown} is damaged: {error}") from None
+    if epochs < 1:
+        raise RunFolderError(f"{shown} is damaged: epochs_completed is {epochs}")
+    weights = [data[k] for k in sorted(data) if k.startswith("weight_")]
+    optimizer = [data[k] for k in sorted(data) if k.startswith("optimizer_")]
     return epochs, weights, optimizer
 
 

@@ -1,7 +1,7 @@
 """Export the stream model as a TensorFlow SavedModel a server can run: the state explicit.
 
 A SavedModel never holds RNN state, and TF Serving has no stateful models. So the
-export is the stateless step of `streaming.py` itself: its `serving_default`
+export is the stateless step of `stream/model.py` itself: its `serving_default`
 signature takes `symbols` (int32, batch x time) and one float32 (batch x units)
 tensor per state of every layer (`lstm_0_h`, `lstm_0_c`, ...; zeros start a
 stream), and returns `probabilities` (batch x time x classes) and the new states
@@ -15,6 +15,8 @@ renamed into place.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -100,9 +102,10 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         module = serving_module(model)
-        tf.saved_model.save(
-            module, str(staging), signatures={SIGNATURE: module.serve.get_concrete_function()}
-        )
+        with _quiet_logs("tensorflow", "absl"):  # their INFO lines are not the user's business
+            tf.saved_model.save(
+                module, str(staging), signatures={SIGNATURE: module.serve.get_concrete_function()}
+            )
         difference, checked = verify(staging, model, seed)
         if out.exists():
             out.rmdir()  # an empty folder (the CLI refuses any other): replaced by the export
@@ -118,6 +121,20 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         checked_symbols=checked,
         max_difference=difference,
     )
+
+
+@contextlib.contextmanager
+def _quiet_logs(*names: str):
+    """Raise these Python loggers to WARNING for the block, then put their levels back."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def verify(path: Path, model: StreamModel, seed: int = 0) -> tuple[float, int]:

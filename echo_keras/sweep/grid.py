@@ -82,8 +82,29 @@ def make_spec(
     settings: dict[str, Any],
     base: SweepSpec | None = None,
 ) -> SweepSpec:
-    """The spec from the flags given (None: not given); the others come from `base` (a resumed
-    sweep) or the defaults. Every point is validated: ConfigError names the field at fault."""
+    """The sweep's spec, from its axes given as text; what is not given comes from `base`
+    (a resumed sweep) or the defaults.
+
+    Args:
+        grid_texts: axis (`echo_step`, `truncated_backprop_length`, `state_size`, `cell`)
+            -> text such as "1,2,4", "1-12" or "lstm,gru"; None or absent: not given.
+        seeds: seeds per point (0..seeds-1); None: not given.
+        settings: other TrainConfig fields, the same for every point (None: not given).
+        base: the spec of a sweep being resumed.
+
+    Returns:
+        A `SweepSpec`, every point validated.
+
+    Raises:
+        ConfigError: naming the field (or `seeds`) at fault.
+
+    Example:
+
+    ```python
+    spec = make_spec({"echo_step": "1-6", "truncated_backprop_length": "2-7"}, 1, {})
+    run_sweep(spec, "runs/sweep")
+    ```
+    """
     grid = {}
     for name in AXES:
         text = grid_texts.get(name)

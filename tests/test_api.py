@@ -1,0 +1,217 @@
+"""The public Python API: what a notebook or script imports from `echo_keras`, and nothing else.
+
+One tiny run is trained through the API, then evaluated, drawn, streamed and exported
+through it; every number is compared with what the command line gives for the same run,
+and every library error's `exit_status` with the command line's exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import echo_keras as ek
+from echo_keras.cli.app import app
+
+SMALL = dict(num_epochs=2, total_series_length=1500, truncated_backprop_length=10)
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def api_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("api") / "run"
+    result = ek.train(ek.TrainConfig(**SMALL), run_dir)
+    return run_dir, result
+
+
+def test_importing_the_package_loads_no_tensorflow_keras_or_ray():
+    code = (
+        "import sys, echo_keras\n"
+        "echo_keras.TrainConfig, echo_keras.EchoKerasError, echo_keras.RunFolder\n"
+        "echo_keras.plot_run, echo_keras.draw_run, echo_keras.SweepSpec\n"
+        "loaded = {'tensorflow', 'keras', 'ray'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_every_public_name_resolves_and_is_listed():
+    for name in ek.__all__:
+        assert getattr(ek, name) is not None
+        assert name in dir(ek)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        ek.nothing  # noqa: B018
+
+
+def test_train_returns_its_result_and_writes_a_run(api_run):
+    run_dir, result = api_run
+    assert isinstance(result, ek.TrainResult)
+    assert result.epochs == 2 and result.steps == 2 * ek.TrainConfig(**SMALL).num_batches
+    assert ek.RunFolder(run_dir).status()["status"] == "complete"
+    assert ek.RunFolder(run_dir).read_config() == ek.TrainConfig(**SMALL)
+
+
+def test_evaluate_equals_the_command_line_with_and_without_the_carried_state(api_run):
+    run_dir, _ = api_run
+    for reset in (False, True):
+        metrics = ek.evaluate(run_dir, reset_each_window=reset)
+        assert isinstance(metrics, ek.Metrics) and metrics.reset_each_window is reset
+        flags = ["--reset-each-window"] if reset else []
+        shown = json.loads(cli("evaluate", "--run-dir", run_dir, "--json", *flags).stdout)
+        assert shown == metrics.to_dict()
+    other = ek.evaluate(run_dir, seed=7, series_length=3000)
+    assert other.positions == 3000 and other != ek.evaluate(run_dir)
+
+
+def test_draw_run_returns_the_figure_and_plot_run_writes_it(api_run, tmp_path):
+    from matplotlib.figure import Figure
+
+    run_dir, _ = api_run
+    figure = ek.draw_run(run_dir)
+    assert isinstance(figure, Figure) and len(figure.axes) >= 2
+    assert "2 epochs" in figure.get_suptitle()
+    out = ek.plot_run(run_dir, tmp_path / "figure.svg")
+    assert out == tmp_path / "figure.svg" and out.read_text().startswith("<?xml")
+
+
+def test_a_stream_predicted_in_two_calls_equals_one_call_and_the_command_line(api_run):
+    run_dir, _ = api_run
+    predictor = ek.load_predictor(run_dir)
+    symbols = np.random.default_rng(3).integers(0, 2, 60)
+    whole, end = predictor.predict(symbols)
+    first, state = predictor.predict(symbols[:23])
+    second, state = predictor.predict(list(symbols[23:]), state)  # any 1-D int sequence
+    assert whole.shape == (60, 2) and whole.dtype == np.float32
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, atol=1e-5)
+    assert set(state) == {"lstm_0_h", "lstm_0_c"} == set(predictor.state_names)
+    for name in state:
+        np.testing.assert_allclose(state[name], end[name], atol=1e-5)
+    result = cli(
+        "predict", "--run-dir", run_dir, "--json", "--probabilities", "".join(map(str, symbols))
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(json.loads(result.stdout)["probabilities"], whole, atol=1e-5)
+
+
+def test_a_state_saved_by_the_api_continues_the_stream_on_the_command_line(api_run, tmp_path):
+    run_dir, _ = api_run
+    predictor = ek.load_predictor(run_dir)
+    symbols = [0, 1, 1, 0, 1, 0, 0, 1, 1, 1]
+    _, state = predictor.predict(symbols[:6])
+    predictor.save_state(tmp_path / "state.npz", state)
+    for name, value in predictor.load_state(tmp_path / "state.npz").items():
+        np.testing.assert_array_equal(value, state[name])
+    rest, _ = predictor.predict(symbols[6:], state)
+    text = "".join(map(str, symbols[6:]))
+    args = ("predict", "--run-dir", run_dir, "--state-in", tmp_path / "state.npz", "--json")
+    shown = json.loads(cli(*args, "--probabilities", text).stdout)
+    np.testing.assert_allclose(shown["probabilities"], rest, atol=1e-5)
+
+
+def test_the_predictor_refuses_symbols_and_states_that_are_not_the_runs(api_run):
+    predictor = ek.load_predictor(ek.RunFolder(api_run[0]).path)
+    zero = predictor.zero_state()
+    for symbols in ([0, 2], [-1], [[0, 1]], [0.5]):
+        with pytest.raises(ek.ConfigError) as error:
+            predictor.predict(symbols)
+        assert error.value.field == "symbols" and error.value.exit_status == 2
+    for state in ({"lstm_0_h": zero["lstm_0_h"]}, {**zero, "lstm_0_c": np.full((1, 4), np.nan)}):
+        with pytest.raises(ek.ConfigError, match="state"):
+            predictor.predict([0, 1], state)
+    probabilities, state = predictor.predict([])
+    assert probabilities.shape == (0, 2) and set(state) == set(zero)
+
+
+def test_export_writes_a_verified_saved_model(api_run, tmp_path):
+    run_dir, _ = api_run
+    report = ek.export_saved_model(run_dir, tmp_path / "export")
+    assert isinstance(report, ek.ExportReport)
+    assert report.state_names == ("lstm_0_h", "lstm_0_c") and report.max_difference <= 1e-5
+    assert (tmp_path / "export" / "saved_model.pb").is_file()
+
+
+def test_library_errors_carry_the_exit_status_of_the_command_line(api_run, tmp_path):
+    run_dir, _ = api_run
+    cases = [
+        (lambda: ek.train(ek.TrainConfig(**SMALL), run_dir), ("train", "--run-dir", run_dir)),
+        (lambda: ek.evaluate(tmp_path / "none"), ("evaluate", "--run-dir", tmp_path / "none")),
+        (
+            lambda: ek.train(ek.TrainConfig(state_size=0), tmp_path / "r"),
+            ("train", "--run-dir", tmp_path / "r", "--state-size", "0"),
+        ),
+        (
+            lambda: ek.evaluate(run_dir, series_length=10),
+            ("evaluate", "--run-dir", run_dir, "--series-length", "10"),
+        ),
+        (
+            lambda: ek.train(ek.TrainConfig(**SMALL), tmp_path / "new", resume=True),
+            ("train", "--run-dir", tmp_path / "new", "--resume"),
+        ),
+    ]
+    for call, args in cases:
+        with pytest.raises(ek.EchoKerasError) as error:
+            call()
+        result = cli(*args)
+        assert result.exit_code == error.value.exit_status, (args, result.output)
+    assert [ek.UsageError.exit_status, ek.RunFolderError.exit_status] == [2, 1]
+    assert ek.Interrupted("stopped", 15).exit_status == 143
+
+
+def test_library_errors_name_fields_and_the_command_line_names_flags(tmp_path):
+    with pytest.raises(ek.ConfigError) as error:
+        ek.TrainConfig(truncated_backprop_length=0).validate()
+    assert str(error.value) == "truncated_backprop_length: must be positive, got 0"
+    assert "--" not in str(error.value)
+    result = cli("train", "--run-dir", tmp_path / "r", "--window", "0")
+    assert result.stderr.strip() == "Error: Invalid value for '--window': must be positive, got 0"
+
+
+def test_the_callbacks_serve_a_users_own_model_fit():
+    import keras
+
+    from echo_keras.callbacks import BatchLossRecorder, ResetStatesAtEpochStart
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(batch_shape=(2, 5, 1))
+    hidden = keras.layers.LSTM(3, stateful=True, return_sequences=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).integers(0, 2, (8, 5, 1)).astype("float32")
+    y = np.roll(x[..., 0], 1, axis=1).astype("int32")
+    states = {"start": [], "end": []}
+
+    def size() -> float:
+        return float(np.abs(model.layers[1].states[0].numpy()).sum())
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            states["start"].append(size())
+
+        def on_epoch_end(self, epoch, logs=None):
+            states["end"].append(size())
+
+    recorder = BatchLossRecorder(num_batches=4)
+    history = model.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[ResetStatesAtEpochStart(), Probe(), recorder],
+    )
+    assert [row[:3] for row in recorder.rows] == [
+        (e, b, 4 * e + b) for e in (0, 1) for b in range(4)
+    ]
+    assert states["end"][0] > 0 and states["start"] == [0.0, 0.0]  # zeroed at every start
+    for epoch in (0, 1):  # each batch's own loss, recovered from Keras's running mean
+        assert recorder.epoch_mean(epoch) == pytest.approx(history.history["loss"][epoch], 1e-5)
+    assert len({round(row[3], 6) for row in recorder.rows}) > 1

@@ -1,0 +1,158 @@
+"""The house plan: every module has its place in one order, and imports only what lies below it.
+
+The order below is the architecture, lowest first. A module may import (at its top or
+inside a function) only modules listed before it, so there is no import circle and
+nothing runs back up. The TensorFlow-free layer must stay free of TensorFlow, Keras and
+Ray even through the modules it imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "echo_keras"
+
+# Lowest first. Each line is one layer of the plan.
+ORDER = [
+    "errors", "signals",  # the error table; signal catching
+    "config",  # TrainConfig and its validation
+    "options",  # the table of options: field, flag, help, sweep role
+    "data",  # the echo series and the stateful window layout
+    "run.fileio", "run.lock", "run.files", "run.folder",  # the run folder
+    "stream.symbols",  # parsing and laying out symbol text
+    "plots.figure", "plots.drawing",  # the tutorial's figure, the live plot's drawing process
+    "sweep.grid", "sweep.results", "sweep.heatmap",  # the sweep's grid, files and map
+    # --- TensorFlow from here on ---
+    "backend",  # Keras pinned to TensorFlow
+    "model",  # build, compile, load, checkpoint, a run's model
+    "loops", "callbacks", "plots.live",
+    "training", "evaluation",
+    "stream.model", "stream.state", "stream.predictor", "stream.export",
+    "sweep.runner",  # Ray
+    # --- the command line ---
+    "cli.stdio", "cli.common",
+    "cli.train", "cli.evaluate", "cli.plot", "cli.predict", "cli.export", "cli.sweep",
+    "cli.app",
+    "__main__",
+]  # fmt: skip
+TENSORFLOW_FREE = ORDER[: ORDER.index("backend")] + [
+    "cli.stdio",
+    "cli.common",
+    "cli.train",
+    "cli.evaluate",
+    "cli.plot",
+    "cli.predict",
+    "cli.export",
+    "cli.sweep",
+    "cli.app",
+]
+HEAVY = ("tensorflow", "keras", "ray")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    found = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: path for name, path in found.items() if not name.endswith("__init__")}
+
+
+def imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """The echo_keras modules `path` imports (relative to the package), anywhere in it."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("echo_k"):
+            base = node.module.removeprefix("echo_keras").lstrip(".")
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}" if base else alias.name
+                found.add(candidate if candidate in modules() else base)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("echo_keras."):
+                    found.add(alias.name.removeprefix("echo_keras."))
+    return {name for name in found if name}
+
+
+def test_every_module_has_its_place_in_the_plan():
+    assert sorted(modules()) == sorted(ORDER)
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_a_module_imports_only_what_lies_below_it(name):
+    below = set(ORDER[: ORDER.index(name)])
+    upward = imports(modules()[name]) - below
+    assert not upward, f"{name} imports {sorted(upward)}, which lie at or above it"
+
+
+def test_heavy_libraries_are_imported_only_where_the_plan_allows():
+    for name in TENSORFLOW_FREE:
+        tree = ast.parse(modules()[name].read_text())
+        for node in tree.body:  # a command may import TensorFlow inside its function
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names]
+                assert not [n for n in names if n.split(".")[0] in HEAVY], (name, names)
+        top = imports(modules()[name], top_level_only=True)
+        assert not top - set(TENSORFLOW_FREE), f"{name} imports {sorted(top)} at its top"
+
+
+def test_importing_the_package_and_the_tensorflow_free_layer_loads_no_heavy_library():
+    names = ", ".join(f"echo_keras.{name}" for name in TENSORFLOW_FREE)
+    code = (
+        f"import sys, echo_keras, {names}\n"
+        "echo_keras.TrainConfig\n"
+        f"loaded = {{'tensorflow', 'keras', 'ray'}} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- the one table of options ---------------------------------------------------------------
+
+
+def test_the_table_of_options_covers_every_config_field_once():
+    import dataclasses
+
+    from echo_keras.config import TrainConfig
+    from echo_keras.options import OPTIONS
+
+    assert sorted(OPTIONS) == sorted(f.name for f in dataclasses.fields(TrainConfig))
+    flags = [option.flag for option in OPTIONS.values()]
+    assert len(set(flags)) == len(flags)
+
+
+def test_train_and_sweep_declare_their_settings_from_the_table():
+    import inspect
+
+    from echo_keras.cli import sweep, train
+    from echo_keras.options import AXES, OPTIONS, SETTINGS
+
+    def declared(command):
+        found = {}
+        for name, parameter in inspect.signature(command).parameters.items():
+            decls = getattr(parameter.default, "param_decls", ()) or ()
+            if name in OPTIONS:
+                found[name] = decls
+        return found
+
+    assert {name: (OPTIONS[name].flag,) for name in OPTIONS} == declared(train.train)
+    assert set(declared(sweep.sweep)) == set(AXES) | set(SETTINGS)
+    assert all(decls == (OPTIONS[name].flag,) for name, decls in declared(sweep.sweep).items())
+    assert AXES == ("echo_step", "truncated_backprop_length", "state_size", "cell")
+
+
+def test_messages_in_the_librarys_terms_are_worded_with_flags_for_the_command_line():
+    from echo_keras.options import as_flags
+
+    assert as_flags("`state_size` 4, `num_layers` 1") == "--state-size 4, --layers 1"
+    assert as_flags("pass `overwrite=True` or `resume=True`") == "pass --overwrite or --resume"
+    assert as_flags("`seeds`; `unknown` stays") == "--seeds; `unknown` stays"
