@@ -1,10 +1,10 @@
-"""The configuration: TrainConfig's validation in the library's terms, the one table of options
-that words its fields as flags, and the bad values and impossible sizes the command line refuses
-up front, before TensorFlow and before anything is written."""
+"""The configuration: TrainConfig's validation in the library's terms, worded as flags by the
+table of options (the table itself: test_layout.py), the optimizers' default learning rates,
+and the bad values and impossible sizes the command line refuses up front, before TensorFlow
+and before anything is written."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -12,12 +12,11 @@ import pytest
 
 from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError
-from echo_keras.options import OPTIONS
 from echo_keras.options import flag as flag_of
 from echo_keras.run import files
 from tests.helpers import invoke, one_line_error
 
-# --- TrainConfig and the table of options --------------------------------------------------
+# --- TrainConfig, its fields worded as flags --------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -41,17 +40,6 @@ def test_config_validation_names_the_flag(field, value, flag):
     with pytest.raises(ConfigError) as error:
         TrainConfig(**{field: value}).validate()
     assert flag_of(error.value.field) == flag
-
-
-def test_every_config_field_has_one_flag_and_train_help_lists_them_all():
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    assert set(OPTIONS) == fields
-    flags = [option.flag for option in OPTIONS.values()]
-    assert len(set(flags)) == len(flags)
-    assert all(flag_of(field) == option.flag for field, option in OPTIONS.items())
-    shown = invoke("train", "--help")
-    assert shown.exit_code == 0, shown.output
-    assert [flag for flag in flags if flag not in shown.output] == []
 
 
 def test_optimizers_get_their_own_default_learning_rate(tmp_path):
