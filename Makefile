@@ -23,7 +23,7 @@ run: install ## Train the tutorial's configuration into runs/echo, evaluate it a
 	$(BIN)/echo-keras evaluate --run-dir $(RUN_DIR)
 	$(BIN)/echo-keras plot --run-dir $(RUN_DIR)
 
-test: install ## Run the test suite
+test: install ## Run the test suite on two cores (pytest-xdist; slow tests included)
 	$(BIN)/python -m pytest
 
 lint: install ## Check style with ruff

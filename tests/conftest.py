@@ -1,8 +1,10 @@
-"""Shared fixtures: runs trained once per test session and shared by every test that reads them.
+"""Shared fixtures and how the suite runs on two cores.
 
-Under pytest-xdist each worker is a process of its own; the shared runs live in the folder the
+Runs trained once per test session are shared by every test that reads them. Under
+pytest-xdist each worker is a process of its own; the shared runs live in the folder the
 workers have in common, and a file lock makes the first worker that needs a run train it while
-the others wait for it. A test that changes a run works on a copy (`run_copy`).
+the others wait for it. A test that changes a run works on a copy (`run_copy`). Long tests run
+first, and tests marked xdist_group(NAME) run one after another in one worker.
 """
 
 from __future__ import annotations
@@ -24,14 +26,19 @@ from tests.helpers import TINY, VARIANTS
 
 # --- running on two cores ------------------------------------------------------------------
 
+# Tests marked xdist_group(NAME) must run in one worker, one after another (two local Rays must
+# never start at once). pytest 9.2 no longer lets pytest-xdist 3.8 add the group to the node id,
+# so `--dist loadgroup` silently spreads a group over the workers (pytest-xdist issue #1386).
+# Until that is fixed, each worker writes the groups it collected to a file in a folder named
+# by GROUPS_ENV, and the scheduler below reads them.
+GROUPS_ENV = "ECHO_KERAS_TEST_GROUPS"
+THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
 
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto` (pyproject.toml) means one worker a core, two at most: every worker loads
-    TensorFlow, and the tests that time or measure a process need a core of their own."""
+    """`-n auto` (pyproject.toml) means a worker a core, two at most: each worker loads
+    TensorFlow, and the tests that time a process should not share a core with many others."""
     return min(2, os.cpu_count() or 1)
-
-
-THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
 def pytest_configure(config):
@@ -46,14 +53,6 @@ def pytest_configure(config):
         os.environ[GROUPS_ENV] = folder  # the workers, started after this, inherit it
         config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
         config.add_cleanup(lambda: os.environ.pop(GROUPS_ENV, None))
-
-
-# Tests marked xdist_group(NAME) must run in one worker, one after another (two local Rays must
-# never start at once). pytest 9.2 no longer lets pytest-xdist 3.8 add the group to the node id,
-# so `--dist loadgroup` silently spreads a group over the workers (pytest-xdist issue #1386).
-# Until that is fixed, each worker writes the groups it collected to a file in a folder named
-# by GROUPS_ENV, and the scheduler below reads them.
-GROUPS_ENV = "ECHO_KERAS_TEST_GROUPS"
 
 
 def _group(item) -> str | None:
