@@ -13,16 +13,11 @@ import sys
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import echo_keras as ek
-from echo_keras.cli.app import app
+from tests.helpers import invoke as cli
 
 SMALL = dict(num_epochs=2, total_series_length=1500, truncated_backprop_length=10)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +25,11 @@ def api_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("api") / "run"
     result = ek.train(ek.TrainConfig(**SMALL), run_dir)
     return run_dir, result
+
+
+@pytest.fixture(scope="module")
+def predictor(api_run):
+    return ek.load_predictor(api_run[0])
 
 
 def test_importing_the_package_loads_no_tensorflow_keras_or_ray():
@@ -82,9 +82,8 @@ def test_draw_run_returns_the_figure_and_plot_run_writes_it(api_run, tmp_path):
     assert out == tmp_path / "figure.svg" and out.read_text().startswith("<?xml")
 
 
-def test_a_stream_predicted_in_two_calls_equals_one_call_and_the_command_line(api_run):
+def test_a_stream_predicted_in_two_calls_equals_one_call_and_the_command_line(api_run, predictor):
     run_dir, _ = api_run
-    predictor = ek.load_predictor(run_dir)
     symbols = np.random.default_rng(3).integers(0, 2, 60)
     whole, end = predictor.predict(symbols)
     first, state = predictor.predict(symbols[:23])
@@ -101,9 +100,10 @@ def test_a_stream_predicted_in_two_calls_equals_one_call_and_the_command_line(ap
     np.testing.assert_allclose(json.loads(result.stdout)["probabilities"], whole, atol=1e-5)
 
 
-def test_a_state_saved_by_the_api_continues_the_stream_on_the_command_line(api_run, tmp_path):
+def test_a_state_saved_by_the_api_continues_the_stream_on_the_command_line(
+    api_run, predictor, tmp_path
+):
     run_dir, _ = api_run
-    predictor = ek.load_predictor(run_dir)
     symbols = [0, 1, 1, 0, 1, 0, 0, 1, 1, 1]
     _, state = predictor.predict(symbols[:6])
     predictor.save_state(tmp_path / "state.npz", state)
@@ -116,8 +116,7 @@ def test_a_state_saved_by_the_api_continues_the_stream_on_the_command_line(api_r
     np.testing.assert_allclose(shown["probabilities"], rest, atol=1e-5)
 
 
-def test_the_predictor_refuses_symbols_and_states_that_are_not_the_runs(api_run):
-    predictor = ek.load_predictor(ek.RunFolder(api_run[0]).path)
+def test_the_predictor_refuses_symbols_and_states_that_are_not_the_runs(predictor):
     zero = predictor.zero_state()
     for symbols in ([0, 2], [-1], [[0, 1]], [0.5]):
         with pytest.raises(ek.ConfigError) as error:
