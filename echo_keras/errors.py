@@ -64,15 +64,7 @@ class RunBusy(RunRefused):
 
 
 class RunExists(RunRefused):
-    """The folder holds a run (or other files), and neither overwrite nor resume was asked for.
-
-    `path` is the folder; `other_files` is True when it holds files but no run.
-    """
-
-    def __init__(self, message: str, path=None, other_files: bool = False):
-        super().__init__(message)
-        self.path = path
-        self.other_files = other_files
+    """The folder holds a run (or other files), and neither overwrite nor resume was asked for."""
 
 
 class RunFolderError(EchoKerasError):

@@ -73,8 +73,6 @@ OPTIONS = {
 # Names that are not config fields but reach messages: arguments of the library's functions.
 EXTRA_FLAGS = {
     "seeds": "--seeds",
-    "workers": "--workers",
-    "series_length": "--series-length",
     "overwrite=True": "--overwrite",
     "resume=True": "--resume",
 }

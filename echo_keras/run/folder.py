@@ -196,14 +196,11 @@ class RunFolder:
         if not (resume or overwrite) and occupied and not self.restartable():
             raise RunExists(
                 f"{self.path} already holds a run; pass `overwrite=True` to replace it "
-                "or `resume=True` to continue it",
-                self.path,
+                "or `resume=True` to continue it"
             )
         if overwrite and occupied and not self.is_run():
             raise RunExists(
-                f"{self.path} holds files but no run; `overwrite=True` replaces only a run folder",
-                self.path,
-                other_files=True,
+                f"{self.path} holds files but no run; `overwrite=True` replaces only a run folder"
             )
 
     def begin(

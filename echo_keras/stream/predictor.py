@@ -50,7 +50,7 @@ class Predictor:
 
     def zero_state(self) -> State:
         """The state at the start of a stream: zeros, one (1, state_size) array per name."""
-        return dict(zip(self.model.names, self.model.zero_state(), strict=True))
+        return self._named(self.model.zero_state())
 
     def predict(
         self, symbols: Sequence[int] | np.ndarray, state: State | None = None
@@ -72,9 +72,7 @@ class Predictor:
         values = self._symbols(symbols)
         carried = self._state(state)
         probabilities, after = self.model.run(values, carried)
-        return probabilities, dict(
-            zip(self.model.names, (np.asarray(s) for s in after), strict=True)
-        )
+        return probabilities, self._named(np.asarray(s) for s in after)
 
     def save_state(self, path: Path | str, state: State) -> None:
         """Write `state` to an npz file atomically (what `predict --state-out` writes)."""
@@ -82,7 +80,10 @@ class Predictor:
 
     def load_state(self, path: Path | str) -> State:
         """The state in an npz file (`predict --state-out`); StateFileError if unusable."""
-        values = state_files.read_state(Path(path), self.model)
+        return self._named(state_files.read_state(Path(path), self.model))
+
+    def _named(self, values) -> State:
+        """The state arrays under their names, in the model's order."""
         return dict(zip(self.model.names, values, strict=True))
 
     def _symbols(self, symbols) -> np.ndarray:
