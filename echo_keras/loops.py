@@ -111,3 +111,61 @@ class PredictLoop:
 
     def __call__(self, inputs, targets):
         return self._run(tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets))
+
+
+class PairedPredictLoop:
+    """Predict every window twice in one compiled call, from one pass over the data: with the
+    state carried (as `PredictLoop`) and with it zeroed before the window (the ablation).
+
+    After each window the carried state is put back, so the carried results are those of
+    `PredictLoop(model)` and the reset ones those of `PredictLoop(model, True)`. Returns
+    (carried loss sums, carried hits, reset loss sums, reset hits), as `PredictLoop` does;
+    `stop` windows are run (default all; 0 compiles the loop and runs nothing).
+    """
+
+    def __init__(self, model: keras.Model, jit_compile: bool = True):
+        self.model = model
+        self._run = tf.function(self._loop, jit_compile=jit_compile)
+
+    def _loop(self, inputs, targets, stop):
+        model, states = self.model, state_variables(self.model)
+        num_windows = inputs.shape[0]
+
+        def scored(x, y):
+            logits = tf.cast(model(x, training=False), tf.float32)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
+            return tf.reduce_sum(losses), hits
+
+        def body(k, carried_sums, carried_hits, reset_sums, reset_hits):
+            x, y = _window(inputs, targets, k)
+            carried_loss, carried_hit = scored(x, y)
+            carried = [tf.identity(variable.value) for variable in states]
+            for variable in states:
+                variable.assign(tf.zeros_like(variable))
+            reset_loss, reset_hit = scored(x, y)
+            for variable, value in zip(states, carried, strict=True):
+                variable.assign(value)
+            return (
+                k + 1,
+                carried_sums.write(k, carried_loss),
+                carried_hits.write(k, carried_hit),
+                reset_sums.write(k, reset_loss),
+                reset_hits.write(k, reset_hit),
+            )
+
+        def sums():
+            return tf.TensorArray(tf.float32, size=num_windows, element_shape=())
+
+        def hits():
+            return tf.TensorArray(tf.bool, size=num_windows, element_shape=inputs.shape[1:])
+
+        _, *arrays = tf.while_loop(
+            lambda k, *_: k < stop, body, (tf.constant(0), sums(), hits(), sums(), hits())
+        )
+        return tuple(array.stack() for array in arrays)
+
+    def __call__(self, inputs, targets, stop: int | None = None):
+        inputs, targets = tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets)
+        stop = inputs.shape[0] if stop is None else stop
+        return self._run(inputs, targets, tf.constant(stop))

@@ -33,7 +33,8 @@ ORDER = [
     "loops", "callbacks", "plots.live",
     "training", "evaluation",
     "stream.model", "stream.state", "stream.predictor", "stream.export",
-    "sweep.runner",  # Ray
+    "sweep.point",  # a sweep point trained in memory, compiled once per shape
+    "sweep.cluster", "sweep.workers", "sweep.runner",  # Ray: the session, warm workers, the sweep
     # --- the command line ---
     "cli.stdio", "cli.common",
     "cli.train", "cli.evaluate", "cli.plot", "cli.predict", "cli.export", "cli.sweep",

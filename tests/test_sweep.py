@@ -29,8 +29,7 @@ import pytest
 
 from echo_keras.errors import ConfigError, SweepError
 from echo_keras.options import flag
-from echo_keras.sweep import grid, heatmap, results
-from echo_keras.sweep import runner as sweep
+from echo_keras.sweep import cluster, grid, heatmap, results, workers
 from tests.helpers import invoke
 
 ON_RAY = pytest.mark.xdist_group("ray")
@@ -67,12 +66,12 @@ def ray_tmp():
 def tiny_sweep(ray_tmp, tmp_path_factory):
     """A sweep of 6 points on 2 local workers; the task of FAILING raises."""
     out = tmp_path_factory.mktemp("sweep") / "out"
-    os.environ[sweep.FAIL_ENV] = FAILING
+    os.environ[workers.FAIL_ENV] = FAILING
     try:
         args = ["--echo-step", "1,2,6", "--window", "3,6", *TINY_SWEEP, "--workers", "2"]
         result = invoke("sweep", "--out", out, *args, "--keep-runs", "--json")
     finally:
-        del os.environ[sweep.FAIL_ENV]
+        del os.environ[workers.FAIL_ENV]
     return out, result
 
 
@@ -196,14 +195,14 @@ def test_token_mode_is_turned_on_only_when_a_token_is_at_hand(tmp_path, monkeypa
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(name, raising=False)
-    sweep.use_token_if_available()
+    cluster.use_token_if_available()
     assert "RAY_AUTH_MODE" not in os.environ  # no token: a head without auth still works
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("t")
-    sweep.use_token_if_available()
+    cluster.use_token_if_available()
     assert os.environ["RAY_AUTH_MODE"] == "token"
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    sweep.use_token_if_available()
+    cluster.use_token_if_available()
     assert os.environ["RAY_AUTH_MODE"] == "disabled"
 
 
@@ -288,7 +287,9 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
     out, result = tiny_sweep
     rows = {results.point_name(row): row for row in results.read_results(out / "results.csv")}
     assert rows[FAILING]["status"] == "failed"
-    assert rows[FAILING]["error"] == f"RuntimeError: failure injected by {sweep.FAIL_ENV}={FAILING}"
+    assert (
+        rows[FAILING]["error"] == f"RuntimeError: failure injected by {workers.FAIL_ENV}={FAILING}"
+    )
     assert rows[FAILING]["boundary_accuracy"] == ""
     assert all(row["status"] == "ok" for name, row in rows.items() if name != FAILING)
     assert "1 of 6 points failed" in result.stderr and "--resume" in result.stderr
@@ -363,15 +364,10 @@ def _address_host(address: str) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
-    def probe():
-        return {name: os.environ.get(name) for name in sweep.TASK_ENV}
-
     before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
-    with sweep.ray_session(None, 2) as ray:
-        task = ray.remote(probe).options(
-            num_cpus=1, max_retries=0, runtime_env={"env_vars": sweep.TASK_ENV}
-        )
-        assert ray.get(task.remote()) == sweep.TASK_ENV
+    with cluster.ray_session(None, 2) as ray:
+        worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
+        assert ray.get(worker.environment.remote()) == cluster.TASK_ENV
         ours = (_descendants(os.getpid()) - before) | {os.getpid()}
         sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
     lines = [line for line in sockets.splitlines() if any(f"pid={p}," in line for p in ours)]

@@ -109,12 +109,13 @@ def sweep(
     spec = make_spec(grid_texts, seeds, settings, base)
 
     from echo_keras.sweep import runner as sweep_lib
+    from echo_keras.sweep.cluster import usable_cores
 
     notices = not (quiet or as_json)
     total = len(spec.points())
     if notices:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        count = workers or (sweep_lib.usable_cores() if not address else None)
+        count = workers or (usable_cores() if not address else None)
         typer.echo(
             f"Sweeping {total} point{'s' * (total != 1)} on {where}"
             + (f" with {count} workers" if count else "")
@@ -169,6 +170,7 @@ def _report(result, as_json: bool, quiet: bool) -> None:
             results=str(Path(result.out) / "results.csv"),
             heatmap=str(Path(result.out) / "heatmap.png"),
             failures=result.failures,
+            parts={name: round(value, 3) for name, value in result.parts.items()},
         )
         typer.echo(json.dumps(summary))
     elif not quiet:

@@ -26,6 +26,16 @@ DEFAULT_GRID = {
 }
 DEFAULT_SEEDS = 1
 MAX_POINTS = 10_000
+# The settings a point's compiled model and loops do not depend on: its data, seed, epochs.
+UNCOMPILED = ("echo_step", "seed", "num_epochs")
+
+
+def shape_key(config: TrainConfig) -> tuple:
+    """What a point's compiled model and loops depend on: every setting but UNCOMPILED.
+    Points with the same key can share one compiled model (see `point.PointTrainer`)."""
+    return tuple(
+        (name, value) for name, value in config.to_dict().items() if name not in UNCOMPILED
+    )
 
 
 def parse_ints(text: str, field: str) -> list[int]:

@@ -1,40 +1,34 @@
-"""Sweeps on Ray: one training per grid point, as Ray Core tasks, locally or on a Ray cluster.
+"""Sweeps on Ray: every grid point trained and evaluated by warm workers, locally or on a cluster.
 
-Each point is a task (`run_point`) that trains through the library into a temporary folder,
-evaluates with the state carried and with it reset each window, and returns its row (and, with
-`keep_runs`, its run folder as zip bytes): results travel as task values, never as files on a
-worker's disk. The driver collects them with `ray.wait`, so a failed point is recorded with its
-message while the others go on, and rewrites results.csv atomically after every point.
-
-By default Ray runs locally, private to the sweep, on the loopback only; with an address it joins
-an existing cluster. Ray is imported only inside the functions that use it, TensorFlow only
-inside the task. The grid is in `grid.py`, the files in `results.py`, the heat map in
-`heatmap.py`.
+`run_sweep` starts a private local Ray on the loopback (or joins a cluster, `cluster.py`),
+hands the points to a pool of warm workers (`workers.py`, which train in memory with
+`point.py`), and records each result as it comes: a failed point is a row with its message
+while the others go on, and results.csv is rewritten atomically after every point. Results
+travel as task values, never as files on a worker's disk. Ray is imported only inside the
+functions that use it, TensorFlow only in the workers. The grid is in `grid.py`, the files
+in `results.py`, the heat map in `heatmap.py`.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import platform
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from echo_keras.config import TrainConfig
-from echo_keras.errors import Interrupted, RunBusy, SweepError, first_line
+from echo_keras.errors import Interrupted, RunBusy
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import FileLock
 from echo_keras.signals import SignalCatcher
+from echo_keras.sweep.cluster import ray_session, usable_cores
 from echo_keras.sweep.grid import SweepSpec
 from echo_keras.sweep.results import (
     HEATMAP,
@@ -47,145 +41,6 @@ from echo_keras.sweep.results import (
     write_results,
     write_spec,
 )
-
-# Every task gets one CPU and runs TensorFlow on one thread, on the CPU.
-TASK_ENV = {
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "CUDA_VISIBLE_DEVICES": "",
-}
-# A worker's memory grows by about 20 MB per point trained (TensorFlow keeps compiled functions
-# even across keras.backend.clear_session()); a fresh worker process after this many points
-# bounds it at about 1.3 GB, for one more TensorFlow import (a few seconds) each time.
-POINTS_PER_WORKER = 25
-# For testing failure handling: the task of the point of this name (see point_name) raises.
-FAIL_ENV = "ECHO_KERAS_SWEEP_FAIL"
-LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
-
-
-# --- the task -----------------------------------------------------------------------------
-
-
-def run_point(settings: dict[str, Any], keep_run: bool) -> dict[str, Any]:
-    """Train and evaluate one point in a temporary folder; return {"row", "archive"}: its
-    results.csv row and, when `keep_run`, its run folder as zip bytes (else None).
-    An error of the library becomes a failed row with its message."""
-    config = TrainConfig(**settings)
-    row: dict[str, Any] = {**config.to_dict(), "host": socket.gethostname(), "status": "ok"}
-    with tempfile.TemporaryDirectory(prefix="echo-keras-point-") as tmp:
-        name = point_name(settings)
-        run_dir = Path(tmp) / name
-        try:
-            if os.environ.get(FAIL_ENV) == name:
-                raise RuntimeError(f"failure injected by {FAIL_ENV}={name}")
-            from echo_keras import evaluation, training
-
-            result = training.train(config, run_dir)
-            carried = evaluation.evaluate(run_dir)
-            reset = evaluation.evaluate(run_dir, reset_each_window=True)
-            row.update(
-                accuracy=carried.accuracy,
-                boundary_accuracy=carried.boundary_accuracy,
-                inner_accuracy=carried.inner_accuracy,
-                reset_boundary_accuracy=reset.boundary_accuracy,
-                final_loss=result.final_loss,
-                train_seconds=result.train_seconds,
-            )
-        except Exception as error:
-            row.update(status="failed", error=error_line(error))
-        archive = _zip_folder(run_dir) if keep_run and run_dir.is_dir() else None
-    return {"row": row, "archive": archive}
-
-
-def error_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {first_line(error)}"[:500]
-
-
-def _zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
-
-
-def _unpack_run(archive: bytes, target: Path) -> None:
-    """Unpack a zipped run folder into `target`, replacing it whole (never half-written)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-    with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
-        zipped.extractall(staging)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
-
-
-# --- Ray ----------------------------------------------------------------------------------
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def use_token_if_available() -> None:
-    """Joining a cluster by address, Ray sends no token unless RAY_AUTH_MODE=token, and a head
-    started by `ray start` where a token exists requires one. Turn token mode on when a token
-    is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), as Ray itself does
-    for `address="auto"`; an explicit RAY_AUTH_MODE is kept. Takes effect before Ray's import."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    default = Path.home() / ".ray" / "auth_token"
-    if any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or (
-        default.is_file()
-    ):
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
-@contextmanager
-def ray_session(address: str | None, workers: int | None = None):
-    """Start a private local Ray with `workers` CPUs on the loopback (address None), or join
-    the cluster at `address`; yield the ray module; shut Ray down and remove its files after."""
-    temp_dir = None
-    if address is None:
-        # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        base = os.environ.get("RAY_TMPDIR") or "/tmp"  # short: Ray's Unix sockets live below
-        temp_dir = tempfile.mkdtemp(prefix="echo-keras-ray-", dir=base)
-    else:
-        use_token_if_available()
-    import ray
-
-    try:
-        if address is None:
-            ray.init(
-                address="local",
-                num_cpus=workers or usable_cores(),
-                include_dashboard=False,
-                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                _temp_dir=temp_dir,
-            )
-        else:
-            try:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                raise SweepError(
-                    f"cannot join the Ray cluster at {address}: {error_line(error)}. If the "
-                    "head requires a token, put its token (`ray get-auth-token` on the head) "
-                    "in ~/.ray/auth_token or RAY_AUTH_TOKEN, and leave RAY_AUTH_MODE unset"
-                ) from None
-        yield ray
-    finally:
-        ray.shutdown()
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
 
 # --- the sweep ----------------------------------------------------------------------------
 
@@ -205,6 +60,10 @@ class SweepResult:
     cpus: float  # CPUs of the Ray cluster used (0 when nothing was left to run)
     address: str  # "local" or the cluster's address
     failures: list[str] = field(default_factory=list)  # "point name: error"
+    # Where the points' time went, in seconds summed over the points run: worker start
+    # (TensorFlow's import), compilation, initialisation, training, evaluation, saving
+    # (--keep-runs) and scheduling (the rest: queueing, Ray, results in transit).
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 def run_sweep(
@@ -254,7 +113,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     points = spec.points()
     rows = {point_key(row): row for row in (read_results(out / RESULTS) if resume else [])}
     todo = [p for p in points if rows.get(point_key(p.to_dict()), {}).get("status") != "ok"]
-    progress = {"done": len(points) - len(todo), "startup": 0.0, "cpus": 0.0}
+    progress = {"done": len(points) - len(todo), "startup": 0.0, "cpus": 0.0, "parts": {}}
 
     def record(row: dict, archive: bytes | None) -> None:
         rows[point_key(row)] = row
@@ -282,7 +141,10 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
                 on_row(None, progress["done"], len(points))
             if ray is not None:
                 progress["cpus"] = ray.cluster_resources().get("CPU", 0.0)
-                _run_tasks(ray, todo, keep_runs, signals, record, remote=address is not None)
+                size = workers or (usable_cores() if address is None else progress["cpus"])
+                progress["parts"] = _run_points(
+                    ray, todo, keep_runs, signals, record, max(1, int(size)), address is not None
+                )
     except KeyboardInterrupt:  # a SIGINT that met Python's or Ray's handler, not ours
         signals.received = signal.SIGINT
     finally:
@@ -312,46 +174,39 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
         cpus=progress["cpus"],
         address=address or "local",
         failures=[f"{point_name(row)}: {row['error']}" for row in failed],
+        parts=progress["parts"],
     )
 
 
-def _run_tasks(
-    ray, todo: list[TrainConfig], keep_runs: bool, signals: SignalCatcher, record, remote: bool
-) -> None:
-    """Submit one task per point; record each result as it comes, until all are in or a
-    signal arrives; then, on a remote cluster, cancel the rest."""
-    env = dict(TASK_ENV)
-    if FAIL_ENV in os.environ:
-        env[FAIL_ENV] = os.environ[FAIL_ENV]
-    task = ray.remote(num_cpus=1, max_retries=0, max_calls=POINTS_PER_WORKER)(run_point)
-    task = task.options(runtime_env={"env_vars": env})
-    pending = {task.remote(config.to_dict(), keep_runs): config for config in todo}
-    while pending and signals.received is None:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        for ref in ready:
+def _unpack_run(archive: bytes, target: Path) -> None:
+    """Unpack a zipped run folder into `target`, replacing it whole (never half-written)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
+        zipped.extractall(staging)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+
+
+def _run_points(ray, todo, keep_runs, signals, record, size, remote) -> dict[str, float]:
+    """Run every point on `size` warm workers, recording each result as it comes, until all
+    are in or a signal arrives; return the seconds spent per part, summed over points."""
+    from echo_keras.sweep.workers import WorkerPool
+
+    pool = WorkerPool(ray, todo, size, keep_runs)
+    while not pool.done() and signals.received is None:
+        pool.feed()
+        for _, value in pool.results(timeout=0.5):
             if signals.received is not None:
-                break  # the signal may have stopped this task too: not a result
-            config = pending.pop(ref)
-            try:
-                value = ray.get(ref)
-            except ray.exceptions.RayError as error:  # Ray could not run it: a crashed worker
-                cause = getattr(error, "cause", None) or error
-                value = {
-                    "row": {**config.to_dict(), "status": "failed", "error": error_line(cause)},
-                    "archive": None,
-                }
+                break  # the signal may have stopped this worker too: not a result
             record(value["row"], value["archive"])
-    if not remote:
-        # A local Ray goes down with the sweep, its tasks with it. Cancelling them here
-        # races with workers that the same Ctrl-C interrupted (a terminal signals the
-        # whole process group) and can crash Ray's core worker ("Tried to complete
-        # task that was not pending"), so a local sweep leaves that to ray.shutdown.
-        return
-    for ref in pending:  # left only after a signal: cancel what is queued or running
-        try:
-            ray.cancel(ref)
-        except Exception:
-            pass  # it finished meanwhile, or Ray is already going down
+    if remote:
+        pool.stop()
+    # A local Ray goes down with the sweep, its workers with it. Stopping them here races
+    # with workers that the same Ctrl-C interrupted (a terminal signals the whole process
+    # group) and can crash Ray's core worker, so a local sweep leaves that to ray.shutdown.
+    return pool.seconds
 
 
 def _versions() -> dict[str, str | None]:

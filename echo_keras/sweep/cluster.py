@@ -1,0 +1,92 @@
+"""Ray for the sweep: a private local Ray on the loopback, or an existing cluster joined by address.
+
+Ray is imported only inside `ray_session`, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from echo_keras.errors import SweepError, first_line
+
+# Every worker gets one CPU and runs TensorFlow on one thread, on the CPU.
+TASK_ENV = {
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line of at most 500 characters: `Type: first line`."""
+    return f"{type(error).__name__}: {first_line(error)}"[:500]
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def use_token_if_available() -> None:
+    """Joining a cluster by address, Ray sends no token unless RAY_AUTH_MODE=token, and a head
+    started by `ray start` where a token exists requires one. Turn token mode on when a token
+    is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), as Ray itself does
+    for `address="auto"`; an explicit RAY_AUTH_MODE is kept. Takes effect before Ray's import."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    default = Path.home() / ".ray" / "auth_token"
+    if any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or (
+        default.is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+@contextmanager
+def ray_session(address: str | None, workers: int | None = None):
+    """Start a private local Ray with `workers` CPUs on the loopback (address None), or join
+    the cluster at `address`; yield the ray module; shut Ray down and remove its files after."""
+    temp_dir = None
+    if address is None:
+        # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        base = os.environ.get("RAY_TMPDIR") or "/tmp"  # short: Ray's Unix sockets live below
+        temp_dir = tempfile.mkdtemp(prefix="echo-keras-ray-", dir=base)
+    else:
+        use_token_if_available()
+    import ray
+
+    try:
+        if address is None:
+            ray.init(
+                address="local",
+                num_cpus=workers or usable_cores(),
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                _temp_dir=temp_dir,
+            )
+        else:
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise SweepError(
+                    f"cannot join the Ray cluster at {address}: {error_line(error)}. If the "
+                    "head requires a token, put its token (`ray get-auth-token` on the head) "
+                    "in ~/.ray/auth_token or RAY_AUTH_TOKEN, and leave RAY_AUTH_MODE unset"
+                ) from None
+        yield ray
+    finally:
+        ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
