@@ -166,14 +166,14 @@ class TrainConfig:
         """Bytes the training process needs, estimated from the settings alone.
 
         `data`: one epoch's series, its windows and their TensorFlow copies (about six
-        bytes per symbol for up to 256 classes), and the loss of every batch of the
-        run, kept for history.csv. `model`: weights, gradients and optimizer slots,
+        bytes per symbol for up to 256 classes). `history`: the loss of every batch of
+        the run, kept for history.csv. `model`: weights, gradients and optimizer slots,
         plus one window's activations kept for backprop. Rough on purpose: it only
         has to tell a run that fits from one that cannot.
         """
         symbol_bytes = 1 if self.num_classes <= 256 else 2
         data = 6 * self.total_series_length * symbol_bytes
-        data += HISTORY_ROW_BYTES * self.num_epochs * self.num_batches
+        history = HISTORY_ROW_BYTES * self.num_epochs * self.num_batches
         gates = {"lstm": 4, "gru": 3, "simple": 1}[self.cell]
         units, params, inputs = self.state_size, 0, 1
         for _ in range(self.num_layers):
@@ -183,7 +183,8 @@ class TrainConfig:
         slots = {"adagrad": 1, "adam": 2, "rmsprop": 1, "sgd": 0}.get(self.optimizer, 2)
         steps = self.batch_size * self.truncated_backprop_length
         activations = steps * (self.num_layers * units * (gates + 2) + 3 * self.num_classes)
-        return {"data": data, "model": 4 * (params * (2 + slots) + 2 * activations)}
+        model = 4 * (params * (2 + slots) + 2 * activations)
+        return {"data": data, "history": history, "model": model}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -249,6 +250,9 @@ def memory_problem(config: TrainConfig, available: int | None = None) -> str | N
     if estimate["data"] > available:
         what = f"`total_series_length` {config.total_series_length} needs about"
         need = f"{_size(estimate['data'])} of memory for its data"
+    elif estimate["history"] > available:
+        what = f"`num_epochs` {config.num_epochs} of {config.num_batches} batches each need about"
+        need = f"{_size(estimate['history'])} of memory for the loss of every batch"
     elif estimate["model"] > available:
         what = (
             f"the model (`state_size` {config.state_size}, `num_layers` {config.num_layers}, "
@@ -256,8 +260,8 @@ def memory_problem(config: TrainConfig, available: int | None = None) -> str | N
             f"`truncated_backprop_length` {config.truncated_backprop_length}) needs about"
         )
         need = f"{_size(estimate['model'])} of memory"
-    elif estimate["data"] + estimate["model"] > available:
-        what = "data and model together need about"
+    elif sum(estimate.values()) > available:
+        what = "data, history and model together need about"
         need = f"{_size(sum(estimate.values()))} of memory"
     else:
         return None

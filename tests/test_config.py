@@ -117,7 +117,8 @@ def test_bad_variant_values(tmp_path, args, flag):
 @pytest.mark.parametrize(
     "flags, fragment",
     [
-        (["--series-length", str(10**12)], "memory"),
+        (["--series-length", str(10**12)], "--series-length 1000000000000 needs about"),
+        (["--epochs", str(10**8)], "--epochs 100000000 of 666 batches each need about"),
         (["--state-size", "1000000"], "memory"),
         (["--layers", "1000"], "--layers"),
         (["--learning-rate", "1e-300"], "0 in float32"),

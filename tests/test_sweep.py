@@ -30,7 +30,7 @@ import pytest
 from echo_keras.errors import ConfigError, SweepError
 from echo_keras.options import flag
 from echo_keras.sweep import cluster, grid, heatmap, results, workers
-from tests.helpers import invoke
+from tests.helpers import invoke, one_line_error
 
 ON_RAY = pytest.mark.xdist_group("ray")
 TINY_SWEEP = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
@@ -156,6 +156,149 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     result = invoke("sweep", "--out", tmp_path / "file")
     assert result.exit_code == 2 and "--out" in result.stderr
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_overwrite_never_touches_a_folder_that_holds_no_sweep(tmp_path):
+    project = tmp_path / "proj"
+    for name in ("runs/echo/config.json", "runs/important/model.keras", "results.csv", "README"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(name)
+    before = sorted(str(p.relative_to(project)) for p in project.rglob("*"))
+    result = invoke("sweep", "--out", project, "--overwrite", "--echo-step", "1", "--window", "2")
+    one_line_error(result, "holds files but no sweep", "--overwrite", code=2)
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == before
+    assert all((project / name).read_text() == name for name in ("results.csv", "README"))
+
+
+def test_clearing_an_earlier_sweep_removes_its_files_and_its_runs_only(tmp_path):
+    out = tmp_path / "out"
+    results.write_spec(out.mkdir() or out, grid.make_spec({"echo_step": "1"}, None, {}))
+    (out / "results.csv").write_text("x")
+    (out / "runs" / "echo1-window2-state4-lstm-seed0").mkdir(parents=True)
+    (out / "runs" / "mine").mkdir()
+    (out / "notes.txt").write_text("mine")
+    results.check_out(out, resume=False, overwrite=True)  # a sweep: may be replaced
+    results.clear(out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "notes.txt",
+        "runs",
+        "runs/mine",
+    ]
+
+
+def test_a_huge_grid_is_refused_at_once_without_building_it(tmp_path):
+    started = time.monotonic()
+    args = ["--echo-step", "1-9999", "--window", "10000-19999", "--state-size", "1-30"]
+    result = invoke("sweep", "--out", tmp_path / "out", *args)
+    one_line_error(result, "2999700000 points", "9999 echo steps x 10000 windows", code=2)
+    assert "--seeds" not in result.stderr
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--epochs", "100000000"], "--epochs 100000000"),
+        (["--series-length", "1000000000000"], "--series-length 1000000000000"),
+    ],
+)
+def test_settings_train_refuses_are_refused_before_ray_starts(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    result = invoke("sweep", "--out", out, "--echo-step", "1", "--window", "2", *args)
+    one_line_error(result, fragment, "memory", code=2)
+    assert not out.exists()
+
+
+def test_a_resumed_sweep_json_that_cannot_finish_is_refused(tmp_path):
+    out = tmp_path / "out"
+    results.write_spec(out.mkdir() or out, grid.make_spec({"echo_step": "1"}, None, {}))
+    record = json.loads((out / "sweep.json").read_text())
+    record["settings"]["num_epochs"] = 10**9
+    (out / "sweep.json").write_text(json.dumps(record))
+    result = invoke("sweep", "--out", out, "--resume")
+    one_line_error(result, "--epochs 1000000000", code=2)
+
+
+def test_an_out_that_is_a_dangling_link_or_a_loop_is_a_usage_error(tmp_path):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for name in ("dangling", "loop"):
+        result = invoke("sweep", "--out", tmp_path / name, "--echo-step", "1", "--window", "2")
+        one_line_error(result, "--out", "leads nowhere", code=2)
+    assert not (tmp_path / "nowhere").exists()
+
+
+# --- an address where no Ray head answers (no Ray is started) -------------------------------
+
+
+def _free_refusing_port() -> int:
+    with socket.socket() as probe:  # bound, then closed: nothing listens there any more
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def http_server():
+    """A loopback server that answers every connection as HTTP/1.1 does, never as Ray."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_a_dead_address_fails_at_once_with_one_line(tmp_path):
+    for address in (f"127.0.0.1:{_free_refusing_port()}", "127.0.0.2:1"):
+        started = time.monotonic()
+        result = invoke("sweep", "--out", tmp_path / "out", "--address", address)
+        one_line_error(result, f"cannot reach a Ray cluster at {address}", code=1)
+        assert time.monotonic() - started < 5
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", [":", "127.0.0.2:99999", "host", "[::1]:x"])
+def test_an_address_that_is_not_host_port_is_a_usage_error(tmp_path, address):
+    result = invoke("sweep", "--out", tmp_path / "out", env={"RAY_ADDRESS": address})
+    one_line_error(result, "is not a Ray address", code=2)
+
+
+def test_a_server_that_is_not_ray_is_given_up_on(tmp_path, http_server, monkeypatch):
+    monkeypatch.setattr(cluster, "REACH_SECONDS", 2)
+    started = time.monotonic()
+    result = invoke("sweep", "--out", tmp_path / "out", "--address", http_server)
+    one_line_error(result, f"cannot reach a Ray cluster at {http_server}", "protocol", code=1)
+    assert time.monotonic() - started < 6
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_stops_the_wait_for_an_address(tmp_path, http_server):
+    command = [str(Path(sys.executable).parent / "echo-keras"), "sweep", "--out", str(tmp_path)]
+    process = subprocess.Popen(
+        [*command, "--address", http_server], stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(2.5)  # the command has started and is waiting for the address to answer
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=30)
+    assert code == 130, process.stderr.read()
+    assert time.monotonic() - sent < 3
+    last = process.stderr.read().strip().splitlines()[-1]
+    assert last == "Error: Interrupted (SIGINT) before the sweep started"
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
@@ -521,3 +664,42 @@ def test_a_sweep_runs_on_an_authenticated_ray_head(ray_head, tmp_path):
     assert float(rows["echo6-window3-state4-lstm-seed0"]["boundary_accuracy"]) <= 0.65
     assert json.loads((out / "sweep.json").read_text())["address"] == address
     assert (out / "heatmap.png").is_file()
+
+
+# --- feeding warm workers (Ray stood in for) -------------------------------------------------
+
+
+class _FakeRay:
+    """Just enough of Ray for WorkerPool to start workers and submit points."""
+
+    def remote(self, **options):
+        return lambda cls: self
+
+    def remote_actor(self, env):
+        actor = type("Actor", (), {})()
+        actor.run = type("Run", (), {"remote": staticmethod(lambda *args: object())})()
+        return actor
+
+    def __getattr__(self, name):  # ActorClass.remote(env)
+        raise AttributeError(name)
+
+
+def test_workers_are_fed_the_longest_shapes_first_and_keep_to_their_shapes(monkeypatch):
+    fake = _FakeRay()
+    fake.remote = lambda **options: lambda cls: type("Cls", (), {"remote": fake.remote_actor})
+    todo = grid.make_spec({}, None, {}).points()  # 6 windows x 6 echo steps
+    pool = workers.WorkerPool(fake, todo, 2, keep_run=False)
+    pool.feed()
+    first = {slot: config for slot, config, _ in pool.busy.values()}
+    windows = sorted(config.truncated_backprop_length for config in first.values())
+    assert windows == [2, 3]  # the two shapes with the most batches to train
+    for _ in range(5):  # each worker finishes its point and gets another of its own shape
+        pool.busy.clear()
+        pool.feed()
+        for slot, config, _ in pool.busy.values():
+            assert config.truncated_backprop_length == first[slot].truncated_backprop_length
+    pool.busy.clear()
+    pool.feed()  # their shapes are done: each takes a shape the other does not have
+    again = sorted(config.truncated_backprop_length for _, config, _ in pool.busy.values())
+    assert again == [4, 5]
+    assert all(len(slot.shapes) == 2 for slot in pool.slots)

@@ -24,7 +24,7 @@ from echo_keras.cli.common import (
 from echo_keras.errors import SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
 from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
-from echo_keras.sweep.results import SWEEP_JSON, read_spec
+from echo_keras.sweep.results import SWEEP_JSON, check_out, read_spec
 
 
 def _listed(name: str) -> str:
@@ -109,20 +109,27 @@ def sweep(
     spec = make_spec(grid_texts, seeds, settings, base)
 
     from echo_keras.sweep import runner as sweep_lib
-    from echo_keras.sweep.cluster import usable_cores
+    from echo_keras.sweep.cluster import host_and_port, usable_cores
 
+    if address is not None and address != "auto" and not address.startswith("ray://"):
+        host_and_port(address)  # a usage error before anything starts
     notices = not (quiet or as_json)
     total = len(spec.points())
-    if notices:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        count = workers or (usable_cores() if not address else None)
-        typer.echo(
-            f"Sweeping {total} point{'s' * (total != 1)} on {where}"
-            + (f" with {count} workers" if count else "")
-            + f"; results in {out}",
-            err=True,
-        )
     bar = _Progress(total) if notices and sys.stdout.isatty() else None
+
+    def on_row(row, done, total):
+        if row is None and notices:  # Ray is up, the sweep starts
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            count = workers or (usable_cores() if not address else None)
+            typer.echo(
+                f"Sweeping {total} point{'s' * (total != 1)} on {where}"
+                + (f" with {count} workers" if count else "")
+                + f"; results in {out}",
+                err=True,
+            )
+        if bar:
+            bar.advance(row, done, total)
+
     try:
         result = sweep_lib.run_sweep(
             spec,
@@ -130,8 +137,9 @@ def sweep(
             address=address,
             workers=workers,
             resume=resume,
+            overwrite=overwrite,
             keep_runs=keep_runs,
-            on_row=bar.advance if bar else None,
+            on_row=on_row,
         )
     except OSError as error:
         raise fail(f"cannot write the sweep: {error}") from None
@@ -146,6 +154,8 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise bad_parameter("--out", f"{out} is a file, not a folder")
     existing = out
     while not existing.exists():
+        if existing.is_symlink():  # exists() is False for a dangling link or a loop
+            raise bad_parameter("--out", f"{existing} is a symbolic link that leads nowhere")
         existing = existing.parent
     if not existing.is_dir():
         raise bad_parameter("--out", f"{existing} is a file, not a folder")
@@ -153,11 +163,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as error:
         raise bad_parameter("--out", f"{existing} cannot be written ({error.strerror})") from None
-    if not (resume or overwrite) and out.is_dir() and any(out.iterdir()):
-        raise UsageError(
-            f"{out} is not empty; pass --resume to continue its sweep or --overwrite to "
-            "start afresh"
-        )
+    check_out(out, resume=resume, overwrite=overwrite)
 
 
 def _report(result, as_json: bool, quiet: bool) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from echo_keras.errors import SweepError, first_line
+from echo_keras.errors import SweepError, UsageError, first_line
 
 # Every worker gets one CPU and runs TensorFlow on one thread, on the CPU.
 TASK_ENV = {
@@ -23,6 +26,7 @@ TASK_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
+REACH_SECONDS = 10  # to find a Ray head at an address before giving up on it
 
 
 def error_line(error: BaseException) -> str:
@@ -51,10 +55,74 @@ def use_token_if_available() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def host_and_port(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6 host]:port` -> (host, port); UsageError if it is neither."""
+    host, colon, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{address!r} is not a Ray address: expected HOST:PORT or auto")
+    return host, int(port)
+
+
+def check_reachable(address: str, interrupted: Callable[[], bool] = lambda: False) -> None:
+    """SweepError unless a Ray head could answer at `address` within REACH_SECONDS: something
+    must accept a connection there and speak gRPC, as Ray's GCS does. Ray itself would
+    retry a dead address for many minutes, deaf to Ctrl-C; here `interrupted()` is asked
+    every few tenths of a second, and an interrupted check returns at once. `auto` and
+    `ray://` addresses are left to Ray, which finds or refuses them quickly."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, port = host_and_port(address)
+    deadline = time.monotonic() + REACH_SECONDS
+    reason = "nothing answers there"
+    while not interrupted():
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            break
+        except TimeoutError:
+            pass  # no answer yet: a host that is down, or far
+        except OSError as error:  # refused, unreachable, no such host
+            reason = error.strerror or str(error)
+            raise SweepError(f"cannot reach a Ray cluster at {address}: {reason}") from None
+        if time.monotonic() > deadline:
+            raise SweepError(f"cannot reach a Ray cluster at {address}: {reason}")
+    if interrupted() or os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return  # a TLS head's handshake is Ray's to make
+    import grpc  # Ray's own dependency
+
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    ready = grpc.channel_ready_future(channel)
+    try:
+        while not interrupted():
+            try:
+                ready.result(timeout=0.25)
+                return
+            except grpc.FutureTimeoutError:
+                if time.monotonic() > deadline:
+                    raise SweepError(
+                        f"cannot reach a Ray cluster at {address}: what answers there does "
+                        f"not speak Ray's protocol (waited {REACH_SECONDS} s)"
+                    ) from None
+    finally:
+        ready.cancel()
+        channel.close()
+
+
 @contextmanager
-def ray_session(address: str | None, workers: int | None = None):
+def ray_session(
+    address: str | None,
+    workers: int | None = None,
+    interrupted: Callable[[], bool] = lambda: False,
+):
     """Start a private local Ray with `workers` CPUs on the loopback (address None), or join
-    the cluster at `address`; yield the ray module; shut Ray down and remove its files after."""
+    the cluster at `address` once `check_reachable` says it is there; yield the ray module
+    (None if `interrupted()` became true before Ray started); shut Ray down and remove its
+    files after."""
+    if address is not None:
+        check_reachable(address, interrupted)
+        if interrupted():
+            yield None
+            return
     temp_dir = None
     if address is None:
         # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from echo_keras.config import CELLS, TrainConfig, with_default_rate
-from echo_keras.errors import ConfigError
+from echo_keras.config import (
+    CELLS,
+    TrainConfig,
+    available_memory,
+    memory_problem,
+    with_default_rate,
+)
+from echo_keras.errors import ConfigError, UsageError
 from echo_keras.options import AXES
 
 # The default grid: echo steps on both sides of every window, so the cliff at echo step =
@@ -26,6 +33,7 @@ DEFAULT_GRID = {
 }
 DEFAULT_SEEDS = 1
 MAX_POINTS = 10_000
+GRID_WORDS = ("echo steps", "windows", "state sizes", "cells", "seeds")  # AXES, then seeds
 # The settings a point's compiled model and loops do not depend on: its data, seed, epochs.
 UNCOMPILED = ("echo_step", "seed", "num_epochs")
 
@@ -134,10 +142,21 @@ def make_spec(
     for item in dataclasses.fields(TrainConfig):  # sweep.json records every setting
         if item.name not in AXES and item.name != "seed":
             merged.setdefault(item.name, item.default)
-    count = seeds * len(list(itertools.product(*grid.values())))
+    sizes = [len(grid[name]) for name in AXES] + [seeds]
+    count = math.prod(sizes)  # counted, never built: a grid may be far too large
     if count > MAX_POINTS:
-        raise ConfigError("seeds", f"the grid has {count} points; at most {MAX_POINTS} allowed")
+        shown = " x ".join(f"{size} {name}" for size, name in zip(sizes, GRID_WORDS, strict=True))
+        raise UsageError(f"the grid has {count} points ({shown}); at most {MAX_POINTS} allowed")
     spec = SweepSpec(grid, seeds, merged)
-    for config in spec.points():
+    available = available_memory()
+    for config in spec.points():  # what `train` refuses, refused before anything starts
         config.validate()
+        problem = memory_problem(config, available)
+        if problem:
+            raise UsageError(f"{point_words(config)}: {problem}")
     return spec
+
+
+def point_words(config: TrainConfig) -> str:
+    """A point as a message names it: `echo_step` 3, `truncated_backprop_length` 4, ..."""
+    return "the point " + ", ".join(f"`{name}` {getattr(config, name)}" for name in AXES)

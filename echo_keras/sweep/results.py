@@ -11,12 +11,13 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import SweepError
+from echo_keras.errors import SweepError, UsageError
 from echo_keras.run import fileio
 from echo_keras.sweep.grid import SweepSpec
 
@@ -35,6 +36,7 @@ METRICS = (
     "error",
 )
 COLUMNS = SETTINGS + METRICS
+POINT_NAME = re.compile(r"echo\d+-window\d+-state\d+-[a-z]+-seed\d+")  # see point_name
 
 
 def point_name(settings: dict[str, Any]) -> str:
@@ -107,8 +109,37 @@ def read_spec(out: Path) -> SweepSpec:
         raise SweepError(f"{path} is damaged: {error}") from None
 
 
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse (UsageError) to write a sweep into `out` when that would lose a user's files:
+    a folder with anything in it takes a new sweep only with `overwrite`, and only when it
+    holds an earlier sweep (a valid sweep.json); `resume` needs that sweep."""
+    out = Path(out)
+    if resume or not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UsageError(
+            f"{out} is not empty; pass `resume=True` to continue its sweep or "
+            "`overwrite=True` to start afresh"
+        )
+    try:
+        read_spec(out)
+    except SweepError:
+        raise UsageError(
+            f"{out} holds files but no sweep (no valid {SWEEP_JSON}); `overwrite=True` only "
+            "replaces an earlier sweep: choose another folder"
+        ) from None
+
+
 def clear(out: Path) -> None:
-    """Remove an earlier sweep's files from `out` (for --overwrite)."""
+    """Remove an earlier sweep's files from `out` (for `overwrite`): its own files and the
+    run folders it kept, nothing else."""
+    out = Path(out)
     for name in (RESULTS, SWEEP_JSON, HEATMAP):
-        (Path(out) / name).unlink(missing_ok=True)
-    shutil.rmtree(Path(out) / RUNS, ignore_errors=True)
+        (out / name).unlink(missing_ok=True)
+    runs = out / RUNS
+    if runs.is_dir() and not runs.is_symlink():
+        for entry in runs.iterdir():
+            if POINT_NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+        if not any(runs.iterdir()):
+            runs.rmdir()

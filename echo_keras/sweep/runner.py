@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_keras.errors import Interrupted, RunBusy
+from echo_keras.errors import Interrupted, RunBusy, UsageError
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import FileLock
 from echo_keras.signals import SignalCatcher
@@ -34,6 +34,7 @@ from echo_keras.sweep.results import (
     HEATMAP,
     RESULTS,
     RUNS,
+    check_out,
     clear,
     point_key,
     point_name,
@@ -73,6 +74,7 @@ def run_sweep(
     address: str | None = None,
     workers: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     keep_runs: bool = False,
     on_row: Callable[[dict, int, int], None] | None = None,
 ) -> SweepResult:
@@ -83,8 +85,9 @@ def run_sweep(
         out: the sweep's folder.
         address: a Ray cluster to join; None starts a private local Ray on the loopback.
         workers: points trained at once on the local Ray (default: the usable cores).
-        resume: skip the points already ok in OUT/results.csv; without it, an earlier
-            sweep's files in OUT are removed once Ray is up.
+        resume: skip the points already ok in OUT/results.csv.
+        overwrite: replace the earlier sweep in OUT (its files go once Ray is up); a folder
+            with files but no sweep is never written into.
         keep_runs: keep every point's run folder under OUT/runs/.
         on_row: `on_row(row, done, total)` follows the progress (first with row None).
 
@@ -92,17 +95,23 @@ def run_sweep(
         A `SweepResult`; a failed point is a row with its error, not an exception.
 
     Raises:
+        UsageError: OUT is not empty and neither `resume` nor `overwrite` was asked for, or
+            it holds no sweep to replace.
         RunBusy: another sweep writes OUT.
         Interrupted: SIGINT or SIGTERM stopped it (completed rows kept).
         SweepError: results.csv is damaged, or the cluster cannot be joined.
     """
     out = Path(out)
+    if resume and overwrite:
+        raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
+    check_out(out, resume=resume, overwrite=overwrite)
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(out.resolve().parent / f".{out.resolve().name}.lock")
     if not lock.acquire(stamp=True):
         pid = lock.holder()
         raise RunBusy(f"{out} is being written by another sweep (pid {pid or 'unknown'})")
     try:
+        check_out(out, resume=resume, overwrite=overwrite)  # again, now that OUT is ours
         return _run_sweep(spec, out, address, workers, resume, keep_runs, on_row)
     finally:
         lock.release()
@@ -113,7 +122,13 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     points = spec.points()
     rows = {point_key(row): row for row in (read_results(out / RESULTS) if resume else [])}
     todo = [p for p in points if rows.get(point_key(p.to_dict()), {}).get("status") != "ok"]
-    progress = {"done": len(points) - len(todo), "startup": 0.0, "cpus": 0.0, "parts": {}}
+    progress = {
+        "done": len(points) - len(todo),
+        "startup": 0.0,
+        "cpus": 0.0,
+        "parts": {},
+        "written": False,
+    }
 
     def record(row: dict, archive: bytes | None) -> None:
         rows[point_key(row)] = row
@@ -128,14 +143,21 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     signals.install()
     try:
         with ExitStack() as stack:
-            ray = stack.enter_context(ray_session(address, workers)) if todo else None
-            signals.install()  # ray.init takes SIGTERM for itself: take it back
+            if todo:
+                stopped = lambda: signals.received is not None  # noqa: E731
+                ray = stack.enter_context(ray_session(address, workers, stopped))
+                signals.install()  # ray.init takes SIGTERM for itself: take it back
+            else:
+                ray = None
             progress["startup"] = time.perf_counter() - started
+            if signals.received is not None:
+                raise KeyboardInterrupt  # while Ray started: OUT stays as it was
             # Ray is up (or not needed): only now write, so a failed start leaves OUT as it was.
             out.mkdir(parents=True, exist_ok=True)
             if not resume:
                 clear(out)  # an earlier sweep's files (the caller allowed it: --overwrite)
             write_spec(out, spec, address=address or "local", versions=_versions())
+            progress["written"] = True
             write_results(out / RESULTS, list(rows.values()))
             if on_row:
                 on_row(None, progress["done"], len(points))
@@ -145,12 +167,14 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
                 progress["parts"] = _run_points(
                     ray, todo, keep_runs, signals, record, max(1, int(size)), address is not None
                 )
-    except KeyboardInterrupt:  # a SIGINT that met Python's or Ray's handler, not ours
-        signals.received = signal.SIGINT
+    except KeyboardInterrupt:  # ours, or a SIGINT that met Python's or Ray's handler
+        signals.received = signals.received or signal.SIGINT
     finally:
         signals.restore()
     if signals.received is not None:
         name = signals.signal_name
+        if not progress["written"]:
+            raise Interrupted(f"Interrupted ({name}) before the sweep started", signals.received)
         raise Interrupted(
             f"Interrupted ({name}) after {progress['done']} of {len(points)} points; "
             f"resume with: echo-keras sweep --out {out} --resume",

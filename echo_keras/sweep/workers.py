@@ -64,6 +64,10 @@ def run_point(settings: dict[str, Any], keep_run: bool, trainer=None) -> dict[st
     return value
 
 
+def _batches(config: TrainConfig) -> int:
+    return config.num_epochs * config.num_batches
+
+
 def _zip_folder(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -121,9 +125,13 @@ class WorkerPool:
         # that a worker Ray has already started can take it: no process started in vain.
         actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(PointWorker)
         self._new_actor = lambda: actor.remote(env)
-        self.queue: OrderedDict[tuple, deque[TrainConfig]] = OrderedDict()
+        groups: dict[tuple, deque[TrainConfig]] = {}
         for config in todo:
-            self.queue.setdefault(shape_key(config), deque()).append(config)
+            groups.setdefault(shape_key(config), deque()).append(config)
+        # The longest work first (batches to train), so that the last to end is short.
+        self.queue = OrderedDict(
+            sorted(groups.items(), key=lambda item: -sum(_batches(c) for c in item[1]))
+        )
         self.busy: dict[Any, tuple[_Slot, TrainConfig, float]] = {}  # ref -> its point
         self.slots = [_Slot(self._new_actor()) for _ in range(min(size, len(todo)))]
         self.seconds = dict.fromkeys((*PARTS, "scheduling"), 0.0)  # summed over points
