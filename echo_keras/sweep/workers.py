@@ -78,23 +78,26 @@ def _zip_folder(folder: Path) -> bytes:
 
 
 class PointWorker:
-    """The actor: TensorFlow imported once, one warm `PointTrainer` for all its points."""
+    """The actor: TensorFlow imported once (with its first point), one warm `PointTrainer`
+    for all its points."""
 
     def __init__(self, env: dict[str, str]):
-        started = time.perf_counter()
         os.environ.update(env)  # before TensorFlow's import, which reads it
-        from echo_keras.sweep.point import PointTrainer
-
-        self.trainer = PointTrainer()
-        self.start_seconds = time.perf_counter() - started
+        self.trainer = None
 
     def environment(self) -> dict[str, str | None]:
         """TASK_ENV's variables as this worker has them (TensorFlow reads them at import)."""
         return {name: os.environ.get(name) for name in TASK_ENV}
 
     def run(self, settings: dict[str, Any], keep_run: bool) -> dict[str, Any]:
+        started, start_seconds = time.perf_counter(), 0.0
+        if self.trainer is None:
+            from echo_keras.sweep.point import PointTrainer
+
+            self.trainer = PointTrainer()
+            start_seconds = time.perf_counter() - started
         value = run_point(settings, keep_run, self.trainer)
-        value["seconds"]["worker start"], self.start_seconds = self.start_seconds, 0.0
+        value["seconds"]["worker start"] = start_seconds
         return value
 
 
