@@ -230,6 +230,30 @@ def test_a_resumed_sweep_json_that_cannot_finish_is_refused(tmp_path):
     one_line_error(result, "--epochs 1000000000", code=2)
 
 
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda r: r["grid"].pop("cell"), "grid must hold exactly"),
+        (lambda r: r["grid"].update(echo_step=12), "grid's echo_step must be a non-empty list"),
+        (lambda r: r["grid"].update(echo_step=["12"]), "echo_step must hold ints only"),
+        (lambda r: r["grid"].update(echo_step=[None]), "echo_step must hold ints only"),
+        (lambda r: r["settings"].update(colour="red"), "holds colour, which is not"),
+        (lambda r: r["settings"].update(seed=3), "holds seed, which is not"),
+        (lambda r: r.update(seeds="2"), "seeds must be a positive integer"),
+        (lambda r: r["settings"].update(num_epochs="5"), "num_epochs: must be an integer"),
+    ],
+)
+def test_a_damaged_sweep_json_is_named_with_its_field(tmp_path, change, fragment):
+    out = tmp_path / "out"
+    results.write_spec(out.mkdir() or out, grid.make_spec({"echo_step": "1"}, None, {}))
+    record = json.loads((out / "sweep.json").read_text())
+    change(record)
+    (out / "sweep.json").write_text(json.dumps(record))
+    result = invoke("sweep", "--out", out, "--resume")
+    one_line_error(result, "sweep.json is damaged", fragment, code=1)
+    assert "--echo-step" not in result.stderr and "--epochs" not in result.stderr
+
+
 def test_an_out_that_is_a_dangling_link_or_a_loop_is_a_usage_error(tmp_path):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")

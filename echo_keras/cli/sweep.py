@@ -21,7 +21,7 @@ from echo_keras.cli.common import (
     given_settings,
     setting,
 )
-from echo_keras.errors import SweepError, UsageError
+from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
 from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
 from echo_keras.sweep.results import SWEEP_JSON, check_out, read_spec
@@ -106,7 +106,14 @@ def sweep(
     given = given_settings(locals())
     grid_texts = {name: value for name, value in given.items() if name in AXES}
     settings = {name: value for name, value in given.items() if name not in AXES}
-    spec = make_spec(grid_texts, seeds, settings, base)
+    try:
+        spec = make_spec(grid_texts, seeds, settings, base)
+    except ConfigError as error:
+        from_file = error.field not in given and not (error.field == "seeds" and seeds)
+        if base is not None and from_file:  # a value of sweep.json's, not a flag's
+            damaged = f"{out / SWEEP_JSON} is damaged: {error.field}: {error.reason}"
+            raise SweepError(damaged) from None
+        raise
 
     from echo_keras.sweep import runner as sweep_lib
     from echo_keras.sweep.cluster import host_and_port, usable_cores

@@ -18,6 +18,7 @@ from typing import Any
 
 from echo_keras.config import TrainConfig
 from echo_keras.errors import SweepError, UsageError
+from echo_keras.options import AXES
 from echo_keras.run import fileio
 from echo_keras.sweep.grid import SweepSpec
 
@@ -102,11 +103,38 @@ def read_spec(out: Path) -> SweepSpec:
     path = Path(out) / SWEEP_JSON
     try:
         data = fileio.read_json(path)
-        return SweepSpec(dict(data["grid"]), int(data["seeds"]), dict(data["settings"]))
     except FileNotFoundError:
         raise SweepError(f"{path} is missing: {out} holds no sweep to resume") from None
-    except (ValueError, KeyError, TypeError, OSError) as error:
+    except (ValueError, OSError) as error:
         raise SweepError(f"{path} is damaged: {error}") from None
+    problem = _spec_problem(data)
+    if problem:
+        raise SweepError(f"{path} is damaged: {problem}")
+    return SweepSpec(dict(data["grid"]), data["seeds"], dict(data["settings"]))
+
+
+def _spec_problem(data: Any) -> str | None:
+    """What is wrong with sweep.json's record (types, names; values are checked with every
+    point's settings), or None. Its fields are named as the file names them, not as flags."""
+    if not isinstance(data, dict):
+        return "it is not a JSON object"
+    grid, seeds, settings = data.get("grid"), data.get("seeds"), data.get("settings")
+    if not isinstance(grid, dict) or set(grid) != set(AXES):
+        return f"grid must hold exactly {', '.join(AXES)}"
+    for name in AXES:
+        values, kind = grid[name], str if name == "cell" else int
+        if not isinstance(values, list) or not values:
+            return f"grid's {name} must be a non-empty list, got {values!r}"[:300]
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            return f"grid's {name} must hold {kind.__name__}s only, got {values!r}"[:300]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        return f"seeds must be a positive integer, got {seeds!r}"[:300]
+    if not isinstance(settings, dict):
+        return "settings must be an object"
+    unknown = sorted(set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"})
+    if unknown:
+        return f"settings holds {', '.join(map(str, unknown))}, which is not a per-run setting"
+    return None
 
 
 def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
