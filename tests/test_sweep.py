@@ -35,6 +35,7 @@ from tests.helpers import invoke, one_line_error
 ON_RAY = pytest.mark.xdist_group("ray")
 TINY_SWEEP = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
 FAILING = "echo2-window3-state4-lstm-seed0"
+CRASHING = "echo6-window6-state4-lstm-seed0"  # its worker process dies
 COLUMNS = (
     "num_epochs,total_series_length,truncated_backprop_length,state_size,num_classes,"
     "echo_step,batch_size,learning_rate,seed,cell,num_layers,dropout,optimizer,"
@@ -76,12 +77,12 @@ def tiny_sweep(ray_tmp, tmp_path_factory):
     results.write_results(out / "results.csv", [{"echo_step": 9, "status": "ok"}])
     (out / "runs" / EARLIER_POINT).mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
-    os.environ[workers.FAIL_ENV] = FAILING
+    os.environ.update({workers.FAIL_ENV: FAILING, workers.CRASH_ENV: CRASHING})
     try:
         args = ["--echo-step", "1,2,6", "--window", "3,6", *TINY_SWEEP, "--workers", "2"]
         result = invoke("sweep", "--out", out, *args, "--keep-runs", "--json", "--overwrite")
     finally:
-        del os.environ[workers.FAIL_ENV]
+        del os.environ[workers.FAIL_ENV], os.environ[workers.CRASH_ENV]
     return out, result
 
 
@@ -435,16 +436,17 @@ def test_the_progress_bar_counts_points_on_a_terminal():
 @pytest.mark.slow
 def test_a_sweep_writes_results_heatmap_and_summary(tiny_sweep):
     out, result = tiny_sweep
-    assert result.exit_code == 1, result.output  # one point failed
-    summary = json.loads(result.stdout)
-    assert summary["points"] == 6 and summary["ok"] == 5 and summary["failed"] == 1
+    assert result.exit_code == 1, result.output  # two points failed
+    summary = json.loads(result.stdout)  # one JSON object, nothing else: not Ray's lines
+    assert summary["points"] == 6 and summary["ok"] == 4 and summary["failed"] == 2
     assert summary["ran"] == 6 and summary["cpus"] == 2 and summary["address"] == "local"
     assert (out / "results.csv").read_text().splitlines()[0].split(",") == COLUMNS
     rows = results.read_results(out / "results.csv")
     assert len(rows) == 6
     for row in rows:
-        assert row["host"] == socket.gethostname()
         assert (row["num_epochs"], row["total_series_length"], row["seed"]) == ("3", "6000", "0")
+        if results.point_name(row) != CRASHING:  # its worker died before it could tell
+            assert row["host"] == socket.gethostname()
         if row["status"] == "ok":
             assert float(row["train_seconds"]) > 0 and math.isfinite(float(row["final_loss"]))
             run = out / "runs" / results.point_name(row)
@@ -473,9 +475,22 @@ def test_a_failing_point_is_recorded_and_the_others_go_on(tiny_sweep):
         rows[FAILING]["error"] == f"RuntimeError: failure injected by {workers.FAIL_ENV}={FAILING}"
     )
     assert rows[FAILING]["boundary_accuracy"] == ""
-    assert all(row["status"] == "ok" for name, row in rows.items() if name != FAILING)
-    assert "1 of 6 points failed" in result.stderr and "--resume" in result.stderr
+    assert all(
+        row["status"] == "ok" for name, row in rows.items() if name not in (FAILING, CRASHING)
+    )
+    assert "2 of 6 points failed" in result.stderr and "--resume" in result.stderr
     assert not (out / "runs" / FAILING).exists()
+
+
+@ON_RAY
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_its_point_and_is_replaced(tiny_sweep):
+    out, result = tiny_sweep
+    rows = {results.point_name(row): row for row in results.read_results(out / "results.csv")}
+    assert rows[CRASHING]["status"] == "failed"
+    assert "died" in rows[CRASHING]["error"].lower(), rows[CRASHING]["error"]
+    # The points after it ran on a fresh worker: all the others are ok.
+    assert sum(row["status"] == "ok" for row in rows.values()) == 4
 
 
 @ON_RAY
@@ -485,7 +500,7 @@ def test_the_cliff_at_echo_step_equal_to_window(tiny_sweep):
     rows = [r for r in results.read_results(out / "results.csv") if r["status"] == "ok"]
     beyond = [r for r in rows if int(r["echo_step"]) >= int(r["truncated_backprop_length"])]
     within = [r for r in rows if 3 * int(r["echo_step"]) <= int(r["truncated_backprop_length"])]
-    assert len(beyond) == 2 and len(within) == 3
+    assert len(beyond) == 1 and len(within) == 3  # echo 6 at window 6 crashed
     assert all(float(r["boundary_accuracy"]) <= 0.65 for r in beyond), beyond
     assert all(float(r["boundary_accuracy"]) >= 0.99 for r in within), within
     assert all(float(r["reset_boundary_accuracy"]) <= 0.65 for r in rows)  # needs the state
@@ -500,12 +515,13 @@ def test_resume_runs_only_the_points_not_done(tiny_sweep, tmp_path):
     before = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
     result = invoke("sweep", "--out", out, "--resume")  # the grid comes from sweep.json
     assert result.exit_code == 0, result.output
-    assert "Swept 6 points (6 ok, 0 failed, 5 already done)" in result.stdout
+    assert "Swept 6 points (6 ok, 0 failed, 4 already done)" in result.stdout
     assert "\r" not in result.stdout and "━" not in result.stdout  # no bar off a terminal
     after = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
-    assert after[FAILING]["status"] == "ok"
-    assert {n: r for n, r in after.items() if n != FAILING} == {
-        n: r for n, r in before.items() if n != FAILING
+    assert after[FAILING]["status"] == "ok" and after[CRASHING]["status"] == "ok"
+    rerun = (FAILING, CRASHING)
+    assert {n: r for n, r in after.items() if n not in rerun} == {
+        n: r for n, r in before.items() if n not in rerun
     }
     started = time.perf_counter()
     again = invoke("sweep", "--out", out, "--resume", "--json")
@@ -537,8 +553,20 @@ def _address_host(address: str) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
+    from echo_keras.run.lock import FileLock
+
+    # What a local sweep killed with SIGKILL left (its lock held by nobody), and the folder
+    # of a sweep still at work (its lock held): the first goes, the second stays.
+    dead, live = (Path(tempfile.mkdtemp(prefix="echo-keras-ray-", dir=ray_tmp)) for _ in "ab")
+    (dead / cluster.OWNER_LOCK).write_text("12345\n")
+    (dead / "session_latest").mkdir()
+    holder = FileLock(live / cluster.OWNER_LOCK)
+    assert holder.acquire()
     before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
     with cluster.ray_session(None, 2) as ray:
+        assert not dead.exists() and live.is_dir()
+        holder.release()
+        shutil.rmtree(live)
         worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
         assert ray.get(worker.environment.remote()) == cluster.TASK_ENV
         ours = (_descendants(os.getpid()) - before) | {os.getpid()}

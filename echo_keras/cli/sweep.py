@@ -7,8 +7,10 @@ at once; the sweep itself lives in `sweep/`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import typer
@@ -138,22 +140,52 @@ def sweep(
             bar.advance(row, done, total)
 
     try:
-        result = sweep_lib.run_sweep(
-            spec,
-            out,
-            address=address,
-            workers=workers,
-            resume=resume,
-            overwrite=overwrite,
-            keep_runs=keep_runs,
-            on_row=on_row,
-        )
+        with _stdout_kept_for(as_json or not sys.stdout.isatty()):
+            result = sweep_lib.run_sweep(
+                spec,
+                out,
+                address=address,
+                workers=workers,
+                resume=resume,
+                overwrite=overwrite,
+                keep_runs=keep_runs,
+                on_row=on_row,
+            )
     except OSError as error:
         raise fail(f"cannot write the sweep: {error}") from None
     finally:
         if bar:
             bar.close()
     _report(result, as_json, quiet)
+
+
+@contextmanager
+def _stdout_kept_for(ours: bool):
+    """While the sweep runs, send what Ray prints to stdout (a dead worker's `(raylet) ...`
+    line, say) to stderr, when stdout is ours: `--json`'s one object, or a pipe or a file
+    that reads our summary. Python's sys.stdout and the file descriptor both."""
+    if not ours:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout: nothing to keep apart
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr
+        os.close(saved)
+        yield
+        return
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from echo_keras.errors import SweepError, UsageError, first_line
+from echo_keras.run.lock import FileLock
 
 # Every worker gets one CPU and runs TensorFlow on one thread, on the CPU.
 TASK_ENV = {
@@ -26,6 +27,8 @@ TASK_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
+SESSION_PREFIX = "echo-keras-ray-"  # a local Ray's session folder, under RAY_TMPDIR or /tmp
+OWNER_LOCK = "echo-keras-owner.lock"  # held by the sweep whose session folder it is
 REACH_SECONDS = 10  # to find a Ray head at an address before giving up on it
 
 
@@ -123,12 +126,15 @@ def ray_session(
         if interrupted():
             yield None
             return
-    temp_dir = None
+    temp_dir = owner = None
     if address is None:
         # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         base = os.environ.get("RAY_TMPDIR") or "/tmp"  # short: Ray's Unix sockets live below
-        temp_dir = tempfile.mkdtemp(prefix="echo-keras-ray-", dir=base)
+        clear_dead_sessions(base)
+        temp_dir = tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base)
+        owner = FileLock(Path(temp_dir) / OWNER_LOCK)
+        owner.acquire(stamp=True)  # held while this session lives (see clear_dead_sessions)
     else:
         use_token_if_available()
     import ray
@@ -158,3 +164,19 @@ def ray_session(
         ray.shutdown()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+            owner.release()
+
+
+def clear_dead_sessions(base: str) -> None:
+    """Remove the session folders that local sweeps killed with SIGKILL left in `base`: those
+    whose owner's lock no process holds. A folder without the lock file (one being made, or
+    not ours) is left alone."""
+    for folder in Path(base).glob(f"{SESSION_PREFIX}*"):
+        lock = FileLock(folder / OWNER_LOCK)
+        try:
+            if folder.is_symlink() or not lock.path.is_file() or not lock.acquire():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)  # its sweep is gone
+        lock.release()

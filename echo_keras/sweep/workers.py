@@ -31,8 +31,10 @@ SHAPES_PER_WORKER = 24  # then a fresh worker: about 15 MB of compiled code per 
 # An idle worker compiles a shape another worker already runs only if that many points
 # of it are still waiting: a compilation costs about as much as three points.
 STEAL_AT = 5
-# For testing failure handling: the point of this name (see point_name) raises.
+# For testing failure handling: the point of this name (see point_name) raises, or its
+# worker process dies on the spot.
 FAIL_ENV = "ECHO_KERAS_SWEEP_FAIL"
+CRASH_ENV = "ECHO_KERAS_SWEEP_CRASH"
 PARTS = ("worker start", "compilation", "initialisation", "training", "evaluation", "saving")
 
 
@@ -50,6 +52,8 @@ def run_point(settings: dict[str, Any], keep_run: bool, trainer=None) -> dict[st
     try:
         if os.environ.get(FAIL_ENV) == name:
             raise RuntimeError(f"failure injected by {FAIL_ENV}={name}")
+        if os.environ.get(CRASH_ENV) == name:
+            os._exit(70)  # as a worker killed or out of memory would end
         if keep_run:
             with tempfile.TemporaryDirectory(prefix="echo-keras-point-") as tmp:
                 result = trainer.run(config, Path(tmp) / name)
@@ -122,8 +126,7 @@ class WorkerPool:
     def __init__(self, ray, todo: list[TrainConfig], size: int, keep_run: bool):
         self.ray, self.keep_run = ray, keep_run
         env = dict(TASK_ENV)
-        if FAIL_ENV in os.environ:
-            env[FAIL_ENV] = os.environ[FAIL_ENV]
+        env.update({name: os.environ[name] for name in (FAIL_ENV, CRASH_ENV) if name in os.environ})
         # The environment is set by the worker itself rather than as Ray's runtime_env, so
         # that a worker Ray has already started can take it: no process started in vain.
         actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(PointWorker)
