@@ -624,6 +624,25 @@ def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path)
     assert not _processes_mentioning(str(ray_tmp)), "Ray's processes outlived the sweep"
 
 
+@ON_RAY
+@pytest.mark.slow
+def test_sigterm_while_ray_starts_exits_143_with_its_line(ray_tmp, tmp_path):
+    command = [str(Path(sys.executable).parent / "echo-keras"), "sweep", "--echo-step", "1"]
+    command += ["--window", "3", *TINY_SWEEP, "--workers", "1"]
+    for delay in (1.0, 2.5):  # importing Ray; starting its processes and connecting
+        out = tmp_path / f"out-{delay}"
+        process = subprocess.Popen(
+            [*command, "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        last = stderr.decode().strip().splitlines()[-1]
+        assert process.returncode == 143, (delay, stderr.decode())
+        assert last.startswith("Error: Interrupted (SIGTERM)"), (delay, last)
+    assert not [p for p in ray_tmp.iterdir() if p.name.startswith("echo-keras-ray-")]
+
+
 def _read_all(fd: int, chunks: list) -> None:
     while True:
         try:

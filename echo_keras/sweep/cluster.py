@@ -141,18 +141,20 @@ def ray_session(
 
     try:
         if address is None:
-            ray.init(
-                address="local",
-                num_cpus=workers or usable_cores(),
-                include_dashboard=False,
-                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                _temp_dir=temp_dir,
-            )
+            with _signals_kept():
+                ray.init(
+                    address="local",
+                    num_cpus=workers or usable_cores(),
+                    include_dashboard=False,
+                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                    _temp_dir=temp_dir,
+                )
         else:
             try:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+                with _signals_kept():
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 raise SweepError(
                     f"cannot join the Ray cluster at {address}: {error_line(error)}. If the "
@@ -165,6 +167,27 @@ def ray_session(
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
             owner.release()
+
+
+@contextmanager
+def _signals_kept():
+    """Keep the caller's SIGTERM handler while Ray starts. `ray.init` sets its own, which
+    exits at once with status 15 and no word, so a SIGTERM in the seconds Ray takes to start
+    would skip the sweep's own handling (the "Interrupted (SIGTERM)" line, exit 143). Ray
+    sets it through `ray._private.utils.set_sigterm_handler`, made a no-op here; should a
+    later Ray set it another way, the sweep takes its handler back right after."""
+    try:
+        from ray._private import utils
+    except ImportError:
+        yield
+        return
+    original = getattr(utils, "set_sigterm_handler", None)
+    utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        if original is not None:
+            utils.set_sigterm_handler = original
 
 
 def clear_dead_sessions(base: str) -> None:
