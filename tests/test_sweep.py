@@ -552,7 +552,7 @@ def _address_host(address: str) -> str:
 @ON_RAY
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
-def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
+def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_path):
     from echo_keras.run.lock import FileLock
 
     # What a local sweep killed with SIGKILL left (its lock held by nobody), and the folder
@@ -562,6 +562,11 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
     (dead / "session_latest").mkdir()
     holder = FileLock(live / cluster.OWNER_LOCK)
     assert holder.acquire()
+    # No token given: the private Ray gets one of its own, and ~/.ray stays untouched.
+    home = tmp_path / "home"
+    home.mkdir()
+    saved = {name: os.environ.pop(name, None) for name in ("RAY_AUTH_TOKEN_PATH", "HOME")}
+    os.environ["HOME"] = str(home)
     before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
     with cluster.ray_session(None, 2) as ray:
         assert not dead.exists() and live.is_dir()
@@ -571,6 +576,9 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp):
         assert ray.get(worker.environment.remote()) == cluster.TASK_ENV
         ours = (_descendants(os.getpid()) - before) | {os.getpid()}
         sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
+    assert not (home / ".ray").exists()
+    assert "RAY_AUTH_TOKEN_PATH" not in os.environ
+    os.environ.update({name: value for name, value in saved.items() if value is not None})
     lines = [line for line in sockets.splitlines() if any(f"pid={p}," in line for p in ours)]
     assert len(lines) >= 5, sockets  # the GCS, the raylet, workers: listening and connected
     for line in lines:

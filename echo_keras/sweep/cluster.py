@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -126,7 +127,7 @@ def ray_session(
         if interrupted():
             yield None
             return
-    temp_dir = owner = None
+    temp_dir = owner = saved_env = None
     if address is None:
         # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -135,6 +136,7 @@ def ray_session(
         temp_dir = tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base)
         owner = FileLock(Path(temp_dir) / OWNER_LOCK)
         owner.acquire(stamp=True)  # held while this session lives (see clear_dead_sessions)
+        saved_env = _private_token(Path(temp_dir))
     else:
         use_token_if_available()
     import ray
@@ -165,8 +167,37 @@ def ray_session(
     finally:
         ray.shutdown()
         if temp_dir is not None:
+            _restore(saved_env)
             shutil.rmtree(temp_dir, ignore_errors=True)
             owner.release()
+
+
+TOKEN_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
+
+
+def _private_token(folder: Path) -> dict[str, str | None]:
+    """A local Ray turns token authentication on and, finding no token, writes one to
+    ~/.ray/auth_token, after which every `ray start --head` on the machine wants it. Give
+    the private Ray a token of its own in its session folder instead (unless a token was
+    given, or authentication is off); return the environment to restore after."""
+    saved = {name: os.environ.get(name) for name in TOKEN_ENV}
+    given = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if given or os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return saved
+    token = folder / "auth_token"
+    descriptor = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    return saved
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @contextmanager
