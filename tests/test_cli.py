@@ -128,3 +128,21 @@ def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
     assert code == 0
     assert "Traceback" not in err.read_text()
     assert files.read_status(run_dir)["status"] == "complete"
+
+
+def test_commands_leave_nothing_in_the_temporary_folder(tmp_path):
+    """TensorFlow's AutoGraph writes `__autograph_generated_file*.py` files there, several per
+    command, and removes them only at an interpreter exit that the command skips."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    run = tmp_path / "run"
+    for argv, text in (
+        (["train", "--run-dir", run, *TINY_FLAGS], None),
+        (["predict", "--run-dir", run], "0110 1\n"),
+    ):
+        done = subprocess.run(
+            [*ECHO_KERAS, *map(str, argv)], env=env, input=text, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -9,7 +9,9 @@ streams, runs the app, and turns any library error into `Error: ...` and its exi
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 import typer
 from typer.core import TyperGroup
@@ -91,11 +93,15 @@ for command in (
 
 def main() -> None:
     stdio.open_standard_streams()
+    scratch = _private_tempdir()
     try:
         app()
         code = 0
     except SystemExit as exit:
         code = exit.code
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
@@ -105,3 +111,16 @@ def main() -> None:
         # exit takes most of a second and does nothing for us: skip it.
         os._exit(code or 0)
     sys.exit(code)
+
+
+def _private_tempdir() -> str | None:
+    """A temporary folder of this process's own, for what TensorFlow writes to the temporary
+    folder (AutoGraph's `__autograph_generated_file*.py`, several per command). TensorFlow
+    removes those at interpreter exit, which `main` skips: removing this folder removes
+    them all. Processes this one starts keep the system's temporary folder."""
+    try:
+        folder = tempfile.mkdtemp(prefix="echo-keras-")
+    except OSError:
+        return None  # no writable temporary folder: TensorFlow will say so if it needs one
+    tempfile.tempdir = folder
+    return folder
