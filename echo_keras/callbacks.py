@@ -180,6 +180,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_checkpoint(self.run_dir, self.model, epoch + 1)
 
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, silently.
+
+    Keras's TerminateOnNaN does the same but prints a line on stdout, which would break
+    `--json`'s one object; the run's own message says what happened.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        loss = logs.get("batch_loss", logs.get("loss"))
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+
+
 class StopOnSignal(keras.callbacks.Callback):
     """Stop training at the next batch end after SIGINT (Ctrl-C), SIGTERM or SIGHUP.
 

@@ -27,6 +27,7 @@ from echo_keras.callbacks import (
     ProgressBar,
     ResetStatesAtEpochStart,
     RunTensorBoard,
+    StopOnNaN,
     StopOnSignal,
 )
 from echo_keras.config import TrainConfig
@@ -250,7 +251,7 @@ def train(
             all_callbacks = [
                 ResetStatesAtEpochStart(),
                 recorder,
-                keras.callbacks.TerminateOnNaN(),
+                StopOnNaN(),
                 EpochCheckpoint(work_dir, recorder, tap),
                 *extras,
                 *own,
