@@ -146,3 +146,19 @@ def test_commands_leave_nothing_in_the_temporary_folder(tmp_path):
         )
         assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_the_cli_conventions_version_short_help_completion_and_a_bare_call():
+    from importlib.metadata import version
+
+    bare = invoke()
+    assert bare.exit_code == 0 and "Error" not in bare.output
+    assert bare.stdout.startswith("Usage: ") and "Commands:" in bare.stdout
+    shown = invoke("--version")
+    assert shown.exit_code == 0 and shown.stdout == f"echo-keras {version('echo-keras')}\n"
+    assert invoke("-h").stdout == invoke("--help").stdout
+    assert "--install-completion" in invoke("-h").stdout
+    for command in ("train", "evaluate", "plot", "predict", "export", "sweep"):
+        short = invoke(command, "-h")
+        first = short.stdout.splitlines()[0]
+        assert short.exit_code == 0 and f" {command} [OPTIONS]" in first, first

@@ -20,6 +20,7 @@ from echo_keras.cli import evaluate, export, plot, predict, stdio, sweep, train
 from echo_keras.cli.common import notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
+from echo_keras.run.files import package_versions
 
 
 def error_line(error: EchoKerasError) -> str:
@@ -27,6 +28,9 @@ def error_line(error: EchoKerasError) -> str:
     if isinstance(error, ConfigError):
         return f"Invalid value for '{flag(error.field)}': {as_flags(error.reason)}"
     return as_flags(str(error))
+
+
+HELP = {"help_option_names": ["-h", "--help"]}
 
 
 class _OneLineErrors(TyperGroup):
@@ -45,6 +49,9 @@ class _OneLineErrors(TyperGroup):
             notice(f"Error: {error_line(error)}")
             sys.exit(error.exit_status)
         except typer.TyperException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # a bare `echo-keras`: its help
+                typer.echo(error.ctx.get_help())
+                sys.exit(0)
             notice(f"Error: {error.format_message()}")
             sys.exit(getattr(error, "exit_code", 1))
         except typer.Abort:
@@ -69,14 +76,25 @@ app = typer.Typer(
     "(truncated backpropagation through time, state carried across windows), "
     "and sweep how far truncated backprop reaches.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings=HELP,
 )
 
 
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"echo-keras {package_versions('echo-keras')['echo-keras'] or 'unknown'}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
     """Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task."""
 
 
@@ -88,7 +106,7 @@ for command in (
     export.export,
     sweep.sweep,
 ):
-    app.command()(command)
+    app.command(context_settings=HELP)(command)
 
 
 def main() -> None:
