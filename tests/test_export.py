@@ -229,3 +229,51 @@ def test_the_export_takes_chunks_of_length_zero(exports, stream_model):
     assert tuple(result["probabilities"].shape) == (3, 0, model.config.num_classes)
     for name in model.names:
         np.testing.assert_array_equal(result[name].numpy(), 0.0)
+
+
+@ON_EXPORTS
+def test_the_signature_refuses_nonsense(exports, stream_model):
+    """A symbol outside 0..K-1, a state that is not finite, states of another batch size than
+    the symbols: an InvalidArgumentError saying which, never numbers."""
+    import tensorflow as tf
+
+    def states(batch, **fills):
+        return {n: tf.fill((batch, model.units), fills.get(n, 0.0)) for n in model.names}
+
+    model = stream_model("lstm")  # two classes
+    serve = tf.saved_model.load(str(exports["lstm"])).signatures["serving_default"]
+    for symbols, given, fragment in [
+        ([[7]], states(1), "symbols must be in 0..1"),
+        ([[0, -5]], states(1), "symbols must be in 0..1"),
+        ([[2**31 - 1]], states(1), "symbols must be in 0..1"),
+        ([[1]], states(1, lstm_0_h=np.nan), "lstm_0_h must be finite"),
+        ([[1]], states(1, lstm_0_c=np.inf), "lstm_0_c must be finite"),
+        ([[1], [0]], states(1), "lstm_0_h must have one row per row of symbols"),
+        ([[1]], states(2), "the same batch size"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(fragment)):
+            serve(symbols=tf.constant(symbols, tf.int32), **given)
+    assert serve(symbols=tf.constant([[1, 0]]), **states(1))["probabilities"].shape == (1, 2, 2)
+    empty = serve(symbols=tf.zeros((0, 3), tf.int32), **states(0))["probabilities"]
+    assert empty.shape == (0, 3, 2)
+
+    model = stream_model("classes12")
+    serve = tf.saved_model.load(str(exports["classes12"])).signatures["serving_default"]
+    assert serve(symbols=tf.constant([[11, 0]]), **states(1))["probabilities"].shape == (1, 2, 12)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("in 0..11")):
+        serve(symbols=tf.constant([[12]]), **states(1))
+
+
+def test_the_checks_change_no_result(stream_model):
+    """The checked signature answers valid inputs bit for bit as the unchecked one."""
+    from echo_keras.stream.export import serving_module
+
+    model = stream_model("layers2")
+    rng = np.random.default_rng(5)
+    symbols = rng.integers(0, model.config.num_classes, (3, 40)).astype(np.int32)
+    states = [rng.normal(size=(3, model.units)).astype(np.float32) for _ in model.names]
+    checked = serving_module(model).serve(symbols, *states)
+    unchecked = serving_module(model, checks=False).serve(symbols, *states)
+    assert checked.keys() == unchecked.keys()
+    for name in checked:
+        np.testing.assert_array_equal(checked[name].numpy(), unchecked[name].numpy())

@@ -7,6 +7,9 @@ tensor per state of every layer (`lstm_0_h`, `lstm_0_c`, ...; zeros start a
 stream), and returns `probabilities` (batch x time x classes) and the new states
 under the same names. A client feeds every output but `probabilities` back under
 its own name; a server keeps one state per stream. Batch size and chunk length are free.
+The signature refuses nonsense with an InvalidArgumentError instead of answering it: a
+symbol outside 0..K-1, a state that is not finite, or states of another batch size than
+the symbols.
 
 The export is written to a temporary folder beside the target, reloaded with
 `tf.saved_model.load` alone, checked chunk by chunk against `predict`, and only then
@@ -60,11 +63,17 @@ class ExportReport:
         )
 
 
-def serving_module(model: StreamModel) -> tf.Module:
-    """A tf.Module holding the model's layers and its step as a serving function."""
+def serving_module(model: StreamModel, checks: bool = True) -> tf.Module:
+    """A tf.Module holding the model's layers and its step as a serving function.
+
+    With `checks` (always, but for the bench that measures their cost), the function
+    first asserts that its inputs make sense (`checked_inputs`).
+    """
     names, units = model.names, model.units
 
     def serve(symbols, *states):
+        if checks:
+            symbols, states = checked_inputs(symbols, states, names, model.config.num_classes)
         probabilities, new_states = model.step(symbols, list(states))
         return {"probabilities": probabilities, **dict(zip(names, new_states, strict=True))}
 
@@ -78,6 +87,32 @@ def serving_module(model: StreamModel) -> tf.Module:
         ],
     )
     return module
+
+
+def checked_inputs(symbols, states, names, num_classes: int):
+    """`symbols` and `states` passed through assertions a server reports as
+    InvalidArgumentError: every symbol in 0..num_classes-1, every state finite and of the
+    symbols' batch size. The values are untouched (identities), so the results are too."""
+    batch = tf.shape(symbols)[0]
+    checks = [
+        tf.debugging.assert_non_negative(
+            symbols, message=f"symbols must be in 0..{num_classes - 1}", summarize=5
+        ),
+        tf.debugging.assert_less(
+            symbols, num_classes, message=f"symbols must be in 0..{num_classes - 1}", summarize=5
+        ),
+    ]
+    for name, state in zip(names, states, strict=True):
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(state)[0],
+                batch,
+                message=f"{name} must have one row per row of symbols (the same batch size)",
+            )
+        )
+        checks.append(tf.debugging.assert_all_finite(state, f"{name} must be finite"))
+    with tf.control_dependencies(checks):
+        return tf.identity(symbols), [tf.identity(state) for state in states]
 
 
 def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> ExportReport:
