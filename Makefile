@@ -34,9 +34,10 @@ format: install ## Reformat with ruff
 	$(BIN)/ruff format echo_keras tests bench
 	$(BIN)/ruff check --fix echo_keras tests bench
 
-bench: install ## Time training against a plain model.fit baseline, and the sweep; print the tables
+bench: install ## Time training against a plain model.fit baseline, predict, the export's checks and the sweep; print the tables
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sweep.py
 
 variants: install ## Train and evaluate every variant on the tutorial's task; print the table

@@ -15,7 +15,7 @@ Python arguments); the command line prints one line per error and exits with
       TrainingError           1  training could not finish
         TrainingDiverged      1  the loss became NaN or infinite
       StateFileError        1|2  a state file that is damaged (1) or another run's (2)
-      ExportError             1  the SavedModel did not reproduce predict
+      ExportError             1  the SavedModel could not be written or did not reproduce predict
       SweepError              1  the sweep could not run
       Interrupted     128 + sig  SIGINT, SIGTERM or SIGHUP stopped the work; rows kept
 
@@ -60,7 +60,7 @@ class RunRefused(UsageError):
 
 
 class RunBusy(RunRefused):
-    """Another process is training this run folder (or writing this sweep)."""
+    """Another process is training this run folder (or writing this sweep, or this export)."""
 
 
 class RunExists(RunRefused):
@@ -90,7 +90,8 @@ class StateFileError(EchoKerasError):
 
 
 class ExportError(EchoKerasError):
-    """The SavedModel did not reproduce `predict`; nothing was left behind."""
+    """The SavedModel could not be written (a full disk) or did not reproduce `predict`;
+    nothing was left behind."""
 
 
 class SweepError(EchoKerasError, RuntimeError):

@@ -4,17 +4,21 @@ nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import invoke, one_line_error, random_symbols
+from tests.helpers import invoke, one_line_error, random_symbols, start
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # The tests that read every variant's export run in one xdist worker: the other need not wait
@@ -194,28 +198,163 @@ def test_a_damaged_run_or_a_failed_check_leaves_nothing(tiny_run, tmp_path, monk
     assert list(exports.iterdir()) == []
 
 
-def test_an_empty_out_folder_is_used(trained, tmp_path):
+@contextlib.contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_an_empty_out_folder_is_used_with_the_mode_of_a_plain_mkdir(trained, tmp_path):
+    """Not mkdtemp's 0700: a server running as another user must read the export."""
     out = tmp_path / "empty"
-    out.mkdir()
-    result = invoke("export", "--run-dir", trained("gru"), "--out", out)
+    out.mkdir(0o755)
+    with umask(0o022):
+        result = invoke("export", "--run-dir", trained("gru"), "--out", out)
     assert result.exit_code == 0, result.output
     assert (out / "saved_model.pb").is_file()
+    assert out.stat().st_mode & 0o7777 == 0o755
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no lock, no staging folder
 
 
-def test_export_refuses_odd_out_paths(tiny_run, tmp_path):
+def staging_folders(out):
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.export-*"))
+
+
+@pytest.mark.slow
+def test_the_next_export_removes_what_a_killed_one_left(tiny_run, tmp_path):
+    """kill -9 in the middle of an export leaves its staging folder; the next export to the
+    same folder deletes it, and leaves a user's look-alike names alone."""
+    out = tmp_path / "e"
+    process = start(tiny_run, "--out", out, command="export")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.glob(".e.export-*/saved_model.pb")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the export wrote no staging folder"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert len(staging_folders(out)) == 1 and not out.exists()
+    for name in (".e.export-mine", ".e.mine", ".f.export-1-abcdef"):
+        (tmp_path / name).mkdir()
+    with umask(0o027):
+        result = invoke("export", "--run-dir", tiny_run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o7777 == 0o750  # 0777 less the umask, as mkdir makes it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".e.export-mine",
+        ".e.mine",
+        ".f.export-1-abcdef",
+        "e",
+    ]
+
+
+def test_a_running_export_is_never_disturbed(tiny_run, tmp_path):
+    """While the export lock is held (a live export), a second export to the same folder is
+    refused with exit 2, and the live one's staging folder is kept."""
+    from echo_keras.stream import export_folder
+
+    out = tmp_path / "e"
+    lock = export_folder.lock(out)
+    assert lock.acquire(stamp=True)
+    try:
+        live = tmp_path / f".e.export-{os.getpid()}-abc123"
+        live.mkdir()
+        (live / "saved_model.pb").write_bytes(b"half")
+        result = invoke("export", "--run-dir", tiny_run, "--out", out)
+        one_line_error(result, "another export", f"pid {os.getpid()}", code=2)
+        assert (live / "saved_model.pb").read_bytes() == b"half" and not out.exists()
+    finally:
+        lock.release()
+    assert staging_folders(out) == [live.name]  # the next export removes it (test above)
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """A tmpfs of `size` mounted on `folder` for the block; skip the test if none can be."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tiny_run, tmp_path):
+    """On a real full disk (a 64 KiB tmpfs: the SavedModel needs about 100 KiB)."""
+    with small_tmpfs(tmp_path / "small", "64k") as small:
+        result = invoke("export", "--run-dir", tiny_run, "--out", small / "e")
+        one_line_error(result, "cannot write", "e: no space left on device", code=1)
+        assert list(small.iterdir()) == []  # nor a staging folder, nor the lock
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
+    """The same by fault injection, where no tmpfs can be mounted; any other write error too."""
+    from echo_keras.backend import tf
+    from echo_keras.stream import export
+
+    def full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "x.pb; No space left on device")
+
+    monkeypatch.setattr(export.tf.saved_model, "save", full)
+    result = invoke("export", "--run-dir", tiny_run, "--out", tmp_path / "e")
+    one_line_error(result, "cannot write", "no space left on device", code=1)
+    assert list(tmp_path.iterdir()) == []
+
+    def denied(out):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(export.export_folder, "new_staging", denied)
+    result = invoke("export", "--run-dir", tiny_run, "--out", tmp_path / "e")
+    one_line_error(result, "cannot write", "Permission denied", code=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_odd_out_paths(tiny_run, tmp_path, monkeypatch):
     run_dir = tiny_run
     empty = tmp_path / "empty"
     empty.mkdir()
     link = tmp_path / "link"
     link.symlink_to(empty)
+    monkeypatch.chdir(empty)
     for out, fragment in [
         (link, "symlink"),
         (run_dir / "export", "inside the run folder"),
         (tmp_path / "nowhere" / "export", "does not exist"),
+        (".", "names no new folder"),
+        ("..", "names no new folder"),
+        ("/", "names no new folder"),
+        (empty / "..", "names no new folder"),
+        (empty, "is the current folder"),
+        (Path("..") / "empty", "is the current folder"),
+        ("x" * 250, "too long"),
     ]:
         result = invoke("export", "--run-dir", run_dir, "--out", out)
         one_line_error(result, "--out", fragment, code=2)
     assert not (run_dir / "export").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "link"]
+    assert list(empty.iterdir()) == []
+
+
+def test_export_refuses_a_mount_point(tiny_run, tmp_path):
+    with small_tmpfs(tmp_path / "mounted", "16k") as mounted:
+        result = invoke("export", "--run-dir", tiny_run, "--out", mounted)
+        one_line_error(result, "--out", "mount point", code=2)
+        assert list(mounted.iterdir()) == []
 
 
 @ON_EXPORTS
@@ -229,3 +368,51 @@ def test_the_export_takes_chunks_of_length_zero(exports, stream_model):
     assert tuple(result["probabilities"].shape) == (3, 0, model.config.num_classes)
     for name in model.names:
         np.testing.assert_array_equal(result[name].numpy(), 0.0)
+
+
+@ON_EXPORTS
+def test_the_signature_refuses_nonsense(exports, stream_model):
+    """A symbol outside 0..K-1, a state that is not finite, states of another batch size than
+    the symbols: an InvalidArgumentError saying which, never numbers."""
+    import tensorflow as tf
+
+    def states(batch, **fills):
+        return {n: tf.fill((batch, model.units), fills.get(n, 0.0)) for n in model.names}
+
+    model = stream_model("lstm")  # two classes
+    serve = tf.saved_model.load(str(exports["lstm"])).signatures["serving_default"]
+    for symbols, given, fragment in [
+        ([[7]], states(1), "symbols must be in 0..1"),
+        ([[0, -5]], states(1), "symbols must be in 0..1"),
+        ([[2**31 - 1]], states(1), "symbols must be in 0..1"),
+        ([[1]], states(1, lstm_0_h=np.nan), "lstm_0_h must be finite"),
+        ([[1]], states(1, lstm_0_c=np.inf), "lstm_0_c must be finite"),
+        ([[1], [0]], states(1), "lstm_0_h must have one row per row of symbols"),
+        ([[1]], states(2), "the same batch size"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(fragment)):
+            serve(symbols=tf.constant(symbols, tf.int32), **given)
+    assert serve(symbols=tf.constant([[1, 0]]), **states(1))["probabilities"].shape == (1, 2, 2)
+    empty = serve(symbols=tf.zeros((0, 3), tf.int32), **states(0))["probabilities"]
+    assert empty.shape == (0, 3, 2)
+
+    model = stream_model("classes12")
+    serve = tf.saved_model.load(str(exports["classes12"])).signatures["serving_default"]
+    assert serve(symbols=tf.constant([[11, 0]]), **states(1))["probabilities"].shape == (1, 2, 12)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("in 0..11")):
+        serve(symbols=tf.constant([[12]]), **states(1))
+
+
+def test_the_checks_change_no_result(stream_model):
+    """The checked signature answers valid inputs bit for bit as the unchecked one."""
+    from echo_keras.stream.export import serving_module
+
+    model = stream_model("layers2")
+    rng = np.random.default_rng(5)
+    symbols = rng.integers(0, model.config.num_classes, (3, 40)).astype(np.int32)
+    states = [rng.normal(size=(3, model.units)).astype(np.float32) for _ in model.names]
+    checked = serving_module(model).serve(symbols, *states)
+    unchecked = serving_module(model, checks=False).serve(symbols, *states)
+    assert checked.keys() == unchecked.keys()
+    for name in checked:
+        np.testing.assert_array_equal(checked[name].numpy(), unchecked[name].numpy())

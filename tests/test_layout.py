@@ -25,6 +25,7 @@ ORDER = [
     "data",  # the echo series and the stateful window layout
     "run.fileio", "run.lock", "run.files", "run.folder",  # the run folder
     "stream.symbols",  # parsing and laying out symbol text
+    "stream.export_folder",  # where an export may go; its lock and staging folders
     "plots.figure", "plots.drawing",  # the tutorial's figure, the live plot's drawing process
     "sweep.grid", "sweep.results", "sweep.heatmap",  # the sweep's grid, files and map
     # --- TensorFlow from here on ---

@@ -7,25 +7,30 @@ tensor per state of every layer (`lstm_0_h`, `lstm_0_c`, ...; zeros start a
 stream), and returns `probabilities` (batch x time x classes) and the new states
 under the same names. A client feeds every output but `probabilities` back under
 its own name; a server keeps one state per stream. Batch size and chunk length are free.
+The signature refuses nonsense with an InvalidArgumentError instead of answering it: a
+symbol outside 0..K-1, a state that is not finite, or states of another batch size than
+the symbols.
 
-The export is written to a temporary folder beside the target, reloaded with
+The export is written to a staging folder beside the target, reloaded with
 `tf.saved_model.load` alone, checked chunk by chunk against `predict`, and only then
-renamed into place.
+renamed into place; a lock beside the target keeps a second export to it out while one
+runs, and lets the next export delete what killed ones left (`export_folder.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from echo_keras.backend import tf
-from echo_keras.errors import ExportError
+from echo_keras.errors import ExportError, RunBusy, UsageError, first_line
+from echo_keras.stream import export_folder
 from echo_keras.stream.model import StreamModel, load_stream_model
 
 SIGNATURE = "serving_default"
@@ -60,11 +65,17 @@ class ExportReport:
         )
 
 
-def serving_module(model: StreamModel) -> tf.Module:
-    """A tf.Module holding the model's layers and its step as a serving function."""
+def serving_module(model: StreamModel, checks: bool = True) -> tf.Module:
+    """A tf.Module holding the model's layers and its step as a serving function.
+
+    With `checks` (always, but for the bench that measures their cost), the function
+    first asserts that its inputs make sense (`checked_inputs`).
+    """
     names, units = model.names, model.units
 
     def serve(symbols, *states):
+        if checks:
+            symbols, states = checked_inputs(symbols, states, names, model.config.num_classes)
         probabilities, new_states = model.step(symbols, list(states))
         return {"probabilities": probabilities, **dict(zip(names, new_states, strict=True))}
 
@@ -80,6 +91,32 @@ def serving_module(model: StreamModel) -> tf.Module:
     return module
 
 
+def checked_inputs(symbols, states, names, num_classes: int):
+    """`symbols` and `states` passed through assertions a server reports as
+    InvalidArgumentError: every symbol in 0..num_classes-1, every state finite and of the
+    symbols' batch size. The values are untouched (identities), so the results are too."""
+    batch = tf.shape(symbols)[0]
+    checks = [
+        tf.debugging.assert_non_negative(
+            symbols, message=f"symbols must be in 0..{num_classes - 1}", summarize=5
+        ),
+        tf.debugging.assert_less(
+            symbols, num_classes, message=f"symbols must be in 0..{num_classes - 1}", summarize=5
+        ),
+    ]
+    for name, state in zip(names, states, strict=True):
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(state)[0],
+                batch,
+                message=f"{name} must have one row per row of symbols (the same batch size)",
+            )
+        )
+        checks.append(tf.debugging.assert_all_finite(state, f"{name} must be finite"))
+    with tf.control_dependencies(checks):
+        return tf.identity(symbols), [tf.identity(state) for state in states]
+
+
 def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> ExportReport:
     """Export the run's model as a SavedModel with the state explicit, verified after reload.
 
@@ -92,27 +129,32 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         An `ExportReport`.
 
     Raises:
+        UsageError: `out` cannot be an export folder (`export_folder.out_problem`).
+        RunBusy: another export to `out` is running.
         RunFolderError: the run has no usable model.
-        ExportError: the reloaded SavedModel did not reproduce `predict`.
-        OSError: the folder could not be written.
-        In every case `out` is left as it was.
+        ExportError: the folder could not be written (a full disk, no permission), or
+            the reloaded SavedModel did not reproduce `predict`.
+        In every case `out` is left as it was, and no staging folder is left behind.
     """
-    model = load_stream_model(run_dir)
     out = Path(out)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    problem = export_folder.out_problem(out)
+    if problem:
+        raise UsageError(f"out: {problem}")
+    model = load_stream_model(run_dir)
+    lock = export_folder.lock(out)
     try:
-        module = serving_module(model)
-        with _quiet_logs("tensorflow", "absl"):  # their INFO lines are not the user's business
-            tf.saved_model.save(
-                module, str(staging), signatures={SIGNATURE: module.serve.get_concrete_function()}
+        if not lock.acquire(stamp=True):
+            raise RunBusy(
+                f"another export (pid {lock.holder() or 'unknown'}) is writing {out}; "
+                "wait for it to finish"
             )
-        difference, checked = verify(staging, model, seed)
-        if out.exists():
-            out.rmdir()  # an empty folder (the CLI refuses any other): replaced by the export
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except OSError as error:
+        raise _cannot_write(out, error) from None
+    try:
+        export_folder.remove_dead_staging(out)
+        difference, checked = _write(model, out, seed)
+    finally:
+        lock.release()
     return ExportReport(
         out=out,
         state_names=tuple(model.names),
@@ -121,6 +163,52 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         checked_symbols=checked,
         max_difference=difference,
     )
+
+
+def _write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
+    """Save, verify and rename the export into place (the lock held); (difference, checked).
+    The staging folder is removed whatever happens."""
+    try:
+        staging = export_folder.new_staging(out)
+    except OSError as error:
+        raise _cannot_write(out, error) from None
+    try:
+        module = serving_module(model)
+        try:
+            with _quiet_logs("tensorflow", "absl"):  # their INFO lines are not the user's
+                tf.saved_model.save(
+                    module,
+                    str(staging),
+                    signatures={SIGNATURE: module.serve.get_concrete_function()},
+                )
+        except (OSError, tf.errors.OpError) as error:
+            raise _cannot_write(out, error) from None
+        result = verify(staging, model, seed)
+        try:
+            if out.exists():
+                out.rmdir()  # an empty folder (the CLI refuses any other): replaced by the export
+            staging.rename(out)
+        except OSError as error:
+            raise _cannot_write(out, error) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _cannot_write(out: Path, error: Exception) -> ExportError:
+    """ExportError for a write that failed, in one line: a full disk said in plain words."""
+    text = str(error)
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or isinstance(
+        error, tf.errors.ResourceExhaustedError
+    )
+    if full or "No space left on device" in text:
+        reason = "no space left on device"
+    elif isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:
+        reason = first_line(error)
+    return ExportError(f"cannot write {out}: {reason}; nothing was written")
 
 
 @contextlib.contextmanager
