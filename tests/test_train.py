@@ -11,6 +11,7 @@ import os
 import pty
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -366,6 +367,49 @@ def test_plot_every_writes_live_png(tmp_path, tiny_config):
     width, _ = png_size(run_dir / "live.png")
     assert width > 500
     assert not list(run_dir.glob(".live*"))  # no temporary file left behind
+
+
+SCRIPT_WITHOUT_A_GUARD = """
+import echo_keras
+config = echo_keras.TrainConfig(
+    num_epochs=1, total_series_length=1500, truncated_backprop_length=10
+)
+echo_keras.train(config, {run!r}, plot_every=7)
+print("trained")
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "stdin"])
+def test_the_live_plot_works_from_a_script_without_a_main_guard_and_from_stdin(tmp_path, how):
+    """Its drawing process is a fresh interpreter: nothing of the caller's runs again."""
+    run_dir = tmp_path / "run"
+    code = SCRIPT_WITHOUT_A_GUARD.format(run=str(run_dir))
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    argv = [sys.executable, str(script)] if how == "script" else [sys.executable, "-"]
+    done = subprocess.run(
+        argv, input=None if how == "script" else code, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "trained\n" and "Traceback" not in done.stderr, done.stderr
+    assert png_size(run_dir / "live.png")[0] > 500
+
+
+def test_the_live_plot_draws_a_last_frame_of_the_last_batch(tmp_path):
+    from echo_keras.plots.live import LivePlot
+
+    class Recorder:
+        epoch, rows = 0, [(0, batch, batch, 0.5) for batch in range(3)]
+
+    class Tap:
+        def batch(self, index):
+            return np.zeros((5, 10)), np.zeros((5, 10)), np.full((5, 10, 2), 0.5)
+
+    live = LivePlot(tmp_path / "live.png", 2, Recorder(), Tap())
+    live.on_train_batch_end(1)  # step 2 of every 2: a frame
+    live.close()  # the run ended at step 3, which was not framed: the last frame shows it
+    assert live._framed_step == 2 and live.frames_sent >= 1
+    assert png_size(tmp_path / "live.png")[0] > 500
 
 
 def test_a_live_plot_that_cannot_write_does_not_stop_training(run_copy):

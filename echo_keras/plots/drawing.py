@@ -1,13 +1,17 @@
 """The live plot's drawing process: receives frames over a pipe, draws each into a PNG.
 
 It imports only numpy, matplotlib and `plots.figure` (no TensorFlow), so it starts fast and
-takes nothing from training's interpreter. `plots/live.py` starts it and sends it frames.
+takes nothing from training's interpreter. `plots/live.py` starts it
+(`python -m echo_keras.plots.drawing FD PATH`, FD its end of a socket pair) and sends it
+frames.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from echo_keras.plots.figure import draw_figure, loss_curve, save_figure
@@ -41,3 +45,7 @@ def live_worker(conn, path: str) -> None:
             reply = f"cannot write {path}: {error}"
         time.sleep(max(0.0, LIVE_MIN_INTERVAL - (time.monotonic() - started)))
         conn.send(reply)
+
+
+if __name__ == "__main__":
+    live_worker(Connection(int(sys.argv[1])), sys.argv[2])

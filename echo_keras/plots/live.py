@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import socket
+import subprocess
 import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from echo_keras.backend import keras
-from echo_keras.plots.drawing import live_worker
 
 READY = "ready"
 
@@ -46,26 +47,24 @@ class LivePlot(keras.callbacks.Callback):
         self._ready = False
         self._gone = False
         self._warned = set()
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=live_worker, args=(child, str(path)), name="echo-keras-live-plot", daemon=True
-        )
-        self._process.start()
-        child.close()
+        self._framed_step = None  # the step of the latest frame asked for
+        self._conn, self._process = _start_drawing(Path(path))
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.recorder.rows[-1][2] if self.recorder.rows else 0
         if (step + 1) % self.every == 0:
-            inputs, targets, probabilities = self.tap.batch(batch)
-            self._pending = {
-                "rows": len(self.recorder.rows),
-                "batch": {"inputs": inputs, "targets": targets, "probabilities": probabilities},
-                "title": f"Live: epoch {self.recorder.epoch + 1}, batch {batch + 1}, "
-                f"step {step + 1}",
-            }
+            self._ask_frame(batch, step)
         if self._pending is not None:
             self._send_if_ready()
+
+    def _ask_frame(self, batch: int, step: int) -> None:
+        inputs, targets, probabilities = self.tap.batch(batch)
+        self._pending = {
+            "rows": len(self.recorder.rows),
+            "batch": {"inputs": inputs, "targets": targets, "probabilities": probabilities},
+            "title": f"Live: epoch {self.recorder.epoch + 1}, batch {batch + 1}, step {step + 1}",
+        }
+        self._framed_step = step
 
     def _send_if_ready(self, wait: bool = False) -> None:
         if self._gone:
@@ -97,15 +96,41 @@ class LivePlot(keras.callbacks.Callback):
                 print(f"Warning: live plot: {message}", file=sys.stderr)
 
     def close(self) -> None:
-        """Draw the last requested frame, then stop the drawing process."""
+        """Draw a last frame, of the last batch trained, then stop the drawing process."""
         try:
+            rows = self.recorder.rows
+            if rows and rows[-1][2] != self._framed_step and not self._gone:
+                with contextlib.suppress(Exception):  # no batch to show: keep the last frame
+                    self._ask_frame(rows[-1][1], rows[-1][2])
             if self._pending is not None:
                 self._send_if_ready(wait=True)
             if not self._gone:
                 self._conn.send(None)
         except (EOFError, OSError):
             pass  # the drawing process is gone; training's results do not depend on it
-        self._process.join(timeout=60)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()
         self._conn.close()
+
+
+def _start_drawing(path: Path):
+    """(connection, process) of a new drawing process (`python -m echo_keras.plots.drawing`).
+
+    A fresh interpreter, not multiprocessing's spawn: spawn imports the caller's main module
+    again in the child, which re-runs a script without an `if __name__ == "__main__"` guard
+    and fails for code read from stdin or typed in a notebook. Frames travel over a socket
+    pair as multiprocessing's Connection frames them.
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "echo_keras.plots.drawing", str(theirs.fileno()), str(path)],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        theirs.close()
+    return Connection(ours.detach()), process
