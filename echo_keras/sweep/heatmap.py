@@ -9,6 +9,7 @@ it to its input. Draws with matplotlib's Agg canvas directly (no pyplot, no Tens
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,14 @@ def draw_heatmap(rows: list[dict], seeds: int = 1):
     if handles:
         figure.legend(handles, labels, loc="outside lower center", fontsize="small")
     over = "one seed" if seeds == 1 else f"mean over {seeds} seeds"
-    figure.suptitle(f"Boundary accuracy with the state carried ({over})")
+    caption = textwrap.fill(
+        "the share of right predictions at the first echo-step positions of windows 2.., "
+        f"which only the state carried from the window before can predict (chance {chance:.2f})",
+        width=int(figure.get_figwidth() * 11),
+    )
+    figure.suptitle(
+        f"Boundary accuracy with the state carried ({over})\n{caption}", fontsize="medium"
+    )
     return figure
 
 
@@ -122,19 +130,18 @@ def _colormap():
 
 
 def _draw_diagonal(ax, echoes: list[int], windows: list[int]) -> None:
-    """The line echo step = window, in the panel's cell coordinates (the grid may be uneven)."""
-    low, high = max(echoes[0], windows[0]), min(echoes[-1], windows[-1])
-    if low > high:
-        return  # the grid never meets the line
-    if len(windows) == 1 or len(echoes) == 1:  # a single column or row: mark the crossing
-        x = np.interp(low, windows, range(len(windows))) if len(windows) > 1 else 0
-        y = np.interp(low, echoes, range(len(echoes))) if len(echoes) > 1 else 0
-        xs, ys = ([x - 0.5, x + 0.5], [y, y]) if len(windows) == 1 else ([x, x], [y - 0.5, y + 0.5])
-    else:
-        steps = np.linspace(low, high, 200)
-        xs = np.interp(steps, windows, range(len(windows)))
-        ys = np.interp(steps, echoes, range(len(echoes)))
-    ax.plot(xs, ys, color="red", lw=1.5, ls="--", label="echo step = window")
+    """The border between echo step < window (below: the echo lies inside the window) and
+    echo step >= window, drawn along the cells' edges as a staircase, so that it never
+    runs through a number."""
+    edges = [sum(echo < window for echo in echoes) - 0.5 for window in windows]
+    if all(edge == edges[0] for edge in edges) and edges[0] in (-0.5, len(echoes) - 0.5):
+        return  # the whole panel lies on one side of it
+    xs, ys = [], []
+    for x, edge in enumerate(edges):
+        xs += [x - 0.5, x + 0.5]
+        ys += [edge, edge]
+    ax.plot(xs, ys, color="red", lw=2, ls="--", label="echo step = window: below, the echo "
+            "lies inside the window; on and above, beyond it")  # fmt: skip
 
 
 def save_heatmap(rows: list[dict], path: Path, seeds: int = 1) -> Path:
