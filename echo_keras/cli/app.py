@@ -98,15 +98,17 @@ def _group(
     """Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task."""
 
 
-for command in (
-    train.train,
-    evaluate.evaluate,
-    plot.plot,
-    predict.predict,
-    export.export,
-    sweep.sweep,
+# Each command's line in `echo-keras --help`, whole (its docstring's first sentence would be
+# cut with "..." to fit the terminal); `echo-keras COMMAND --help` shows the docstring.
+for command, summary in (
+    (train.train, "Train a stateful LSTM on the echo task into a run folder."),
+    (evaluate.evaluate, "Evaluate a run on fresh data, with the state carried or reset."),
+    (plot.plot, "Draw the tutorial's figure: loss curve and the last batch."),
+    (predict.predict, "Predict the echo of a stream of symbols, batch 1."),
+    (export.export, "Export a SavedModel with the state as explicit inputs."),
+    (sweep.sweep, "Map how far truncated backprop reaches, on Ray."),
 ):
-    app.command(context_settings=HELP)(command)
+    app.command(context_settings=HELP, short_help=summary)(command)
 
 
 def main() -> None:
