@@ -38,6 +38,22 @@ def test_figure_has_the_tutorial_layout():
     assert colors == {(0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (0.0, 0.5, 0.0)}
     assert row.get_xlabel() and row.get_ylabel() and row.get_title()
     assert figure.legends
+    # Predicted 0 everywhere against targets 0 1 0 1: positions 1 and 3 are marked wrong.
+    (marks,) = row.lines
+    assert list(marks.get_xdata()) == [1.5, 3.5] and row.get_title().endswith("2 wrong of 4")
+    legend = figure.legends[0]
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert "wrong prediction" in labels and "only tell the three apart" in (
+        legend.get_title().get_text()
+    )
+    assert all(patch.get_edgecolor() == patch.get_facecolor() for patch in row.patches)
+
+
+def test_a_runs_figure_names_its_settings(tiny_run):
+    from echo_keras.plots.figure import draw_run
+
+    title = draw_run(tiny_run)._suptitle.get_text()
+    assert "echo step 3, window 10, LSTM of 4 units; 2 epochs, 60 batches" in title
 
 
 @pytest.mark.parametrize("rows, panels", [(1, 2), (3, 4), (8, 6)])

@@ -73,6 +73,7 @@ def draw_figure(curve: LossCurve, batch: dict, title: str = ""):
     `batch` holds `inputs`, `targets` (batch, window) and `probabilities` (batch, window, classes).
     """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     inputs, targets = batch["inputs"], batch["targets"]
@@ -92,20 +93,35 @@ def draw_figure(curve: LossCurve, batch: dict, title: str = ""):
     offsets = np.arange(window)
     for row in range(shown):
         ax = axes[1 + row]
-        ax.bar(offsets, inputs[row], width=1, color=COLORS["input"], align="edge")
-        ax.bar(offsets, targets[row] * 0.5, width=1, color=COLORS["target"], align="edge")
-        ax.bar(offsets, predictions[row] * 0.3, width=1, color=COLORS["prediction"], align="edge")
+        for values, scale, name in (
+            (inputs[row], 1.0, "input"),
+            (targets[row], 0.5, "target"),
+            (predictions[row], 0.3, "prediction"),
+        ):
+            # An edge of the bar's own colour closes the seams between neighbouring bars.
+            color = COLORS[name]
+            ax.bar(offsets, values * scale, width=1, color=color, edgecolor=color, lw=0.6,
+                   align="edge")  # fmt: skip
+        wrong = np.flatnonzero(predictions[row] != targets[row])
+        ax.plot(wrong + 0.5, np.full(len(wrong), top * 0.92), "kx", ms=6, mew=1.5)
         ax.set_xlim(0, window)
         ax.set_ylim(0, top)
-        ax.set_title(f"Last batch, row {row}")
+        ax.set_title(f"Last batch, row {row}: {len(wrong)} wrong of {window}")
         ax.set_xlabel("time step in window")
         ax.set_ylabel("symbol")
     handles = [
         Patch(color=COLORS["input"], label="input x"),
         Patch(color=COLORS["target"], label="target y (x 0.5)"),
         Patch(color=COLORS["prediction"], label="predicted class (x 0.3)"),
+        Line2D([], [], color="black", marker="x", ls="", mew=1.5, label="wrong prediction"),
     ]
-    figure.legend(handles=handles, loc="outside lower center", ncols=3)
+    figure.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=4,
+        title="bar height = symbol x 1, 0.5 or 0.3: the factors only tell the three apart",
+        title_fontsize="small",
+    )
     if title:
         figure.suptitle(title)
     return figure
@@ -172,12 +188,16 @@ def _run_figure(run_dir: Path):
         config = files.load_config(view, folder.path)
         batch = files.read_last_batch(view, config, folder.path)
         curve = loss_curve(files.iter_history(view, folder.path))
-        return batch, curve
+        return config, batch, curve
 
-    batch, curve = folder.read(read)
+    config, batch, curve = folder.read(read)
     if not curve.batches:
         raise RunFolderError(f"{folder.path / files.HISTORY} is damaged: it has no rows")
-    title = f"{folder.path.name}: {curve.epochs} epochs, {curve.batches} batches"
+    title = (
+        f"{folder.path.name}: echo step {config.echo_step}, window "
+        f"{config.truncated_backprop_length}, {config.cell.upper()} of {config.state_size} units"
+        f"; {curve.epochs} epoch{'s' * (curve.epochs != 1)}, {curve.batches} batches"
+    )
     return draw_figure(curve, batch, title), folder
 
 
