@@ -399,6 +399,14 @@ def test_state_out_refuses_devices_fifos_and_the_run_folder(run_dir, tmp_path):
     assert (run_dir / "model.keras").read_bytes() == model
 
 
+def test_state_out_that_is_a_symlink_loop_is_a_usage_error(run_dir, tmp_path):
+    loop = tmp_path / "s.npz"
+    loop.symlink_to(loop)
+    result = invoke("predict", "--run-dir", run_dir, "0110", "--state-out", loop)
+    one_line_error(result, "--state-out", "symlink", code=2)
+    assert loop.is_symlink()
+
+
 def test_state_out_refuses_the_input_file_and_a_file_that_is_not_a_state(run_dir, tmp_path):
     symbols = tmp_path / "in.txt"
     symbols.write_text("0110\n")
