@@ -489,6 +489,18 @@ def test_a_hostile_config_is_called_damaged(run_copy, key, value, fragment):
     one_line_error(result, "config.json is damaged", fragment, code=1)
 
 
+@pytest.mark.parametrize(
+    "key", ["state_size", "total_series_length", "num_epochs", "learning_rate"]
+)
+def test_a_config_number_past_any_float_is_called_damaged(run_copy, key):
+    path = run_copy / files.CONFIG
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, key: 10**400}))  # 401 digits, no float holds it
+    for command in (["evaluate"], ["plot"], ["predict", "0110"]):
+        result = invoke(*command, "--run-dir", run_copy)
+        one_line_error(result, "config.json is damaged", "1.00e+400", code=1)
+
+
 def test_a_huge_config_json_is_not_read(run_copy):
     (run_copy / files.CONFIG).write_text('{"seed": 0, "x": "' + "a" * (2 << 20) + '"}')
     result = invoke("evaluate", "--run-dir", run_copy)
