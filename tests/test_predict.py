@@ -459,6 +459,15 @@ def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
         assert not state.exists()
 
 
+def test_a_full_stderr_loses_the_accuracy_line_but_not_the_prediction(run_dir, tmp_path):
+    state = tmp_path / "state.npz"
+    command = [*ECHO_KERAS, "predict", "--run-dir", str(run_dir), "0110", "--state-out", state]
+    with open(full_device(tmp_path), "w") as full:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, text=True)
+    assert done.returncode == 0
+    assert len(done.stdout.strip()) == 4 and state.is_file()
+
+
 def test_a_redirected_stdin_is_read_from_where_it_stands(run_dir, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("header line\n0110\n")
