@@ -48,6 +48,8 @@ MAX_LAYERS = 64  # deeper stacks of recurrent layers are not a thing anyone trai
 MAX_SEED = 2**32 - 1  # numpy's and Keras's global seeds take no more
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32; below it, 0 on CPUs
 HISTORY_ROW_BYTES = 150  # one recorded (epoch, batch, step, loss) row kept in memory
+LONGEST_SHOWN = 20  # digits of an integer a message shows whole
+HUGE_BYTES = 1024**5 * 10**6  # a million PiB: memory estimates beyond it are all "too much"
 
 
 def float32(value: float) -> float:
@@ -133,9 +135,10 @@ class TrainConfig:
                 "it needs at least `batch_size` x `truncated_backprop_length` = "
                 f"{self.batch_size * self.truncated_backprop_length}",
             )
-        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+        if not _finite(self.learning_rate) or self.learning_rate <= 0:
             raise ConfigError(
-                "learning_rate", f"must be a positive finite number, got {self.learning_rate}"
+                "learning_rate",
+                f"must be a positive finite number, got {readable(self.learning_rate)}",
             )
         as_float32 = float32(self.learning_rate)
         if as_float32 < FLOAT32_TINY or math.isinf(as_float32):
@@ -248,24 +251,50 @@ def memory_problem(config: TrainConfig, available: int | None = None) -> str | N
     available = available_memory() if available is None else available
     estimate = config.memory_estimate()
     if estimate["data"] > available:
-        what = f"`total_series_length` {config.total_series_length} needs about"
-        need = f"{_size(estimate['data'])} of memory for its data"
+        what = f"`total_series_length` {readable(config.total_series_length)} needs"
+        need = f"{_about(estimate['data'])} of memory for its data"
     elif estimate["history"] > available:
-        what = f"`num_epochs` {config.num_epochs} of {config.num_batches} batches each need about"
-        need = f"{_size(estimate['history'])} of memory for the loss of every batch"
+        epochs, batches = readable(config.num_epochs), readable(config.num_batches)
+        what = f"`num_epochs` {epochs} of {batches} batches each need"
+        need = f"{_about(estimate['history'])} of memory for the loss of every batch"
     elif estimate["model"] > available:
         what = (
-            f"the model (`state_size` {config.state_size}, `num_layers` {config.num_layers}, "
-            f"`num_classes` {config.num_classes}, `batch_size` {config.batch_size}, "
-            f"`truncated_backprop_length` {config.truncated_backprop_length}) needs about"
+            f"the model (`state_size` {readable(config.state_size)}, "
+            f"`num_layers` {config.num_layers}, `num_classes` {config.num_classes}, "
+            f"`batch_size` {config.batch_size}, "
+            f"`truncated_backprop_length` {config.truncated_backprop_length}) needs"
         )
-        need = f"{_size(estimate['model'])} of memory"
+        need = f"{_about(estimate['model'])} of memory"
     elif sum(estimate.values()) > available:
-        what = "data, history and model together need about"
-        need = f"{_size(sum(estimate.values()))} of memory"
+        what = "data, history and model together need"
+        need = f"{_about(sum(estimate.values()))} of memory"
     else:
         return None
     return f"{what} {need} (estimated), more than the {_size(available)} available"
+
+
+def _finite(value: float) -> bool:
+    """Whether a number is finite as a float (an integer past 1e308 is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def readable(value: float) -> str:
+    """A number as messages show it: an integer too long to read in scientific notation."""
+    if isinstance(value, int) and abs(value) >= 10**LONGEST_SHOWN:
+        digits = str(abs(value))
+        sign = "-" if value < 0 else ""
+        return f"{sign}{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
+    return str(value)
+
+
+def _about(count: int) -> str:
+    """An estimate of bytes in words: `about 5.5 TiB`, or past any machine, no number."""
+    if count > HUGE_BYTES:  # past what a float holds, too
+        return "more than a million PiB"
+    return f"about {_size(count)}"
 
 
 def _size(count: float) -> str:

@@ -189,12 +189,18 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, keras.Model]:
             if status["status"] != "complete":
                 raise RunFolderError(
                     f"{folder.path / files.MODEL} is missing: the run is {status['status']}, "
-                    "and a model is saved only once training completes "
-                    "(resume it with `resume=True`)"
+                    "and a model is saved only once training completes " + _way_forward(view)
                 )
         return config, load_model(path, config, folder.path / files.MODEL)
 
     return folder.read(read)
+
+
+def _way_forward(run_dir: Path) -> str:
+    """How an unfinished run gets its model: resume it, or (no epoch kept) train it again."""
+    if files.has_checkpoint(run_dir):
+        return "(resume it with `resume=True`)"
+    return "(no epoch was completed, so there is nothing to resume: train it again)"
 
 
 def checkpoint_variables(model: keras.Model) -> tuple[list, list]:

@@ -73,6 +73,7 @@ OPTIONS = {
 # Names that are not config fields but reach messages: arguments of the library's functions.
 EXTRA_FLAGS = {
     "seeds": "--seeds",
+    "tensorboard_dir": "--tensorboard",
     "overwrite=True": "--overwrite",
     "resume=True": "--resume",
 }

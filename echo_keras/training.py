@@ -33,6 +33,7 @@ from echo_keras.callbacks import (
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.errors import (
+    ConfigError,
     Interrupted,
     RunFolderError,
     RunRefused,
@@ -215,7 +216,8 @@ def train(
         A `TrainResult`.
 
     Raises:
-        ConfigError: a setting that cannot work.
+        ConfigError: a setting that cannot work (or a `tensorboard_dir` that cannot be
+            written: a file in the way, a symlink loop).
         RunRefused: RunBusy (another process trains it) or RunExists (it holds a run and
             neither `overwrite` nor `resume` was asked for; a run that never completed an
             epoch is replaced, with a notice).
@@ -227,6 +229,9 @@ def train(
     if overwrite and resume:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
     config.validate()
+    problem = fileio.folder_problem(tensorboard_dir) if tensorboard_dir is not None else None
+    if problem:  # refused before the run folder is touched
+        raise ConfigError("tensorboard_dir", problem)
     folder = RunFolder(run_dir)
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
     own += list(callbacks)  # the caller's, after the built-in ones
@@ -297,7 +302,9 @@ def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorb
 
         extras.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
     if tensorboard_dir is not None:
-        extras.append(RunTensorBoard(tensorboard_dir, first_step))
+        # Resolved: a symlink to a folder yet to be made is written through (TensorFlow
+        # would fail on the link itself), as every output path is.
+        extras.append(RunTensorBoard(Path(tensorboard_dir).resolve(), first_step))
     return extras
 
 

@@ -125,6 +125,11 @@ def test_bad_variant_values(tmp_path, args, flag):
         (["--learning-rate", "1e39"], "inf in float32"),
         (["--seed", str(2**32)], "--seed"),
         (["--num-classes", "70000"], "--num-classes"),
+        # Integers past any float, which sizes are estimated in.
+        (["--epochs", str(10**400)], "--epochs 1.00e+400"),
+        (["--series-length", str(10**400)], "--series-length 1.00e+400"),
+        (["--state-size", str(10**400)], "--state-size 1.00e+400"),
+        (["--epochs", "1e400"], "--epochs"),
     ],
 )
 def test_configurations_that_cannot_work_are_refused_up_front(tmp_path, flags, fragment):

@@ -107,8 +107,9 @@ def test_evaluate_bad_values(tiny_run, args, flag):
     assert flag in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run):
-    result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", str(10**11))
+@pytest.mark.parametrize("length", [10**11, 10**400], ids=["1e11", "1e400 (past any float)"])
+def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run, length):
+    result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", str(length))
     one_line_error(result, "--series-length", "memory", code=2)
 
 

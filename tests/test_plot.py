@@ -193,6 +193,14 @@ def test_plot_out_must_be_a_file_in_an_existing_folder(tiny_run, tmp_path, where
     assert len(lines) == 1 and "--out" in lines[0]
 
 
+def test_plot_out_that_is_a_symlink_loop_is_a_usage_error(tiny_run, tmp_path):
+    loop = tmp_path / "plot.png"
+    loop.symlink_to(loop)
+    result = invoke("plot", "--run-dir", tiny_run, "--out", loop)
+    one_line_error(result, "--out", "symlink", code=2)
+    assert loop.is_symlink()
+
+
 def test_plot_out_writes_through_a_symlink(tiny_run, tmp_path):
     target, link = tmp_path / "real.png", tmp_path / "link.png"
     target.write_bytes(b"old")

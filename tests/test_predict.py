@@ -399,6 +399,14 @@ def test_state_out_refuses_devices_fifos_and_the_run_folder(run_dir, tmp_path):
     assert (run_dir / "model.keras").read_bytes() == model
 
 
+def test_state_out_that_is_a_symlink_loop_is_a_usage_error(run_dir, tmp_path):
+    loop = tmp_path / "s.npz"
+    loop.symlink_to(loop)
+    result = invoke("predict", "--run-dir", run_dir, "0110", "--state-out", loop)
+    one_line_error(result, "--state-out", "symlink", code=2)
+    assert loop.is_symlink()
+
+
 def test_state_out_refuses_the_input_file_and_a_file_that_is_not_a_state(run_dir, tmp_path):
     symbols = tmp_path / "in.txt"
     symbols.write_text("0110\n")
@@ -449,6 +457,15 @@ def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
         assert done.returncode == 1, done.stderr
         assert "cannot write the predictions" in done.stderr and "Traceback" not in done.stderr
         assert not state.exists()
+
+
+def test_a_full_stderr_loses_the_accuracy_line_but_not_the_prediction(run_dir, tmp_path):
+    state = tmp_path / "state.npz"
+    command = [*ECHO_KERAS, "predict", "--run-dir", str(run_dir), "0110", "--state-out", state]
+    with open(full_device(tmp_path), "w") as full:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, text=True)
+    assert done.returncode == 0
+    assert len(done.stdout.strip()) == 4 and state.is_file()
 
 
 def test_a_redirected_stdin_is_read_from_where_it_stands(run_dir, tmp_path):

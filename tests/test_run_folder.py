@@ -135,6 +135,52 @@ def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
+@pytest.mark.slow
+def test_a_run_killed_in_its_first_epoch_is_replaced_by_the_same_command(tmp_path):
+    run_dir = tmp_path / "k1"
+    process = start(run_dir, "--series-length", "3000000", "--epochs", "1", "--quiet")
+    wait_for(run_dir / files.STATUS, process)
+    process.kill()  # kill -9, in its first epoch: 3,000,000 symbols take far longer
+    process.communicate(timeout=60)
+    assert files.read_status(run_dir)["status"] == "running"
+    assert not checkpoint_of(run_dir).exists()
+    evaluated = invoke("evaluate", "--run-dir", run_dir)
+    one_line_error(evaluated, "nothing to resume", "train it again", code=1)
+    assert "--resume" not in evaluated.stderr
+    resumed = invoke("train", "--run-dir", run_dir, "--resume", "--quiet")
+    one_line_error(resumed, "nothing to resume", "train it again without --resume", code=1)
+    retry = invoke("train", "--run-dir", run_dir, *TINY_FLAGS[:-1])
+    assert retry.exit_code == 0, retry.output
+    assert "replacing the unfinished run" in retry.stderr
+    assert RunFolder(run_dir).status()["status"] == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k1"]
+
+
+def test_under_its_own_lock_a_writer_reads_a_dead_runs_status_as_interrupted(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    files.write_config(run_dir, TrainConfig())
+    files.write_status(run_dir, "running")
+    record = json.loads((run_dir / files.STATUS).read_text())
+    (run_dir / files.STATUS).write_text(json.dumps({**record, "pid": 1}))  # another process
+    folder = RunFolder(run_dir)
+    with folder.writing():
+        assert folder.status()["status"] == "interrupted"
+        assert folder.restartable()
+        files.write_status(run_dir, "running")  # now this process's own record
+        assert folder.status()["status"] == "running"
+
+
+def test_a_config_json_of_another_program_alone_is_not_a_run(tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"seed": 3}')  # loads as a config, but not ours
+    for flags in ([], ["--overwrite"]):
+        result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, *flags)
+        one_line_error(result, "already holds a run" if not flags else "no run", code=2)
+    assert (run_dir / "config.json").read_text() == '{"seed": 3}'
+
+
 # --- one writer at a time ------------------------------------------------------------------
 
 
@@ -441,6 +487,18 @@ def test_a_hostile_config_is_called_damaged(run_copy, key, value, fragment):
     path.write_text(json.dumps({**config, key: value}))
     result = invoke("evaluate", "--run-dir", run_copy)
     one_line_error(result, "config.json is damaged", fragment, code=1)
+
+
+@pytest.mark.parametrize(
+    "key", ["state_size", "total_series_length", "num_epochs", "learning_rate"]
+)
+def test_a_config_number_past_any_float_is_called_damaged(run_copy, key):
+    path = run_copy / files.CONFIG
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, key: 10**400}))  # 401 digits, no float holds it
+    for command in (["evaluate"], ["plot"], ["predict", "0110"]):
+        result = invoke(*command, "--run-dir", run_copy)
+        one_line_error(result, "config.json is damaged", "1.00e+400", code=1)
 
 
 def test_a_huge_config_json_is_not_read(run_copy):
@@ -783,3 +841,49 @@ def test_a_run_whose_final_save_failed_is_finished_by_resume_without_training(
     assert '"steps": 0' in resumed.stdout  # nothing trained again
     assert files.read_history(run_dir) == rows
     assert_complete(run_dir)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 KB tmpfs of our own, mounted inside tmp_path (skipped where mounting is refused),
+    unmounted at the end; `grow` gives it room."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True
+        )
+    except OSError:
+        pytest.skip("no mount command")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def grow(disk):
+    """Give the `small_disk` room (8 MB)."""
+    subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]], ids=["same command", "overwrite"])
+def test_a_run_whose_disk_filled_before_its_first_status_is_trained_again(small_disk, flags):
+    (small_disk / "filler").write_bytes(bytes(8192))  # room for the lock and config.json only
+    run_dir = small_disk / "k1"
+    failed = invoke("train", "--run-dir", run_dir, *TINY_FLAGS)
+    one_line_error(failed, "No space left on device", code=1)
+    assert [p.name for p in run_dir.iterdir()] == [files.CONFIG]  # not even status.json
+    status = RunFolder(run_dir).status()
+    assert status["status"] == "interrupted" and "no epoch was completed" in status["message"]
+    evaluated = invoke("evaluate", "--run-dir", run_dir)
+    one_line_error(evaluated, "nothing to resume", code=1)
+    grow(small_disk)
+    (small_disk / "filler").unlink()
+    again = invoke("train", "--run-dir", run_dir, *TINY_FLAGS[:-1], *flags)
+    assert again.exit_code == 0, again.output
+    assert ("replacing the unfinished run" in again.stderr) == (not flags)
+    assert RunFolder(run_dir).status()["status"] == "complete"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["k1"]

@@ -21,6 +21,7 @@ from echo_keras.backend import keras
 from echo_keras.callbacks import BatchLossRecorder, ProgressBar, ResetStatesAtEpochStart
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
+from echo_keras.errors import ConfigError
 from echo_keras.evaluation import evaluate
 from echo_keras.model import loss_function, reset_states, state_variables
 from echo_keras.run import files
@@ -28,6 +29,7 @@ from echo_keras.training import build_compiled_model, fit_epochs, train
 from tests.helpers import (
     ECHO_KERAS,
     LONG_FLAGS,
+    TINY,
     TINY_FLAGS,
     checkpoint_of,
     invoke,
@@ -453,6 +455,31 @@ def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(run_copy):
         "train", "--run-dir", run_copy, *TINY_FLAGS, "--overwrite", "--tensorboard", run_copy / "tb"
     )
     one_line_error(result, "--tensorboard", "--overwrite", code=2)
+
+
+def test_tensorboard_writes_through_a_symlink_to_a_folder_yet_to_be_made(tmp_path):
+    link = tmp_path / "tb"
+    link.symlink_to(tmp_path / "logs" / "echo")
+    result = invoke("train", "--run-dir", tmp_path / "run", *TINY_FLAGS, "--tensorboard", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and any((tmp_path / "logs" / "echo" / "train").iterdir())
+
+
+@pytest.mark.parametrize("where", ["symlink loop", "under a file"])
+def test_a_tensorboard_folder_that_cannot_be_made_is_refused_before_any_write(tmp_path, where):
+    if where == "symlink loop":
+        logs = tmp_path / "tb"
+        logs.symlink_to(logs)
+    else:
+        (tmp_path / "file").write_text("mine")
+        logs = tmp_path / "file" / "tb"
+    run_dir = tmp_path / "runs" / "run"
+    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--tensorboard", logs)
+    one_line_error(result, "--tensorboard", code=2)
+    with pytest.raises(ConfigError) as refused:
+        train(TINY, run_dir, tensorboard_dir=logs)
+    assert refused.value.field == "tensorboard_dir"
+    assert not (tmp_path / "runs").exists()  # no run folder, no lock file
 
 
 # --- signals: stopped runs say so and can resume (resuming: test_resume.py) ----------------

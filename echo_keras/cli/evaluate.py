@@ -34,11 +34,11 @@ def evaluate(
     from echo_keras.evaluation import evaluation_length, format_table
 
     evaluation_length(config, series_length)  # a bad length is refused before loading
-    if not as_json:
-        warn_if_unfinished(run_dir)
     metrics = run_evaluation(
         run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
     )
+    if not as_json:  # after: a run that has no model gets its one-line error alone
+        warn_if_unfinished(run_dir)
     if as_json:
         typer.echo(json.dumps(metrics.to_dict()))
     else:

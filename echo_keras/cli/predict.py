@@ -18,6 +18,7 @@ from echo_keras.cli.common import (
     RUN_DIR,
     bad_parameter,
     fail,
+    notice,
     warn_if_unfinished,
 )
 from echo_keras.errors import StateFileError, UsageError
@@ -193,12 +194,10 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
             write_state(state_out, model, result.state)
         except OSError as error:
             raise fail(f"cannot write {state_out}: {error}") from None
-    try:
-        if not as_json:
-            typer.echo(_accuracy_line(result, config.echo_step), err=True)
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    if not as_json:
+        # The predictions and the state are written: a stderr that cannot take this
+        # line (a full disk, a closed pipe) loses it and no more.
+        notice(_accuracy_line(result, config.echo_step))
 
 
 def _quiet_broken_pipe() -> None:

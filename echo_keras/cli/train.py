@@ -22,6 +22,7 @@ from echo_keras.cli.common import (
 from echo_keras.config import TrainConfig, memory_problem, new_config, resumed_config
 from echo_keras.errors import UsageError
 from echo_keras.options import as_flags
+from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 
 
@@ -70,8 +71,9 @@ def train(
     problem = folder.unwritable()
     if problem:
         raise bad_parameter("--run-dir", problem)
-    if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
-        raise bad_parameter("--tensorboard", f"{tensorboard} is a file, not a folder")
+    problem = fileio.folder_problem(tensorboard) if tensorboard is not None else None
+    if problem:
+        raise bad_parameter("--tensorboard", problem)
     if (
         overwrite
         and tensorboard is not None

@@ -91,12 +91,37 @@ def output_path(path: Path) -> Path:
     existing device, FIFO, socket or folder is refused, never replaced.
     """
     path = Path(path)
-    target = path.resolve() if path.is_symlink() else path
+    try:
+        target = path.resolve() if path.is_symlink() else path
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop
+        raise ValueError(f"{path} is a symlink that leads nowhere (a loop?)") from None
     if target.exists() and not target.is_file():
         raise ValueError(f"{path} exists and is not a regular file; it is left alone")
     if not target.parent.is_dir():
         raise ValueError(f"folder {target.parent} does not exist")
     return target
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why a folder the user named for output could not be made or written at `path`
+    (a symlink loop, a file in the way, no permission), or None; nothing is created."""
+    path = Path(path)
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop
+        return f"{path} is a symlink that leads nowhere (a loop?)"
+    if target.exists() and not target.is_dir():
+        return f"{path} is a file, not a folder"
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:  # a real probe: permissions alone do not tell (root, read-only mounts)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        return f"{existing} cannot be written ({error.strerror})"
+    return None
 
 
 def open_regular(path: Path, mode: str = "rb", **options):

@@ -19,6 +19,7 @@ large is read. The folder's life cycle (lock, status, swap, recovery) is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -92,6 +93,20 @@ def load_config(run_dir: Path, name: Path | None = None) -> TrainConfig:
         raise RunFolderError(f"{path} is damaged: {error}") from None
     except OSError as error:
         raise RunFolderError(f"{path} is damaged: {error.strerror or error}") from None
+
+
+def is_written_config(run_dir: Path) -> bool:
+    """Whether config.json is one `write_config` wrote: a JSON object naming every setting.
+
+    It marks a run of ours even before status.json exists; a config.json of some
+    other program (`{}` would load as the defaults) does not.
+    """
+    try:
+        data = fileio.read_json(Path(run_dir) / CONFIG)
+    except (OSError, ValueError):
+        return False
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    return isinstance(data, dict) and fields <= set(data)
 
 
 # --- status.json --------------------------------------------------------------------------
@@ -276,7 +291,10 @@ def read_checkpoint(
         if key in expected and shape != tuple(expected[key]):
             raise ValueError(f"{key} has shape {shape}, the model needs {tuple(expected[key])}")
 
-    missing = "is missing: no epoch of this run was completed, so there is nothing to resume"
+    missing = (
+        "is missing: no epoch of this run was completed, so there is nothing to resume; "
+        "train it again without `resume=True`"
+    )
     data = _read_arrays(path, shown, check, expected, missing)
     try:
         epochs = int(data["epochs_completed"])  # its shape, (), was checked

@@ -141,9 +141,13 @@ class RunFolder:
     # --- status --------------------------------------------------------------------------
 
     def status(self) -> dict:
-        """The status record, with a `running` run whose process is gone read as interrupted."""
+        """The status record, with a `running` run whose process is gone read as interrupted.
+
+        So is a run that holds nothing but its config.json: its process stopped (a kill,
+        a full disk) before it could record any status.
+        """
         record = files.read_status(self.real)
-        if record["status"] == "running" and not self.lock.held():
+        if record["status"] in ("running", "unknown") and not self._trainer_alive(record):
             record = files.read_status(self.real)  # it may have just finished
             if record["status"] == "running":
                 hint = (
@@ -153,7 +157,37 @@ class RunFolder:
                 )
                 record = {**record, "status": "interrupted"}
                 record["message"] = f"the training process is gone{hint}"
+            elif record["status"] == "unknown" and self._config_only():
+                record = {
+                    **record,
+                    "status": "interrupted",
+                    "message": "the training process stopped before it recorded a status; "
+                    "no epoch was completed",
+                }
         return record
+
+    def _trainer_alive(self, record: dict) -> bool:
+        """Whether the process that wrote `record` may still be training.
+
+        Another process holding the lock is one. Under this folder's own lock (a
+        writer deciding whether to replace a dead run) only a record this very
+        process wrote is alive: the lock's holder is us, not the record's writer.
+        """
+        if self.lock.held_here:
+            return record.get("pid") == os.getpid()
+        return self.lock.held()
+
+    def _config_only(self) -> bool:
+        """Whether the folder holds this program's config.json and nothing else but the
+        temporary files of atomic writes: what training leaves when it stops before its
+        first status is written."""
+        try:
+            names = [entry.name for entry in self.real.iterdir()]
+        except OSError:
+            return False
+        temporary = tuple(f".{name}." for name in (files.CONFIG, files.STATUS))
+        stray = [name for name in names if name != files.CONFIG and not name.startswith(temporary)]
+        return files.CONFIG in names and not stray and files.is_written_config(self.real)
 
     def warning(self) -> str | None:
         """A one-line warning when the run is not complete, else None."""
@@ -166,7 +200,9 @@ class RunFolder:
     def is_run(self) -> bool:
         """Whether the folder holds a run of ours (damaged or not), rather than other files."""
         names = (files.STATUS, files.HISTORY, files.MODEL, files.CHECKPOINT)
-        return any((self.real / name).exists() for name in names)
+        if any((self.real / name).exists() for name in names):
+            return True
+        return files.is_written_config(self.real)  # a run stopped before its first status
 
     def restartable(self) -> bool:
         """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
@@ -174,7 +210,8 @@ class RunFolder:
         if files.has_checkpoint(self.real) or (self.real / files.MODEL).exists():
             return False
         if files.read_status(self.real)["status"] not in ("failed", "interrupted", "running"):
-            return False
+            if not self._config_only():
+                return False
         try:
             files.load_config(self.real)
         except RunFolderError:
