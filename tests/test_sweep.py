@@ -129,6 +129,8 @@ def test_the_default_grid_straddles_the_cliff():
         (["--learning-rate", "nan"], "--learning-rate"),
         (["--optimizer", "lbfgs"], "--optimizer"),
         (["--workers", "0"], "--workers"),
+        (["--workers", str(10**400)], "--workers"),
+        (["--workers", "1e400"], "--workers"),
         (["--echo-step", "1-20000"], "--echo-step"),
     ],
 )

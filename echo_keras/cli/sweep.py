@@ -23,10 +23,13 @@ from echo_keras.cli.common import (
     given_settings,
     setting,
 )
+from echo_keras.config import readable
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
 from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
 from echo_keras.sweep.results import SWEEP_JSON, check_out, read_spec
+
+MAX_WORKERS = 1024  # a local Ray's CPUs: more than any machine this runs on
 
 
 def _listed(name: str) -> str:
@@ -92,8 +95,9 @@ def sweep(
     address = address or None  # an empty RAY_ADDRESS means none
     if workers is not None and address:
         raise UsageError("--workers sizes the local Ray; it cannot be used with --address")
-    if workers is not None and workers <= 0:
-        raise bad_parameter("--workers", f"must be positive, got {workers}")
+    if workers is not None and not 0 < workers <= MAX_WORKERS:
+        wrong = readable(workers)
+        raise bad_parameter("--workers", f"must be from 1 to {MAX_WORKERS}, got {wrong}")
     if resume and overwrite:
         raise UsageError("--overwrite and --resume cannot be used together")
     _check_out(out, resume, overwrite)
