@@ -25,8 +25,9 @@ from tests.helpers import (
 def test_resume_continues_to_more_epochs_exactly_as_an_uninterrupted_run(run_copy, tmp_path):
     flags = ["--series-length", "1500", "--window", "10", "--quiet"]
     resumed, straight = run_copy, tmp_path / "straight"  # run_copy: the tiny run, 2 epochs
-    result = invoke("train", "--run-dir", resumed, "--epochs", 4, "--resume", "--quiet")
+    result = invoke("train", "--run-dir", resumed, "--epochs", 4, "--resume")
     assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Trained epochs 3-4 (60 batches) in ")  # this call's
     assert invoke("train", "--run-dir", straight, "--epochs", 4, *flags).exit_code == 0
     rows, expected = files.read_history(resumed), files.read_history(straight)
     assert [r[:3] for r in rows] == [r[:3] for r in expected]  # one row per batch, none twice

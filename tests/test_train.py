@@ -276,6 +276,18 @@ def test_another_keras_backend_is_overridden_with_a_notice(tmp_path):
 # --- divergence ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "flags, noted",
+    [([], False), (["--series-length", "1000", "--window", "30"], True)],
+)
+def test_a_dropped_tail_is_noted_only_when_it_is_a_real_share_of_the_data(tmp_path, flags, noted):
+    """The tutorial's 50,000 symbols drop 50 (0.1%): silence. 1,000 in windows of 5 x 30
+    drop 100 (10%): a note."""
+    result = invoke("train", "--run-dir", tmp_path / "run", *flags, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert ("do not fill whole windows" in result.stderr) == noted, result.stderr
+
+
 def test_divergence_stops_with_a_clear_message_and_no_model(tmp_path):
     run_dir = tmp_path / "run"
     result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--learning-rate", "1e38")

@@ -111,11 +111,12 @@ def train(
     # The run is complete and kept: if its report cannot be printed (a closed or
     # broken stdout), the exit status still says so.
     with contextlib.suppress(OSError):
-        _report(result, as_json, quiet)
+        _report(result, as_json, quiet, config.num_batches)
 
 
 def _notes(config: TrainConfig) -> None:
-    if config.used_length < config.total_series_length:
+    dropped = config.total_series_length - config.used_length
+    if dropped * 100 >= config.total_series_length:  # a real share of the data, not a tail
         notice(
             f"Note: {config.total_series_length} symbols do not fill whole windows; "
             f"using {config.used_length} ({config.num_batches} windows of "
@@ -130,14 +131,23 @@ def _notes(config: TrainConfig) -> None:
         )
 
 
-def _report(result, as_json: bool, quiet: bool) -> None:
+def _epochs_trained(result, num_batches: int) -> str:
+    """`5 epochs` for a run trained whole; `epochs 9-20` for a call that continued one."""
+    first = result.epochs - result.steps // num_batches + 1
+    if first <= 1:
+        return f"{result.epochs} epoch{'s' * (result.epochs != 1)}"
+    if first == result.epochs:
+        return f"epoch {first}"
+    return f"epochs {first}-{result.epochs}"
+
+
+def _report(result, as_json: bool, quiet: bool, num_batches: int) -> None:
     if as_json:
         keys = ("run_dir", "epochs", "steps", "final_loss", "train_seconds", "steps_per_second")
         typer.echo(json.dumps({key: getattr(result, key) for key in keys}))
     elif not quiet:
         typer.echo(
-            f"Trained {result.epochs} epoch{'s' * (result.epochs != 1)} "
-            f"({result.steps} batches) in "
+            f"Trained {_epochs_trained(result, num_batches)} ({result.steps} batches) in "
             f"{result.train_seconds:.1f} s, {result.steps_per_second:.0f} batches/s; "
             f"last epoch's mean batch loss {result.final_loss:.5f}"
         )
