@@ -77,6 +77,7 @@ def evaluate(
     reset_each_window: bool = False,
 ) -> Metrics:
     """Evaluate the trained model of `run_dir` on a fresh series, carrying the state.
+    A run that did not complete is evaluated at its last checkpoint.
 
     The state is zeroed, then carried from window to window exactly as in training
     (or zeroed before every window, the ablation).
@@ -98,7 +99,7 @@ def evaluate(
     from echo_keras.loops import PredictLoop
     from echo_keras.model import load_run, reset_states
 
-    config, model = load_run(run_dir)
+    config, model = load_run(run_dir, checkpoint=True)
     length = evaluation_length(config, series_length)
     if seed is not None and seed < 0:
         raise ConfigError("seed", f"must not be negative, got {seed}")

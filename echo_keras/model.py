@@ -174,9 +174,11 @@ def _mismatch(model: keras.Model, config: TrainConfig) -> str | None:
     return None
 
 
-def load_run(run_dir: Path) -> tuple[TrainConfig, keras.Model]:
+def load_run(run_dir: Path, checkpoint: bool = False) -> tuple[TrainConfig, keras.Model]:
     """(config, trained model) of a run, both read from one version of the folder.
 
+    With `checkpoint`, a run not complete (interrupted, failed) that has no model.keras
+    but a checkpoint gives the model of its last completed epoch.
     RunFolderError names the file when either is missing, damaged, or they disagree.
     """
     folder = RunFolder(run_dir)
@@ -186,6 +188,8 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, keras.Model]:
         path = view / files.MODEL
         if not path.exists():
             status = folder.status()
+            if status["status"] != "complete" and checkpoint and files.has_checkpoint(view):
+                return config, _checkpoint_model(view, config, folder.path)
             if status["status"] != "complete":
                 raise RunFolderError(
                     f"{folder.path / files.MODEL} is missing: the run is {status['status']}, "
@@ -194,6 +198,21 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, keras.Model]:
         return config, load_model(path, config, folder.path / files.MODEL)
 
     return folder.read(read)
+
+
+def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.Model:
+    """The model of a run's last checkpoint (its weights only)."""
+    model = build_model(config)
+    shapes = {f"weight_{i:04d}": tuple(w.shape) for i, w in enumerate(model.weights)}
+    _, weights, _ = files.read_checkpoint(run_dir, None, name)
+    if [tuple(w.shape) for w in weights] != list(shapes.values()):
+        raise RunFolderError(
+            f"{name / files.CHECKPOINT / files.CHECKPOINT_STATE} is damaged: its weights do "
+            "not fit the model config.json describes"
+        )
+    for variable, value in zip(model.weights, weights, strict=True):
+        variable.assign(value)
+    return model
 
 
 def _way_forward(run_dir: Path) -> str:

@@ -4,6 +4,7 @@ the `evaluate` command and the values it refuses."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -113,10 +114,23 @@ def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run, length):
     one_line_error(result, "--series-length", "memory", code=2)
 
 
-def test_evaluate_an_unfinished_run_says_why_there_is_no_model(run_copy):
+def test_an_interrupted_run_is_evaluated_at_its_checkpoint_with_a_warning(run_copy):
+    complete = invoke("evaluate", "--run-dir", run_copy, "--json")
+    (run_copy / "model.keras").unlink()  # the tiny run's checkpoint is of its last epoch, 2
+    files.write_status(run_copy, "interrupted", "interrupted by SIGINT after 2 of 4 epochs")
+    result = invoke("evaluate", "--run-dir", run_copy)
+    assert result.exit_code == 0, result.output
+    warning = result.stderr.strip().splitlines()[-1]
+    assert "is interrupted" in warning and "evaluated at its checkpoint, after epoch 2" in warning
+    as_json = invoke("evaluate", "--run-dir", run_copy, "--json")
+    assert json.loads(as_json.stdout) == json.loads(complete.stdout)  # the same weights
+
+
+def test_evaluate_an_unfinished_run_without_a_checkpoint_says_why_there_is_no_model(run_copy):
     (run_copy / "model.keras").unlink()
-    files.write_status(run_copy, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
+    shutil.rmtree(run_copy / "checkpoint")
+    files.write_status(run_copy, "interrupted", "interrupted by SIGINT in its first epoch")
     result = invoke("evaluate", "--run-dir", run_copy)
     assert result.exit_code == 1
     assert "model.keras is missing: the run is interrupted" in result.stderr
-    assert "Traceback" not in result.output
+    assert "nothing to resume" in result.stderr and "Traceback" not in result.output

@@ -38,7 +38,7 @@ def evaluate(
         run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
     )
     if not as_json:  # after: a run that has no model gets its one-line error alone
-        warn_if_unfinished(run_dir)
+        warn_if_unfinished(run_dir, checkpoint=True)
     if as_json:
         typer.echo(json.dumps(metrics.to_dict()))
     else:

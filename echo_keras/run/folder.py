@@ -197,6 +197,16 @@ class RunFolder:
         detail = f": {record['message']}" if record.get("message") else ""
         return f"Warning: run {self.path} is {record['status']}{detail}"
 
+    def checkpoint_epochs(self) -> int | None:
+        """The epochs the run's checkpoint completed; None without a readable one, or when
+        the run has its final model.keras."""
+        if (self.real / files.MODEL).exists():
+            return None
+        try:
+            return self.read(lambda view: files.read_checkpoint(view, None, self.path)[0])
+        except RunFolderError:
+            return None
+
     def is_run(self) -> bool:
         """Whether the folder holds a run of ours (damaged or not), rather than other files."""
         names = (files.STATUS, files.HISTORY, files.MODEL, files.CHECKPOINT)
