@@ -164,3 +164,22 @@ def test_the_cli_conventions_version_short_help_completion_and_a_bare_call():
         short = invoke(command, "-h")
         first = short.stdout.splitlines()[0]
         assert short.exit_code == 0 and f" {command} [OPTIONS]" in first, first
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["train", "--window", "0"], 2),
+        (["evaluate", "--run-dir", "{missing}"], 1),
+        (["sweep", "--workers", "0"], 2),
+        (["predict", "--run-dir", "{missing}", "01"], 1),
+    ],
+)
+def test_under_json_a_failure_is_one_json_object_on_stdout(tmp_path, argv, code):
+    argv = [arg.format(missing=tmp_path / "none") for arg in argv]
+    result = invoke(*argv, "--json")
+    assert result.exit_code == code, result.output
+    assert json.loads(result.stdout) == {
+        "error": result.stderr.strip().removeprefix("Error: "),
+        "exit_status": code,
+    }

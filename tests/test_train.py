@@ -294,12 +294,15 @@ def test_divergence_stops_with_a_clear_message_and_no_model(tmp_path):
     one_line_error(result, "NaN or infinite", "--learning-rate", code=1)
     assert files.read_status(run_dir)["status"] == "failed"
     assert not (run_dir / "model.keras").exists()
-    for path in ([], ["--plain"]):  # nothing on stdout: Keras's "Invalid loss" line neither
+    for path in ([], ["--plain"]):  # stdout: the error's object, not Keras's "Invalid loss"
         again = invoke(
             "train", "--run-dir", tmp_path / f"json{len(path)}", *TINY_FLAGS, *path,
             "--learning-rate", "1e38", "--json",
         )  # fmt: skip
-        assert again.exit_code == 1 and again.stdout == "", again.stdout
+        assert again.exit_code == 1 and json.loads(again.stdout) == {  # one object: the error
+            "error": again.stderr.strip().removeprefix("Error: "),
+            "exit_status": 1,
+        }
 
 
 # --- variants ------------------------------------------------------------------------------

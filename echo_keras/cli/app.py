@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from echo_keras.cli import evaluate, export, plot, predict, stdio, sweep, train
-from echo_keras.cli.common import notice
+from echo_keras.cli.common import JsonOutput, notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
@@ -37,6 +37,8 @@ class _OneLineErrors(TyperGroup):
     """Report every error as one line, `Error: ...`, with its exit status (2 for usage)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        given = sys.argv[1:] if args is None else list(args)
+        JsonOutput.wanted, JsonOutput.printed = "--json" in given, False
         try:
             code = super().main(
                 args=args,
@@ -46,14 +48,12 @@ class _OneLineErrors(TyperGroup):
                 **extra,
             )
         except EchoKerasError as error:
-            notice(f"Error: {error_line(error)}")
-            sys.exit(error.exit_status)
+            _fail(error_line(error), error.exit_status)
         except typer.TyperException as error:
             if type(error).__name__ == "NoArgsIsHelpError":  # a bare `echo-keras`: its help
                 typer.echo(error.ctx.get_help())
                 sys.exit(0)
-            notice(f"Error: {error.format_message()}")
-            sys.exit(getattr(error, "exit_code", 1))
+            _fail(error.format_message(), getattr(error, "exit_code", 1))
         except typer.Abort:
             notice("Aborted.")
             sys.exit(1)
@@ -62,12 +62,19 @@ class _OneLineErrors(TyperGroup):
         except Exception as error:  # a bug or an environment problem: still one line
             if os.environ.get("ECHO_KERAS_DEBUG"):
                 raise
-            notice(
-                f"Error: unexpected {type(error).__name__}: {first_line(error)} "
-                "(set ECHO_KERAS_DEBUG=1 to see the traceback)"
+            _fail(
+                f"unexpected {type(error).__name__}: {first_line(error)} "
+                "(set ECHO_KERAS_DEBUG=1 to see the traceback)",
+                1,
             )
-            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    """One line on stderr (and, under --json, the error object on stdout), then exit."""
+    notice(f"Error: {message}")
+    JsonOutput.error(message, code)
+    sys.exit(code)
 
 
 app = typer.Typer(

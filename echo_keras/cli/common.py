@@ -6,6 +6,7 @@ Nothing here imports TensorFlow or Ray, so every command's `--help` answers at o
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import typer
@@ -38,9 +39,33 @@ def given_settings(values: dict) -> dict:
     return {name: value for name, value in values.items() if name in OPTIONS and value is not None}
 
 
+class JsonOutput:
+    """Under `--json`, stdout holds exactly one JSON object whatever happens: the command's
+    result, or, when it fails before printing one, `{"error": ..., "exit_status": ...}`."""
+
+    wanted = False  # --json was given (set by the app)
+    printed = False  # the command printed its object
+
+    @classmethod
+    def echo(cls, text: str) -> None:
+        """Print the command's JSON object (one line)."""
+        cls.printed = True
+        typer.echo(text)
+
+    @classmethod
+    def error(cls, message: str, code: int) -> None:
+        """Print the error object, if the command's own was not printed; never fails."""
+        if cls.wanted and not cls.printed:
+            cls.printed = True
+            with contextlib.suppress(OSError, ValueError):
+                typer.echo(json.dumps({"error": message, "exit_status": code}))
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print `Error: message` on stderr; return the Exit to raise."""
+    """Print `Error: message` on stderr (and, under --json, its object on stdout); return
+    the Exit to raise."""
     notice(f"Error: {message}")
+    JsonOutput.error(message, code)
     return typer.Exit(code)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import AS_JSON, RUN_DIR, bad_parameter, warn_if_unfinished
+from echo_keras.cli.common import AS_JSON, RUN_DIR, JsonOutput, bad_parameter, warn_if_unfinished
 from echo_keras.run.folder import RunFolder
 
 
@@ -40,7 +40,7 @@ def evaluate(
     if not as_json:  # after: a run that has no model gets its one-line error alone
         warn_if_unfinished(run_dir, checkpoint=True)
     if as_json:
-        typer.echo(json.dumps(metrics.to_dict()))
+        JsonOutput.echo(json.dumps(metrics.to_dict()))
     else:
         typer.echo(f"Evaluation of {run_dir} on a fresh series:")
         typer.echo(format_table(metrics, config.echo_step, config.truncated_backprop_length))

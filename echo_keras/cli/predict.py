@@ -16,6 +16,7 @@ import typer
 from echo_keras.cli.common import (
     AS_JSON,
     RUN_DIR,
+    JsonOutput,
     bad_parameter,
     fail,
     notice,
@@ -183,6 +184,7 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
 
     try:
         if as_json:  # printed whole before the state is saved: the state marks success
+            JsonOutput.printed = True
             write(_json_text(result, probabilities).encode() + b"\n")
     except BrokenPipeError:
         _quiet_broken_pipe()

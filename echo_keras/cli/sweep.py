@@ -18,6 +18,7 @@ import typer
 from echo_keras.cli.common import (
     AS_JSON,
     QUIET,
+    JsonOutput,
     bad_parameter,
     fail,
     given_settings,
@@ -221,7 +222,7 @@ def _report(result, as_json: bool, quiet: bool) -> None:
             failures=result.failures,
             parts={name: round(value, 3) for name, value in result.parts.items()},
         )
-        typer.echo(json.dumps(summary))
+        JsonOutput.echo(json.dumps(summary))
     elif not quiet:
         skipped = f", {result.skipped} already done" if result.skipped else ""
         typer.echo(

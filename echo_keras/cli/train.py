@@ -13,6 +13,7 @@ from echo_keras.cli.common import (
     AS_JSON,
     QUIET,
     RUN_DIR,
+    JsonOutput,
     bad_parameter,
     fail,
     given_settings,
@@ -144,7 +145,7 @@ def _epochs_trained(result, num_batches: int) -> str:
 def _report(result, as_json: bool, quiet: bool, num_batches: int) -> None:
     if as_json:
         keys = ("run_dir", "epochs", "steps", "final_loss", "train_seconds", "steps_per_second")
-        typer.echo(json.dumps({key: getattr(result, key) for key in keys}))
+        JsonOutput.echo(json.dumps({key: getattr(result, key) for key in keys}))
     elif not quiet:
         typer.echo(
             f"Trained {_epochs_trained(result, num_batches)} ({result.steps} batches) in "
