@@ -570,17 +570,21 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
     saved = {name: os.environ.pop(name, None) for name in ("RAY_AUTH_TOKEN_PATH", "HOME")}
     os.environ["HOME"] = str(home)
     before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
-    with cluster.ray_session(None, 2) as ray:
-        assert not dead.exists() and live.is_dir()
+    try:
+        with cluster.ray_session(None, 2) as ray:
+            assert not dead.exists() and live.is_dir()
+            holder.release()
+            shutil.rmtree(live)
+            worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
+            assert ray.get(worker.environment.remote()) == cluster.TASK_ENV
+            ours = (_descendants(os.getpid()) - before) | {os.getpid()}
+            sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
+    finally:
         holder.release()
-        shutil.rmtree(live)
-        worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
-        assert ray.get(worker.environment.remote()) == cluster.TASK_ENV
-        ours = (_descendants(os.getpid()) - before) | {os.getpid()}
-        sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
+        shutil.rmtree(live, ignore_errors=True)
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
     assert not (home / ".ray").exists()
-    assert "RAY_AUTH_TOKEN_PATH" not in os.environ
-    os.environ.update({name: value for name, value in saved.items() if value is not None})
+    assert os.environ.get("RAY_AUTH_TOKEN_PATH") == saved["RAY_AUTH_TOKEN_PATH"]
     lines = [line for line in sockets.splitlines() if any(f"pid={p}," in line for p in ours)]
     assert len(lines) >= 5, sockets  # the GCS, the raylet, workers: listening and connected
     for line in lines:

@@ -212,12 +212,12 @@ def test_train_summary_and_the_dropped_remainder_notice(tmp_path):
         "--epochs",
         "1",
         "--series-length",
-        "1503",
+        "1600",
         "--window",
-        "10",
+        "30",
     )
     assert result.exit_code == 0, result.output
-    assert "dropping the last 3" in result.stderr
+    assert "using 1500 (10 windows of 5 x 30), dropping the last 100." in result.stderr
     assert "Trained 1 epoch" in result.stdout and "batches/s" in result.stdout
 
 

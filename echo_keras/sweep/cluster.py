@@ -141,6 +141,7 @@ def ray_session(
         use_token_if_available()
     import ray
 
+    _forget_cached_token()  # Ray keeps the first token it read for the life of the process
     try:
         if address is None:
             with _signals_kept():
@@ -168,6 +169,7 @@ def ray_session(
         ray.shutdown()
         if temp_dir is not None:
             _restore(saved_env)
+            _forget_cached_token()
             shutil.rmtree(temp_dir, ignore_errors=True)
             owner.release()
 
@@ -190,6 +192,17 @@ def _private_token(folder: Path) -> dict[str, str | None]:
         handle.write(secrets.token_hex(32))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     return saved
+
+
+def _forget_cached_token() -> None:
+    """Make Ray read its token again (from the environment just set): a process that ran
+    one sweep keeps the token it read, which another sweep's Ray would refuse."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):
+        pass  # a Ray without that cache
 
 
 def _restore(saved: dict[str, str | None]) -> None:
