@@ -183,3 +183,17 @@ def test_under_json_a_failure_is_one_json_object_on_stdout(tmp_path, argv, code)
         "error": result.stderr.strip().removeprefix("Error: "),
         "exit_status": code,
     }
+
+
+def test_every_placeholder_in_help_has_one_style():
+    import re
+
+    for command in ("train", "evaluate", "plot", "predict", "export", "sweep"):
+        shown = invoke(command, "--help").stdout
+        options = [line for line in shown.splitlines() if line.strip().startswith("--")]
+        for line in options:
+            words = line.split()
+            if len(words) > 1 and words[1][0] == "<":  # an option that takes a value
+                assert re.fullmatch(r"<[a-z]+>", words[1]), (command, line)
+            elif len(words) > 1:  # a flag: what follows is its help
+                assert words[1] not in ("FILE", "DIR", "PATH", "F", "R"), (command, line)

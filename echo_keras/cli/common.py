@@ -23,7 +23,9 @@ def _folder_path(value: str | Path) -> Path:
     return Path(value)
 
 
-RUN_DIR = typer.Option(Path("runs/echo"), "--run-dir", parser=_folder_path, help="The run folder.")
+RUN_DIR = typer.Option(
+    Path("runs/echo"), "--run-dir", parser=_folder_path, metavar="<dir>", help="The run folder."
+)
 AS_JSON = typer.Option(False, "--json", help="Print one JSON object, nothing else.")
 QUIET = typer.Option(False, "--quiet", help="No progress bar or notices.")
 

@@ -13,7 +13,9 @@ from echo_keras.stream.export_folder import out_problem
 
 def export(
     run_dir: Path = RUN_DIR,
-    out: Path = typer.Option(..., "--out", help="Folder to write the SavedModel to (new)."),
+    out: Path = typer.Option(
+        ..., "--out", metavar="<dir>", help="Folder to write the SavedModel to (new)."
+    ),
 ) -> None:
     """Export the trained model as a stateless TensorFlow SavedModel, the state explicit.
 

@@ -13,6 +13,7 @@ def plot(
     run_dir: Path = RUN_DIR,
     out: Path | None = typer.Option(
         None,
+        metavar="<file>",
         help="Where to write the figure; the extension picks the format (png, svg, pdf, "
         "jpg, ...).  [default: RUN_DIR/plot.png]",
     ),

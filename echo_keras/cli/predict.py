@@ -41,14 +41,20 @@ def predict(
     input_path: str | None = typer.Option(
         None,
         "--input",
-        metavar="FILE",
+        metavar="<file>",
         help="Read symbols from this file, or - for stdin (the default when stdin is a pipe).",
     ),
     state_in: Path | None = typer.Option(
-        None, "--state-in", help="Start from the state saved by an earlier --state-out."
+        None,
+        "--state-in",
+        metavar="<file>",
+        help="Start from the state saved by an earlier --state-out.",
     ),
     state_out: Path | None = typer.Option(
-        None, "--state-out", help="Save the state after the last symbol (written on success)."
+        None,
+        "--state-out",
+        metavar="<file>",
+        help="Save the state after the last symbol (written on success).",
     ),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Print every symbol's class probabilities."

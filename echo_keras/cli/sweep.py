@@ -49,7 +49,9 @@ def _grid_option(name: str, what: str) -> typer.Option:
 
 
 def sweep(
-    out: Path = typer.Option(Path("runs/sweep"), "--out", help="The sweep's folder."),
+    out: Path = typer.Option(
+        Path("runs/sweep"), "--out", metavar="<dir>", help="The sweep's folder."
+    ),
     echo_step: str | None = _grid_option("echo_step", "Echo delays"),
     truncated_backprop_length: str | None = _grid_option(
         "truncated_backprop_length", "Window lengths"

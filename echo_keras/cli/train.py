@@ -52,7 +52,7 @@ def train(
         None, help="Redraw RUN_DIR/live.png every N batches while training."
     ),
     tensorboard: Path | None = typer.Option(
-        None, help="Write TensorBoard logs (per-batch loss) to this folder."
+        None, metavar="<dir>", help="Write TensorBoard logs (per-batch loss) to this folder."
     ),
     plain: bool = typer.Option(
         False,
