@@ -145,8 +145,8 @@ def test_the_readme_snippet_streams_through_an_export(exports, tiny_run, tmp_pat
     text = README.read_text()
     section = text[text.index("### Export") :]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert '"echo_export"' in snippet
-    script = snippet.replace('"echo_export"', repr(str(exports["lstm"])))
+    assert '"runs/echo_export"' in snippet
+    script = snippet.replace('"runs/echo_export"', repr(str(exports["lstm"])))
     out = subprocess.run(
         [sys.executable, "-c", "import sys; sys.modules['keras'] = None\n" + script],
         capture_output=True,
