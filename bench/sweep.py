@@ -4,7 +4,8 @@ Two grids: the default one (36 points) and six points (`--echo-step 1,2,8 --wind
 Each sweep runs as a whole process (`echo-keras sweep --workers W`: Ray start-up, every
 point, the heat map) with 1 and with 2 workers, BENCH_SWEEP_REPEATS times (default 3; the
 median is shown). The loop (`bench/sweep_loop.sh`: `train` + `evaluate` + `evaluate
---reset-each-window` per point, `xargs -P 2`) runs once per grid: it takes minutes. Then,
+--reset-each-window` per point, `xargs -P 2`) runs once per grid: it takes minutes
+(BENCH_SWEEP_LOOP=0 skips it). Then,
 per point, where a 2-worker sweep's time went, as the sweep itself reports it (`--json`).
 """
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = ROOT / "bench" / "results"
 REPEATS = int(os.environ.get("BENCH_SWEEP_REPEATS", "3"))
+LOOP = os.environ.get("BENCH_SWEEP_LOOP", "1") != "0"  # 0: skip the loop (minutes)
 GRIDS = {
     "default grid": [],
     "six points": ["--echo-step", "1,2,8", "--window", "4,12"],
@@ -91,7 +93,7 @@ def main() -> None:
     table = {}
     for name, args in GRIDS.items():
         runs = {workers: [sweep(name, args, workers) for _ in range(REPEATS)] for workers in (1, 2)}
-        table[name] = {"runs": runs, "loop": loop(name, args)}
+        table[name] = {"runs": runs, "loop": loop(name, args) if LOOP else None}
 
     print(
         f"\nSweeps, whole process ({platform.machine()}, {os.cpu_count()} cores; median of "
@@ -103,10 +105,13 @@ def main() -> None:
         one = statistics.median(run["wall"] for run in result["runs"][1])
         two = statistics.median(run["wall"] for run in result["runs"][2])
         points = result["runs"][2][0]["points"]
-        print(
-            f"| {name} | {points} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x | "
-            f"{result['loop']:.1f} s | {result['loop'] / two:.1f}x |"
+        loop_seconds = result["loop"]
+        against = (
+            f"{loop_seconds:.1f} s | {loop_seconds / two:.1f}x"
+            if loop_seconds
+            else "not run | (BENCH_SWEEP_LOOP=0)"
         )
+        print(f"| {name} | {points} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x | {against} |")
 
     for name, result in table.items():
         run = median_run(result["runs"][2])
