@@ -135,6 +135,11 @@ def test_commands_leave_nothing_in_the_temporary_folder(tmp_path):
     command, and removes them only at an interpreter exit that the command skips."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
+    # What a command killed with SIGKILL left: its folder, whose owner's lock nobody holds.
+    dead = scratch / "echo-keras-tmp-dead"
+    dead.mkdir()
+    (dead / "echo-keras-owner.lock").write_text("12345\n")
+    (dead / "__autograph_generated_filexyz.py").write_text("")
     env = {**os.environ, "TMPDIR": str(scratch)}
     run = tmp_path / "run"
     for argv, text in (

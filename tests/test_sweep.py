@@ -555,14 +555,14 @@ def _address_host(address: str) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_path):
-    from echo_keras.run.lock import FileLock
+    from echo_keras.run.lock import OWNER_LOCK, FileLock
 
     # What a local sweep killed with SIGKILL left (its lock held by nobody), and the folder
     # of a sweep still at work (its lock held): the first goes, the second stays.
     dead, live = (Path(tempfile.mkdtemp(prefix="echo-keras-ray-", dir=ray_tmp)) for _ in "ab")
-    (dead / cluster.OWNER_LOCK).write_text("12345\n")
+    (dead / OWNER_LOCK).write_text("12345\n")
     (dead / "session_latest").mkdir()
-    holder = FileLock(live / cluster.OWNER_LOCK)
+    holder = FileLock(live / OWNER_LOCK)
     assert holder.acquire()
     # No token given: the private Ray gets one of its own, and ~/.ray stays untouched.
     home = tmp_path / "home"

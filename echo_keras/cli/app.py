@@ -21,6 +21,7 @@ from echo_keras.cli.common import JsonOutput, notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
+from echo_keras.run.lock import owned_folder
 
 
 def error_line(error: EchoKerasError) -> str:
@@ -144,10 +145,15 @@ def _private_tempdir() -> str | None:
     """A temporary folder of this process's own, for what TensorFlow writes to the temporary
     folder (AutoGraph's `__autograph_generated_file*.py`, several per command). TensorFlow
     removes those at interpreter exit, which `main` skips: removing this folder removes
-    them all. Processes this one starts keep the system's temporary folder."""
+    them all, and what a command killed with SIGKILL left goes with the next command.
+    Processes this one starts keep the system's temporary folder."""
+    global _OWNER
     try:
-        folder = tempfile.mkdtemp(prefix="echo-keras-")
+        folder, _OWNER = owned_folder(tempfile.gettempdir(), "echo-keras-tmp-")
     except OSError:
         return None  # no writable temporary folder: TensorFlow will say so if it needs one
-    tempfile.tempdir = folder
-    return folder
+    tempfile.tempdir = str(folder)
+    return str(folder)
+
+
+_OWNER = None  # the lock of the private temporary folder, held until the process ends

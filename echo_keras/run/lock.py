@@ -13,7 +13,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 
@@ -116,3 +118,31 @@ class FileLock:
                 os.close(fd)
         except (OSError, ValueError):
             return None
+
+
+OWNER_LOCK = "echo-keras-owner.lock"  # held by the process a scratch folder belongs to
+
+
+def owned_folder(base: str | Path, prefix: str) -> tuple[Path, FileLock]:
+    """A new folder `base/prefix*` and its owner's lock, held: `remove_dead_folders` never
+    takes a folder whose owner lives. First removes what dead owners left there."""
+    remove_dead_folders(base, prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    lock = FileLock(folder / OWNER_LOCK)
+    lock.acquire(stamp=True)
+    return folder, lock
+
+
+def remove_dead_folders(base: str | Path, prefix: str) -> None:
+    """Remove the folders `base/prefix*` that processes killed with SIGKILL left: those whose
+    owner's lock no process holds. A folder without the lock file (one being made, or not
+    ours) is left alone."""
+    for folder in Path(base).glob(f"{prefix}*"):
+        lock = FileLock(folder / OWNER_LOCK)
+        try:
+            if folder.is_symlink() or not lock.path.is_file() or not lock.acquire():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)  # its owner is gone
+        lock.release()

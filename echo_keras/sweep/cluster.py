@@ -10,14 +10,13 @@ import os
 import secrets
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 from echo_keras.errors import SweepError, UsageError, first_line
-from echo_keras.run.lock import FileLock
+from echo_keras.run.lock import owned_folder, remove_dead_folders
 
 # Every worker gets one CPU and runs TensorFlow on one thread, on the CPU.
 TASK_ENV = {
@@ -29,7 +28,6 @@ TASK_ENV = {
 }
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
 SESSION_PREFIX = "echo-keras-ray-"  # a local Ray's session folder, under RAY_TMPDIR or /tmp
-OWNER_LOCK = "echo-keras-owner.lock"  # held by the sweep whose session folder it is
 REACH_SECONDS = 10  # to find a Ray head at an address before giving up on it
 
 
@@ -132,10 +130,8 @@ def ray_session(
         # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         base = os.environ.get("RAY_TMPDIR") or "/tmp"  # short: Ray's Unix sockets live below
-        clear_dead_sessions(base)
-        temp_dir = tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base)
-        owner = FileLock(Path(temp_dir) / OWNER_LOCK)
-        owner.acquire(stamp=True)  # held while this session lives (see clear_dead_sessions)
+        folder, owner = owned_folder(base, SESSION_PREFIX)  # removes dead sweeps' folders
+        temp_dir = str(folder)
         saved_env = _private_token(Path(temp_dir))
     else:
         use_token_if_available()
@@ -235,15 +231,5 @@ def _signals_kept():
 
 
 def clear_dead_sessions(base: str) -> None:
-    """Remove the session folders that local sweeps killed with SIGKILL left in `base`: those
-    whose owner's lock no process holds. A folder without the lock file (one being made, or
-    not ours) is left alone."""
-    for folder in Path(base).glob(f"{SESSION_PREFIX}*"):
-        lock = FileLock(folder / OWNER_LOCK)
-        try:
-            if folder.is_symlink() or not lock.path.is_file() or not lock.acquire():
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(folder, ignore_errors=True)  # its sweep is gone
-        lock.release()
+    """Remove the session folders that local sweeps killed with SIGKILL left in `base`."""
+    remove_dead_folders(base, SESSION_PREFIX)
