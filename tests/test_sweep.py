@@ -794,3 +794,28 @@ def test_workers_are_fed_the_longest_shapes_first_and_keep_to_their_shapes(monke
     again = sorted(config.truncated_backprop_length for _, config, _ in pool.busy.values())
     assert again == [4, 5]
     assert all(len(slot.shapes) == 2 for slot in pool.slots)
+
+
+def test_a_worker_writes_temporary_files_to_a_folder_of_its_own(tmp_path):
+    """Ray ends a worker without the clean-up at exit that would remove TensorFlow's files;
+    they go to the worker's own folder, which the sweep removes once the worker is gone."""
+    from echo_keras.run.lock import PRIVATE_PREFIX, remove_dead_folders
+
+    code = (
+        "import tempfile; from echo_keras.sweep.workers import PointWorker\n"
+        "worker = PointWorker({})\n"
+        "open(tempfile.mktemp(prefix='__autograph_generated_file'), 'w').close()\n"
+        "print(tempfile.gettempdir())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.parent == tmp_path and folder.name.startswith(PRIVATE_PREFIX)
+    assert [p.name for p in folder.iterdir() if p.name.startswith("__autograph")]
+    remove_dead_folders(tmp_path, PRIVATE_PREFIX)  # as the sweep does once Ray is down
+    assert list(tmp_path.iterdir()) == []

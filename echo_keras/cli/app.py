@@ -21,7 +21,7 @@ from echo_keras.cli.common import JsonOutput, notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
-from echo_keras.run.lock import owned_folder
+from echo_keras.run.lock import PRIVATE_PREFIX, owned_folder
 
 
 def error_line(error: EchoKerasError) -> str:
@@ -149,7 +149,7 @@ def _private_tempdir() -> str | None:
     Processes this one starts keep the system's temporary folder."""
     global _OWNER
     try:
-        folder, _OWNER = owned_folder(tempfile.gettempdir(), "echo-keras-tmp-")
+        folder, _OWNER = owned_folder(tempfile.gettempdir(), PRIVATE_PREFIX)
     except OSError:
         return None  # no writable temporary folder: TensorFlow will say so if it needs one
     tempfile.tempdir = str(folder)

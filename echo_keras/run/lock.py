@@ -121,6 +121,9 @@ class FileLock:
 
 
 OWNER_LOCK = "echo-keras-owner.lock"  # held by the process a scratch folder belongs to
+# A process's own temporary folder, for what TensorFlow writes there (the commands, the
+# sweep's workers): removed at its end, or by a later process once its owner is gone.
+PRIVATE_PREFIX = "echo-keras-tmp-"
 
 
 def owned_folder(base: str | Path, prefix: str) -> tuple[Path, FileLock]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from echo_keras.errors import Interrupted, RunBusy, UsageError
 from echo_keras.run.files import package_versions
-from echo_keras.run.lock import FileLock
+from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders
 from echo_keras.signals import SignalCatcher
 from echo_keras.sweep.cluster import ray_session, usable_cores
 from echo_keras.sweep.grid import SweepSpec
@@ -171,6 +171,8 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
         signals.received = signals.received or signal.SIGINT
     finally:
         signals.restore()
+        if todo and address is None:  # the local workers are gone: their temporary folders
+            remove_dead_folders(tempfile.gettempdir(), PRIVATE_PREFIX)
     if signals.received is not None:
         name = signals.signal_name
         if not progress["written"]:
