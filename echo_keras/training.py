@@ -45,6 +45,8 @@ from echo_keras.loops import TrainLoop
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
 
+DIVERGED = "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
+
 # The fast path returns to Python (progress bar, Ctrl-C, live plot) at least this often.
 CHUNK_WINDOWS = 100
 
@@ -71,9 +73,14 @@ class BatchTap:
 
     def batch(self, index: int):
         """(inputs, targets, class probabilities) of batch `index` of the current epoch."""
-        logits = np.asarray(self.logits_source(), dtype=np.float64)
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return self.inputs[index], self.targets[index], shifted / shifted.sum(-1, keepdims=True)
+        return self.inputs[index], self.targets[index], probabilities(self.logits_source())
+
+
+def probabilities(logits) -> np.ndarray:
+    """The softmax of logits over the last axis, in float64 (as last_batch.npz keeps it)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
 
 
 def fit_epochs(
@@ -351,11 +358,8 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
     rows = recorder.rows
     completed = len(rows) // config.num_batches
     if not all(math.isfinite(row[3]) for row in rows):
-        message = (
-            "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
-        )
-        files.write_status(work_dir, "failed", message)
-        raise TrainingDiverged(message)
+        files.write_status(work_dir, "failed", DIVERGED)
+        raise TrainingDiverged(DIVERGED)
     if stopper.received is not None:
         name = stopper.catcher.signal_name
         message = f"interrupted by {name} after {completed} of {config.num_epochs} epochs"

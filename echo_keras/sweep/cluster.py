@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from echo_keras.errors import SweepError, UsageError, first_line
-from echo_keras.run.lock import owned_folder, remove_dead_folders
+from echo_keras.run.lock import owned_folder
 
 # Every worker gets one CPU and runs TensorFlow on one thread, on the CPU.
 TASK_ENV = {
@@ -228,8 +228,3 @@ def _signals_kept():
     finally:
         if original is not None:
             utils.set_sigterm_handler = original
-
-
-def clear_dead_sessions(base: str) -> None:
-    """Remove the session folders that local sweeps killed with SIGKILL left in `base`."""
-    remove_dead_folders(base, SESSION_PREFIX)

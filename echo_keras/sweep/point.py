@@ -32,11 +32,10 @@ from echo_keras.evaluation import Metrics, score
 from echo_keras.loops import PairedPredictLoop, TrainLoop
 from echo_keras.run import fileio, files
 from echo_keras.sweep.grid import shape_key
-from echo_keras.training import build_compiled_model
+from echo_keras.training import DIVERGED, build_compiled_model, probabilities
 
 PARTS = ("compilation", "initialisation", "training", "evaluation", "saving")
 SEEDS_KEPT = 16  # initial weights kept per shape, by seed (a fresh model costs ~0.1 s)
-DIVERGED = "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
 
 
 @dataclass
@@ -137,7 +136,7 @@ class PointTrainer:
             if not all(math.isfinite(loss) for loss in losses):
                 raise TrainingDiverged(DIVERGED)
             rows += [(epoch, batch, epoch * n + batch, loss) for batch, loss in enumerate(losses)]
-        return rows, (inputs[-1], targets[-1], _softmax(logits.numpy()))
+        return rows, (inputs[-1], targets[-1], probabilities(logits.numpy()))
 
     @staticmethod
     def _evaluate(compiled: _Compiled, config: TrainConfig) -> tuple[Metrics, Metrics]:
@@ -149,12 +148,6 @@ class PointTrainer:
             score(carried_sums.numpy(), carried_hits.numpy(), echo, False),
             score(reset_sums.numpy(), reset_hits.numpy(), echo, True),
         )
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
 
 
 def _write_run(run_dir: Path, config: TrainConfig, model, rows, last) -> None:
