@@ -19,6 +19,19 @@ def _window(inputs, targets, k):
     return tf.cast(inputs[k], tf.float32)[..., None], tf.cast(targets[k], tf.int32)
 
 
+def _scored(model, x, y):
+    """(summed cross-entropy, hit per position) of the model's predictions for one window."""
+    logits = tf.cast(model(x, training=False), tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
+    return tf.reduce_sum(losses), hits
+
+
+def _zero(states) -> None:
+    for variable in states:
+        variable.assign(tf.zeros_like(variable))
+
+
 class TrainLoop:
     """Train on windows [start, stop) of an epoch in one compiled call.
 
@@ -90,13 +103,9 @@ class PredictLoop:
 
         def body(k, loss_sums, correct):
             if self.reset_each_window:
-                for variable in states:
-                    variable.assign(tf.zeros_like(variable))
-            x, y = _window(inputs, targets, k)
-            logits = tf.cast(model(x, training=False), tf.float32)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
-            return k + 1, loss_sums.write(k, tf.reduce_sum(losses)), correct.write(k, hits)
+                _zero(states)
+            loss, hits = _scored(model, *_window(inputs, targets, k))
+            return k + 1, loss_sums.write(k, loss), correct.write(k, hits)
 
         _, loss_sums, correct = tf.while_loop(
             lambda k, *_: k < num_windows,
@@ -131,19 +140,12 @@ class PairedPredictLoop:
         model, states = self.model, state_variables(self.model)
         num_windows = inputs.shape[0]
 
-        def scored(x, y):
-            logits = tf.cast(model(x, training=False), tf.float32)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
-            return tf.reduce_sum(losses), hits
-
         def body(k, carried_sums, carried_hits, reset_sums, reset_hits):
             x, y = _window(inputs, targets, k)
-            carried_loss, carried_hit = scored(x, y)
+            carried_loss, carried_hit = _scored(model, x, y)
             carried = [tf.identity(variable.value) for variable in states]
-            for variable in states:
-                variable.assign(tf.zeros_like(variable))
-            reset_loss, reset_hit = scored(x, y)
+            _zero(states)
+            reset_loss, reset_hit = _scored(model, x, y)
             for variable, value in zip(states, carried, strict=True):
                 variable.assign(value)
             return (
