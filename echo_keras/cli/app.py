@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 
 import typer
 from typer.core import TyperGroup
@@ -21,7 +20,7 @@ from echo_keras.cli.common import JsonOutput, notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
-from echo_keras.run.lock import PRIVATE_PREFIX, owned_folder
+from echo_keras.run.lock import use_private_tempdir
 
 
 def error_line(error: EchoKerasError) -> str:
@@ -142,17 +141,12 @@ def main() -> None:
 
 
 def _private_tempdir() -> str | None:
-    """A temporary folder of this process's own, for what TensorFlow writes to the temporary
-    folder (AutoGraph's `__autograph_generated_file*.py`, several per command). TensorFlow
-    removes those at interpreter exit, which `main` skips: removing this folder removes
-    them all, and what a command killed with SIGKILL left goes with the next command.
-    Processes this one starts keep the system's temporary folder."""
+    """The command's own temporary folder (see `use_private_tempdir`); `main` removes it."""
     global _OWNER
     try:
-        folder, _OWNER = owned_folder(tempfile.gettempdir(), PRIVATE_PREFIX)
+        folder, _OWNER = use_private_tempdir()
     except OSError:
         return None  # no writable temporary folder: TensorFlow will say so if it needs one
-    tempfile.tempdir = str(folder)
     return str(folder)
 
 

@@ -136,6 +136,18 @@ def owned_folder(base: str | Path, prefix: str) -> tuple[Path, FileLock]:
     return folder, lock
 
 
+def use_private_tempdir() -> tuple[Path, FileLock]:
+    """Make this process's temporary folder (`tempfile.gettempdir()`) a new one of its own,
+    for what TensorFlow writes there (AutoGraph's `__autograph_generated_file*.py`), which it
+    removes only at an interpreter exit that a command skips and a Ray worker never has.
+    Return the folder and its owner's lock, to be held until the process ends: a later
+    process removes the folder once its owner is gone. Processes this one starts keep the
+    system's temporary folder."""
+    folder, lock = owned_folder(tempfile.gettempdir(), PRIVATE_PREFIX)
+    tempfile.tempdir = str(folder)
+    return folder, lock
+
+
 def remove_dead_folders(base: str | Path, prefix: str) -> None:
     """Remove the folders `base/prefix*` that processes killed with SIGKILL left: those whose
     owner's lock no process holds. A folder without the lock file (one being made, or not

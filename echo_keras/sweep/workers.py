@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from echo_keras.config import TrainConfig
-from echo_keras.run.lock import PRIVATE_PREFIX, owned_folder
+from echo_keras.run.lock import use_private_tempdir
 from echo_keras.sweep.cluster import TASK_ENV, error_line
 from echo_keras.sweep.grid import shape_key
 from echo_keras.sweep.results import point_name
@@ -89,11 +89,9 @@ class PointWorker:
     def __init__(self, env: dict[str, str]):
         os.environ.update(env)  # before TensorFlow's import, which reads it
         self.trainer = None
-        # What TensorFlow writes to the temporary folder goes to one of the worker's own:
-        # Ray ends a worker without the clean-up at exit that would remove it. The driver,
-        # or any later command, removes it once the worker is gone (its lock is free).
-        folder, self._owner = owned_folder(tempfile.gettempdir(), PRIVATE_PREFIX)
-        tempfile.tempdir = str(folder)
+        # Ray ends a worker without the clean-up at exit that would remove TensorFlow's
+        # temporary files; the sweep removes this folder once the worker is gone.
+        _, self._owner = use_private_tempdir()
 
     def environment(self) -> dict[str, str | None]:
         """TASK_ENV's variables as this worker has them (TensorFlow reads them at import)."""
