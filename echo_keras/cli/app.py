@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from echo_keras.cli import evaluate, export, plot, predict, stdio, sweep, train
-from echo_keras.cli.common import JsonOutput, notice
+from echo_keras.cli.common import JsonOutput, fail, notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
@@ -72,9 +72,7 @@ class _OneLineErrors(TyperGroup):
 
 def _fail(message: str, code: int) -> None:
     """One line on stderr (and, under --json, the error object on stdout), then exit."""
-    notice(f"Error: {message}")
-    JsonOutput.error(message, code)
-    sys.exit(code)
+    sys.exit(fail(message, code).exit_code)
 
 
 app = typer.Typer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager, redirect_stdout
 
 
 def open_standard_streams() -> None:
@@ -41,3 +42,32 @@ def flush_standard_streams() -> bool:
             os.dup2(null, stream.fileno())
             os.close(null)
     return ok
+
+
+@contextmanager
+def stdout_to_stderr(ours: bool):
+    """For the block, send what others print to stdout (Ray's `(raylet) ...` line of a dead
+    worker, say) to stderr, when stdout is `ours`: `--json`'s one object, or a pipe or a
+    file that reads our summary. Python's sys.stdout and the file descriptor both."""
+    if not ours:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout: nothing to keep apart
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr
+        os.close(saved)
+        yield
+        return
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -7,10 +7,8 @@ at once; the sweep itself lives in `sweep/`.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
-from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import typer
@@ -24,6 +22,7 @@ from echo_keras.cli.common import (
     given_settings,
     setting,
 )
+from echo_keras.cli.stdio import stdout_to_stderr
 from echo_keras.config import readable
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
@@ -125,10 +124,10 @@ def sweep(
         raise
 
     from echo_keras.sweep import runner as sweep_lib
-    from echo_keras.sweep.cluster import host_and_port, usable_cores
+    from echo_keras.sweep.cluster import check_address, usable_cores
 
-    if address is not None and address != "auto" and not address.startswith("ray://"):
-        host_and_port(address)  # a usage error before anything starts
+    if address is not None:
+        check_address(address)  # a usage error before anything starts
     notices = not (quiet or as_json)
     total = len(spec.points())
     bar = _Progress(total) if notices and sys.stdout.isatty() else None
@@ -147,7 +146,7 @@ def sweep(
             bar.advance(row, done, total)
 
     try:
-        with _stdout_kept_for(as_json or not sys.stdout.isatty()):
+        with stdout_to_stderr(as_json or not sys.stdout.isatty()):
             result = sweep_lib.run_sweep(
                 spec,
                 out,
@@ -164,35 +163,6 @@ def sweep(
         if bar:
             bar.close()
     _report(result, as_json, quiet)
-
-
-@contextmanager
-def _stdout_kept_for(ours: bool):
-    """While the sweep runs, send what Ray prints to stdout (a dead worker's `(raylet) ...`
-    line, say) to stderr, when stdout is ours: `--json`'s one object, or a pipe or a file
-    that reads our summary. Python's sys.stdout and the file descriptor both."""
-    if not ours:
-        yield
-        return
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no stdout: nothing to keep apart
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-    except OSError:  # no stderr
-        os.close(saved)
-        yield
-        return
-    try:
-        with redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:

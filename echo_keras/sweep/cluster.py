@@ -66,15 +66,24 @@ def host_and_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a HOST:PORT address; None for `auto` and `ray://` addresses, which are
+    Ray's to find; UsageError for anything else."""
+    if address == "auto" or address.startswith("ray://"):
+        return None
+    return host_and_port(address)
+
+
 def check_reachable(address: str, interrupted: Callable[[], bool] = lambda: False) -> None:
     """SweepError unless a Ray head could answer at `address` within REACH_SECONDS: something
     must accept a connection there and speak gRPC, as Ray's GCS does. Ray itself would
     retry a dead address for many minutes, deaf to Ctrl-C; here `interrupted()` is asked
     every few tenths of a second, and an interrupted check returns at once. `auto` and
     `ray://` addresses are left to Ray, which finds or refuses them quickly."""
-    if address == "auto" or address.startswith("ray://"):
+    parts = check_address(address)
+    if parts is None:
         return
-    host, port = host_and_port(address)
+    host, port = parts
     deadline = time.monotonic() + REACH_SECONDS
     reason = "nothing answers there"
     while not interrupted():
