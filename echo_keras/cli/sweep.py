@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
@@ -26,6 +25,7 @@ from echo_keras.cli.stdio import stdout_to_stderr
 from echo_keras.config import readable
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
+from echo_keras.run.fileio import folder_problem
 from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
 from echo_keras.sweep.results import SWEEP_JSON, check_out, read_spec
 
@@ -166,19 +166,14 @@ def sweep(
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise bad_parameter("--out", f"{out} is a file, not a folder")
-    existing = out
-    while not existing.exists():
-        if existing.is_symlink():  # exists() is False for a dangling link or a loop
-            raise bad_parameter("--out", f"{existing} is a symbolic link that leads nowhere")
-        existing = existing.parent
-    if not existing.is_dir():
-        raise bad_parameter("--out", f"{existing} is a file, not a folder")
-    try:
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as error:
-        raise bad_parameter("--out", f"{existing} cannot be written ({error.strerror})") from None
+    missing = out
+    while not missing.exists():  # a sweep folder is made, never written through a link
+        if missing.is_symlink():  # exists() is False for a dangling link or a loop
+            raise bad_parameter("--out", f"{missing} is a symbolic link that leads nowhere")
+        missing = missing.parent
+    problem = folder_problem(out)
+    if problem:
+        raise bad_parameter("--out", problem)
     check_out(out, resume=resume, overwrite=overwrite)
 
 
