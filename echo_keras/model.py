@@ -203,9 +203,8 @@ def load_run(run_dir: Path, checkpoint: bool = False) -> tuple[TrainConfig, kera
 def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.Model:
     """The model of a run's last checkpoint (its weights only)."""
     model = build_model(config)
-    shapes = {f"weight_{i:04d}": tuple(w.shape) for i, w in enumerate(model.weights)}
     _, weights, _ = files.read_checkpoint(run_dir, None, name)
-    if [tuple(w.shape) for w in weights] != list(shapes.values()):
+    if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
         raise RunFolderError(
             f"{name / files.CHECKPOINT / files.CHECKPOINT_STATE} is damaged: its weights do "
             "not fit the model config.json describes"
