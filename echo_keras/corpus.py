@@ -4,7 +4,8 @@ Text is UTF-8, one symbol per character; the vocabulary is the file's distinct
 characters in code point order. `ints` files hold whitespace-separated integers
 0..K-1. Files are read in chunks, twice (vocabulary, then symbols), so a large file
 costs about one byte a symbol in memory (two past 256 symbols), never its text.
-With `documents`, a blank line separates documents; their start positions are kept.
+With `documents`, blank lines separate documents (each keeps the line end of its last
+line); their start positions are kept.
 
 Everything here is numpy; nothing imports TensorFlow.
 """
@@ -29,7 +30,7 @@ from echo_keras.errors import ConfigError, SymbolError, UsageError
 
 FORMATS = ("text", "ints")
 CHUNK_BYTES = 1 << 20
-_BLANK_LINE = re.compile(rb"\n[ \t\r\f\v]*\n(?:[ \t\r\f\v]*\n)*")
+_BLANK_LINES = re.compile(rb"(?<=\n)(?:[ \t\r\f\v]*\n)+")  # after a line's end
 
 
 @dataclass(frozen=True)
@@ -109,21 +110,22 @@ def read_symbols(
     itemsize = np.dtype(symbol_dtype(vocabulary.size)).itemsize
     if (count or size) * itemsize > available_memory():
         raise UsageError(f"`{field}` {path} is too large for the memory available")
-    parts, starts, total = [], [], 0
+    # At most a symbol a byte: pages past the symbols read are never touched (nor resident).
+    ids = np.empty(count or size, symbol_dtype(vocabulary.size))
+    starts, total = [], 0
     hasher = hashlib.sha256()
     position = _Position(str(path))
     at_line_start = True
     for chunk in _chunks(path, data_format, position, hasher):
         for piece, separator in _documents(chunk, at_line_start) if documents else [(chunk, b"")]:
-            ids = _encode_chunk(vocabulary, piece, position)
-            parts.append(ids)
-            total += len(ids)
+            encoded = _encode_chunk(vocabulary, piece, position)
+            ids[total : total + len(encoded)] = encoded
+            total += len(encoded)
             position.advance(piece + separator)
             if separator:
                 starts.append(total)
         at_line_start = chunk.endswith(b"\n")
-    ids = np.concatenate(parts) if parts else np.zeros(0, symbol_dtype(vocabulary.size))
-    del parts
+    ids = ids[:total]
     if total == 0:
         raise UsageError(f"`{field}` {path} holds no symbols")
     doc_starts = None
@@ -134,14 +136,12 @@ def read_symbols(
 
 
 def _documents(chunk: bytes, at_line_start: bool) -> list[tuple[bytes, bytes]]:
-    """(text, separator after it) pieces of a chunk split at blank lines; a chunk that
-    starts a line may start with one."""
+    """(text, blank lines after it) pieces of a chunk split at blank lines; a document
+    keeps the line end of its last line. A chunk that starts a line may start with one."""
     pieces, start = [], 0
-    shifted = b"\n" + chunk if at_line_start else chunk
-    for match in _BLANK_LINE.finditer(shifted):
-        begin, end = (max(match.start() - 1, 0), match.end() - 1) if at_line_start else match.span()
-        if begin < start:
-            begin = start
+    shift = 1 if at_line_start else 0
+    for match in _BLANK_LINES.finditer(b"\n" * shift + chunk):
+        begin, end = match.start() - shift, match.end() - shift
         pieces.append((chunk[start:begin], chunk[begin:end]))
         start = end
     pieces.append((chunk[start:], b""))
@@ -200,6 +200,7 @@ def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, 
     seen = np.zeros(0, np.uint32)
     for chunk in _chunks(path, data_format, position, hasher):
         points = np.frombuffer(chunk.decode("utf-8").encode("utf-32-le"), np.uint32)
+        position.advance(chunk)
         count += len(points)
         seen = np.union1d(seen, np.unique(points))
         if len(seen) > MAX_CLASSES:
@@ -319,7 +320,9 @@ def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: _Position) -> 
     text = chunk.decode("utf-8")
     points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
     table = np.array([ord(symbol) for symbol in vocabulary.symbols], np.uint32)
-    ids = np.minimum(np.searchsorted(table, points), len(table) - 1)
+    order = np.argsort(table, kind="stable")
+    found = np.minimum(np.searchsorted(table[order], points), len(table) - 1)
+    ids = order[found]
     bad = np.flatnonzero(table[ids] != points)
     if len(bad):
         index = int(bad[0])
@@ -400,9 +403,10 @@ def _windows(ids, starts, config: TrainConfig, field: str) -> Windows:
         windows = series_windows(x, y, batch, window)
     if windows.num_windows == 0:
         need = batch * window + (config.task == "next")
+        what = {"validation_fraction": "the held-out end of `data`"}.get(field, f"`{field}`")
         raise ConfigError(
             field,
-            f"{len(ids)} symbols are too few for one window per row: `batch_size` x "
+            f"{what} has {len(ids)} symbols, too few for one window per row: `batch_size` x "
             f"`truncated_backprop_length` needs {need}",
         )
     return windows

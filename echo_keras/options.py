@@ -120,6 +120,7 @@ EXTRA_FLAGS = {
     "tensorboard_dir": "--tensorboard",
     "overwrite=True": "--overwrite",
     "resume=True": "--resume",
+    "plain=True": "--plain",
 }
 
 AXES = tuple(name for name, option in OPTIONS.items() if option.sweep == AXIS)

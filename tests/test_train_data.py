@@ -1,0 +1,203 @@
+"""`train --data`: a user's own sequence, the next-symbol task, one-hot input, documents that
+each start from a zeroed state, validation after every epoch, and input that is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from echo_keras.config import TrainConfig
+from echo_keras.run import files
+from tests.helpers import invoke, one_line_error
+
+# "abcd" repeated: every next symbol is certain.
+SMALL = {"batch_size": 4, "truncated_backprop_length": 10, "state_size": 16}
+
+
+@pytest.fixture(scope="module")
+def cycle_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "cycle.txt"
+    path.write_text("abcd" * 1500)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cycle_run(cycle_file, tmp_path_factory):
+    from echo_keras.training import train
+
+    config = TrainConfig(
+        data=str(cycle_file), num_epochs=2, optimizer="adam", learning_rate=0.02, **SMALL
+    )
+    run_dir = tmp_path_factory.mktemp("runs") / "cycle"
+    return config, run_dir, train(config, run_dir)
+
+
+def test_a_certain_next_symbol_is_learned_and_validated_every_epoch(cycle_run):
+    config, run_dir, result = cycle_run
+    assert [row["epoch"] for row in result.validation] == [0, 1]
+    last = result.validation[-1]
+    assert last["accuracy"] > 0.99 and last["bits_per_symbol"] < 0.1
+    assert math.isclose(last["bits_per_symbol"], last["loss"] / math.log(2))
+    assert files.read_validation(run_dir) == result.validation
+    vocabulary, digests = files.read_vocabulary(run_dir)
+    assert vocabulary.symbols == ("a", "b", "c", "d")
+    assert set(digests) == {"data"}
+    saved = files.load_config(run_dir)
+    assert (saved.task, saved.input_encoding, saved.num_classes) == ("next", "onehot", 4)
+    assert saved.num_batches == (5400 - 1) // 4 // 10  # 10% of 6000 held out
+
+
+def test_resume_continues_a_data_run_exactly(cycle_file, cycle_run, tmp_path):
+    from echo_keras.training import train
+
+    config, _, whole = cycle_run
+    run_dir = tmp_path / "resumed"
+    train(dataclasses.replace(config, num_epochs=1), run_dir)
+    resumed = train(config, run_dir, resume=True)
+    assert resumed.history == whole.history
+    assert resumed.validation == whole.validation
+
+
+def test_the_cli_trains_on_a_file_and_prints_its_validation(cycle_file, tmp_path):
+    run_dir = tmp_path / "run"
+    flags = ["--batch-size", "4", "--window", "10", "--state-size", "8", "--epochs", "1"]
+    result = invoke("train", "--data", cycle_file, "--run-dir", run_dir, *flags)
+    assert result.exit_code == 0, result.output
+    assert "Validation after epoch 1: loss " in result.stdout
+    assert "bits per symbol" in result.stdout
+    config = files.load_config(run_dir)
+    assert config.data == str(cycle_file.resolve())
+
+
+@pytest.mark.parametrize(
+    ("content", "flags", "fragments"),
+    [
+        (b"", [], ["is empty"]),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", [], ["not UTF-8", "binary"]),
+        (b"abab" * 100, ["--num-classes", "3"], ["--num-classes", "--data"]),
+        (b"abab" * 100, ["--documents", "--plain"], ["--plain", "--documents"]),
+        (b"abab" * 10, [], ["--validation-fraction", "held-out end of --data", "too few"]),
+        (b"abab" * 10, ["--validation-fraction", "0"], ["--data", "too few"]),
+        (b"1 2 x", ["--data-format", "ints"], ["line 1, column 5", "'x'"]),
+    ],
+)
+def test_bad_data_is_one_line_and_writes_nothing(tmp_path, content, flags, fragments):
+    data = tmp_path / "data.txt"
+    data.write_bytes(content)
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--data", data, "--run-dir", run_dir, "--window", "10", *flags)
+    one_line_error(result, *fragments, code=2)
+    assert not run_dir.exists()
+
+
+def test_resume_on_a_changed_or_another_file_is_refused(cycle_file, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("abcd" * 300)
+    run_dir = tmp_path / "run"
+    flags = ["--run-dir", run_dir, "--batch-size", "4", "--window", "10", "--state-size", "4"]
+    assert invoke("train", "--data", data, *flags, "--epochs", "1").exit_code == 0
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+    other = invoke("train", "--data", cycle_file, *flags, "--epochs", "2", "--resume")
+    one_line_error(other, "--data", "only --epochs may change", code=2)
+    data.write_text("abcd" * 301)
+    changed = invoke("train", "--data", data, *flags, "--epochs", "2", "--resume")
+    one_line_error(changed, "--data", "not the file the run", "was trained on", code=2)
+    after = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+    assert after == before
+
+
+# --- documents: each starts from a zeroed state, in training and in scoring ----------------
+
+
+@pytest.fixture(scope="module")
+def documents():
+    """Documents of random lengths over 3 symbols, as ids, and where each starts."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 40, size=30)
+    ids = rng.integers(0, 3, size=int(lengths.sum())).astype(np.uint8)
+    return ids, np.concatenate([[0], np.cumsum(lengths)[:-1]])
+
+
+def _model(config):
+    from echo_keras.fitting import build_compiled_model
+
+    return build_compiled_model(config)
+
+
+def test_a_document_is_scored_as_if_it_were_alone(documents):
+    """The loss of documents laid out together equals the sum of each one's loss scored
+    alone from a zeroed state; carrying the state across them would change it."""
+    from echo_keras.data import Windows, document_windows
+    from echo_keras.loops import PredictLoop, score_windows
+
+    ids, starts = documents
+    config = TrainConfig(
+        data="unused", num_classes=3, data_windows=1, batch_size=3, **{"state_size": 8}
+    )
+    window = config.truncated_backprop_length
+    loop = PredictLoop(_model(config))
+
+    def total(windows):
+        mean, _ = score_windows(loop, windows)
+        return mean * float(windows.weights.sum())
+
+    together = document_windows(ids, starts, 3, window, "next", 0)
+    ends = [*starts[1:], len(ids)]
+    alone = sum(
+        total(document_windows(ids[s:e], np.array([0]), 3, window, "next", 0))
+        for s, e in zip(starts, ends, strict=True)
+    )
+    assert total(together) == pytest.approx(alone, rel=1e-5)
+    leaked = Windows(together.inputs, together.targets, window, together.weights, None)
+    assert abs(total(leaked) - alone) > 1e-4 * alone  # 10 times the tolerance above
+
+
+def test_training_zeroes_a_rows_state_where_its_next_document_starts(documents):
+    """With a learning rate too small to move a weight, the compiled training loop's loss
+    of every window equals the masked loss of scoring it with the state reset per document."""
+    import tensorflow as tf
+
+    from echo_keras.data import document_windows
+    from echo_keras.loops import PredictLoop, TrainLoop
+
+    ids, starts = documents
+    config = TrainConfig(
+        data="unused",
+        num_classes=3,
+        data_windows=1,
+        batch_size=3,
+        state_size=8,
+        optimizer="sgd",
+        learning_rate=1e-30,
+    )
+    windows = document_windows(ids, starts, 3, config.truncated_backprop_length, "next", 0)
+    count = windows.num_windows
+    chunk = {k: tf.constant(v) for k, v in windows.chunk(0, count).items()}
+    model = _model(config)
+    trained, _ = TrainLoop(model, count)(**chunk, start=0, stop=count)
+    from echo_keras.model import reset_states
+
+    reset_states(model)
+    inputs, targets = chunk.pop("inputs"), chunk.pop("targets")
+    sums, _ = PredictLoop(model)(inputs, targets, count, **chunk)
+    weights = windows.chunk(0, count)["weights"].reshape(count, -1).sum(axis=1)
+    assert np.allclose(trained.numpy(), sums.numpy() / np.maximum(weights, 1), rtol=1e-5)
+    reset_states(model)
+    leaked, _ = PredictLoop(model)(inputs, targets, count, weights=chunk["weights"])
+    assert not np.allclose(sums.numpy(), leaked.numpy(), rtol=1e-3)
+
+
+def test_a_documents_run_trains_and_validates(tmp_path):
+    from echo_keras.training import train
+
+    data = tmp_path / "docs.txt"
+    rng = np.random.default_rng(1)
+    docs = ["".join(rng.choice(list("xyz"), size=rng.integers(5, 50))) for _ in range(200)]
+    data.write_text("\n\n".join(docs))
+    config = TrainConfig(data=str(data), documents=True, num_epochs=1, **SMALL)
+    result = train(config, tmp_path / "run")
+    assert len(result.validation) == 1 and math.isfinite(result.validation[0]["loss"])
+    assert files.load_config(tmp_path / "run").documents is True
