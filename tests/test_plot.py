@@ -238,13 +238,14 @@ def test_plot_out_refuses_devices_fifos_and_folders(tiny_run, tmp_path):
 def test_live_plot_writes_while_training_runs(tmp_path):
     """The live figure appears before training ends, not only at close()."""
     from echo_keras.callbacks import BatchLossRecorder
+    from echo_keras.data import series_windows
     from echo_keras.fitting import BatchTap
     from echo_keras.plots.live import LivePlot
 
     recorder = BatchLossRecorder(num_batches=10)
     tap = BatchTap()
-    tap.inputs = np.zeros((10, 5, 15), dtype=np.uint8)
-    tap.targets = np.zeros((10, 5, 15), dtype=np.uint8)
+    symbols = np.zeros(10 * 5 * 15, dtype=np.uint8)
+    tap.windows = series_windows(symbols, symbols, batch_size=5, window=15)
     tap.logits_source = lambda: np.zeros((5, 15, 2))
     live = LivePlot(tmp_path / "live.png", 5, recorder, tap)
     try:
