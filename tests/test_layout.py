@@ -26,6 +26,7 @@ ORDER = [
     "corpus",  # a user's own sequence: its file, symbols and vocabulary
     "run.fileio", "run.lock", "run.files", "run.folder",  # the run folder
     "stream.symbols",  # parsing and laying out symbol text
+    "stream.text",  # a data run's text or integers through its vocabulary, and their output
     "stream.export_folder",  # where an export may go; its lock and staging folders
     "plots.figure", "plots.drawing",  # the tutorial's figure, the live plot's drawing process
     "sweep.grid", "sweep.results", "sweep.heatmap",  # the sweep's grid, files and map
@@ -34,7 +35,7 @@ ORDER = [
     "model",  # build, compile, load, checkpoint, a run's model
     "loops", "callbacks", "plots.live", "fitting",
     "training", "evaluation",
-    "stream.model", "stream.state", "stream.predictor", "stream.export",
+    "stream.model", "stream.state", "stream.generate", "stream.predictor", "stream.export",
     "sweep.point",  # a sweep point trained in memory, compiled once per shape
     "sweep.cluster", "sweep.workers", "sweep.runner",  # Ray: the session, warm workers, the sweep
     # --- the command line ---

@@ -1,4 +1,5 @@
-"""`echo-keras predict`: stream symbols through a trained run, printing each line's predictions.
+"""`echo-keras predict`: stream symbols through a trained run, printing each line's predictions;
+or, for a run on its own data, generate text (`--generate N`).
 
 TensorFlow is imported only inside the command body, so `--help` stays fast.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,9 +25,10 @@ from echo_keras.cli.common import (
     warn_if_unfinished,
 )
 from echo_keras.errors import StateFileError, UsageError
-from echo_keras.run import fileio
+from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
+from echo_keras.stream.text import check_text, parse_text
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a process killed by SIGPIPE reports
 
@@ -33,7 +36,8 @@ EXIT_BROKEN_PIPE = 128 + 13  # what a process killed by SIGPIPE reports
 def predict(
     symbols: str | None = typer.Argument(
         None,
-        help="Symbols to predict, e.g. 011010011101.  [default: read --input or stdin]",
+        help="Symbols to predict, e.g. 011010011101 (a run on its own data: its text or "
+        "integers).  [default: read --input or stdin]",
         show_default=False,
         metavar="SYMBOLS",
     ),
@@ -59,6 +63,28 @@ def predict(
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Print every symbol's class probabilities."
     ),
+    generate: int | None = typer.Option(
+        None,
+        "--generate",
+        metavar="N",
+        min=1,
+        help="Generate N symbols instead (a run on its own data), each printed as it comes.",
+    ),
+    prime: str | None = typer.Option(
+        None, "--prime", metavar="TEXT", help="With --generate: read this text first."
+    ),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        metavar="T",
+        help="With --generate: above 0; below 1 sharpens, above 1 flattens.  [default: 1]",
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        metavar="S",
+        help="With --generate: the same seed gives the same text.  [default: fresh]",
+    ),
     as_json: bool = AS_JSON,
 ) -> None:
     """Predict the echo of a stream of symbols, carrying the state across lines and calls.
@@ -66,10 +92,28 @@ def predict(
     Symbols are digits (whitespace ignored), or whitespace-separated integers for more
     than ten classes. Each input line gets one output line, printed at once; the
     accuracy of the echo (positions from echo_step on) ends on stderr.
+
+    A run on its own data (train --data) reads its text (every character a symbol,
+    newlines too) or integers, and prints the predicted symbols (for the next task,
+    the symbol predicted to follow each one). With --generate N it samples N symbols,
+    each fed back in, from the state after --state-in and --prime.
     """
+    if generate is None:
+        for flag, value in (("--prime", prime), ("--temperature", temperature), ("--seed", seed)):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --generate N")
+    else:
+        if symbols is not None or input_path is not None:
+            raise UsageError(
+                "--generate reads no symbols; give the text to start from with --prime"
+            )
+        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+            raise bad_parameter(
+                "--temperature", f"must be a finite number above 0, got {temperature}"
+            )
     if symbols is not None and input_path is not None:
         raise UsageError("give the symbols either as an argument or with --input, not both")
-    if symbols is None and input_path is None and sys.stdin.isatty():
+    if generate is None and symbols is None and input_path is None and sys.stdin.isatty():
         raise UsageError(
             "no symbols: give them as an argument (echo-keras predict 0110), "
             "with --input FILE, or on stdin (--input -, or a pipe)"
@@ -86,12 +130,36 @@ def predict(
         )
         raise bad_parameter("--state-in", f"{state_in} {reason}")
     config = RunFolder(run_dir).read_config()
-    source = _open_source(symbols, input_path)
+    vocabulary = _vocabulary(run_dir, config)
+    if generate is not None:
+        if vocabulary is None:
+            raise UsageError(
+                "--generate needs a run trained on its own data (train --data); "
+                f"{run_dir} is an echo run, which has no vocabulary"
+            )
+        if config.task != "next":
+            raise UsageError("--generate needs a run trained on the next task (train --task next)")
+        if probabilities:
+            raise UsageError("--probabilities goes with predicting, not --generate")
+        if prime:
+            parse_text(prime, vocabulary, "--prime: ")  # before TensorFlow loads
+        options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed}
+        _generate(run_dir, generate, options, state_in, state_out, as_json)
+        return
+    source = _open_source(symbols, input_path, vocabulary is None)
     try:
-        _predict(source, run_dir, config, state_in, state_out, probabilities, as_json)
+        _predict(source, run_dir, config, vocabulary, state_in, state_out, probabilities, as_json)
     finally:
         if source is not sys.stdin.buffer:
             source.close()
+
+
+def _vocabulary(run_dir: Path, config):
+    """The run's vocabulary (a run on its own data), or None (the echo series)."""
+    if config.data is None:
+        return None
+    folder = RunFolder(run_dir)
+    return folder.read(lambda view: files.read_vocabulary(view, folder.path))[0]
 
 
 def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) -> Path:
@@ -108,10 +176,11 @@ def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) ->
     return target
 
 
-def _open_source(symbols: str | None, input_path: str | None):
-    """A binary reader of the symbols: the argument, a file, or stdin."""
+def _open_source(symbols: str | None, input_path: str | None, line: bool = True):
+    """A binary reader of the symbols: the argument (a line of it, unless its text is
+    symbols to the last character, newlines too), a file, or stdin."""
     if symbols is not None:
-        return io.BytesIO(os.fsencode(symbols) + b"\n")
+        return io.BytesIO(os.fsencode(symbols) + (b"\n" if line else b""))
     if input_path is None or input_path == "-":
         return sys.stdin.buffer
     path = Path(input_path)
@@ -130,46 +199,27 @@ def _read_function(source):
     return getattr(source, "read1", source.read)
 
 
-def _predict(source, run_dir, config, state_in, state_out, probabilities, as_json) -> None:
+def _predict(
+    source, run_dir, config, vocabulary, state_in, state_out, probabilities, as_json
+) -> None:
     if source.seekable():  # a file: check every symbol before printing any prediction
         start = source.tell()  # a redirected stdin may have been read in part already
         try:
-            check_stream(_read_function(source), config.num_classes)
+            if vocabulary is None:
+                check_stream(_read_function(source), config.num_classes)
+            else:
+                check_text(_read_function(source), vocabulary)
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
         source.seek(start)
     from echo_keras.stream.model import load_stream_model, predict_stream
-    from echo_keras.stream.state import read_state, write_state
+    from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir)
-    state = model.zero_state()
-    if state_in is not None:
-        try:
-            state = read_state(state_in, model)
-        except StateFileError as error:
-            if error.damaged:
-                raise
-            raise bad_parameter("--state-in", str(error)) from None
-    if state_out is not None and state_out.exists() and state_out != state_in:
-        try:
-            read_state(state_out, model)
-        except StateFileError:
-            raise bad_parameter(
-                "--state-out", f"{state_out} exists and is not a state file of this run"
-            ) from None
+    state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
-
-    out = sys.stdout.buffer
-
-    def write(data: bytes) -> None:
-        try:
-            out.write(data)
-            out.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise _OutputError(str(error)) from None
+    write = _writer()
 
     try:
         result = predict_stream(
@@ -191,7 +241,7 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
     try:
         if as_json:  # printed whole before the state is saved: the state marks success
             JsonOutput.printed = True
-            write(_json_text(result, probabilities).encode() + b"\n")
+            write(_json_text(result, probabilities, model.vocabulary).encode() + b"\n")
     except BrokenPipeError:
         _quiet_broken_pipe()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
@@ -205,7 +255,84 @@ def _predict(source, run_dir, config, state_in, state_out, probabilities, as_jso
     if not as_json:
         # The predictions and the state are written: a stderr that cannot take this
         # line (a full disk, a closed pipe) loses it and no more.
-        notice(_accuracy_line(result, config.echo_step))
+        notice(_accuracy_line(result, config))
+
+
+def _generate(run_dir, length, options, state_in, state_out, as_json) -> None:
+    """Sample `length` symbols, printing each as it comes; then save the state."""
+    from echo_keras.stream.generate import sample
+    from echo_keras.stream.model import load_stream_model
+    from echo_keras.stream.state import write_state
+
+    model = load_stream_model(run_dir)
+    state = _start_state(model, state_in, state_out)
+    if not as_json:
+        warn_if_unfinished(run_dir)
+    write = _writer()
+    try:
+        text, state = sample(
+            model,
+            model.config,
+            model.vocabulary,
+            length,
+            state=state,
+            write=None if as_json else lambda piece: write(piece.encode("utf-8")),
+            **options,
+        )
+        if as_json:
+            JsonOutput.printed = True
+            write(json.dumps({"text": text, "seed": options["seed"]}).encode() + b"\n")
+        elif not text.endswith("\n"):
+            write(b"\n")
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    except _OutputError as error:
+        raise fail(f"cannot write the text: {error}") from None
+    if state_out is not None:
+        try:
+            write_state(state_out, model, state)
+        except OSError as error:
+            raise fail(f"cannot write {state_out}: {error}") from None
+
+
+def _start_state(model, state_in, state_out) -> list:
+    """The state to start from (zeros, or --state-in's); refuses a --state-out that is
+    a file but not a state file of this run."""
+    from echo_keras.stream.state import read_state
+
+    state = model.zero_state()
+    if state_in is not None:
+        try:
+            state = read_state(state_in, model)
+        except StateFileError as error:
+            if error.damaged:
+                raise
+            raise bad_parameter("--state-in", str(error)) from None
+    if state_out is not None and state_out.exists() and state_out != state_in:
+        try:
+            read_state(state_out, model)
+        except StateFileError:
+            raise bad_parameter(
+                "--state-out", f"{state_out} exists and is not a state file of this run"
+            ) from None
+    return state
+
+
+def _writer():
+    """write(data): to stdout, flushed at once; an OSError but a broken pipe is _OutputError."""
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise _OutputError(str(error)) from None
+
+    return write
 
 
 def _quiet_broken_pipe() -> None:
@@ -218,7 +345,15 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
-def _accuracy_line(result, echo_step: int) -> str:
+def _accuracy_line(result, config) -> str:
+    if config.task == "next":
+        if result.accuracy is None:
+            return f"Accuracy: n/a ({result.symbols} symbol; nothing follows it)"
+        return (
+            f"Accuracy {result.accuracy:.4f} over {result.scored} position"
+            f"{'s' * (result.scored != 1)} (the next symbol of this input)"
+        )
+    echo_step = config.echo_step
     if result.accuracy is None:
         return (
             f"Accuracy: n/a ({result.symbols} symbol{'s' * (result.symbols != 1)}; the echo "
@@ -235,12 +370,14 @@ class _OutputError(OSError):
     """Writing the predictions failed (a full disk, say), as opposed to reading the input."""
 
 
-def _json_text(result, probabilities: bool) -> str:
+def _json_text(result, probabilities: bool, vocabulary=None) -> str:
     payload = {
         "predictions": result.collected["predictions"].tolist(),
         "symbols": result.collected["symbols"].tolist(),
         "accuracy": result.accuracy,
     }
+    if vocabulary is not None:  # the ids above, through the vocabulary
+        payload["predicted_text"] = vocabulary.decode(result.collected["predictions"])
     if probabilities:
         payload["probabilities"] = result.collected["probabilities"].tolist()
     return json.dumps(payload)

@@ -29,10 +29,13 @@ import numpy as np
 
 from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
+from echo_keras.corpus import Vocabulary
 from echo_keras.errors import RunFolderError, SymbolError
 from echo_keras.model import load_run
 from echo_keras.run import files
+from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
+from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser
 
 # The padded lengths `step` is compiled for, shortest first: a piece of a stream runs in
 # the shortest that holds it (a line typed by hand in a small, quick program), and no
@@ -52,10 +55,14 @@ class StreamModel:
     Args:
         config: the run's configuration.
         trained: the trained model (any batch size); its layers' weights are copied.
+        vocabulary: the run's vocabulary, for a run on its own data (None: the echo series).
     """
 
-    def __init__(self, config: TrainConfig, trained: keras.Model):
+    def __init__(
+        self, config: TrainConfig, trained: keras.Model, vocabulary: Vocabulary | None = None
+    ):
         self.config = config
+        self.vocabulary = vocabulary
         self.names = state_names(config)
         self.units = config.state_size
         self.cells = []
@@ -63,7 +70,7 @@ class StreamModel:
             source = _trained_layer(trained, f"{config.cell}_{index}").cell
             settings = {**source.get_config(), "dropout": 0.0, "recurrent_dropout": 0.0}
             cell = type(source).from_config(settings)
-            cell.build((None, 1 if index == 0 else config.state_size))
+            cell.build((None, config.input_width if index == 0 else config.state_size))
             cell.set_weights(source.get_weights())
             self.cells.append(cell)
         source = _trained_layer(trained, "logits")
@@ -80,13 +87,17 @@ class StreamModel:
     def step(self, symbols, states, length=None):
         """The model on `symbols` (int, batch x time) from `states`: probabilities, new states.
 
-        The symbols enter as floats, as in training. With `length`, only the first
-        `length` steps run; the states returned are those after them, and the
-        probabilities of later steps are meaningless.
+        The symbols enter as in training: one float each, or one-hot
+        (`config.input_width` > 1). With `length`, only the first `length` steps run; the
+        states returned are those after them, and the probabilities of later steps are
+        meaningless.
         """
         steps = tf.shape(symbols)[1]
         length = steps if length is None else length
-        inputs = tf.transpose(tf.cast(symbols, tf.float32))[..., None]  # time, batch, 1
+        if self.config.input_width > 1:  # time, batch, classes
+            inputs = tf.one_hot(tf.transpose(tf.cast(symbols, tf.int32)), self.config.num_classes)
+        else:  # time, batch, 1
+            inputs = tf.transpose(tf.cast(symbols, tf.float32))[..., None]
         per_cell = len(self.names) // len(self.cells)
 
         def body(t, outputs, states):
@@ -105,6 +116,14 @@ class StreamModel:
         )
         hidden = tf.transpose(outputs.stack()[:steps], [1, 0, 2])  # batch, time, units
         return tf.nn.softmax(self.head(hidden), axis=-1), states
+
+    def next_probabilities(self, state: list) -> np.ndarray:
+        """The probabilities of the symbol after `state` (classes,), from its top layer's
+        output (`h`): what `run` gave for the last symbol it read, or, from zeros, the
+        model's guess with nothing read."""
+        top = state[self.names.index(f"{self.config.cell}_{self.config.num_layers - 1}_h")]
+        logits = self.head(tf.convert_to_tensor(np.asarray(top, np.float32).reshape(1, -1)))
+        return tf.nn.softmax(logits, axis=-1).numpy()[0]
 
     def _runner(self, padded: int) -> Callable:
         """The compiled step for batch 1, `padded` steps and a run length (compiled once)."""
@@ -152,11 +171,21 @@ def _trained_layer(model: keras.Model, name: str):
 def load_stream_model(run_dir: Path) -> StreamModel:
     """The run's stream model; RunFolderError naming the file if the run cannot give one.
 
-    config.json and model.keras are read from one version of the run folder.
+    config.json and model.keras are read from one version of the run folder; a run on
+    its own data also needs its vocabulary.json.
     """
     config, trained = load_run(run_dir)
+    vocabulary = None
+    if config.data is not None:
+        folder = RunFolder(run_dir)
+        vocabulary = folder.read(lambda view: files.read_vocabulary(view, folder.path))[0]
+        if vocabulary.size != config.num_classes:
+            raise RunFolderError(
+                f"{folder.path / files.VOCABULARY} holds {vocabulary.size} symbols; "
+                f"config.json says {config.num_classes}"
+            )
     try:
-        return StreamModel(config, trained)
+        return StreamModel(config, trained, vocabulary)
     except ValueError as error:  # weights of other shapes than config.json says
         path = Path(run_dir) / files.MODEL
         raise RunFolderError(f"{path} does not match config.json: {error}") from None
@@ -169,7 +198,7 @@ def load_stream_model(run_dir: Path) -> StreamModel:
 class StreamResult:
     state: list  # the state after the last symbol
     symbols: int  # symbols read
-    accuracy: float | None  # over positions >= echo_step of this stream; None if there are none
+    accuracy: float | None  # of the echo (positions >= echo_step) or of the next symbol
     scored: int  # positions in the accuracy
     collected: dict = field(default_factory=dict)  # symbols, predictions (and probabilities)
 
@@ -197,9 +226,13 @@ def predict_stream(
 
     Raises SymbolError at the first bad symbol, or for an input without symbols.
     """
-    parser = SymbolParser(model.config.num_classes)
-    layout = Layout(parser.digit_mode)
-    score = EchoScore(model.config.echo_step)
+    if model.vocabulary is None:
+        parser = SymbolParser(model.config.num_classes)
+        layout = Layout(parser.digit_mode)
+    else:  # a run on its own data: its vocabulary's text or integers (`text.py`)
+        parser = VocabularyParser(model.vocabulary)
+        layout = VocabularyLayout(model.vocabulary)
+    score = NextScore() if model.config.task == "next" else EchoScore(model.config.echo_step)
     kept: dict[str, list] = {"symbols": [], "predictions": [], "probabilities": []}
     finished = False
     while not finished:

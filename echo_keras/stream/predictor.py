@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError
+from echo_keras.corpus import Vocabulary
+from echo_keras.errors import ConfigError, UsageError
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
 
@@ -32,6 +33,11 @@ class Predictor:
     predictor = load_predictor("runs/echo")
     probabilities, state = predictor.predict([0, 1, 1, 0])
     more, state = predictor.predict([1, 0, 0], state)  # the stream goes on
+
+    text_run = load_predictor("runs/text")  # trained with train --data
+    ids = text_run.vocabulary.encode("the cat")
+    probabilities, state = text_run.predict(ids)
+    text, state = text_run.generate(100, prime="the cat", seed=0)
     ```
     """
 
@@ -42,6 +48,12 @@ class Predictor:
     def config(self) -> TrainConfig:
         """The run's configuration."""
         return self.model.config
+
+    @property
+    def vocabulary(self) -> Vocabulary | None:
+        """The run's vocabulary (`encode` text to ids, `decode` ids to text); None for a
+        run on the echo series, whose symbols are 0..num_classes-1 themselves."""
+        return self.model.vocabulary
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -73,6 +85,53 @@ class Predictor:
         carried = self._state(state)
         probabilities, after = self.model.run(values, carried)
         return probabilities, self._named(np.asarray(s) for s in after)
+
+    def generate(
+        self,
+        length: int,
+        *,
+        prime: str | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        state: State | None = None,
+    ) -> tuple[str, State]:
+        """Sample `length` symbols from a run trained on its own data, each fed back in.
+
+        Args:
+            length: how many symbols to generate (0 or more).
+            prime: text read through the vocabulary before sampling (not returned).
+            temperature: above 0; below 1 sharpens the distribution, above 1 flattens it.
+            seed: the seed of the draws (the same seed, the same text); None: fresh.
+            state: the state to start from (from `predict`, `generate` or `zero_state`);
+                None starts from zeros.
+
+        Returns:
+            `(text, state)`: the generated symbols decoded (characters joined, or
+            integers separated by spaces), and the state after the last of them, from
+            which a later `generate` or `predict` goes on.
+
+        Raises:
+            UsageError: the run has no vocabulary (the echo series) or was not trained
+                on the next task.
+            ConfigError: a temperature that is not a finite number above 0, or a state
+                of another shape.
+            SymbolError: a prime with a symbol outside the vocabulary.
+        """
+        from echo_keras.stream.generate import sample
+
+        if self.vocabulary is None:
+            raise UsageError("generating needs a run trained on its own data (train --data)")
+        text, after = sample(
+            self.model,
+            self.config,
+            self.vocabulary,
+            length,
+            prime=prime,
+            temperature=temperature,
+            seed=seed,
+            state=self._state(state),
+        )
+        return text, self._named(after)
 
     def save_state(self, path: Path | str, state: State) -> None:
         """Write `state` to an npz file atomically (what `predict --state-out` writes)."""
@@ -120,6 +179,7 @@ def load_predictor(run_dir: Path | str) -> Predictor:
         A `Predictor`.
 
     Raises:
-        RunFolderError: config.json or model.keras is missing, damaged or disagree.
+        RunFolderError: config.json or model.keras (or, for a run on its own data,
+            vocabulary.json) is missing, damaged or disagree.
     """
     return Predictor(load_stream_model(run_dir))

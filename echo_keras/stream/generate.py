@@ -1,0 +1,120 @@
+"""Generate text from a run trained on its own data (the `next` task): sample a symbol,
+feed it back, and so on, the state carried.
+
+The distribution of the first symbol is the model's after the prime (or, without one,
+after the state it starts from: its top layer's output through the head). Each symbol
+is drawn with numpy's generator of `seed`, from the probabilities sharpened or
+flattened by `temperature`::
+
+    logits = log(p) / temperature;  p' = softmax(logits);  rng.choice(K, p=p')
+
+so a client of the exported SavedModel that draws the same way gets the same text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from echo_keras.backend import keras
+from echo_keras.config import TrainConfig
+from echo_keras.corpus import Vocabulary
+from echo_keras.errors import ConfigError, UsageError
+from echo_keras.stream.model import StreamModel
+from echo_keras.stream.text import parse_text
+
+
+def check_temperature(temperature) -> float:
+    """`temperature` as a float; ConfigError unless it is a finite number above 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ConfigError("temperature", f"must be a number above 0, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError("temperature", f"must be a finite number above 0, got {temperature}")
+    return float(temperature)
+
+
+def draw(probabilities: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """One symbol drawn from `probabilities` at `temperature` (see the module)."""
+    with np.errstate(divide="ignore"):
+        logits = np.log(np.asarray(probabilities, np.float64)) / temperature
+    logits -= logits.max()
+    weights = np.exp(logits)
+    return int(rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def stream_model(source, config: TrainConfig, vocabulary: Vocabulary | None) -> StreamModel:
+    """A StreamModel from a StreamModel, a Predictor (its `model`) or a trained Keras model
+    (any fixed batch: its layers are copied into a batch-1 stateless step)."""
+    if isinstance(source, StreamModel):
+        return source
+    if isinstance(getattr(source, "model", None), StreamModel):
+        return source.model
+    if isinstance(source, keras.Model):
+        return StreamModel(config, source, vocabulary)
+    raise TypeError(f"expected a Keras model, a StreamModel or a Predictor, got {type(source)}")
+
+
+def sample(
+    model,
+    config: TrainConfig,
+    vocabulary: Vocabulary,
+    length: int,
+    *,
+    prime: str | None = None,
+    temperature: float = 1.0,
+    seed: int | None = 0,
+    state: list | None = None,
+    write: Callable[[str], None] | None = None,
+) -> tuple[str, list[np.ndarray]]:
+    """Sample `length` symbols, each fed back as the next input.
+
+    Args:
+        model: a trained Keras model (as training leaves it), a StreamModel or a Predictor.
+        config: the run's configuration (its task must be `next`).
+        vocabulary: the run's vocabulary.
+        length: how many symbols to generate (0 or more).
+        prime: text read through the vocabulary first (not part of the result).
+        temperature: above 0; below 1 sharpens the distribution, above 1 flattens it.
+        seed: seed of numpy's generator; the same seed gives the same text. None: fresh.
+        state: the state to start from (a list in the model's order); None: zeros.
+        write: called with each symbol's text as soon as it is drawn (ints: with a space
+            before all but the first).
+
+    Returns:
+        `(text, state)`: the generated symbols decoded (characters joined, or integers
+        separated by spaces), and the state after the last of them was read.
+
+    Raises:
+        UsageError: the run is not one trained to predict the next symbol, or `length`
+            is not a whole number from 0.
+        ConfigError: a temperature that is not a finite number above 0.
+        SymbolError: a prime with a symbol outside the vocabulary (line and column).
+    """
+    if config.task != "next":
+        raise UsageError("generating needs a run trained on the next task (train --task next)")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise UsageError(f"length must be a whole number from 0, got {length!r}")
+    temperature = check_temperature(temperature)
+    stream = stream_model(model, config, vocabulary)
+    state = stream.zero_state() if state is None else [np.asarray(s, np.float32) for s in state]
+    probabilities = None
+    if prime:
+        ids = parse_text(prime, vocabulary, "prime: ")
+        if len(ids):
+            probs, state = stream.run(ids, state)
+            probabilities = probs[-1]
+    if probabilities is None:
+        probabilities = stream.next_probabilities(state)
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for index in range(length):
+        symbol = draw(probabilities, temperature, rng)
+        drawn.append(symbol)
+        if write is not None:
+            text = vocabulary.decode([symbol])
+            write(text if vocabulary.kind == "text" or index == 0 else " " + text)
+        probs, state = stream.run(np.array([symbol], np.int32), state)
+        probabilities = probs[-1]
+    return vocabulary.decode(drawn), [np.asarray(s) for s in state]

@@ -1,0 +1,204 @@
+"""Streams of a run on its own data: input read through the run's vocabulary, output decoded.
+
+A text run reads UTF-8 text, every character a symbol (newlines too); an ints run reads
+whitespace-separated integers. Input is parsed a block of bytes at a time, as
+`symbols.py` parses an echo run's digits, and a symbol outside the vocabulary names its
+line and column. The predictions of a text run are its characters, decoded (for the
+`next` task, the character predicted to follow each one); an ints run's come one output
+line per input line, as integers. Probabilities: one line per symbol for text (the
+vocabulary's order), one line per input line for ints, as for echo runs.
+
+Everything here is numpy; nothing imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from echo_keras.corpus import Vocabulary
+from echo_keras.errors import SymbolError
+from echo_keras.stream.symbols import BLOCK, Layout, Piece
+
+_TOKEN = re.compile(r"\S+")
+_LONGEST = 18  # digits of the longest integer token accepted
+
+
+class VocabularyParser:
+    """Turn blocks of input bytes into a vocabulary's symbol ids, tracking lines and columns.
+
+    The same interface as `symbols.SymbolParser`: `parse` every block in order, then
+    `finish` once. Columns count characters, from 1.
+    """
+
+    def __init__(self, vocabulary: Vocabulary):
+        self.vocabulary = vocabulary
+        self.line, self.column = 1, 1  # of the next character
+        self.count = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._carry = ""  # ints: a token that may continue in the next block
+        if vocabulary.kind == "text":
+            points = np.array([ord(s) for s in vocabulary.symbols], np.uint32)
+            self._order = np.argsort(points)
+            self._sorted = points[self._order]
+
+    def parse(self, block: bytes) -> Piece:
+        """The symbols of `block`; SymbolError at the first one outside the vocabulary."""
+        return self._text(self._decode(block, final=False), final=False)
+
+    def finish(self) -> Piece:
+        """What is left at the end of the input (a last token); call once."""
+        return self._text(self._decode(b"", final=True), final=True)
+
+    def _decode(self, block: bytes, final: bool) -> str:
+        try:
+            return self._decoder.decode(block, final)
+        except UnicodeDecodeError as error:
+            raise SymbolError(
+                f"{self._where('', 0)}: the input is not UTF-8 text "
+                f"(byte 0x{error.object[error.start]:02x} after this point)"
+            ) from None
+
+    def _where(self, text: str, index: int) -> str:
+        """`line L, column C` of character `index` of `text`, which starts here."""
+        before = text[:index]
+        newlines = before.count("\n")
+        if newlines:
+            return f"line {self.line + newlines}, column {index - before.rindex(chr(10))}"
+        return f"line {self.line}, column {self.column + index}"
+
+    def _advance(self, text: str) -> None:
+        newlines = text.count("\n")
+        self.line += newlines
+        self.column = len(text) - text.rindex("\n") if newlines else self.column + len(text)
+
+    def _text(self, text: str, final: bool) -> Piece:
+        if self.vocabulary.kind == "text":
+            piece = self._characters(text)
+            self._advance(text)
+        else:
+            data = self._carry + text
+            end = len(data)
+            if not final:  # a block that does not end in whitespace may cut a token
+                while end and not data[end - 1].isspace():
+                    end -= 1
+                if len(data) - end > _LONGEST:  # no symbol is this long: report it now
+                    end = len(data)
+            piece = self._tokens(data[:end])
+            self._advance(data[:end])
+            self._carry = data[end:]
+        self.count += len(piece.symbols)
+        return piece
+
+    def _characters(self, text: str) -> Piece:
+        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        where = np.minimum(np.searchsorted(self._sorted, points), len(self._sorted) - 1)
+        bad = np.flatnonzero(self._sorted[where] != points)
+        if len(bad):
+            index = int(bad[0])
+            raise SymbolError(
+                f"{self._where(text, index)}: {text[index]!r} is not in the run's vocabulary"
+            )
+        ids = self._order[where].astype(np.int32)
+        return Piece(ids, np.zeros(0, np.int64))
+
+    def _tokens(self, text: str) -> Piece:
+        size = self.vocabulary.size
+        symbols, breaks, position = [], [], 0
+        for match in _TOKEN.finditer(text):
+            breaks.extend([len(symbols)] * text.count("\n", position, match.start()))
+            position = match.end()
+            token = match.group()
+            ascii_digits = token.isascii() and token.isdigit()
+            value = int(token) if ascii_digits and len(token) <= _LONGEST else None
+            if value is None or value >= size:
+                shown = token[:20] + ("..." if len(token) > 20 else "")
+                what = "is not a symbol of the run" if ascii_digits else "is not a symbol"
+                raise SymbolError(
+                    f"{self._where(text, match.start())}: {shown!r} {what} "
+                    f"(whitespace-separated integers 0..{size - 1})"
+                )
+            symbols.append(value)
+        breaks.extend([len(symbols)] * text.count("\n", position))
+        return Piece(np.asarray(symbols, np.int32), np.asarray(breaks, np.int64))
+
+
+class VocabularyLayout:
+    """Lay out predictions through the vocabulary, block after block (see the module)."""
+
+    def __init__(self, vocabulary: Vocabulary):
+        self.vocabulary = vocabulary
+        self._lines = Layout(digit_mode=False)  # ints: one output line per input line
+        self._last = ""  # text: the last character written
+
+    def classes(self, piece: Piece, predictions: np.ndarray) -> bytes:
+        if self.vocabulary.kind == "ints":
+            return self._lines.classes(piece, predictions)
+        text = self.vocabulary.decode(predictions)
+        self._last = text[-1:] or self._last
+        return text.encode("utf-8")
+
+    def probabilities(self, piece: Piece, probabilities: np.ndarray) -> bytes:
+        if self.vocabulary.kind == "ints":
+            return self._lines.probabilities(piece, probabilities)
+        self._last = "\n" if len(probabilities) else self._last
+        return "".join(
+            ",".join(f"{p:.6f}" for p in row) + "\n" for row in probabilities.tolist()
+        ).encode()
+
+    def end(self) -> bytes:
+        """A final newline if the output does not end with one."""
+        if self.vocabulary.kind == "ints":
+            return self._lines.end()
+        return b"\n" if self._last and self._last != "\n" else b""
+
+
+class NextScore:
+    """Count predictions that match the next symbol of the stream (the `next` task).
+
+    The prediction at each position is scored against the symbol after it; the last
+    symbol's prediction waits for the next block, and is not scored at the end.
+    """
+
+    def __init__(self):
+        self._pending: int | None = None  # the prediction of the last symbol seen
+        self.scored = 0
+        self.correct = 0
+
+    def update(self, symbols: np.ndarray, predictions: np.ndarray) -> None:
+        if not len(symbols):
+            return
+        earlier = predictions[:-1]
+        if self._pending is not None:
+            earlier = np.concatenate([[self._pending], earlier])
+        self.scored += len(earlier)
+        self.correct += int(np.count_nonzero(earlier == symbols[len(symbols) - len(earlier) :]))
+        self._pending = int(predictions[-1])
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+
+def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary) -> int:
+    """Parse a whole input without predicting: the number of symbols, or SymbolError."""
+    parser = VocabularyParser(vocabulary)
+    while block := read(BLOCK):
+        parser.parse(block)
+    parser.finish()
+    if parser.count == 0:
+        raise SymbolError("the input holds no symbols")
+    return parser.count
+
+
+def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray:
+    """The symbol ids of `text` (a prime, say); SymbolError naming line and column."""
+    parser = VocabularyParser(vocabulary)
+    try:
+        ids = [parser.parse(text.encode("utf-8")).symbols, parser.finish().symbols]
+    except SymbolError as error:
+        raise SymbolError(f"{where}{error}") from None
+    return np.concatenate(ids)

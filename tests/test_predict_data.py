@@ -1,0 +1,308 @@
+"""`predict`, `predict --generate`, the Predictor and `export` of runs on their own data: text
+read and predictions decoded through the run's vocabulary, symbols outside it, state files,
+sampling (streamed, seeded, continued from a state), and the export's vocabulary.
+
+The runs are trained once per session on sequences whose next symbol is certain
+("abcdefg\\n" over and over, "0 1 2 3" over and over), so predictions and
+low-temperature generation can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from echo_keras.config import TrainConfig
+from echo_keras.corpus import Vocabulary
+from echo_keras.errors import ConfigError, SymbolError, UsageError
+from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser, parse_text
+from tests.helpers import ECHO_KERAS, invoke, one_line_error
+
+LINE = "abcdefg\n"
+COLD = "0.05"  # a temperature at which the certain next symbol is always drawn
+
+
+def _train_on(text: str, data_format: str = "text"):
+    def make(folder):
+        from echo_keras.training import train
+
+        folder.mkdir(parents=True)
+        (folder / "data.txt").write_text(text)
+        config = TrainConfig(
+            data=str(folder / "data.txt"),
+            data_format=data_format,
+            num_epochs=3,
+            truncated_backprop_length=10,
+            batch_size=5,
+            state_size=16,
+            optimizer="adam",
+            learning_rate=0.01,
+        )
+        train(config, folder / "run")
+        return None
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def text_run(shared):
+    """A text run on "abcdefg\\n" repeated: every next symbol is certain."""
+    folder, _ = shared.get("data-abcdefg", _train_on(LINE * 500))
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def ints_run(shared):
+    """An ints run on "0 1 2 3" repeated, four a line."""
+    folder, _ = shared.get("data-ints", _train_on("0 1 2 3\n" * 600, "ints"))
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def predictor(text_run):
+    from echo_keras.stream.predictor import load_predictor
+
+    return load_predictor(text_run)
+
+
+def _export_text(export, length, prime, temperature, seed):
+    """The README's snippet: generate text from the export with TensorFlow and numpy alone."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    vocabulary = json.loads((export / "vocabulary.json").read_text(encoding="utf-8"))
+    symbols = vocabulary["symbols"]
+    ids = {symbol: i for i, symbol in enumerate(symbols)}
+    inputs = serve.structured_input_signature[1]
+    feed = {
+        name: tf.zeros([1, spec.shape[1]]) for name, spec in inputs.items() if name != "symbols"
+    }
+
+    def step(symbol_ids, feed):
+        out = serve(symbols=tf.constant([symbol_ids], tf.int32), **feed)
+        return out.pop("probabilities").numpy()[0, -1], out
+
+    probabilities, feed = step([ids[c] for c in prime], feed)
+    rng, text = np.random.default_rng(seed), []
+    for _ in range(length):
+        logits = np.log(probabilities.astype(np.float64)) / temperature
+        weights = np.exp(logits - logits.max())
+        symbol = int(rng.choice(len(weights), p=weights / weights.sum()))
+        text.append(symbols[symbol])
+        probabilities, feed = step([symbol], feed)
+    return "".join(text)
+
+
+# --- predict: text in, predicted symbols out ------------------------------------------------
+
+
+def test_predict_reads_text_and_prints_the_next_symbols(text_run, tmp_path):
+    result = invoke("predict", "--run-dir", text_run, "abcdefg\nab")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "bcdefg\nabc\n"
+    assert "Accuracy 1.0000 over 9 positions (the next symbol" in result.stderr
+    (tmp_path / "in.txt").write_text("abcdefg\nab")
+    from_file = invoke("predict", "--run-dir", text_run, "--input", tmp_path / "in.txt")
+    from_stdin = invoke("predict", "--run-dir", text_run, input="abcdefg\nab")
+    assert from_file.stdout == from_stdin.stdout == result.stdout
+
+
+def test_predict_json_and_probabilities_of_a_text_run(text_run, predictor):
+    result = invoke("predict", "--run-dir", text_run, "abcd", "--json", "--probabilities")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["symbols"] == predictor.vocabulary.encode("abcd").tolist()
+    assert shown["predicted_text"] == "bcde" and shown["accuracy"] == 1.0
+    expected, _ = predictor.predict(predictor.vocabulary.encode("abcd"))
+    np.testing.assert_allclose(shown["probabilities"], expected, atol=1e-5)
+    plain = invoke("predict", "--run-dir", text_run, "abcd", "--probabilities")
+    rows = [[float(p) for p in line.split(",")] for line in plain.stdout.splitlines()]
+    np.testing.assert_allclose(rows, expected, atol=2e-6)  # one line a symbol, 6 decimals
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("abz", "line 1, column 3: 'z'"), ("abcdefg\nabcXd", "line 2, column 4: 'X'")],
+)
+def test_a_symbol_outside_the_vocabulary_names_its_line_and_column(text_run, tmp_path, text, where):
+    one_line_error(invoke("predict", "--run-dir", text_run, text), where, "vocabulary", code=2)
+    (tmp_path / "in.txt").write_text(text)
+    result = invoke("predict", "--run-dir", text_run, "--input", tmp_path / "in.txt")
+    one_line_error(result, where, code=2)
+    assert result.stdout == ""  # a file is checked whole before anything is printed
+
+
+def test_state_files_carry_a_text_stream_between_calls(text_run, tmp_path):
+    state = tmp_path / "state.npz"
+    first = invoke("predict", "--run-dir", text_run, "abc", "--state-out", state)
+    second = invoke("predict", "--run-dir", text_run, "defg\na", "--state-in", state)
+    whole = invoke("predict", "--run-dir", text_run, "abcdefg\na", "--json")
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    joined = first.stdout.rstrip("\n") + second.stdout.rstrip("\n")
+    assert joined == json.loads(whole.stdout)["predicted_text"] == "bcdefg\nab"
+
+
+def test_an_ints_run_reads_and_writes_integers_line_by_line(ints_run):
+    result = invoke("predict", "--run-dir", ints_run, "0 1 2\n3 0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "1 2 3\n0 1\n"
+    one_line_error(invoke("predict", "--run-dir", ints_run, "0 1\n2 7"), "line 2, column 3", code=2)
+    generated = invoke(
+        "predict", "--run-dir", ints_run, "--generate", 6, "--prime", "0 1", "--temperature", COLD
+    )
+    assert generated.stdout == "2 3 0 1 2 3\n"
+
+
+# --- generate --------------------------------------------------------------------------------
+
+
+def test_generate_continues_the_prime(text_run):
+    args = ["predict", "--run-dir", text_run, "--generate", 20, "--prime", "abc"]
+    result = invoke(*args, "--temperature", COLD, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "defg\nabcdefg\nabcdefg\n"
+    once, again = invoke(*args, "--seed", 7), invoke(*args, "--seed", 7)
+    assert once.exit_code == 0 and once.stdout == again.stdout and len(once.stdout) >= 20
+    shown = json.loads(invoke(*args, "--seed", 7, "--json").stdout)
+    assert shown["text"] == once.stdout[:20] and shown["seed"] == 7
+
+
+def test_generate_state_out_then_state_in_goes_on_as_one_longer_call(text_run, tmp_path):
+    from echo_keras.stream.model import load_stream_model
+    from echo_keras.stream.state import read_state
+
+    base = ["predict", "--run-dir", text_run, "--temperature", COLD, "--seed", 0]
+    half, whole = tmp_path / "half.npz", tmp_path / "whole.npz"
+    first = invoke(*base, "--generate", 9, "--prime", "a", "--state-out", half)
+    second = invoke(*base, "--generate", 9, "--state-in", half, "--state-out", tmp_path / "two.npz")
+    one = invoke(*base, "--generate", 18, "--prime", "a", "--state-out", whole)
+    assert first.exit_code == second.exit_code == one.exit_code == 0, second.output
+    assert first.stdout.rstrip("\n") + second.stdout == one.stdout == "bcdefg\nabcdefg\nabc\n"
+    model = load_stream_model(text_run)
+    for a, b in zip(read_state(tmp_path / "two.npz", model), read_state(whole, model), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_generate_prints_each_symbol_as_it_comes(text_run):
+    """The first symbols reach a pipe while the process is still generating the rest."""
+    argv = [*ECHO_KERAS, "predict", "--run-dir", str(text_run), "--generate", "3000"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = process.stdout.read(1)
+        assert first and process.poll() is None, process.stderr.read()
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_generate_refuses_what_cannot_work(text_run, tiny_run):
+    run = ["predict", "--run-dir", text_run]
+    one_line_error(invoke("predict", "--run-dir", tiny_run, "--generate", 5), "vocabulary", code=2)
+    one_line_error(invoke(*run, "--generate", 5, "abc"), "--prime", code=2)
+    one_line_error(invoke(*run, "--generate", 5, "--temperature", 0), "--temperature", code=2)
+    one_line_error(invoke(*run, "--generate", 5, "--temperature", "nan"), "above 0", code=2)
+    one_line_error(invoke(*run, "--generate", 0), "--generate", code=2)
+    one_line_error(invoke(*run, "--prime", "abc"), "--generate", code=2)
+    one_line_error(invoke(*run, "--generate", 5, "--seed", 1, "--prime", "abq"), "column 3", code=2)
+
+
+# --- the library ----------------------------------------------------------------------------
+
+
+def test_sample_from_a_trained_keras_model_of_any_batch(text_run):
+    from echo_keras.model import load_run
+    from echo_keras.run import files
+    from echo_keras.stream.generate import sample
+
+    config, trained = load_run(text_run)
+    vocabulary, _ = files.read_vocabulary(text_run)
+    assert trained.inputs[0].shape[0] == config.batch_size  # the stateful training model
+    text, state = sample(trained, config, vocabulary, 12, prime="abc", temperature=0.05, seed=0)
+    assert text == "defg\nabcdefg" and state[0].shape == (1, config.state_size)
+    with pytest.raises(SymbolError, match="column 2"):
+        sample(trained, config, vocabulary, 3, prime="a!")
+
+
+def test_the_predictor_of_a_text_run(predictor, tiny_run):
+    from echo_keras.stream.predictor import load_predictor
+
+    vocabulary = predictor.vocabulary
+    assert vocabulary.kind == "text" and vocabulary.symbols == tuple("\nabcdefg")
+    probabilities, state = predictor.predict(vocabulary.encode("abcd"))
+    assert vocabulary.decode(probabilities.argmax(-1)) == "bcde"
+    text, after = predictor.generate(8, state=state, temperature=0.05, seed=1)
+    assert text == "efg\nabcd" and set(after) == set(predictor.state_names)
+    same = [predictor.generate(30, prime="a", seed=5)[0] for _ in range(2)]
+    assert same[0] == same[1]
+    with pytest.raises(ConfigError, match="temperature"):
+        predictor.generate(3, temperature=-1.0)
+    echo = load_predictor(tiny_run)
+    assert echo.vocabulary is None
+    with pytest.raises(UsageError, match="own data"):
+        echo.generate(3)
+
+
+def test_the_export_of_a_text_run_has_its_vocabulary_and_generates_as_predict(
+    text_run, predictor, tmp_path
+):
+    from echo_keras.stream.export import export_saved_model
+
+    out = tmp_path / "export"
+    report = export_saved_model(text_run, out)
+    assert report.vocabulary == out / "vocabulary.json"
+    assert "vocabulary.json" in report.describe()
+    saved = Vocabulary.from_json(json.loads(report.vocabulary.read_text(encoding="utf-8")))
+    assert saved == predictor.vocabulary
+    for seed, temperature in ((0, 1.0), (4, 1.5)):
+        expected, _ = predictor.generate(40, prime="ab", temperature=temperature, seed=seed)
+        assert _export_text(out, 40, "ab", temperature, seed) == expected
+
+
+def test_export_cli_of_a_text_run(text_run, tmp_path):
+    result = invoke("export", "--run-dir", text_run, "--out", tmp_path / "export")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "export" / "vocabulary.json").is_file()
+
+
+# --- text through a vocabulary, without a model ---------------------------------------------
+
+
+def test_the_parser_reads_blocks_cut_anywhere():
+    vocabulary = Vocabulary("text", tuple("\n aé€"))
+    data = "aé €\n€a é\n".encode()
+    for cut in range(1, len(data)):
+        parser = VocabularyParser(vocabulary)
+        ids = [parser.parse(data[:cut]).symbols, parser.parse(data[cut:]).symbols]
+        ids.append(parser.finish().symbols)
+        assert vocabulary.decode(np.concatenate(ids)) == data.decode()
+    parser = VocabularyParser(vocabulary)
+    parser.parse("aé\n€".encode())
+    with pytest.raises(SymbolError, match=r"line 2, column 3: 'x'"):
+        parser.parse(b"ax")
+
+
+def test_the_parser_reads_integer_tokens_cut_between_blocks():
+    vocabulary = Vocabulary("ints", tuple(range(12)))
+    parser = VocabularyParser(vocabulary)
+    pieces = [parser.parse(b"1 1"), parser.parse(b"0 11\n 3"), parser.finish()]
+    assert np.concatenate([p.symbols for p in pieces]).tolist() == [1, 10, 11, 3]
+    with pytest.raises(SymbolError, match="line 1, column 3: '12' is not a symbol of the run"):
+        parse_text("4 12", vocabulary)
+    with pytest.raises(SymbolError, match="line 2, column 1: 'a' is not a symbol"):
+        parse_text("4\na", vocabulary)
+
+
+def test_the_layout_of_text_predictions_and_the_next_symbol_score():
+    vocabulary = Vocabulary("text", tuple("\nab"))
+    layout = VocabularyLayout(vocabulary)
+    parser = VocabularyParser(vocabulary)
+    piece = parser.parse(b"ab\na")
+    assert layout.classes(piece, np.array([2, 0, 1, 2])) + layout.end() == b"b\nab\n"
+    score = NextScore()
+    score.update(np.array([1, 2]), np.array([2, 0]))  # a->b right; b->? waits
+    score.update(np.array([0, 1]), np.array([1, 1]))  # b->\n right; \n->a right
+    assert (score.correct, score.scored) == (3, 3)
