@@ -39,7 +39,9 @@ from echo_keras.errors import (
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
+from echo_keras.stream.generate import sample
 
+SAMPLE_LENGTH = 500  # symbols of text generated into sample.txt at the end of a data run
 DIVERGED = "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
 
 
@@ -169,7 +171,9 @@ def train(
                 seconds = time.perf_counter() - started
                 for callback in extras:
                     callback.close()
-            result = _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
+            result = _finish(
+                config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus
+            )
             result.validation = list(validation[0].rows) if validation else []
             return result
         except BaseException as error:
@@ -263,7 +267,7 @@ def _load_resume(config: TrainConfig, folder: RunFolder):
     return completed, rows, model
 
 
-def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
+def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus):
     rows = recorder.rows
     completed = len(rows) // config.num_batches
     if not all(math.isfinite(row[3]) for row in rows):
@@ -287,6 +291,9 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
             stopper.received,
         )
     # history.csv, last_batch.npz and the checkpoint were written at the last epoch's end.
+    if corpus is not None and config.task == "next":
+        text, _ = sample(model, config, corpus.vocabulary, SAMPLE_LENGTH, seed=config.seed)
+        fileio.atomic_write_text(work_dir / files.SAMPLE, text)
     fileio.atomic_write(work_dir / files.MODEL, lambda tmp: model.save(tmp))
     files.write_status(work_dir, "complete")
     folder.finish(work_dir)

@@ -34,8 +34,9 @@ ORDER = [
     "backend",  # Keras pinned to TensorFlow
     "model",  # build, compile, load, checkpoint, a run's model
     "loops", "callbacks", "plots.live", "fitting",
+    "stream.model", "stream.generate",  # the batch-1 step; sampling (a data run's sample)
     "training", "evaluation",
-    "stream.model", "stream.state", "stream.generate", "stream.predictor", "stream.export",
+    "stream.state", "stream.predictor", "stream.export",
     "sweep.point",  # a sweep point trained in memory, compiled once per shape
     "sweep.cluster", "sweep.workers", "sweep.runner",  # Ray: the session, warm workers, the sweep
     # --- the command line ---

@@ -10,6 +10,7 @@ Layout of a run folder::
     checkpoint/      weights, optimizer state and epoch count after the last completed epoch
     vocabulary.json  a run on its own data: the symbols, and the SHA-256 of the files
     validation.csv   a run on its own data: one row per epoch, the validation loss
+    sample.txt       a run on its own data (next task): text the trained model generated
 
 Every file but history.csv is written atomically (`fileio.atomic_write`), so a
 reader never sees half a file. history.csv only grows: each epoch's rows are
@@ -47,6 +48,7 @@ CHECKPOINT_STATE = "state.npz"
 
 VOCABULARY = "vocabulary.json"
 VALIDATION = "validation.csv"
+SAMPLE = "sample.txt"
 VALIDATION_HEADER = "epoch,loss,bits_per_symbol,accuracy\n"
 MAX_VOCABULARY_BYTES = 4 * 1024 * 1024  # 65536 symbols, each a few JSON characters
 MAX_VALIDATION_BYTES = 64 * 1024 * 1024
