@@ -34,7 +34,7 @@ ORDER = [
     "backend",  # Keras pinned to TensorFlow
     "model",  # build, compile, load, checkpoint, a run's model
     "loops", "callbacks", "plots.live", "fitting",
-    "training", "evaluation",
+    "training", "data_evaluation", "evaluation",
     "stream.model", "stream.state", "stream.generate", "stream.predictor", "stream.export",
     "sweep.point",  # a sweep point trained in memory, compiled once per shape
     "sweep.cluster", "sweep.workers", "sweep.runner",  # Ray: the session, warm workers, the sweep
