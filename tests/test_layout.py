@@ -28,6 +28,7 @@ ORDER = [
     "stream.symbols",  # parsing and laying out symbol text
     "stream.text",  # a data run's text or integers through its vocabulary, and their output
     "stream.export_folder",  # where an export may go; its lock and staging folders
+    "plots.data_figure",  # the figure of a run on its own data
     "plots.figure", "plots.drawing",  # the tutorial's figure, the live plot's drawing process
     "sweep.grid", "sweep.results", "sweep.heatmap",  # the sweep's grid, files and map
     # --- TensorFlow from here on ---
