@@ -185,3 +185,17 @@ def test_an_echo_run_refuses_data(tiny_run, tmp_path):
     one_line_error(result, "--data", "echo run", code=2)
     with pytest.raises(ek.UsageError, match="echo run"):
         ek.evaluate(tiny_run, data=data)
+
+
+@pytest.mark.slow
+def test_documents_are_evaluated_from_a_zeroed_state_without_their_padding(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "documents": True}))
+    lengths = [40, 57, 80, 23, 100, 61, 44]  # symbols of each document
+    data = tmp_path / "documents.txt"
+    data.write_text("\n\n".join(("abcd" * 30)[:length] for length in lengths))
+    metrics = ek.evaluate(run_dir, data=data)
+    assert metrics.positions == sum(length - 1 for length in lengths)  # no padding
+    assert metrics.accuracy == 1.0 and metrics.loss < 0.05
