@@ -85,9 +85,24 @@ def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Window
     return windows
 
 
-def data_source(config: TrainConfig, vocabulary: Vocabulary, data: Path | str | None) -> Source:
+def data_source(
+    config: TrainConfig,
+    vocabulary: Vocabulary,
+    data: Path | str | None,
+    digests: dict | None = None,
+) -> Source:
     """The windows to evaluate: `data` read through the run's vocabulary, or by default the
     run's validation data laid out as in training (its training data when it has none).
+
+    Args:
+        config: the run's config.
+        vocabulary: the run's vocabulary.
+        data: a file to evaluate on; None: the run's own validation data.
+        digests: the SHA-256 of each of the run's data files when it was trained
+            (vocabulary.json); a file changed since is noted.
+
+    Returns:
+        A `Source`: the windows, where they come from, and a note for stderr (or "").
 
     Raises:
         UsageError: a file that cannot be read.
@@ -100,17 +115,24 @@ def data_source(config: TrainConfig, vocabulary: Vocabulary, data: Path | str | 
         )
         return Source(laid_out(symbols.ids, symbols.doc_starts, config, "data"), f"{data}")
     _, corpus = load_corpus(config, vocabulary)
+    changed = [
+        f"`{field}` {getattr(config, field)}"
+        for field, digest in corpus.digests.items()
+        if digests and digests.get(field) not in (None, digest)
+    ]
+    notes = [f"{' and '.join(changed)} changed since the run was trained"] if changed else []
     if config.validation_data is not None:
-        return Source(corpus.validation, f"its validation data ({config.validation_data})")
-    if corpus.validation is not None:
+        windows, where = corpus.validation, f"its validation data ({config.validation_data})"
+    elif corpus.validation is not None:
         share = f"{config.validation_fraction:.0%}"
-        return Source(corpus.validation, f"the held-out last {share} of {config.data}")
-    return Source(
-        corpus.train,
-        f"its training data ({config.data})",
-        "the run has no validation data (`validation_fraction` 0): evaluated on its "
-        "training data, which the model has seen",
-    )
+        windows, where = corpus.validation, f"the held-out last {share} of {config.data}"
+    else:
+        windows, where = corpus.train, f"its training data ({config.data})"
+        notes.append(
+            "the run has no validation data (`validation_fraction` 0): evaluated on its "
+            "training data, which the model has seen"
+        )
+    return Source(windows, where, "; ".join(notes))
 
 
 def _loss_loop(model, reset_each_window: bool):

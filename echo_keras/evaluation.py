@@ -145,10 +145,10 @@ def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:
 
     def read(view: Path):
         config = files.load_config(view, folder.path)
-        return config, files.read_vocabulary(view, folder.path)[0]
+        return config, files.read_vocabulary(view, folder.path)
 
-    config, vocabulary = folder.read(read)
-    return data_source(config, vocabulary, data)
+    config, (vocabulary, digests) = folder.read(read)
+    return data_source(config, vocabulary, data, digests)
 
 
 def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window) -> DataMetrics:

@@ -199,3 +199,17 @@ def test_documents_are_evaluated_from_a_zeroed_state_without_their_padding(cycle
     metrics = ek.evaluate(run_dir, data=data)
     assert metrics.positions == sum(length - 1 for length in lengths)  # no padding
     assert metrics.accuracy == 1.0 and metrics.loss < 0.05
+
+
+@pytest.mark.slow
+def test_data_changed_since_training_is_noted(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    changed = tmp_path / "changed.txt"
+    changed.write_text("abcd" * 790 + "dcba" * 10)
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "data": str(changed)}))
+    result = invoke("evaluate", "--run-dir", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    assert f"--data {changed} changed since the run was trained" in result.stderr
+    assert set(json.loads(result.stdout)) == KEYS

@@ -42,7 +42,11 @@ def evaluate(
     ),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Evaluate a trained run on fresh data, carrying the state as in training."""
+    """Evaluate a trained run on fresh data, carrying the state as in training.
+
+    An echo run is evaluated on a fresh series; a run on its own data (train --data) on
+    its validation data, or on --data FILE.
+    """
     if seed is not None and seed < 0:
         raise bad_parameter("--seed", f"must not be negative, got {seed}")
     config = RunFolder(run_dir).read_config()
