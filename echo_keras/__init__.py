@@ -8,6 +8,8 @@ The public API, in one screen::
     config = ek.TrainConfig(num_epochs=2)                 # the tutorial's field names
     result = ek.train(config, "runs/echo", overwrite=True)
     metrics = ek.evaluate("runs/echo")                    # the state carried, as in training
+    # a run on its own data (train --data): its validation data, or another file
+    text_metrics = ek.evaluate("runs/text", data="more.txt")
     figure = ek.draw_run("runs/echo")                     # the tutorial's figure, inline
     predictor = ek.load_predictor("runs/echo")
     probabilities, state = predictor.predict([0, 1, 1, 0])
@@ -33,6 +35,7 @@ _EXPORTS = {
     "TrainResult": "echo_keras.training",
     "evaluate": "echo_keras.evaluation",
     "Metrics": "echo_keras.evaluation",
+    "DataMetrics": "echo_keras.data_evaluation",
     "plot_run": "echo_keras.plots.figure",
     "draw_run": "echo_keras.plots.figure",
     "load_predictor": "echo_keras.stream.predictor",

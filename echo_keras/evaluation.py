@@ -17,7 +17,18 @@ import numpy as np
 
 from echo_keras.config import memory_problem
 from echo_keras.data import eval_rng, windows_from_rng
-from echo_keras.errors import ConfigError
+from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
+from echo_keras.errors import ConfigError, UsageError
+from echo_keras.run import files
+from echo_keras.run.folder import RunFolder
+
+ECHO_RUN_DATA = (
+    "`data` is for a run trained on its own data; an echo run is evaluated on a fresh series"
+)
+DATA_RUN_SERIES = (
+    "`seed` and `series_length` are for an echo run; a run on its own data is evaluated "
+    "on its validation data or on `data`"
+)
 
 
 @dataclass(frozen=True)
@@ -72,33 +83,49 @@ def evaluation_length(config, series_length: int | None) -> int:
 def evaluate(
     run_dir: Path,
     *,
+    data: Path | str | None = None,
     seed: int | None = None,
     series_length: int | None = None,
     reset_each_window: bool = False,
-) -> Metrics:
-    """Evaluate the trained model of `run_dir` on a fresh series, carrying the state.
+) -> Metrics | DataMetrics:
+    """Evaluate the trained model of `run_dir`, carrying the state as in training.
     A run that did not complete is evaluated at its last checkpoint.
 
-    The state is zeroed, then carried from window to window exactly as in training
-    (or zeroed before every window, the ablation).
+    An echo run is evaluated on a fresh series. A run on its own data (`config.data`)
+    is evaluated on its validation data, laid out as in training (its validation file,
+    or the held-out end of its data; its training data when it has none), or on the
+    file `data`, read through the run's vocabulary. The state is zeroed, then carried
+    from window to window exactly as in training (or zeroed before every window, the
+    ablation).
 
     Args:
         run_dir: a trained run folder.
-        seed: seed of the fresh series; default: the run's own seed, on a random
-            stream that no training epoch draws from.
-        series_length: symbols to evaluate on; default: the training length.
+        data: a file to evaluate a run on its own data on (as the run's `data_format`
+            and `documents` say); not for an echo run.
+        seed: seed of the fresh series (echo runs); default: the run's own seed, on a
+            random stream that no training epoch draws from.
+        series_length: symbols to evaluate on (echo runs); default: the training length.
         reset_each_window: zero the state before every window.
 
     Returns:
-        `Metrics`, the numbers of `echo-keras evaluate --json`.
+        `Metrics` for an echo run, `DataMetrics` for a run on its own data: the numbers
+        of `echo-keras evaluate --json`.
 
     Raises:
         RunFolderError: the run has no usable model (missing, damaged, not complete).
-        ConfigError: a `series_length` or `seed` that cannot work.
+        ConfigError: a `series_length` or `seed` that cannot work, or a file too short.
+        UsageError: `data` for an echo run, `seed` or `series_length` for a run on its
+            own data, or a file that cannot be read.
+        SymbolError: a symbol outside the run's vocabulary (naming line and column).
     """
     from echo_keras.loops import PredictLoop
     from echo_keras.model import load_run, reset_states
 
+    config = RunFolder(run_dir).read_config()
+    if config.data is not None:
+        return _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window)
+    if data is not None:
+        raise UsageError(ECHO_RUN_DATA)
     config, model = load_run(run_dir, checkpoint=True)
     length = evaluation_length(config, series_length)
     if seed is not None and seed < 0:
@@ -109,6 +136,35 @@ def evaluate(
     reset_states(model)
     loss_sums, correct = PredictLoop(model, reset_each_window)(inputs, targets)
     return score(loss_sums.numpy(), correct.numpy(), config.echo_step, reset_each_window)
+
+
+def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:
+    """The windows a run on its own data is evaluated on, and where they come from
+    (see `evaluate`); read before the model is loaded, so a bad file costs nothing."""
+    folder = RunFolder(run_dir)
+
+    def read(view: Path):
+        config = files.load_config(view, folder.path)
+        return config, files.read_vocabulary(view, folder.path)
+
+    config, (vocabulary, digests) = folder.read(read)
+    return data_source(config, vocabulary, data, digests)
+
+
+def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window) -> DataMetrics:
+    if seed is not None or series_length is not None:
+        raise UsageError(DATA_RUN_SERIES)
+    return evaluate_source(run_dir, evaluation_source(run_dir, data), reset_each_window)
+
+
+def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = False) -> DataMetrics:
+    """`DataMetrics` of the model of `run_dir` (a run on its own data) on `source`'s windows
+    (`evaluation_source`); RunFolderError when the run has no usable model."""
+    from echo_keras.data_evaluation import evaluate_windows
+    from echo_keras.model import load_run
+
+    config, model = load_run(run_dir, checkpoint=True)
+    return evaluate_windows(model, source.windows, boundary_width(config), reset_each_window)
 
 
 def format_table(metrics: Metrics, echo_step: int, window: int) -> str:

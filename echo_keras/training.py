@@ -142,7 +142,7 @@ def train(
             recorder = BatchLossRecorder(config.num_batches, rows)
             tap = BatchTap()
             extras = _optional_callbacks(
-                work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir
+                work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir, corpus is not None
             )
             validation = _validation(corpus, work_dir if resume else None, first_epoch)
             all_callbacks = [
@@ -214,13 +214,13 @@ def _try_write_status(work_dir: Path, status: str, message: str) -> None:
         pass
 
 
-def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorboard_dir):
+def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorboard_dir, data):
     """The live plot and TensorBoard, when asked for; each has a close()."""
     extras = []
     if plot_every:
         from echo_keras.plots.live import LivePlot
 
-        extras.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap))
+        extras.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap, data_run=data))
     if tensorboard_dir is not None:
         # Resolved: a symlink to a folder yet to be made is written through (TensorFlow
         # would fail on the link itself), as every output path is.

@@ -28,6 +28,7 @@ ORDER = [
     "stream.symbols",  # parsing and laying out symbol text
     "stream.text",  # a data run's text or integers through its vocabulary, and their output
     "stream.export_folder",  # where an export may go; its lock and staging folders
+    "plots.data_figure",  # the figure of a run on its own data
     "plots.figure", "plots.drawing",  # the tutorial's figure, the live plot's drawing process
     "sweep.grid", "sweep.results", "sweep.heatmap",  # the sweep's grid, files and map
     # --- TensorFlow from here on ---
@@ -35,7 +36,7 @@ ORDER = [
     "model",  # build, compile, load, checkpoint, a run's model
     "loops", "callbacks", "plots.live", "fitting",
     "stream.model", "stream.generate",  # the batch-1 step; sampling (a data run's sample)
-    "training", "evaluation",
+    "training", "data_evaluation", "evaluation",
     "stream.state", "stream.predictor", "stream.export",
     "sweep.point",  # a sweep point trained in memory, compiled once per shape
     "sweep.cluster", "sweep.workers", "sweep.runner",  # Ray: the session, warm workers, the sweep

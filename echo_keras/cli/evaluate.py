@@ -1,4 +1,5 @@
-"""`echo-keras evaluate`: evaluate a trained run on a fresh series and print the metrics."""
+"""`echo-keras evaluate`: evaluate a trained run on a fresh series (an echo run) or on data
+(a run on its own data), and print the metrics."""
 
 from __future__ import annotations
 
@@ -7,12 +8,27 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import AS_JSON, RUN_DIR, JsonOutput, bad_parameter, warn_if_unfinished
+from echo_keras.cli.common import (
+    AS_JSON,
+    RUN_DIR,
+    JsonOutput,
+    bad_parameter,
+    notice,
+    warn_if_unfinished,
+)
+from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 
 
 def evaluate(
     run_dir: Path = RUN_DIR,
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        metavar="<file>",
+        help="A run on its own data: evaluate on this file, read through the run's "
+        "vocabulary.  [default: the run's validation data]",
+    ),
     seed: int | None = typer.Option(
         None,
         help="Seed of the fresh series.  [default: the run's seed, on a stream "
@@ -26,10 +42,22 @@ def evaluate(
     ),
     as_json: bool = AS_JSON,
 ) -> None:
-    """Evaluate a trained run on fresh data, carrying the state as in training."""
+    """Evaluate a trained run on fresh data, carrying the state as in training.
+
+    An echo run is evaluated on a fresh series; a run on its own data (train --data) on
+    its validation data, or on --data FILE.
+    """
     if seed is not None and seed < 0:
         raise bad_parameter("--seed", f"must not be negative, got {seed}")
     config = RunFolder(run_dir).read_config()
+    if config.data is not None:
+        _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window, as_json)
+        return
+    if data is not None:
+        raise bad_parameter(
+            "--data", "is for a run trained on its own data; an echo run is evaluated on a "
+            "fresh series (--seed, --series-length)"
+        )  # fmt: skip
     from echo_keras.evaluation import evaluate as run_evaluation
     from echo_keras.evaluation import evaluation_length, format_table
 
@@ -44,3 +72,27 @@ def evaluate(
     else:
         typer.echo(f"Evaluation of {run_dir} on a fresh series:")
         typer.echo(format_table(metrics, config.echo_step, config.truncated_backprop_length))
+
+
+def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window, as_json):
+    """A run on its own data: its validation data, or `--data`."""
+    for flag, value in (("--seed", seed), ("--series-length", series_length)):
+        if value is not None:
+            raise bad_parameter(
+                flag, "is for an echo run; a run on its own data is evaluated on its "
+                "validation data or on --data"
+            )  # fmt: skip
+    from echo_keras.data_evaluation import boundary_width, format_data_table
+    from echo_keras.evaluation import evaluate_source, evaluation_source
+
+    source = evaluation_source(run_dir, data)  # a bad file is refused before loading
+    if source.note:
+        notice(as_flags(f"Note: {source.note}"))
+    metrics = evaluate_source(run_dir, source, reset_each_window)
+    if not as_json:
+        warn_if_unfinished(run_dir, checkpoint=True)
+        typer.echo(f"Evaluation of {run_dir} on {source.description}:")
+        width = boundary_width(config)
+        typer.echo(format_data_table(metrics, width, config.truncated_backprop_length))
+    else:
+        JsonOutput.echo(json.dumps(metrics.to_dict()))

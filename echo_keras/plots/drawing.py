@@ -14,6 +14,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from echo_keras.plots.data_figure import draw_data_figure
 from echo_keras.plots.figure import draw_figure, loss_curve, save_figure
 
 LIVE_MIN_INTERVAL = 0.5  # seconds between live frames: the figure is for eyes, not a film
@@ -39,7 +40,11 @@ def live_worker(conn, path: str) -> None:
         history.extend(frame["new_rows"])
         reply = "ready"
         try:
-            figure = draw_figure(loss_curve(history), frame["batch"], frame["title"])
+            curve = loss_curve(history)
+            if frame["batch"] is None:  # a run on its own data: its loss alone
+                figure = draw_data_figure(curve, title=frame["title"])
+            else:
+                figure = draw_figure(curve, frame["batch"], frame["title"])
             save_figure(figure, Path(path))
         except (OSError, ValueError) as error:  # a full disk, say: training goes on
             reply = f"cannot write {path}: {error}"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import RunFolderError
+from echo_keras.plots.data_figure import draw_data_figure, read_sample
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 
@@ -186,23 +187,38 @@ def _run_figure(run_dir: Path):
 
     def read(view: Path):
         config = files.load_config(view, folder.path)
-        batch = files.read_last_batch(view, config, folder.path)
+        if config.data is not None:  # a run on its own data: no echo panels
+            extra = files.read_validation(view), read_sample(view)
+        else:
+            extra = files.read_last_batch(view, config, folder.path)
         curve = loss_curve(files.iter_history(view, folder.path))
-        return config, batch, curve
+        return config, extra, curve
 
-    config, batch, curve = folder.read(read)
+    config, extra, curve = folder.read(read)
     if not curve.batches:
         raise RunFolderError(f"{folder.path / files.HISTORY} is damaged: it has no rows")
+    trained = f"; {curve.epochs} epoch{'s' * (curve.epochs != 1)}, {curve.batches} batches"
+    model = f"{config.cell.upper()} of {config.state_size} units"
+    if config.data is not None:
+        validation, sample = extra
+        task = "next symbol" if config.task == "next" else f"echo step {config.echo_step}"
+        title = (
+            f"{folder.path.name}: {Path(config.data).name}, {task}, window "
+            f"{config.truncated_backprop_length}, {model}{trained}"
+        )
+        figure = draw_data_figure(curve, validation, sample, title, config.num_batches)
+        return figure, folder
     title = (
         f"{folder.path.name}: echo step {config.echo_step}, window "
-        f"{config.truncated_backprop_length}, {config.cell.upper()} of {config.state_size} units"
-        f"; {curve.epochs} epoch{'s' * (curve.epochs != 1)}, {curve.batches} batches"
+        f"{config.truncated_backprop_length}, {model}{trained}"
     )
-    return draw_figure(curve, batch, title), folder
+    return draw_figure(curve, extra, title), folder
 
 
 def draw_run(run_dir: Path | str):
-    """The tutorial's figure of a run (loss curve and the last batch), not saved.
+    """The tutorial's figure of a run (loss curve and the last batch), not saved. A run on
+    its own data shows its training and validation loss in bits per symbol and, when
+    the folder has sample.txt, a sample of generated text.
 
     A notebook shows the returned `matplotlib.figure.Figure` inline.
 
@@ -213,7 +229,8 @@ def draw_run(run_dir: Path | str):
         The figure.
 
     Raises:
-        RunFolderError: config.json, history.csv or last_batch.npz is missing or damaged.
+        RunFolderError: config.json, history.csv or (an echo run's) last_batch.npz is
+            missing or damaged.
     """
     return _run_figure(run_dir)[0]
 

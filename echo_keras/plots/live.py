@@ -10,12 +10,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from echo_keras.backend import keras
+from echo_keras.errors import EchoKerasError
+from echo_keras.run import files
 
 READY = "ready"
 
 
 class LivePlot(keras.callbacks.Callback):
-    """Redraw the tutorial's figure into `path` every `every` batches, as the tutorial did.
+    """Redraw the tutorial's figure into `path` every `every` batches, as the tutorial did;
+    for a run on its own data, its loss in bits per symbol instead of the echo panels.
 
     Drawing a figure takes far longer than training 100 batches on the fast path,
     so a separate process draws (no TensorFlow in it, and no contention for this
@@ -28,6 +31,8 @@ class LivePlot(keras.callbacks.Callback):
         every: batches between redraws.
         recorder: the run's BatchLossRecorder (the loss curve).
         tap: the run's BatchTap (the batch just trained and its predictions).
+        data_run: the run trains on its own data; default: as config.json beside `path`
+            says (training writes it before the live plot starts).
 
     Example:
 
@@ -38,9 +43,10 @@ class LivePlot(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, path: Path, every: int, recorder, tap):
+    def __init__(self, path: Path, every: int, recorder, tap, data_run: bool | None = None):
         super().__init__()
         self.every, self.recorder, self.tap = every, recorder, tap
+        self.data_run = _is_data_run(Path(path).parent) if data_run is None else data_run
         self.frames_sent = 0
         self._pending = None
         self._rows_sent = 0
@@ -58,10 +64,13 @@ class LivePlot(keras.callbacks.Callback):
             self._send_if_ready()
 
     def _ask_frame(self, batch: int, step: int) -> None:
-        inputs, targets, probabilities = self.tap.batch(batch)
+        shown = None  # a run on its own data: the loss alone
+        if not self.data_run:
+            inputs, targets, probabilities = self.tap.batch(batch)
+            shown = {"inputs": inputs, "targets": targets, "probabilities": probabilities}
         self._pending = {
             "rows": len(self.recorder.rows),
-            "batch": {"inputs": inputs, "targets": targets, "probabilities": probabilities},
+            "batch": shown,
             "title": f"Live: epoch {self.recorder.epoch + 1}, batch {batch + 1}, step {step + 1}",
         }
         self._framed_step = step
@@ -114,6 +123,14 @@ class LivePlot(keras.callbacks.Callback):
             self._process.kill()
             self._process.wait()
         self._conn.close()
+
+
+def _is_data_run(run_dir: Path) -> bool:
+    """Whether the run whose config.json is in `run_dir` trains on its own data."""
+    try:
+        return files.load_config(run_dir).data is not None
+    except (EchoKerasError, OSError):
+        return False
 
 
 def _start_drawing(path: Path):

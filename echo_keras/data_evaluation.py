@@ -1,0 +1,273 @@
+"""Evaluation of a run on its own data: loss in nats and bits per symbol, accuracy, and the
+tutorial's question on real data, the first positions of each window against the rest.
+
+The first `boundary_width` positions of a window (`echo_step` for the echo task, up to 5
+for the next-symbol task) lean hardest on what came before the window, which only the
+carried state knows. A row's first window (and a document's) has no carried state, so its
+first positions are counted in neither group. Padding (weight 0) is left out everywhere.
+
+TensorFlow is imported only when a model is evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras.config import TrainConfig
+from echo_keras.corpus import Vocabulary, load_corpus, read_symbols
+from echo_keras.data import Windows, document_windows, series_windows, task_pairs
+from echo_keras.errors import ConfigError
+
+EVAL_WINDOWS = 200  # windows fed to the compiled loop at a time
+NEXT_BOUNDARY = 5  # boundary positions of the next-symbol task (fewer in a shorter window)
+
+
+@dataclass(frozen=True)
+class DataMetrics:
+    """What `evaluate` measured on a run's own data: losses in nats per symbol (and the
+    overall one in bits), accuracies, the boundary positions (first of windows 2..)
+    apart from the inner ones (the rest)."""
+
+    loss: float  # mean cross-entropy in nats per symbol, every position
+    bits_per_symbol: float  # the same in bits
+    accuracy: float
+    boundary_loss: float | None  # first boundary_width positions of windows 2.. (None: none)
+    boundary_accuracy: float | None
+    inner_loss: float | None  # positions boundary_width.. of every window (None: none)
+    inner_accuracy: float | None
+    windows: int
+    positions: int  # positions scored (padding left out)
+    reset_each_window: bool
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The windows to evaluate and, in words, where they came from."""
+
+    windows: Windows
+    description: str  # e.g. "its validation data (held.txt)"
+    note: str = ""  # said on stderr: e.g. the run has no validation data
+
+
+def boundary_width(config: TrainConfig) -> int:
+    """Positions at a window's start counted as its boundary: `echo_step` for the echo
+    task, min(5, window - 1) for the next-symbol task."""
+    window = config.truncated_backprop_length
+    if config.task == "echo":
+        return min(config.echo_step, window)
+    return max(0, min(NEXT_BOUNDARY, window - 1))
+
+
+def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Windows:
+    """`Windows` of symbols for `config`'s model, as training lays them out; ConfigError
+    naming `field` when they are too few for one window per row."""
+    batch, window = config.batch_size, config.truncated_backprop_length
+    if starts is not None:
+        windows = document_windows(ids, starts, batch, window, config.task, config.echo_step)
+    else:
+        x, y, _ = task_pairs(ids, config.task, config.echo_step)
+        windows = series_windows(x, y, batch, window)
+    if windows.num_windows == 0:
+        need = batch * window + (config.task == "next")
+        raise ConfigError(
+            field,
+            f"{len(ids)} symbols are too few for one window per row: the run's batch size "
+            f"x window needs {need}",
+        )
+    return windows
+
+
+def data_source(
+    config: TrainConfig,
+    vocabulary: Vocabulary,
+    data: Path | str | None,
+    digests: dict | None = None,
+) -> Source:
+    """The windows to evaluate: `data` read through the run's vocabulary, or by default the
+    run's validation data laid out as in training (its training data when it has none).
+
+    Args:
+        config: the run's config.
+        vocabulary: the run's vocabulary.
+        data: a file to evaluate on; None: the run's own validation data.
+        digests: the SHA-256 of each of the run's data files when it was trained
+            (vocabulary.json); a file changed since is noted.
+
+    Returns:
+        A `Source`: the windows, where they come from, and a note for stderr (or "").
+
+    Raises:
+        UsageError: a file that cannot be read.
+        SymbolError: a symbol outside the run's vocabulary (naming line and column).
+        ConfigError: a file too short for one window per row.
+    """
+    if data is not None:
+        symbols = read_symbols(
+            data, config.data_format, vocabulary=vocabulary, documents=config.documents
+        )
+        return Source(laid_out(symbols.ids, symbols.doc_starts, config, "data"), f"{data}")
+    _, corpus = load_corpus(config, vocabulary)
+    changed = [
+        f"`{field}` {getattr(config, field)}"
+        for field, digest in corpus.digests.items()
+        if digests and digests.get(field) not in (None, digest)
+    ]
+    notes = [f"{' and '.join(changed)} changed since the run was trained"] if changed else []
+    if config.validation_data is not None:
+        windows, where = corpus.validation, f"its validation data ({config.validation_data})"
+    elif corpus.validation is not None:
+        share = f"{config.validation_fraction:.0%}"
+        windows, where = corpus.validation, f"the held-out last {share} of {config.data}"
+    else:
+        windows, where = corpus.train, f"its training data ({config.data})"
+        notes.append(
+            "the run has no validation data (`validation_fraction` 0): evaluated on its "
+            "training data, which the model has seen"
+        )
+    return Source(windows, where, "; ".join(notes))
+
+
+def _loss_loop(model, reset_each_window: bool):
+    """A compiled loop over a chunk of windows, the state carried in the model's variables:
+    per-position cross-entropy and hits. `resets` zeroes a row's state before a window."""
+    from echo_keras.backend import tf
+    from echo_keras.loops import features, one_hot_classes
+    from echo_keras.model import state_variables
+
+    states, classes = state_variables(model), one_hot_classes(model)
+
+    def loop(inputs, targets, resets, stop):
+        def body(k, losses, hits):
+            keep = tf.zeros_like(resets[k]) if reset_each_window else tf.logical_not(resets[k])
+            for variable in states:
+                variable.assign(variable * tf.cast(keep, variable.dtype)[:, None])
+            y = tf.cast(targets[k], tf.int32)
+            logits = tf.cast(model(features(inputs[k], classes), training=False), tf.float32)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
+            return k + 1, losses.write(k, loss), hits.write(k, hit)
+
+        shape = inputs.shape[1:]
+        _, losses, hits = tf.while_loop(
+            lambda k, *_: k < stop,
+            body,
+            (
+                tf.constant(0),
+                tf.TensorArray(tf.float32, size=inputs.shape[0], element_shape=shape),
+                tf.TensorArray(tf.bool, size=inputs.shape[0], element_shape=shape),
+            ),
+        )
+        return losses.stack(), hits.stack()
+
+    compiled = tf.function(loop, jit_compile=True)
+    return lambda inputs, targets, resets, stop: compiled(
+        inputs, targets, resets, tf.constant(stop, tf.int32)
+    )
+
+
+class _Tally:
+    """Sums of loss, hits and positions of the boundary, inner and other positions."""
+
+    def __init__(self):
+        self.loss = np.zeros(3)  # boundary, inner, neither
+        self.hits = np.zeros(3)
+        self.count = np.zeros(3)
+
+    def add(self, losses, hits, groups) -> None:
+        for group in range(3):
+            mask = groups == group
+            self.loss[group] += float(np.sum(losses[mask], dtype=np.float64))
+            self.hits[group] += float(np.count_nonzero(hits[mask]))
+            self.count[group] += float(np.count_nonzero(mask))
+
+    def mean(self, sums, groups) -> float | None:
+        count = self.count[groups].sum()
+        return float(sums[groups].sum() / count) if count else None
+
+
+def _groups(chunk: dict, start: int, width: int) -> np.ndarray:
+    """Per position: 0 boundary, 1 inner, 2 neither (a first window's boundary), 3 padding."""
+    weights = chunk.get("weights")
+    shape = chunk["inputs"].shape
+    groups = np.ones(shape, np.int8)
+    groups[..., :width] = 0
+    first = np.zeros(shape[:2], bool)  # (window, row): no state was carried into it
+    if start == 0:
+        first[0] = True
+    if "resets" in chunk:  # a document starts: the same positions, carried or reset
+        first |= chunk["resets"]
+    groups[..., :width][first] = 2
+    if weights is not None:
+        groups[weights == 0] = 3
+    return groups
+
+
+def evaluate_windows(model, windows: Windows, width: int, reset_each_window: bool = False):
+    """`DataMetrics` of `model` on `windows`, fed EVAL_WINDOWS windows at a time from a zeroed
+    state carried throughout (or zeroed before every window)."""
+    from echo_keras.model import reset_states
+
+    loop = _loss_loop(model, reset_each_window)
+    reset_states(model)
+    tally = _Tally()
+    size = min(EVAL_WINDOWS, windows.num_windows)
+    for start in range(0, windows.num_windows, size):
+        stop = min(start + size, windows.num_windows)
+        chunk = windows.chunk(start, stop, size)
+        resets = chunk.get("resets", np.zeros(chunk["inputs"].shape[:2], bool))
+        losses, hits = loop(chunk["inputs"], chunk["targets"], resets, stop - start)
+        used = slice(0, stop - start)
+        groups = _groups(chunk, start, width)[used]
+        tally.add(losses.numpy()[used], hits.numpy()[used], groups)
+    loss = tally.mean(tally.loss, [0, 1, 2])
+    return DataMetrics(
+        loss=loss,
+        bits_per_symbol=loss / math.log(2),
+        accuracy=tally.mean(tally.hits, [0, 1, 2]),
+        boundary_loss=tally.mean(tally.loss, [0]),
+        boundary_accuracy=tally.mean(tally.hits, [0]),
+        inner_loss=tally.mean(tally.loss, [1]),
+        inner_accuracy=tally.mean(tally.hits, [1]),
+        windows=windows.num_windows,
+        positions=int(tally.count.sum()),
+        reset_each_window=reset_each_window,
+    )
+
+
+def format_data_table(metrics: DataMetrics, width: int, window: int) -> str:
+    """The metrics as `echo-keras evaluate` prints them for a run on its own data."""
+
+    def number(value):
+        return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    if width == 0:
+        boundary, inner = "none: the window is too short", "every position"
+    elif width < window:
+        boundary = f"first {width} positions of windows 2.., where only the carried state helps"
+        inner = "the other positions"
+    else:
+        boundary = f"all {window} positions of windows 2.. (the echo reaches {width} back)"
+        inner = "none: no window holds a symbol and its echo"
+    state = "zeroed before every window" if metrics.reset_each_window else "carried across windows"
+    rows = [
+        ("state", state),
+        ("loss", f"{number(metrics.loss)} nats per symbol"),
+        ("bits per symbol", number(metrics.bits_per_symbol)),
+        ("accuracy", number(metrics.accuracy)),
+        ("boundary loss", f"{number(metrics.boundary_loss)}   {boundary}"),
+        ("boundary accuracy", number(metrics.boundary_accuracy)),
+        ("inner loss", f"{number(metrics.inner_loss)}   {inner}"),
+        ("inner accuracy", number(metrics.inner_accuracy)),
+        ("windows", str(metrics.windows)),
+        ("positions", str(metrics.positions)),
+    ]
+    name_width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{name_width}}  {value}" for name, value in rows)

@@ -1,0 +1,219 @@
+"""Evaluation of a run on its own data (`train --data`): its validation data or another file,
+loss in nats and bits per symbol, the boundary positions carried against reset, symbols
+outside the vocabulary, and the values `evaluate` refuses for such a run."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+import echo_keras as ek
+from echo_keras.config import TrainConfig
+from echo_keras.corpus import read_symbols
+from echo_keras.data import Windows, series_windows
+from echo_keras.data_evaluation import _groups, boundary_width, laid_out
+from echo_keras.run import files
+from tests.helpers import invoke, one_line_error
+
+KEYS = {
+    "loss",
+    "bits_per_symbol",
+    "accuracy",
+    "boundary_loss",
+    "boundary_accuracy",
+    "inner_loss",
+    "inner_accuracy",
+    "windows",
+    "positions",
+    "reset_each_window",
+}
+SMALL = {"batch_size": 5, "truncated_backprop_length": 10, "optimizer": "adam"}
+
+
+def _train(folder, text: str, **settings):
+    from echo_keras.training import train
+
+    (folder / "data.txt").write_text(text)
+    config = TrainConfig(data=str(folder / "data.txt"), **{**SMALL, **settings})
+    train(config, folder / "run", progress=False)
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def cycle_run(tmp_path_factory):
+    """Lines of "abcd", the next-symbol task: every next symbol is certain (60 windows)."""
+    folder = tmp_path_factory.mktemp("cycle")
+    return _train(folder, "abcd\n" * 640, num_epochs=3, state_size=8, learning_rate=0.02)
+
+
+@pytest.fixture(scope="module")
+def echo_text_run(tmp_path_factory):
+    """Random a/b text, the echo task 2 back: a window's first 2 targets lie in the window
+    before, which only the carried state remembers (120 windows)."""
+    folder = tmp_path_factory.mktemp("echo-text")
+    text = "".join(np.random.default_rng(0).choice(list("ab"), 6000))
+    return _train(
+        folder, text, task="echo", echo_step=2, num_epochs=4, state_size=16, learning_rate=0.02
+    )
+
+
+# --- without a model -----------------------------------------------------------------------
+
+
+def test_boundary_width_is_the_echo_step_or_five_positions_of_the_next_symbol():
+    assert boundary_width(TrainConfig(data="x", task="echo", echo_step=3)) == 3
+    assert boundary_width(TrainConfig(data="x", truncated_backprop_length=20)) == 5
+    assert boundary_width(TrainConfig(data="x", truncated_backprop_length=4)) == 3
+    assert boundary_width(TrainConfig(data="x", truncated_backprop_length=1)) == 0
+
+
+def test_groups_leave_out_padding_and_the_first_window_of_each_row_and_document():
+    windows = series_windows(np.arange(40), np.arange(40), 2, 5)  # 4 windows of 2 rows
+    groups = _groups(windows.chunk(0, 4), 0, 2)
+    assert (groups[0, :, :2] == 2).all() and (groups[1:, :, :2] == 0).all()
+    assert (groups[..., 2:] == 1).all()
+    assert (_groups(windows.chunk(2, 4), 2, 2)[:, :, :2] == 0).all()  # a later chunk
+    weights = np.ones((2, 20), np.uint8)
+    weights[1, 17:] = 0
+    resets = np.zeros((4, 2), bool)
+    resets[[0, 2], 1] = True  # row 1 starts a document at windows 0 and 2
+    documents = Windows(windows.inputs, windows.targets, 5, weights, resets)
+    groups = _groups(documents.chunk(0, 4), 0, 2)
+    assert (groups[2, 1, :2] == 2).all() and (groups[2, 0, :2] == 0).all()
+    assert (groups[3, 1, 2:] == 3).all() and (groups[3, 0] != 3).all()
+
+
+def test_too_short_a_file_names_the_field():
+    config = TrainConfig(data="x", batch_size=5, truncated_backprop_length=10)
+    with pytest.raises(ek.ConfigError, match="50 symbols are too few") as error:
+        laid_out(np.zeros(50, np.uint8), None, config, "data")  # 49 pairs for the next symbol
+    assert error.value.field == "data"
+
+
+# --- trained runs --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_certain_grammar_is_learned_and_validation_matches_training(cycle_run):
+    metrics = ek.evaluate(cycle_run)
+    assert isinstance(metrics, ek.DataMetrics) and not metrics.reset_each_window
+    assert metrics.loss < 0.05 and metrics.accuracy == 1.0
+    assert metrics.bits_per_symbol == pytest.approx(metrics.loss / math.log(2))
+    assert metrics.boundary_loss < 0.05 and metrics.inner_loss < 0.05
+    # By default, the held-out end of the data, scored as training scored it.
+    last = files.read_validation(cycle_run)[-1]
+    assert metrics.loss == pytest.approx(last["loss"], rel=1e-4)
+    assert metrics.accuracy == pytest.approx(last["accuracy"])
+    assert metrics.windows == 6 and metrics.positions == 6 * 5 * 10
+
+
+@pytest.mark.slow
+def test_only_the_carried_state_predicts_a_windows_first_positions(echo_text_run):
+    carried = ek.evaluate(echo_text_run)
+    reset = ek.evaluate(echo_text_run, reset_each_window=True)
+    assert reset.reset_each_window
+    assert carried.boundary_loss < 0.1 and carried.boundary_accuracy > 0.95
+    assert reset.boundary_loss > 0.5 and reset.boundary_accuracy < 0.75  # chance: ln 2, 0.5
+    assert carried.inner_loss < 0.1 and reset.inner_loss < 0.1  # within the window: no need
+    assert carried.boundary_loss < reset.boundary_loss
+
+
+@pytest.mark.slow
+def test_evaluate_data_file_and_json(echo_text_run, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("".join(np.random.default_rng(1).choice(list("ab"), 3000)))
+    result = invoke("evaluate", "--run-dir", echo_text_run, "--data", other, "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert set(shown) == KEYS and shown["windows"] == 60 and shown["positions"] == 3000
+    assert shown == ek.evaluate(echo_text_run, data=other).to_dict()
+    assert shown["boundary_accuracy"] > 0.95
+    table = invoke("evaluate", "--run-dir", echo_text_run, "--data", other)
+    assert table.exit_code == 0, table.output
+    assert f"on {other}:" in table.stdout
+    for row in ("bits per symbol", "boundary loss", "inner loss", "first 2 positions"):
+        assert row in table.stdout
+
+
+@pytest.mark.slow
+def test_a_run_without_validation_is_evaluated_on_its_training_data_and_says_so(
+    cycle_run, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "validation_fraction": 0.0}))
+    result = invoke("evaluate", "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "on its training data" in result.stdout
+    assert "--validation-fraction" in result.stderr and "training data" in result.stderr
+    assert "windows            63" in result.stdout  # 3199 pairs: 63 windows of 5 x 10
+
+
+@pytest.mark.slow
+def test_a_symbol_outside_the_vocabulary_names_line_and_column(cycle_run, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("abcd\n" * 20 + "abXd")
+    before = {path.name: path.stat().st_mtime_ns for path in cycle_run.iterdir()}
+    for flags in ([], ["--json"]):
+        result = invoke("evaluate", "--run-dir", cycle_run, "--data", bad, *flags)
+        one_line_error(result, str(bad), "line 21, column 3", "'X'", code=2)
+        if flags:
+            assert json.loads(result.stdout)["exit_status"] == 2
+        else:
+            assert result.stdout == ""
+    assert {path.name: path.stat().st_mtime_ns for path in cycle_run.iterdir()} == before
+    with pytest.raises(ek.UsageError, match="line 21, column 3"):
+        ek.evaluate(cycle_run, data=bad)
+
+
+@pytest.mark.slow
+def test_a_data_run_refuses_the_echo_series_options(cycle_run):
+    for flag, value in (("--seed", "3"), ("--series-length", "1000")):
+        one_line_error(invoke("evaluate", "--run-dir", cycle_run, flag, value), flag, code=2)
+    with pytest.raises(ek.UsageError, match="series_length"):
+        ek.evaluate(cycle_run, series_length=1000)
+
+
+def test_an_echo_run_refuses_data(tiny_run, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("0101")
+    result = invoke("evaluate", "--run-dir", tiny_run, "--data", data)
+    one_line_error(result, "--data", "echo run", code=2)
+    with pytest.raises(ek.UsageError, match="echo run"):
+        ek.evaluate(tiny_run, data=data)
+
+
+@pytest.mark.slow
+def test_documents_are_evaluated_from_a_zeroed_state_without_their_padding(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "documents": True}))
+    lengths = [40, 57, 80, 23, 100, 61, 44]  # characters of each document
+    data = tmp_path / "documents.txt"
+    data.write_text("\n\n".join(("abcd\n" * 30)[:length] for length in lengths))
+    symbols = read_symbols(data, vocabulary=files.read_vocabulary(run_dir)[0], documents=True)
+    sizes = np.diff(np.append(symbols.doc_starts, len(symbols.ids)))
+    assert len(sizes) == len(lengths)
+    metrics = ek.evaluate(run_dir, data=data)
+    assert metrics.positions == int(np.sum(sizes - 1))  # a target for each but the first
+    assert metrics.accuracy > 0.95  # a document cut mid-line: a line end where "c" was due
+
+
+@pytest.mark.slow
+def test_data_changed_since_training_is_noted(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    changed = tmp_path / "changed.txt"
+    changed.write_text("abcd\n" * 630 + "dcba\n" * 10)
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "data": str(changed)}))
+    result = invoke("evaluate", "--run-dir", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    assert f"--data {changed} changed since the run was trained" in result.stderr
+    assert set(json.loads(result.stdout)) == KEYS
