@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,17 +123,24 @@ def data_source(
     ]
     notes = [f"{' and '.join(changed)} changed since the run was trained"] if changed else []
     if config.validation_data is not None:
-        windows, where = corpus.validation, f"its validation data ({config.validation_data})"
+        windows = corpus.validation
+        where = f"its validation data ({shown(config.validation_data)})"
     elif corpus.validation is not None:
         share = f"{config.validation_fraction:.0%}"
-        windows, where = corpus.validation, f"the held-out last {share} of {config.data}"
+        windows, where = corpus.validation, f"the held-out last {share} of {shown(config.data)}"
     else:
-        windows, where = corpus.train, f"its training data ({config.data})"
+        windows, where = corpus.train, f"its training data ({shown(config.data)})"
         notes.append(
             "the run has no validation data (`validation_fraction` 0): evaluated on its "
             "training data, which the model has seen"
         )
     return Source(windows, where, "; ".join(notes))
+
+
+def shown(path: str) -> str:
+    """A data file as messages name it: relative to the working folder when inside it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _loss_loop(model, reset_each_window: bool):

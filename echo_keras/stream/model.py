@@ -94,8 +94,10 @@ class StreamModel:
         """
         steps = tf.shape(symbols)[1]
         length = steps if length is None else length
-        if self.config.input_width > 1:  # time, batch, classes
-            inputs = tf.one_hot(tf.transpose(tf.cast(symbols, tf.int32)), self.config.num_classes)
+        if self.config.input_width > 1:  # time, batch, classes (floats transposed: oneDNN
+            # has no int32 transpose on most CPUs, and says so on stderr)
+            one_hot = tf.one_hot(tf.cast(symbols, tf.int32), self.config.num_classes)
+            inputs = tf.transpose(one_hot, [1, 0, 2])
         else:  # time, batch, 1
             inputs = tf.transpose(tf.cast(symbols, tf.float32))[..., None]
         per_cell = len(self.names) // len(self.cells)
