@@ -45,7 +45,15 @@ def data_run(tmp_path_factory):
         optimizer="adam",
     )
     train(config, folder / "run", progress=False)
+    # Training wrote its sample; the tests below add their own, so it moves aside.
+    (folder / "run" / files.SAMPLE).rename(folder / "trained-sample.txt")
     return folder / "run"
+
+
+@pytest.mark.slow
+def test_training_ends_with_a_sample_of_the_runs_own_symbols(data_run):
+    sample = (data_run.parent / "trained-sample.txt").read_text(encoding="utf-8")
+    assert len(sample) == 500 and set(sample) <= set(TEXT)
 
 
 def _texts(figure) -> str:
