@@ -78,8 +78,8 @@ def _fail(message: str, code: int) -> None:
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Train, evaluate, plot, run and export a stateful Keras LSTM on the echo task "
-    "(truncated backpropagation through time, state carried across windows), "
-    "and sweep how far truncated backprop reaches.",
+    "or your own sequence (truncated backpropagation through time, state carried across "
+    "windows), and sweep how far truncated backprop reaches.",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode=None,
@@ -106,10 +106,10 @@ def _group(
 # Each command's line in `echo-keras --help`, whole (its docstring's first sentence would be
 # cut with "..." to fit the terminal); `echo-keras COMMAND --help` shows the docstring.
 for command, summary in (
-    (train.train, "Train a stateful LSTM on the echo task into a run folder."),
-    (evaluate.evaluate, "Evaluate a run on fresh data, with the state carried or reset."),
-    (plot.plot, "Draw the tutorial's figure: loss curve and the last batch."),
-    (predict.predict, "Predict the echo of a stream of symbols, batch 1."),
+    (train.train, "Train a stateful LSTM on the echo task or your own file into a run folder."),
+    (evaluate.evaluate, "Evaluate a run on fresh or held-out data, the state carried or reset."),
+    (plot.plot, "Draw a run's figure: loss curve and the last batch, or a text run's sample."),
+    (predict.predict, "Predict a stream of symbols with batch 1, or generate text."),
     (export.export, "Export a SavedModel with the state as explicit inputs."),
     (sweep.sweep, "Map how far truncated backprop reaches, on Ray."),
 ):
