@@ -138,7 +138,7 @@ def sweep(
             count = workers or (usable_cores() if not address else None)
             typer.echo(
                 f"Sweeping {total} point{'s' * (total != 1)} on {where}"
-                + (f" with {count} workers" if count else "")
+                + (f" with {count} worker{'s' * (count != 1)}" if count else "")
                 + f"; results in {out}",
                 err=True,
             )
@@ -194,7 +194,7 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         skipped = f", {result.skipped} already done" if result.skipped else ""
         typer.echo(
             f"Swept {result.points} points ({result.ok} ok, {result.failed} failed{skipped}) "
-            f"in {result.seconds:.1f} s on {result.cpus:g} CPUs"
+            f"in {result.seconds:.1f} s on {result.cpus:g} CPU{'s' * (result.cpus != 1)}"
         )
         typer.echo(f"Results: {Path(result.out) / 'results.csv'}")
         typer.echo(f"Heat map: {Path(result.out) / 'heatmap.png'}")

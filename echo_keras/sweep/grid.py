@@ -15,6 +15,7 @@ from typing import Any
 
 from echo_keras.config import (
     CELLS,
+    DATA_FIELDS,
     TrainConfig,
     available_memory,
     memory_problem,
@@ -140,7 +141,7 @@ def make_spec(
         merged.pop("learning_rate", None)  # another optimizer brings its own default rate
     merged = with_default_rate(merged)
     for item in dataclasses.fields(TrainConfig):  # sweep.json records every setting
-        if item.name not in AXES and item.name != "seed":
+        if item.name not in AXES and item.name != "seed" and item.name not in DATA_FIELDS:
             merged.setdefault(item.name, item.default)
     sizes = [len(grid[name]) for name in AXES] + [seeds]
     count = math.prod(sizes)  # counted, never built: a grid may be far too large

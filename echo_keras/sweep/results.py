@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from echo_keras.config import TrainConfig
+from echo_keras.config import DATA_FIELDS, TrainConfig
 from echo_keras.errors import SweepError, UsageError
 from echo_keras.options import AXES
 from echo_keras.run import fileio
@@ -24,7 +24,8 @@ from echo_keras.sweep.grid import SweepSpec
 
 RESULTS, SWEEP_JSON, HEATMAP, RUNS = "results.csv", "sweep.json", "heatmap.png", "runs"
 
-SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # config.json names, in order
+# config.json's names, in order; a sweep's points are echo runs, without data fields
+SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in DATA_FIELDS)
 METRICS = (
     "accuracy",
     "boundary_accuracy",
