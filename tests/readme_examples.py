@@ -101,17 +101,19 @@ def _blocks(text: str):
 def split_comment(line: str) -> tuple[str, str]:
     """(command, comment) of a shell line: a `#` that starts a word outside quotes begins the
     comment."""
-    quote = None
-    for i, char in enumerate(line):
+    quote, i = None, 0
+    while i < len(line):
+        char = line[i]
+        if char == "\\" and quote != "'":
+            i += 2  # an escaped character, quoted or not
+            continue
         if quote:
-            if char == quote:
-                quote = None
-            elif char == "\\" and quote == '"':
-                continue
+            quote = None if char == quote else quote
         elif char in "'\"":
             quote = char
         elif char == "#" and (i == 0 or line[i - 1].isspace()):
             return line[:i].rstrip(), line[i + 1 :].strip()
+        i += 1
     return line.rstrip(), ""
 
 
@@ -121,7 +123,7 @@ def parse(text: str) -> list[Example | ShownOutput]:
     lines = text.splitlines()
     python_block, previous_end = None, 0
     for start, language, body, end in _blocks(text):
-        between = lines[previous_end - 1 : start - 2] if previous_end else ["-"]
+        between = lines[previous_end - 1 : start - 2]
         follows_python = python_block is not None and not any(line.strip() for line in between)
         python_block, previous_end = None, end
         if language == "sh":
@@ -687,8 +689,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the copy: {work / 'copy'}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    ran = sum(step.command is not None for step in report.steps)
-    print(f"\n{ran} examples ran, {len(report.steps) - ran} skipped, in {report.seconds:.0f} s")
+    skipped = sum(step.command is None for step in report.steps)
+    reused = sum(bool(step.change and step.change.reuse) for step in report.steps)
+    ran = len(report.steps) - skipped - reused
+    print(f"\n{ran} examples ran, {reused} compared again, {skipped} skipped")
+    print(f"in {report.seconds:.0f} s")
     for note in report.notes:
         print(f"note (tolerated): {note}")
     for problem in report.problems:

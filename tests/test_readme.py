@@ -68,6 +68,21 @@ def test_every_change_names_an_example_and_every_sweep_is_made_short():
             assert command.startswith(example.key)
 
 
+def test_the_files_an_example_promises_come_from_its_comment_and_flags():
+    promised = {example.text: rx.promised_paths(example) for example in examples()}
+    assert promised["make run"][:2] == ["runs/echo/model.keras", "runs/echo/plot.png"]
+    assert promised["echo-keras plot"] == ["runs/echo/plot.png"]
+    assert "runs/live/live.png" in promised["echo-keras train --run-dir runs/live --plot-every 100"]
+    sweep = {
+        path for e in examples() if e.text == "echo-keras sweep" for path in rx.promised_paths(e)
+    }
+    assert {"runs/sweep/results.csv", "runs/sweep/heatmap.png"} <= sweep
+    state = "echo-keras predict 0110100 --state-out runs/state.npz"
+    assert promised[state] == ["runs/state.npz"]
+    (api,) = [e for e in examples() if e.key == "import echo_keras as ek"]
+    assert "runs/api-export" in rx.promised_paths(api)
+
+
 @pytest.mark.parametrize(
     "line, command, comment",
     [
@@ -75,6 +90,8 @@ def test_every_change_names_an_example_and_every_sweep_is_made_short():
         ("echo 'a # b' # c", "echo 'a # b'", "c"),
         ('echo "a#b"', 'echo "a#b"', ""),
         ("ls x#y", "ls x#y", ""),
+        ('echo "a\\" # b" c # d', 'echo "a\\" # b" c', "d"),
+        ("echo a \\# b", "echo a \\# b", ""),
     ],
 )
 def test_comments_are_dropped_outside_quotes(line, command, comment):
