@@ -46,6 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from echo_keras.run.lock import OWNER_LOCK, PRIVATE_PREFIX  # no TensorFlow
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -352,7 +354,7 @@ class Step:
 class Report:
     steps: list[Step] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what TOLERATED lets pass
+    notes: list[str] = field(default_factory=list)  # what `_tolerated` lets pass
     seconds: float = 0.0
 
 
@@ -503,20 +505,23 @@ def environment(copy: Path, home: Path, tmp: Path, ray_tmp: Path) -> dict:
     return env
 
 
-# Tolerated in TMPDIR at the end: a private temporary folder (`echo-keras-tmp-*`) holding only
-# its owner's lock, which no process holds. A local sweep's Ray workers may outlive Ray's
-# shutdown by a moment, so the sweep's clean-up skips their folders, and only the next command
-# removes them (a known gap, reported; the examples end with no command after the sweeps').
-TOLERATED = ("echo-keras-tmp-", "echo-keras-owner.lock")
+# Tolerated in TMPDIR at the end, and reported as notes:
+# - a private temporary folder (`echo-keras-tmp-*`) holding only its owner's lock, which no
+#   process holds: a local sweep's Ray workers may outlive Ray's shutdown by a moment, so the
+#   sweep's clean-up skips their folders and only the next command removes them (a known gap;
+#   the examples end with no command after the sweeps');
+# - pytest's own folders (`pytest-of-USER`), which it keeps for its last three sessions, when
+#   `make test` ran.
 
 
-def _dead_workers_folder(path: Path) -> bool:
-    prefix, lock_name = TOLERATED
-    if not path.name.startswith(prefix) or path.is_symlink() or not path.is_dir():
+def _tolerated(path: Path) -> bool:
+    if path.name.startswith("pytest-of-"):
+        return True
+    if not path.name.startswith(PRIVATE_PREFIX) or path.is_symlink() or not path.is_dir():
         return False
-    if [p.name for p in path.iterdir()] != [lock_name]:
+    if [p.name for p in path.iterdir()] != [OWNER_LOCK]:
         return False
-    with open(path / lock_name) as lock:
+    with open(path / OWNER_LOCK) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -610,7 +615,8 @@ def run_examples(
             where = f"README line {item.line}: `{item.key}`"
             if step.status != 0:
                 output = _tail(step.stdout + "\n" + step.stderr)
-                report.problems.append(f"{where} exited {step.status}:\n{output}")
+                failed = f"{where} exited {step.status}"
+                report.problems.append(f"{failed}:\n{output}" if output else failed)
                 break
             last_output[item.text] = step
             for path in promised_paths(item):
@@ -630,7 +636,7 @@ def run_examples(
                 what = "removed" if path not in after else "changed" if path in before else "made"
                 report.problems.append(f"the examples {what} {path}, outside runs/")
         for folder, name in ((tmp, "TMPDIR"), (ray_tmp, "RAY_TMPDIR")):
-            left = sorted(p.name for p in folder.iterdir() if not _dead_workers_folder(p))
+            left = sorted(p.name for p in folder.iterdir() if not _tolerated(p))
             if left:
                 report.problems.append(f"left in {name}: {', '.join(left)}")
             report.notes += [

@@ -99,18 +99,14 @@ def test_comments_are_dropped_outside_quotes(line, command, comment):
 
 
 def test_outputs_compare_words_exactly_and_numbers_as_measured():
-    shown = ["  loss               0.0016", "  accuracy           0.8790", "  windows   666"]
-    assert (
-        rx.compare(
-            shown, ["  loss               0.0031", "  accuracy           0.8512"] + shown[2:], True
-        )
-        == []
-    )
-    assert rx.compare(shown, shown[:2] + ["  windows   665"], True)  # a count is exact
-    assert rx.compare(shown, ["  loss               0.0210"] + shown[1:], True)  # not near 0
-    assert rx.compare(["boundary 1.0000"], ["boundary 0.9850"], True)
-    assert rx.compare(["boundary 0.4942"], ["boundary 0.5700"], True)
-    assert rx.compare(["Accuracy 0.8889"], ["Accuracy 0.8890"]) != []  # exact unless measured
+    shown = ["  loss      0.0016", "  accuracy  0.8790", "  windows   666"]
+    measured = ["  loss      0.0031", "  accuracy  0.8512", "  windows   666"]
+    assert rx.compare(shown, measured, measured=True) == []
+    assert rx.compare(shown, measured, measured=False) != []  # exact unless measured
+    assert rx.compare(shown, [*shown[:2], "  windows   665"], True) != []  # a count is exact
+    assert rx.compare(shown, ["  loss      0.0210", *shown[1:]], True) != []  # not near 0
+    assert rx.compare(["boundary 1.0000"], ["boundary 0.9850"], True) != []  # not near 1
+    assert rx.compare(["boundary 0.4942"], ["boundary 0.5700"], True) != []  # not chance
     assert rx.compare(["in 1.7 s, 1959 batches/s"], ["in 8.6 s, 386 batches/s"]) == []
     assert rx.compare(["within 1.5e-07 of"], ["within 3.1e-06 of"]) == []
     assert rx.compare(["within 1.5e-07 of"], ["within 2.0e-04 of"]) != []
@@ -122,8 +118,8 @@ def test_outputs_compare_words_exactly_and_numbers_as_measured():
 
 
 def test_a_failing_example_or_a_file_written_outside_runs_fails_the_run(tmp_path):
-    """A repository whose README writes into its root, shows the wrong output, and has an
-    example that fails: each is reported, and nothing after the failure runs."""
+    """A README whose examples write into the repository, leave files behind, show the wrong
+    output or fail: each is reported, and nothing after the failure runs."""
     repo, work = tmp_path / "repo", tmp_path / "work"
     repo.mkdir(), work.mkdir()
     shutil.copy(rx.REPO / "Makefile", repo)
@@ -132,20 +128,25 @@ def test_a_failing_example_or_a_file_written_outside_runs_fails_the_run(tmp_path
         "```sh\n"
         "mkdir -p runs && echo fine > runs/fine.txt   # runs/fine.txt\n"
         "echo stray > stray.txt\n"
+        'echo "# more" >> Makefile\n'
+        'mkdir "$TMPDIR/left" ~/.ray\n'
         "true   # runs/missing.txt\n"
         "```\n\n"
         "```\n$ echo 1 2 3\n1 2 4\n```\n\n"
         "```sh\nfalse\necho never > runs/never.txt\n```\n"
     )
     report = rx.run_examples(repo / "README.md", repo, work, {}, timeout=60)
-    problems = "\n".join(report.problems)
-    assert "made stray.txt, outside runs/" in problems
-    assert "did not make runs/missing.txt" in problems
-    assert "shows '1 2 4', printed '1 2 3'" in problems
-    assert "`false` exited 1" in problems
-    assert "runs/fine.txt" not in problems
+    assert sorted(report.problems) == [
+        "README line 10: `echo 1 2 3`: shows '1 2 4', printed '1 2 3' (4 -> 3)",
+        "README line 15: `false` exited 1",
+        "README line 6: `true` did not make runs/missing.txt",
+        "left in TMPDIR: left",
+        "the examples changed Makefile, outside runs/",
+        "the examples made stray.txt, outside runs/",
+        "~/.ray was made (a local sweep must leave it untouched)",
+    ]
+    assert [step.status for step in report.steps] == [0, 0, 0, 0, 0, 0, 1]
     assert not (work / "copy" / "runs" / "never.txt").exists()
-    assert [step.status for step in report.steps] == [0, 0, 0, 0, 1]
 
 
 @pytest.mark.slow
