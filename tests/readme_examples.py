@@ -346,6 +346,7 @@ class Step:
     change: Change | None
     status: int | None = None
     seconds: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the processes it ran (those the shell waited for)
     stdout: str = ""
     stderr: str = ""
 
@@ -358,11 +359,25 @@ class Report:
     seconds: float = 0.0
 
 
+def _children_cpu(times: str) -> float:
+    """User + system seconds of the shell's children, from bash's `times` (its second line,
+    `0m1.250s 0m0.120s`)."""
+    lines = times.splitlines()
+    if len(lines) < 2:
+        return 0.0
+    total = 0.0
+    for value in lines[1].split():
+        minutes, _, rest = value.rstrip("s").partition("m")
+        total += 60 * float(minutes) + float(rest)
+    return total
+
+
 class Shell:
     """One bash process; each command's exit status comes back on a pipe of its own."""
 
     def __init__(self, cwd: Path, env: dict, logs: Path):
         self.logs = logs
+        self.cpu = 0.0  # CPU seconds of the commands so far
         self.read_end, write_end = os.pipe()
         self.write_end = write_end
         with open(logs / "shell.out", "w") as out, open(logs / "shell.err", "w") as err:
@@ -388,7 +403,10 @@ class Shell:
         else:
             script = f"{{\n{command}\n}} </dev/null >{shlex.quote(str(out))} "
             script += f"2>{shlex.quote(str(err))}\n"
-        script += f'echo "$?" >&{self.write_end}\n'
+        times = self.logs / f"{number}.times"  # the shell's CPU seconds, and its children's
+        script += (
+            f'status=$?; times >{shlex.quote(str(times))}; echo "$status" >&{self.write_end}\n'
+        )
         started = time.monotonic()
         self.process.stdin.write(script)
         self.process.stdin.flush()
@@ -404,7 +422,10 @@ class Shell:
             answer += chunk
         seconds = time.monotonic() - started
         read = lambda path: path.read_text(errors="replace") if path.exists() else ""  # noqa: E731
-        return Step(None, command, None, int(answer), seconds, read(out), read(err))
+        cpu, self.cpu = _children_cpu(read(times)) - self.cpu, _children_cpu(read(times))
+        return Step(
+            None, command, None, int(answer), seconds, cpu, stdout=read(out), stderr=read(err)
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -605,7 +626,7 @@ def run_examples(
                 except TimeoutError as error:
                     report.problems.append(f"README line {item.line}: `{command}` {error}")
                     break
-                step.status, step.seconds = ran.status, ran.seconds
+                step.status, step.seconds, step.cpu = ran.status, ran.seconds, ran.cpu
                 step.stdout, step.stderr = ran.stdout, ran.stderr
             report.steps.append(step)
             if on_step:
@@ -666,7 +687,7 @@ def _print_step(number: int, total: int, step: Step) -> None:
     if step.change and step.change.reuse:
         print(f"    not run again: {step.change.why}")
     else:
-        print(f"    exit {step.status} in {step.seconds:.1f} s")
+        print(f"    exit {step.status} in {step.seconds:.1f} s ({step.cpu:.1f} s of CPU)")
     if step.status:
         print(_tail(step.stdout + "\n" + step.stderr, 30))
     sys.stdout.flush()
@@ -699,7 +720,8 @@ def main(argv: list[str] | None = None) -> int:
     reused = sum(bool(step.change and step.change.reuse) for step in report.steps)
     ran = len(report.steps) - skipped - reused
     print(f"\n{ran} examples ran, {reused} compared again, {skipped} skipped")
-    print(f"in {report.seconds:.0f} s")
+    cpu = sum(step.cpu for step in report.steps)
+    print(f"in {report.seconds:.0f} s, {cpu:.0f} s of CPU")
     for note in report.notes:
         print(f"note (tolerated): {note}")
     for problem in report.problems:

@@ -155,9 +155,11 @@ def test_a_failing_example_or_a_file_written_outside_runs_fails_the_run(tmp_path
 def test_the_readme_examples_run_in_order_on_a_fresh_copy(tmp_path):
     report = rx.run_examples(README, rx.REPO, tmp_path, rx.SUITE_CHANGES, timeout=300)
     for step in report.steps:  # shown with -s, or when the test fails
-        how = "skipped" if step.command is None else f"exit {step.status} {step.seconds:5.1f} s"
-        print(f"line {step.example.line:4}: {how:17} {step.example.key[:70]}")
-    print(f"{report.seconds:.0f} s in all; " + "; ".join(report.notes))
+        how = f"exit {step.status} {step.seconds:5.1f} s, {step.cpu:5.1f} s CPU"
+        how = "skipped" if step.command is None else how
+        print(f"line {step.example.line:4}: {how:28} {step.example.key[:60]}")
+    cpu = sum(step.cpu for step in report.steps)
+    print(f"{report.seconds:.0f} s, {cpu:.0f} s of CPU, in all; " + "; ".join(report.notes))
     assert not report.problems, "\n\n".join(report.problems)
     ran = [step for step in report.steps if step.command is not None]
     assert len(ran) >= 20 and any(step.example.kind == "python" for step in ran)
