@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/echo
 
-.PHONY: help install run test lint format bench variants clean
+.PHONY: help install run test readme lint format bench variants clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ run: install ## Train the tutorial's configuration into runs/echo, evaluate it a
 
 test: install ## Run the test suite on two cores (pytest-xdist; slow tests included)
 	$(BIN)/python -m pytest
+
+readme: install ## Run every README example as written, in order, on a fresh copy (minutes; SKIP="make test" leaves one out)
+	$(BIN)/python -m tests.readme_examples $(if $(SKIP),--skip "$(SKIP)")
 
 lint: install ## Check style with ruff
 	$(BIN)/ruff check echo_keras tests bench
