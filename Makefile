@@ -42,12 +42,13 @@ format: install ## Reformat with ruff
 	$(BIN)/ruff format echo_keras tests bench
 	$(BIN)/ruff check --fix echo_keras tests bench
 
-bench: $(BENCH_STAMP) ## Time training against a plain model.fit baseline, predict, the export's checks, the sweep and char-rnn against PyTorch; print the tables
+bench: $(BENCH_STAMP) ## Time training against a plain model.fit baseline, predict, the export's checks, the sweep, char-rnn against PyTorch and its memory; print the tables
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/char_rnn.py
+	$(BIN)/python bench/char_memory.py
 
 variants: install ## Train and evaluate every variant on the tutorial's task; print the table
 	$(BIN)/python bench/variants.py

@@ -137,7 +137,7 @@ def train_fit(inputs, targets, vocab: int, epochs: int, clock: EpochClock) -> ke
     return model
 
 
-def train_echo_keras(corpus: Path, epochs: int, run_dir: Path, clock: EpochClock):
+def train_echo_keras(corpus: Path, alphabet: str, epochs: int, run_dir: Path, clock: EpochClock):
     """echo-keras's `train` on the corpus file: (the trained model, its own report)."""
     from echo_keras import TrainConfig, train
 
@@ -156,6 +156,9 @@ def train_echo_keras(corpus: Path, epochs: int, run_dir: Path, clock: EpochClock
         seed=data.SEED,
     )
     result = train(config, run_dir, overwrite=True, callbacks=[clock])
+    symbols = json.loads((run_dir / "vocabulary.json").read_text())["symbols"]
+    if "".join(symbols) != alphabet:
+        raise SystemExit("bench: echo-keras's vocabulary is not the corpus's sorted characters")
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     own = {
         "own_steps_per_second": result.steps_per_second,
@@ -177,7 +180,7 @@ def main(trainer: str, corpus: Path, epochs: int, run_dir: Path | None) -> None:
     if trainer == "fit":
         model = train_fit(inputs, targets, len(alphabet), epochs, clock)
     else:
-        model, own = train_echo_keras(corpus, epochs, run_dir, clock)
+        model, own = train_echo_keras(corpus, alphabet, epochs, run_dir, clock)
     whole = time.perf_counter() - started
     if model.output_shape[-1] != len(alphabet):
         raise SystemExit(

@@ -5,8 +5,8 @@ Each file repeats the bench's corpus up to its size (1 MB = 10**6 bytes). Each i
 trained for one epoch with a small model by a process of its own, whose peak RSS
 comes from wait4 (its own `ru_maxrss`).
 
-    python bench/char_memory.py                  # alone: writes its own corpus
-    python bench/char_memory.py child FILE RUN_DIR
+    python bench/char_memory.py                  # `make bench`; minutes (100 MB of training)
+    python bench/char_memory.py child FILE RUN_DIR   # one training process
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from pathlib import Path
 import char_data as data
 from char_rnn import echo_keras_missing, measure
 
+RESULTS = Path(__file__).resolve().parent / "results" / "char_memory.md"
 SIZES = (10_000_000, 100_000_000)  # bytes
-BATCH_SIZE = 100  # the small model's rows; few windows, so the 100 MB epoch stays short
+BATCH_SIZE = 100  # a small model, as bench/run.py's memory check: 100 MB still trains for minutes
 STATE_SIZE = 16
 
 
@@ -59,7 +60,7 @@ def memory(work: Path, corpus: Path) -> str:
     """Train on each file size; return the report."""
     reason = echo_keras_missing()
     if reason:
-        return f"\nMemory check skipped: {reason}"
+        return f"Memory check skipped: {reason}"
     runs = {}
     for size in SIZES:
         file = write_repeated(corpus, work / f"text-{size}.txt", size)
@@ -72,7 +73,6 @@ def memory(work: Path, corpus: Path) -> str:
     grown = (high["rss_mib"] - low["rss_mib"]) * 2**20
     allowed = 2 * (large - small)
     lines = [
-        "",
         f"Memory (echo-keras train, 1 epoch, 1 x LSTM({STATE_SIZE}), batch {BATCH_SIZE}, "
         f"window {data.WINDOW}, the corpus repeated):",
         "| file bytes | windows | training s | whole process s | peak RSS MiB |",
@@ -95,7 +95,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="char-memory-bench-"))
     try:
         corpus = data.write_corpus(work / "corpus.txt")
-        print(memory(work, corpus))
+        text = memory(work, corpus)
+        print(text)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

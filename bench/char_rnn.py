@@ -18,8 +18,8 @@ threads (default every core). Symbols per second are those of the last epoch
 (compilation and warm-up fall in the first), or of the only one. Validation bits
 per character are measured here for all three alike, the state carried from window
 to window; the window starts (first 5 positions of windows 2..) also with the
-state zeroed before every window. Then `char_memory.py` measures echo-keras's
-peak memory for a 10 MB and a 100 MB file (BENCH_CHAR_MEMORY=0 skips it).
+state zeroed before every window. (`char_memory.py` checks echo-keras's memory.)
+BENCH_CHAR_CHARS takes a shorter corpus, for a quick try.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import char_data as data
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "char_rnn.md"
-MEMORY = os.environ.get("BENCH_CHAR_MEMORY", "1") != "0"
 SAME_LOSS_BITS = 0.05  # validation losses closer than this (bits per character) count as equal
 
 
@@ -193,12 +192,6 @@ def main() -> None:
         results, skipped = run_all(work, corpus, epochs)
         text = report(results, skipped, epochs, corpus.stat().st_size)
         print(text)
-        if MEMORY:
-            from char_memory import memory  # it imports this module: not at the top
-
-            checked = memory(work, corpus)
-            print(checked)
-            text += "\n" + checked
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(text + "\n")
     finally:
