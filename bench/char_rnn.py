@@ -125,7 +125,8 @@ def report(results: dict, skipped: dict, epochs: int, corpus_bytes: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     first = next(iter(results.values()), None)
-    windows = f"{first['epoch_windows']} windows of 50 x 50 per epoch, " if first else ""
+    shape = f"{data.BATCH_SIZE} x {data.WINDOW}"
+    windows = f"{first['epoch_windows']} windows of {shape} per epoch, " if first else ""
     measured = "the last epoch" if epochs > 1 else "the only epoch, compilation included"
     lines = [
         f"char-rnn bench: {platform.machine()}, {os.cpu_count()} cores, {data.threads()} "
@@ -166,19 +167,18 @@ def aims(results: dict) -> list[str]:
             f"validation split, {ours['own_steps_per_second']:.2f} windows/s over all epochs"
         )
     speed = symbols_per_second(ours)
-    for name, verb in (
-        ("PyTorch, nn.LSTM", "at least as fast as"),
-        ("Keras model.fit", "faster than"),
+    for name, verb, met in (
+        ("PyTorch, nn.LSTM", "at least as fast as", lambda ratio: ratio >= 1.0),
+        ("Keras model.fit", "faster than", lambda ratio: ratio > 1.0),
     ):
         other = results.get(name)
         if other is None:
             continue
         ratio = speed / symbols_per_second(other)
-        met = ratio >= 1.0 if verb.startswith("at least") else ratio > 1.0
         gap = ours["validation_bpc"] - other["validation_bpc"]
         lines.append(
-            f"- echo-keras {verb} {name}: {'yes' if met else 'no'} ({ratio:.2f}x); validation "
-            f"{gap:+.3f} bits/char against it "
+            f"- echo-keras {verb} {name}: {'yes' if met(ratio) else 'no'} ({ratio:.2f}x); "
+            f"validation {gap:+.3f} bits/char against it "
             f"({'equal' if abs(gap) < SAME_LOSS_BITS else 'not equal'} within {SAME_LOSS_BITS})"
         )
     return lines
