@@ -13,6 +13,7 @@ import sys
 import time
 
 from echo_keras.backend import keras
+from echo_keras.loops import PredictLoop, score_windows
 from echo_keras.model import reset_states, save_checkpoint
 from echo_keras.run import files
 from echo_keras.signals import SignalCatcher
@@ -161,11 +162,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, run_dir, recorder: BatchLossRecorder, tap):
+    def __init__(self, run_dir, recorder: BatchLossRecorder, tap, validation=None):
         super().__init__()
         self.run_dir = run_dir
         self.recorder = recorder
         self.tap = tap
+        self.validation = validation  # a ValidateEachEpoch, whose rows go to validation.csv
         self._rows_written = len(recorder.rows)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -176,6 +178,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return  # diverged: keep the last good checkpoint
         files.append_history(self.run_dir, files.history_lines(epoch_rows))
         self._rows_written = len(self.recorder.rows)
+        if self.validation is not None:
+            files.write_validation(self.run_dir, self.validation.rows)
         files.write_last_batch(self.run_dir, *self.tap.batch(self.recorder.num_batches - 1))
         save_checkpoint(self.run_dir, self.model, epoch + 1)
 
@@ -192,6 +196,39 @@ class StopOnNaN(keras.callbacks.Callback):
         loss = logs.get("batch_loss", logs.get("loss"))
         if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
+
+
+class ValidateEachEpoch(keras.callbacks.Callback):
+    """After every epoch, score held-out windows with the state carried from a zeroed start.
+
+    Appends `{"epoch", "loss", "bits_per_symbol", "accuracy"}` to `rows` (loss in nats
+    per symbol, padding left out) and puts `val_loss` into the epoch's logs. The
+    training state is not restored: every epoch starts from a zeroed state anyway.
+
+    Args:
+        windows: the validation `data.Windows`, laid out for the model's batch.
+        rows: rows of epochs completed earlier (a resumed run), to continue from.
+    """
+
+    def __init__(self, windows, rows=None):
+        super().__init__()
+        self.windows = windows
+        self.rows = list(rows or [])
+        self._loop = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._loop is None:
+            self._loop = PredictLoop(self.model)
+        loss, accuracy = score_windows(self._loop, self.windows)
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            "bits_per_symbol": loss / math.log(2),
+            "accuracy": accuracy,
+        }
+        self.rows.append(row)
+        if logs is not None:
+            logs["val_loss"] = loss
 
 
 class StopOnSignal(keras.callbacks.Callback):

@@ -19,6 +19,9 @@ import numpy as np
 from echo_keras.errors import ConfigError, UsageError
 
 CELLS = ("lstm", "gru", "simple")
+TASKS = ("echo", "next")  # the tutorial's echo, or predicting each symbol's successor
+INPUTS = ("scalar", "onehot")  # a symbol fed as one float (the tutorial), or one-hot
+DATA_FORMATS = ("text", "ints")
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
 
 # The tutorial's learning rate for Adagrad; the other optimizers get Keras's usual one.
@@ -86,10 +89,30 @@ class TrainConfig:
     num_layers: int = 1  # tutorial part 4 stacks layers
     dropout: float = 0.0  # tutorial part 6 adds dropout
     optimizer: str = "adagrad"  # tutorial: AdagradOptimizer
+    # Ours: a user's own sequence instead of the tutorial's random one (corpus.py).
+    data: str | None = None  # a text (or `data_format` "ints") file; None: the echo series
+    data_format: str = "text"
+    task: str | None = None  # "echo" or "next"; None: "next" with `data`, else "echo"
+    input_encoding: str | None = None  # None: "onehot" with `data` or > 2 classes
+    documents: bool = False  # blank lines separate documents, each from a zeroed state
+    validation_data: str | None = None  # a file to validate on, else the end of `data`
+    validation_fraction: float = 0.1  # of `data`, taken from its end (0: no validation)
+    data_windows: int = 0  # windows per epoch of `data`, set once it is read
+
+    def __post_init__(self):
+        if self.task is None:
+            object.__setattr__(self, "task", "next" if self.data is not None else "echo")
+        if self.input_encoding is None:
+            onehot = self.data is not None or (
+                isinstance(self.num_classes, int) and self.num_classes > 2
+            )
+            object.__setattr__(self, "input_encoding", "onehot" if onehot else "scalar")
 
     @property
     def num_batches(self) -> int:
-        """Windows per epoch, as the tutorial computes `num_batches`."""
+        """Windows per epoch, as the tutorial computes `num_batches` (for `data`, its layout's)."""
+        if self.data is not None:
+            return self.data_windows
         return self.total_series_length // self.batch_size // self.truncated_backprop_length
 
     @property
@@ -128,7 +151,8 @@ class TrainConfig:
                 f"must be shorter than the series ({self.total_series_length}), "
                 f"got {self.echo_step}",
             )
-        if self.num_batches == 0:
+        self._validate_data()
+        if self.num_batches == 0 and (self.data is None or self.data_windows):
             raise ConfigError(
                 "total_series_length",
                 f"{self.total_series_length} is too short for one window per row: "
@@ -160,6 +184,42 @@ class TrainConfig:
             raise ConfigError("seed", f"must be from 0 to {MAX_SEED}, got {self.seed}")
         return self
 
+    def _validate_data(self) -> None:
+        choices = {
+            "task": TASKS,
+            "input_encoding": INPUTS,
+            "data_format": DATA_FORMATS,
+        }
+        for field, allowed in choices.items():
+            value = getattr(self, field)
+            if not isinstance(value, str) or value not in allowed:
+                raise ConfigError(field, f"must be one of {', '.join(allowed)}, got {value!r}")
+        for field in ("data", "validation_data"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(field, f"must be a file name, got {value!r}")
+        if not isinstance(self.documents, bool):
+            raise ConfigError("documents", f"must be true or false, got {self.documents!r}")
+        if self.data is None:
+            for field in ("validation_data", "documents"):
+                if getattr(self, field):
+                    raise ConfigError(field, "needs `data`: the echo series has neither")
+            if self.task == "next":
+                raise ConfigError("task", "`next` needs `data` (the echo series is random)")
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ConfigError("validation_fraction", f"must be a number, got {fraction!r}")
+        if not 0 <= fraction < 1:
+            raise ConfigError("validation_fraction", f"must be in [0, 1), got {fraction}")
+        windows = self.data_windows
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 0:
+            raise ConfigError("data_windows", f"must be a whole number, got {windows!r}")
+
+    @property
+    def input_width(self) -> int:
+        """Features per step the model takes: 1 (a symbol as a float) or one per class."""
+        return self.num_classes if self.input_encoding == "onehot" else 1
+
     @property
     def echo_outside_window(self) -> bool:
         """No window holds both a symbol and its echo: truncated backprop cannot learn it."""
@@ -178,7 +238,7 @@ class TrainConfig:
         data = 6 * self.total_series_length * symbol_bytes
         history = HISTORY_ROW_BYTES * self.num_epochs * self.num_batches
         gates = {"lstm": 4, "gru": 3, "simple": 1}[self.cell]
-        units, params, inputs = self.state_size, 0, 1
+        units, params, inputs = self.state_size, 0, self.input_width
         for _ in range(self.num_layers):
             params += gates * (inputs + units + 2) * units
             inputs = units
@@ -190,16 +250,44 @@ class TrainConfig:
         return {"data": data, "history": history, "model": model}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except those of a user's own data that keep their defaults: the
+        tutorial's config.json reads as it always has."""
+        values = dataclasses.asdict(self)
+        for name in DATA_FIELDS:
+            if values[name] == DATA_DEFAULTS[name]:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a `config.json` mapping; unknown keys (versions, notes) are ignored."""
+        """Build from a `config.json` mapping; unknown keys (versions, notes) are ignored.
+
+        A field of a user's own data that is missing keeps its default: the echo task,
+        a scalar input (every run written before those fields existed)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        given = {k: v for k, v in data.items() if k in names}
+        return cls(**{**DATA_DEFAULTS, **given})
 
     def to_json(self, **extra: Any) -> str:
         return json.dumps({**self.to_dict(), **extra}, indent=2) + "\n"
+
+
+DATA_FIELDS = (
+    "data",
+    "data_format",
+    "task",
+    "input_encoding",
+    "documents",
+    "validation_data",
+    "validation_fraction",
+    "data_windows",
+)
+# What config.json leaves out, and a missing field means (the tutorial's own settings).
+DATA_DEFAULTS = {
+    **{name: getattr(TrainConfig, name) for name in DATA_FIELDS},
+    "task": "echo",
+    "input_encoding": "scalar",
+}
 
 
 def with_default_rate(settings: dict[str, Any]) -> dict[str, Any]:

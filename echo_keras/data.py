@@ -5,6 +5,8 @@ Everything here is numpy; nothing imports TensorFlow.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from echo_keras.config import TrainConfig
@@ -88,3 +90,94 @@ def windows_from_rng(
 def epoch_windows(config: TrainConfig, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """The training windows of one epoch: (inputs, targets), each (num_batches, batch, window)."""
     return windows_from_rng(epoch_rng(config.seed, epoch), config)
+
+
+@dataclass
+class Windows:
+    """A sequence laid out for a stateful model, read one range of windows at a time.
+
+    `inputs` and `targets` are (batch_size, row length) rows, as `make_windows` cuts
+    them (views of the data where they can be: no copy of a large file). With
+    documents, `weights` is 0 on the padding that fills a document's last window
+    (left out of the loss) and `resets[k, i]` says that row i starts a document at
+    window k, so its state is zeroed there; without, both are None.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    window: int
+    weights: np.ndarray | None = None
+    resets: np.ndarray | None = None
+
+    @property
+    def num_windows(self) -> int:
+        return self.inputs.shape[1] // self.window
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs.shape[0]
+
+    def chunk(self, start: int, stop: int, size: int | None = None) -> dict[str, np.ndarray]:
+        """Windows [start, stop) as (windows, batch, window) arrays, zero-padded to `size`
+        windows (one shape for every chunk, so a compiled loop is compiled once)."""
+        size = stop - start if size is None else size
+        arrays = {"inputs": self.inputs, "targets": self.targets}
+        if self.weights is not None:
+            arrays["weights"] = self.weights
+        out = {}
+        for name, rows in arrays.items():
+            part = rows[:, start * self.window : stop * self.window]
+            part = part.reshape(self.batch_size, stop - start, self.window).transpose(1, 0, 2)
+            padded = np.zeros((size, self.batch_size, self.window), rows.dtype)
+            padded[: stop - start] = part
+            out[name] = padded
+        if self.resets is not None:
+            out["resets"] = np.zeros((size, self.batch_size), bool)
+            out["resets"][: stop - start] = self.resets[start:stop]
+        return out
+
+
+def series_windows(x: np.ndarray, y: np.ndarray, batch_size: int, window: int) -> Windows:
+    """`Windows` of a series and its targets in `batch_size` contiguous rows (no copy);
+    symbols past the last whole window are dropped, as `make_windows` drops them."""
+    used = len(x) // batch_size // window * batch_size * window
+    return Windows(x[:used].reshape(batch_size, -1), y[:used].reshape(batch_size, -1), window)
+
+
+def task_pairs(ids: np.ndarray, task: str, echo_step: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(inputs, targets, first position with a target) of a sequence for a task: `next`
+    predicts each symbol's successor (views, no copy); `echo` its echo `echo_step` back."""
+    if task == "next":
+        return ids[:-1], ids[1:], 0
+    targets = np.zeros_like(ids)
+    targets[echo_step:] = ids[: len(ids) - echo_step]
+    return ids, targets, echo_step
+
+
+def document_windows(
+    ids: np.ndarray, starts: np.ndarray, batch_size: int, window: int, task: str, echo_step: int
+) -> Windows:
+    """`Windows` of documents: each padded to whole windows and placed whole in the row
+    that is shortest so far (in file order), rows padded to the longest; a row's state
+    is zeroed at the window where each of its documents starts."""
+    ends = np.append(starts[1:], len(ids))
+    pieces = []  # (row, offset in row, inputs, targets, first position with a target)
+    lengths = np.zeros(batch_size, np.int64)
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        x, y, first = task_pairs(ids[start:end], task, echo_step)
+        if len(x) <= first:
+            continue  # too short to hold a single target
+        row = int(np.argmin(lengths))
+        pieces.append((row, int(lengths[row]), x, y, first))
+        lengths[row] += -(-len(x) // window) * window
+    length = int(lengths.max())
+    inputs = np.zeros((batch_size, length), ids.dtype)
+    targets = np.zeros((batch_size, length), ids.dtype)
+    weights = np.zeros((batch_size, length), np.uint8)
+    resets = np.zeros((length // window, batch_size), bool)
+    for row, offset, x, y, first in pieces:
+        inputs[row, offset : offset + len(x)] = x
+        targets[row, offset : offset + len(y)] = y
+        weights[row, offset + first : offset + len(x)] = 1
+        resets[offset // window, row] = True
+    return Windows(inputs, targets, window, weights, resets)

@@ -10,19 +10,59 @@ the new state at the end.
 
 from __future__ import annotations
 
+import numpy as np
+
 from echo_keras.backend import keras, tf
-from echo_keras.model import loss_function, state_variables
+from echo_keras.model import loss_function, reset_states, state_variables
+
+SCORE_WINDOWS = 200  # windows `score_windows` feeds the compiled loop at a time
 
 
-def _window(inputs, targets, k):
-    """Window k as the model takes it: float symbols (batch, window, 1), int targets."""
-    return tf.cast(inputs[k], tf.float32)[..., None], tf.cast(targets[k], tf.int32)
+def one_hot_classes(model: keras.Model) -> int | None:
+    """The classes a model takes one-hot, or None when it takes a symbol as one float."""
+    width = model.inputs[0].shape[-1]
+    return int(width) if width > 1 else None
 
 
-def _scored(model, x, y):
-    """(summed cross-entropy, hit per position) of the model's predictions for one window."""
+def features(symbols, classes: int | None):
+    """Symbols as the model takes them: one float each (batch, window, 1), or one-hot."""
+    if classes:
+        return tf.one_hot(tf.cast(symbols, tf.int32), classes)
+    return tf.cast(symbols, tf.float32)[..., None]
+
+
+def _window(inputs, targets, k, classes=None):
+    """Window k as the model takes it: its input features and int targets."""
+    return features(inputs[k], classes), tf.cast(targets[k], tf.int32)
+
+
+def _zero_rows(states, resets) -> None:
+    """Zero the state of the rows whose document starts here (`resets`, one bool a row)."""
+    keep = 1.0 - tf.cast(resets, tf.float32)
+    for variable in states:
+        variable.assign(variable * tf.cast(keep, variable.dtype)[:, None])
+
+
+def _cross_entropy(y, logits):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=y, logits=tf.cast(logits, tf.float32)
+    )
+
+
+def masked_mean(y, logits, weights):
+    """Mean cross-entropy over the positions whose weight is 1 (padding is 0)."""
+    weights = tf.cast(weights, tf.float32)
+    total = tf.reduce_sum(_cross_entropy(y, logits) * weights)
+    return total / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def _scored(model, x, y, weights=None):
+    """(summed cross-entropy, hit per position) of the model's predictions for one window;
+    with `weights`, padding (weight 0) adds nothing to the sum."""
     logits = tf.cast(model(x, training=False), tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    losses = _cross_entropy(y, logits)
+    if weights is not None:
+        losses = losses * tf.cast(weights, tf.float32)
     hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
     return tf.reduce_sum(losses), hits
 
@@ -54,7 +94,7 @@ class TrainLoop:
             optimizer.build(model.trainable_variables)
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
-    def _loop(self, inputs, targets, start, stop):
+    def _loop(self, inputs, targets, start, stop, weights=None, resets=None):
         model, optimizer, variables = (
             self.model,
             self.model.optimizer,
@@ -62,12 +102,18 @@ class TrainLoop:
         )
         batch, window = inputs.shape[1], inputs.shape[2]
         logits_shape = (batch, window, model.output_shape[-1])
+        classes, states = one_hot_classes(model), state_variables(model)
 
         def body(k, losses, _):
-            x, y = _window(inputs, targets, k)
+            x, y = _window(inputs, targets, k, classes)
+            if resets is not None:
+                _zero_rows(states, resets[k])
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
-                loss = self.loss(y, logits)
+                if weights is None:
+                    loss = self.loss(y, logits)
+                else:
+                    loss = masked_mean(y, logits, weights[k])
             optimizer.apply(tape.gradient(loss, variables), variables)
             return k + 1, losses.write(k, loss), tf.cast(logits, tf.float32)
 
@@ -77,8 +123,10 @@ class TrainLoop:
         )
         return losses.stack(), logits
 
-    def __call__(self, inputs, targets, start: int, stop: int):
-        return self._run(inputs, targets, tf.constant(start), tf.constant(stop))
+    def __call__(self, inputs, targets, start: int, stop: int, weights=None, resets=None):
+        """Train windows [start, stop); with documents, `weights` (0 on padding) and
+        `resets` (a row's state zeroed before the window) as `data.Windows.chunk` gives them."""
+        return self._run(inputs, targets, tf.constant(start), tf.constant(stop), weights, resets)
 
 
 class PredictLoop:
@@ -97,18 +145,21 @@ class PredictLoop:
         self.reset_each_window = reset_each_window
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
-    def _loop(self, inputs, targets):
+    def _loop(self, inputs, targets, stop, weights=None, resets=None):
         model, states = self.model, state_variables(self.model)
-        num_windows = inputs.shape[0]
+        num_windows, classes = inputs.shape[0], one_hot_classes(model)
 
         def body(k, loss_sums, correct):
             if self.reset_each_window:
                 _zero(states)
-            loss, hits = _scored(model, *_window(inputs, targets, k))
+            elif resets is not None:
+                _zero_rows(states, resets[k])
+            x, y = _window(inputs, targets, k, classes)
+            loss, hits = _scored(model, x, y, None if weights is None else weights[k])
             return k + 1, loss_sums.write(k, loss), correct.write(k, hits)
 
         _, loss_sums, correct = tf.while_loop(
-            lambda k, *_: k < num_windows,
+            lambda k, *_: k < stop,
             body,
             (
                 tf.constant(0),
@@ -118,8 +169,12 @@ class PredictLoop:
         )
         return loss_sums.stack(), correct.stack()
 
-    def __call__(self, inputs, targets):
-        return self._run(tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets))
+    def __call__(self, inputs, targets, stop=None, weights=None, resets=None):
+        """Run windows [0, stop) (default all); with documents, `weights` and `resets` as
+        `data.Windows.chunk` gives them. Windows past `stop` are left unwritten (zero)."""
+        inputs, targets = tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets)
+        stop = inputs.shape[0] if stop is None else stop
+        return self._run(inputs, targets, tf.constant(stop), weights, resets)
 
 
 class PairedPredictLoop:
@@ -140,8 +195,10 @@ class PairedPredictLoop:
         model, states = self.model, state_variables(self.model)
         num_windows = inputs.shape[0]
 
+        classes = one_hot_classes(model)
+
         def body(k, carried_sums, carried_hits, reset_sums, reset_hits):
-            x, y = _window(inputs, targets, k)
+            x, y = _window(inputs, targets, k, classes)
             carried_loss, carried_hit = _scored(model, x, y)
             carried = [tf.identity(variable.value) for variable in states]
             _zero(states)
@@ -171,3 +228,25 @@ class PairedPredictLoop:
         inputs, targets = tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets)
         stop = inputs.shape[0] if stop is None else stop
         return self._run(inputs, targets, tf.constant(stop))
+
+
+def score_windows(loop: PredictLoop, windows, size: int = SCORE_WINDOWS) -> tuple[float, float]:
+    """(mean cross-entropy in nats, accuracy) of `loop`'s model over `data.Windows`, fed
+    `size` windows at a time from a zeroed state carried throughout (padding left out)."""
+    reset_states(loop.model)
+    total = weight = hits = 0.0
+    size = min(size, windows.num_windows)
+    for start in range(0, windows.num_windows, size):
+        stop = min(start + size, windows.num_windows)
+        chunk = {k: tf.constant(v) for k, v in windows.chunk(start, stop, size).items()}
+        inputs, targets = chunk.pop("inputs"), chunk.pop("targets")
+        loss_sums, correct = loop(inputs, targets, stop - start, **chunk)
+        mask = (
+            np.ones(correct.shape, bool)
+            if "weights" not in chunk
+            else chunk["weights"].numpy().astype(bool)
+        )[: stop - start]
+        total += float(np.sum(loss_sums.numpy()[: stop - start], dtype=np.float64))
+        weight += float(mask.sum())
+        hits += float(np.sum(correct.numpy()[: stop - start] & mask))
+    return total / max(weight, 1.0), hits / max(weight, 1.0)

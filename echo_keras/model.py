@@ -19,12 +19,15 @@ RECURRENT_LAYERS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple": layers.Sim
 
 
 def build_model(config: TrainConfig) -> keras.Model:
-    """Input(batch_shape=(batch, window, 1)) -> stateful RNN layer(s) -> Dense(num_classes) logits.
+    """Input(batch_shape=(batch, window, features)) -> stateful RNN layer(s) -> Dense logits.
 
-    The batch size is fixed because a stateful layer keeps one state row per sample.
+    A symbol is one float feature (the tutorial's scalar input) or `num_classes` of them
+    (one-hot). The batch size is fixed because a stateful layer keeps one state row per
+    sample.
     """
     inputs = keras.Input(
-        batch_shape=(config.batch_size, config.truncated_backprop_length, 1), name="symbols"
+        batch_shape=(config.batch_size, config.truncated_backprop_length, config.input_width),
+        name="symbols",
     )
     hidden = inputs
     recurrent = RECURRENT_LAYERS[config.cell]
@@ -149,11 +152,12 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
 
 def _mismatch(model: keras.Model, config: TrainConfig) -> str | None:
     """What of `config` the model disagrees with, or None."""
-    expected_input = (config.batch_size, config.truncated_backprop_length, 1)
+    expected_input = (config.batch_size, config.truncated_backprop_length, config.input_width)
     actual_input = tuple(model.inputs[0].shape) if model.inputs else None
     if actual_input != expected_input:
         return (
-            f"batch_size x truncated_backprop_length is {expected_input[:2]}, model {actual_input}"
+            "batch_size x truncated_backprop_length x input width is "
+            f"{expected_input}, model {actual_input}"
         )
     recurrent = [
         layer for layer in model.layers if isinstance(layer, tuple(RECURRENT_LAYERS.values()))

@@ -22,6 +22,7 @@ class Option:
     help: str  # one line, without the default
     sweep: str | None = None  # AXIS, SETTING, or None: not a sweep option
     default: str | None = None  # the default as help shows it (None: the config's own)
+    metavar: str | None = None  # the placeholder help shows (None: the type's)
 
     def help_text(self) -> str:
         """The help line with its default, as `train --help` shows it."""
@@ -67,6 +68,49 @@ OPTIONS = {
         Option("num_layers", "--layers", "Stacked recurrent layers.", SETTING),
         Option("dropout", "--dropout", "Dropout on the recurrent layers' inputs, training only."),
         Option("optimizer", "--optimizer", "adagrad, adam, rmsprop or sgd.", SETTING),
+        # A user's own sequence (train only).
+        Option(
+            "data",
+            "--data",
+            "Train on this file's symbols instead of the echo series.",
+            default="the echo series",
+            metavar="<file>",
+        ),
+        Option(
+            "data_format",
+            "--data-format",
+            "text (UTF-8, a symbol a character) or ints (integers 0..K-1).",
+        ),
+        Option(
+            "task",
+            "--task",
+            "echo (the echo of each symbol) or next (predict the next symbol).",
+            default="next with --data, else echo",
+        ),
+        Option(
+            "input_encoding",
+            "--input",
+            "How a symbol is fed: scalar (one float, the tutorial's) or onehot.",
+            default="onehot with --data or --num-classes above 2, else scalar",
+        ),
+        Option(
+            "documents",
+            "--documents",
+            "Blank lines separate documents; each starts from a zeroed state.",
+            default="off",
+        ),
+        Option(
+            "validation_data",
+            "--validation",
+            "Validate on this file after every epoch (state carried).",
+            default="the end of --data",
+            metavar="<file>",
+        ),
+        Option(
+            "validation_fraction",
+            "--validation-fraction",
+            "Share of --data held out from its end for validation (0: none).",
+        ),
     )
 }
 

@@ -1,10 +1,7 @@
 """Training: `train(config, run_dir)` runs a whole training job into a run folder.
 
-Two paths train the same model the same way, window after window with the
-state carried and reset at each epoch start:
-- fast (default): `loops.TrainLoop`, many windows per XLA-compiled call;
-- plain (`plain=True`): `model.fit(shuffle=False)` one window per step, for debugging.
-Both drive the same callbacks with the loss of every single batch.
+It owns the run folder's life cycle (lock, status, checkpoints, resume, the final
+swap); `fitting.py` trains the epochs, on the fast or the plain path.
 """
 
 from __future__ import annotations
@@ -16,22 +13,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from echo_keras import model as model_lib
-from echo_keras.backend import keras, tf
+from echo_keras.backend import keras
 from echo_keras.callbacks import (
     BatchLossRecorder,
-    DirectCallbacks,
     EpochCheckpoint,
     ProgressBar,
     ResetStatesAtEpochStart,
     RunTensorBoard,
     StopOnNaN,
     StopOnSignal,
+    ValidateEachEpoch,
 )
 from echo_keras.config import TrainConfig
-from echo_keras.data import epoch_windows
+from echo_keras.corpus import Corpus, file_digest, load_corpus
 from echo_keras.errors import (
     ConfigError,
     Interrupted,
@@ -41,14 +36,11 @@ from echo_keras.errors import (
     TrainingError,
     UsageError,
 )
-from echo_keras.loops import TrainLoop
+from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
 
 DIVERGED = "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
-
-# The fast path returns to Python (progress bar, Ctrl-C, live plot) at least this often.
-CHUNK_WINDOWS = 100
 
 
 @dataclass
@@ -61,129 +53,11 @@ class TrainResult:
     final_loss: float  # mean batch loss of the last completed epoch
     train_seconds: float
     steps_per_second: float
+    batches_per_epoch: int
     history: list = field(default_factory=list, repr=False)
-
-
-class BatchTap:
-    """Where callbacks find the current epoch's windows and the latest batch's logits."""
-
-    def __init__(self):
-        self.inputs = self.targets = None
-        self.logits_source = None
-
-    def batch(self, index: int):
-        """(inputs, targets, class probabilities) of batch `index` of the current epoch."""
-        return self.inputs[index], self.targets[index], probabilities(self.logits_source())
-
-
-def probabilities(logits) -> np.ndarray:
-    """The softmax of logits over the last axis, in float64 (as last_batch.npz keeps it)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
-
-
-def fit_epochs(
-    model: keras.Model,
-    config: TrainConfig,
-    callbacks: list,
-    *,
-    first_epoch: int = 0,
-    plain: bool = False,
-    tap: BatchTap | None = None,
-    chunk_stops=None,
-) -> int:
-    """Train epochs first_epoch..num_epochs-1 on fresh data; return the number of batches run.
-
-    `callbacks` should include ResetStatesAtEpochStart. Stops early when a
-    callback sets `model.stop_training`.
-    """
-    tap = tap or BatchTap()
-    runner = _fit_plain if plain else _fit_fast
-    return runner(model, config, callbacks, first_epoch, tap, chunk_stops or default_chunk_stops)
-
-
-def default_chunk_stops(start: int, num_windows: int, epoch: int) -> int:
-    return min(num_windows, start + CHUNK_WINDOWS)
-
-
-def aligned_chunk_stops(every: int):
-    """Chunk stops that also end a chunk on every `every`-th batch of the whole run,
-    so the live plot sees the predictions of exactly that batch."""
-
-    def stops(start: int, num_windows: int, epoch: int) -> int:
-        step = epoch * num_windows + start
-        next_due = (step // every + 1) * every - epoch * num_windows
-        return min(default_chunk_stops(start, num_windows, epoch), next_due)
-
-    return stops
-
-
-def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops) -> int:
-    # Keras builds the compiled metrics on the first step, so look the metric up late.
-    tap.logits_source = lambda: model_lib.batch_loss_metric(model).logits.numpy()
-    steps = 0
-    model.stop_training = False
-    for epoch in range(first_epoch, config.num_epochs):
-        tap.inputs, tap.targets = epoch_windows(config, epoch)
-        x = tap.inputs.reshape(-1, config.truncated_backprop_length, 1).astype(np.float32)
-        y = tap.targets.reshape(-1, config.truncated_backprop_length).astype(np.int32)
-        history = model.fit(
-            x,
-            y,
-            batch_size=config.batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=False,
-            verbose=0,
-            callbacks=callbacks,
-        )
-        steps += len(tap.inputs) if not model.stop_training else 0
-        if model.stop_training or not history.history:
-            break
-    return steps
-
-
-def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops) -> int:
-    num_windows = config.num_batches
-    loop = TrainLoop(model, num_windows)
-    callback_list = DirectCallbacks(
-        callbacks, model, {"epochs": config.num_epochs, "steps": num_windows, "verbose": 0}
-    )
-    logits = tf.zeros(())
-    tap.logits_source = lambda: logits.numpy()
-    steps = 0
-    model.stop_training = False
-    callback_list.on_train_begin()
-    for epoch in range(first_epoch, config.num_epochs):
-        tap.inputs, tap.targets = epoch_windows(config, epoch)
-        inputs, targets = tf.constant(tap.inputs), tf.constant(tap.targets)
-        callback_list.on_epoch_begin(epoch)
-        total, start = 0.0, 0
-        while start < num_windows and not model.stop_training:
-            stop = chunk_stops(start, num_windows, epoch)
-            losses, logits = loop(inputs, targets, start, stop)
-            for batch, loss in enumerate(losses.numpy()[start:stop].tolist(), start):
-                total += loss
-                steps += 1
-                logs = {"loss": total / (batch + 1), "batch_loss": loss}
-                callback_list.on_train_batch_begin(batch)  # after the fact: it already ran
-                callback_list.on_train_batch_end(batch, logs)
-                if model.stop_training:
-                    break
-            start = stop
-        if model.stop_training and start < num_windows:
-            break
-        callback_list.on_epoch_end(epoch, {"loss": total / num_windows})
-        if model.stop_training:
-            break
-    callback_list.on_train_end()
-    return steps
-
-
-def build_compiled_model(config: TrainConfig) -> keras.Model:
-    keras.utils.set_random_seed(config.seed)
-    return model_lib.compile_model(model_lib.build_model(config), config)
+    # With `data`: one dict an epoch ("epoch", "loss" in nats, "bits_per_symbol",
+    # "accuracy"), the validation windows scored with the state carried.
+    validation: list = field(default_factory=list, repr=False)
 
 
 def train(
@@ -236,10 +110,16 @@ def train(
     if overwrite and resume:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
     config.validate()
+    if plain and config.documents:
+        raise UsageError("`plain=True` cannot train `documents`: model.fit cannot zero one row")
     problem = fileio.folder_problem(tensorboard_dir) if tensorboard_dir is not None else None
     if problem:  # refused before the run folder is touched
         raise ConfigError("tensorboard_dir", problem)
     folder = RunFolder(run_dir)
+    corpus = None
+    if config.data is not None:  # read before the run folder is touched
+        vocabulary = _same_data(config, folder) if resume else None
+        config, corpus = load_corpus(config, vocabulary)
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
     own += list(callbacks)  # the caller's, after the built-in ones
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
@@ -253,6 +133,8 @@ def train(
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
             versions = files.package_versions("keras", "tensorflow", "numpy")
             files.write_config(work_dir, config, versions=versions, fast_path=not plain)
+            if corpus is not None:
+                files.write_vocabulary(work_dir, corpus.record())
             changed = True  # from here on, a failure is the run's own
             files.write_status(work_dir, "running")
             recorder = BatchLossRecorder(config.num_batches, rows)
@@ -260,11 +142,13 @@ def train(
             extras = _optional_callbacks(
                 work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir
             )
+            validation = _validation(corpus, work_dir if resume else None, first_epoch)
             all_callbacks = [
                 ResetStatesAtEpochStart(),
                 recorder,
                 StopOnNaN(),
-                EpochCheckpoint(work_dir, recorder, tap),
+                *validation,
+                EpochCheckpoint(work_dir, recorder, tap, *validation),
                 *extras,
                 *own,
                 stopper,
@@ -279,17 +163,42 @@ def train(
                     plain=plain,
                     tap=tap,
                     chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
+                    corpus=corpus,
                 )
             finally:
                 seconds = time.perf_counter() - started
                 for callback in extras:
                     callback.close()
-            return _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
+            result = _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds)
+            result.validation = list(validation[0].rows) if validation else []
+            return result
         except BaseException as error:
             if changed and not isinstance(error, (TrainingError, Interrupted)):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             raise
+
+
+def _same_data(config: TrainConfig, folder: RunFolder):
+    """The vocabulary of the run to resume; UsageError if its data files changed since."""
+    vocabulary, digests = files.read_vocabulary(folder.real, folder.path)
+    for name in ("data", "validation_data"):
+        path = getattr(config, name)
+        if path is not None and digests.get(name) != file_digest(path, name):
+            raise UsageError(
+                f"`{name}` {path} is not the file the run in {folder.path} was trained on "
+                "(its contents changed)"
+            )
+    return vocabulary
+
+
+def _validation(corpus: Corpus | None, run_dir: Path | None, first_epoch: int) -> list:
+    """The callback that scores the validation windows after every epoch, if there are any
+    (with the rows of the epochs already completed, when resuming)."""
+    if corpus is None or corpus.validation is None:
+        return []
+    rows = files.read_validation(run_dir)[:first_epoch] if run_dir is not None else []
+    return [ValidateEachEpoch(corpus.validation, rows)]
 
 
 def _try_write_status(work_dir: Path, status: str, message: str) -> None:
@@ -388,5 +297,6 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds):
         final_loss=recorder.epoch_mean(completed - 1),
         train_seconds=seconds,
         steps_per_second=steps / seconds if seconds > 0 else math.inf,
+        batches_per_epoch=config.num_batches,
         history=rows,
     )

@@ -238,8 +238,8 @@ def test_plot_out_refuses_devices_fifos_and_folders(tiny_run, tmp_path):
 def test_live_plot_writes_while_training_runs(tmp_path):
     """The live figure appears before training ends, not only at close()."""
     from echo_keras.callbacks import BatchLossRecorder
+    from echo_keras.fitting import BatchTap
     from echo_keras.plots.live import LivePlot
-    from echo_keras.training import BatchTap
 
     recorder = BatchLossRecorder(num_batches=10)
     tap = BatchTap()

@@ -33,7 +33,7 @@ QUIET = typer.Option(False, "--quiet", help="No progress bar or notices.")
 def setting(field: str, help: str | None = None):
     """The option that sets config field `field`, from the table of options."""
     option = OPTIONS[field]
-    return typer.Option(None, option.flag, help=help or option.help_text())
+    return typer.Option(None, option.flag, help=help or option.help_text(), metavar=option.metavar)
 
 
 def given_settings(values: dict) -> dict:

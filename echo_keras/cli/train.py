@@ -42,6 +42,13 @@ def train(
     num_layers: int | None = setting("num_layers"),
     dropout: float | None = setting("dropout"),
     optimizer: str | None = setting("optimizer"),
+    data: Path | None = setting("data"),
+    data_format: str | None = setting("data_format"),
+    task: str | None = setting("task"),
+    input_encoding: str | None = setting("input_encoding"),
+    documents: bool | None = setting("documents"),
+    validation_data: Path | None = setting("validation_data"),
+    validation_fraction: float | None = setting("validation_fraction"),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing run (once the new one is done)."
     ),
@@ -62,8 +69,13 @@ def train(
     as_json: bool = AS_JSON,
     quiet: bool = QUIET,
 ) -> None:
-    """Train a stateful LSTM on the echo task into a run folder."""
+    """Train a stateful LSTM on the echo task (or your own sequence) into a run folder."""
     given = given_settings(locals())
+    for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
+        if field in given:
+            given[field] = str(given[field].resolve())
+    if "data" in given and "num_classes" in given:
+        raise UsageError("--num-classes cannot be used with --data: its vocabulary sets it")
     if overwrite and resume:
         raise UsageError("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
@@ -90,7 +102,7 @@ def train(
         raise UsageError(problem)
 
     notices = not (quiet or as_json)
-    if notices:
+    if notices and config.data is None:
         _notes(config)
     from echo_keras import training
 
@@ -112,7 +124,7 @@ def train(
     # The run is complete and kept: if its report cannot be printed (a closed or
     # broken stdout), the exit status still says so.
     with contextlib.suppress(OSError):
-        _report(result, as_json, quiet, config.num_batches)
+        _report(result, as_json, quiet)
 
 
 def _notes(config: TrainConfig) -> None:
@@ -142,14 +154,24 @@ def _epochs_trained(result, num_batches: int) -> str:
     return f"epochs {first}-{result.epochs}"
 
 
-def _report(result, as_json: bool, quiet: bool, num_batches: int) -> None:
+def _report(result, as_json: bool, quiet: bool) -> None:
     if as_json:
         keys = ("run_dir", "epochs", "steps", "final_loss", "train_seconds", "steps_per_second")
-        JsonOutput.echo(json.dumps({key: getattr(result, key) for key in keys}))
+        report = {key: getattr(result, key) for key in keys}
+        if result.validation:
+            report["validation"] = result.validation[-1]
+        JsonOutput.echo(json.dumps(report))
     elif not quiet:
         typer.echo(
-            f"Trained {_epochs_trained(result, num_batches)} ({result.steps} batches) in "
-            f"{result.train_seconds:.1f} s, {result.steps_per_second:.0f} batches/s; "
-            f"last epoch's mean batch loss {result.final_loss:.5f}"
+            f"Trained {_epochs_trained(result, result.batches_per_epoch)} ({result.steps} "
+            f"batches) in {result.train_seconds:.1f} s, {result.steps_per_second:.0f} "
+            f"batches/s; last epoch's mean batch loss {result.final_loss:.5f}"
         )
+        if result.validation:
+            last = result.validation[-1]
+            typer.echo(
+                f"Validation after epoch {last['epoch'] + 1}: loss {last['loss']:.4f} "
+                f"({last['bits_per_symbol']:.4f} bits per symbol), "
+                f"accuracy {last['accuracy']:.4f}"
+            )
         typer.echo(f"Run folder: {result.run_dir}")

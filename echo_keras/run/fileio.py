@@ -140,11 +140,11 @@ def open_regular(path: Path, mode: str = "rb", **options):
         raise
 
 
-def read_json(path: Path) -> object:
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> object:
     with open_regular(path) as handle:
-        data = handle.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
-        raise ValueError(f"it is larger than {MAX_JSON_BYTES} bytes")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit} bytes")
     try:
         return json.loads(data)
     except RecursionError:

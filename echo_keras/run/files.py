@@ -8,6 +8,8 @@ Layout of a run folder::
     last_batch.npz   inputs, targets, probabilities of the last trained batch (for the plot)
     model.keras      the trained model (written only when training completed)
     checkpoint/      weights, optimizer state and epoch count after the last completed epoch
+    vocabulary.json  a run on its own data: the symbols, and the SHA-256 of the files
+    validation.csv   a run on its own data: one row per epoch, the validation loss
 
 Every file but history.csv is written atomically (`fileio.atomic_write`), so a
 reader never sees half a file. history.csv only grows: each epoch's rows are
@@ -30,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import TrainConfig, memory_problem
+from echo_keras.config import DATA_FIELDS, TrainConfig, memory_problem
+from echo_keras.corpus import Vocabulary
 from echo_keras.errors import ConfigError, RunFolderError
 from echo_keras.run import fileio
 
@@ -42,6 +45,11 @@ MODEL = "model.keras"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_STATE = "state.npz"
 
+VOCABULARY = "vocabulary.json"
+VALIDATION = "validation.csv"
+VALIDATION_HEADER = "epoch,loss,bits_per_symbol,accuracy\n"
+MAX_VOCABULARY_BYTES = 4 * 1024 * 1024  # 65536 symbols, each a few JSON characters
+MAX_VALIDATION_BYTES = 64 * 1024 * 1024
 HISTORY_COLUMNS = ("epoch", "batch", "step", "loss")
 HISTORY_HEADER = ",".join(HISTORY_COLUMNS) + "\n"
 STATUSES = ("running", "complete", "interrupted", "failed")
@@ -105,8 +113,69 @@ def is_written_config(run_dir: Path) -> bool:
         data = fileio.read_json(Path(run_dir) / CONFIG)
     except (OSError, ValueError):
         return False
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    fields = {field.name for field in dataclasses.fields(TrainConfig)} - set(DATA_FIELDS)
     return isinstance(data, dict) and fields <= set(data)
+
+
+# --- vocabulary.json ----------------------------------------------------------------------
+
+
+def write_vocabulary(run_dir: Path, record: dict) -> None:
+    fileio.atomic_write_text(Path(run_dir) / VOCABULARY, json.dumps(record) + "\n")
+
+
+def read_vocabulary(run_dir: Path, name: Path | None = None) -> tuple[Vocabulary, dict]:
+    """(vocabulary, SHA-256 of each data file) of a run on its own data; RunFolderError
+    naming the file when it is missing or damaged."""
+    path = Path(name or run_dir) / VOCABULARY
+    try:
+        data = fileio.read_json(Path(run_dir) / VOCABULARY, MAX_VOCABULARY_BYTES)
+        digests = data.get("sha256", {}) if isinstance(data, dict) else None
+        if not isinstance(digests, dict):
+            raise ValueError('"sha256" must be an object')
+        return Vocabulary.from_json(data), digests
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing") from None
+    except ValueError as error:
+        raise RunFolderError(f"{path} is damaged: {error}") from None
+    except OSError as error:
+        raise RunFolderError(f"{path} is damaged: {error.strerror or error}") from None
+
+
+# --- validation.csv -----------------------------------------------------------------------
+
+
+def write_validation(run_dir: Path, rows) -> None:
+    """Replace validation.csv with one line per epoch (atomically)."""
+    lines = "".join(
+        f"{row['epoch']},{row['loss']!r},{row['bits_per_symbol']!r},{row['accuracy']!r}\n"
+        for row in rows
+    )
+    fileio.atomic_write_text(Path(run_dir) / VALIDATION, VALIDATION_HEADER + lines)
+
+
+def read_validation(run_dir: Path) -> list[dict]:
+    """validation.csv's rows (none when it is missing); a damaged line ends them."""
+    rows = []
+    try:
+        with fileio.open_regular(Path(run_dir) / VALIDATION, "r", encoding="utf-8") as handle:
+            lines = handle.read(MAX_VALIDATION_BYTES).splitlines()[1:]
+    except (OSError, UnicodeDecodeError):
+        return rows
+    for line in lines:
+        try:
+            epoch, loss, bits, accuracy = line.split(",")
+            rows.append(
+                {
+                    "epoch": int(epoch),
+                    "loss": float(loss),
+                    "bits_per_symbol": float(bits),
+                    "accuracy": float(accuracy),
+                }
+            )
+        except ValueError:
+            break
+    return rows
 
 
 # --- status.json --------------------------------------------------------------------------

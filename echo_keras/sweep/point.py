@@ -29,10 +29,11 @@ from echo_keras.config import TrainConfig, memory_problem
 from echo_keras.data import epoch_windows, eval_rng, symbol_dtype, windows_from_rng
 from echo_keras.errors import ConfigError, TrainingDiverged
 from echo_keras.evaluation import Metrics, score
+from echo_keras.fitting import build_compiled_model, probabilities
 from echo_keras.loops import PairedPredictLoop, TrainLoop
 from echo_keras.run import fileio, files
 from echo_keras.sweep.grid import shape_key
-from echo_keras.training import DIVERGED, build_compiled_model, probabilities
+from echo_keras.training import DIVERGED
 
 PARTS = ("compilation", "initialisation", "training", "evaluation", "saving")
 SEEDS_KEPT = 16  # initial weights kept per shape, by seed (a fresh model costs ~0.1 s)

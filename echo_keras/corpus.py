@@ -1,0 +1,408 @@
+"""A user's own sequence: a text or integer file read into symbols, and its vocabulary.
+
+Text is UTF-8, one symbol per character; the vocabulary is the file's distinct
+characters in code point order. `ints` files hold whitespace-separated integers
+0..K-1. Files are read in chunks, twice (vocabulary, then symbols), so a large file
+costs about one byte a symbol in memory (two past 256 symbols), never its text.
+With `documents`, a blank line separates documents; their start positions are kept.
+
+Everything here is numpy; nothing imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from echo_keras.config import MAX_CLASSES, TrainConfig, available_memory
+from echo_keras.data import Windows, document_windows, series_windows, symbol_dtype, task_pairs
+from echo_keras.errors import ConfigError, SymbolError, UsageError
+
+FORMATS = ("text", "ints")
+CHUNK_BYTES = 1 << 20
+_BLANK_LINE = re.compile(rb"\n[ \t\r\f\v]*\n(?:[ \t\r\f\v]*\n)*")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The symbols of a run: `kind` "text" (`symbols` its characters) or "ints" (0..K-1)."""
+
+    kind: str
+    symbols: tuple
+
+    @property
+    def size(self) -> int:
+        return len(self.symbols)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "symbols": list(self.symbols)}
+
+    @classmethod
+    def from_json(cls, data: object) -> Vocabulary:
+        """ValueError when `data` is not a vocabulary `to_json` could have written."""
+        if not isinstance(data, dict) or data.get("kind") not in FORMATS:
+            raise ValueError('not an object with "kind" "text" or "ints"')
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list) or not 2 <= len(symbols) <= MAX_CLASSES:
+            raise ValueError(f'"symbols" must be a list of 2 to {MAX_CLASSES} symbols')
+        if data["kind"] == "ints":
+            if symbols != list(range(len(symbols))):
+                raise ValueError('"symbols" of an ints vocabulary must be 0..K-1')
+        elif not all(isinstance(s, str) and len(s) == 1 for s in symbols) or len(
+            set(symbols)
+        ) != len(symbols):
+            raise ValueError('"symbols" of a text vocabulary must be distinct characters')
+        return cls(data["kind"], tuple(symbols))
+
+    def encode(self, text: str, where: str = "the input") -> np.ndarray:
+        """The symbol ids of `text` (characters, or whitespace-separated integers);
+        SymbolError naming line and column of the first symbol not in the vocabulary."""
+        return _encode_chunk(self, text.encode("utf-8"), _Position(where))
+
+    def decode(self, ids) -> str:
+        """The text of symbol ids: characters joined, or integers separated by spaces."""
+        if self.kind == "ints":
+            return " ".join(str(int(i)) for i in ids)
+        return "".join(self.symbols[int(i)] for i in ids)
+
+
+@dataclass
+class Symbols:
+    """A file's symbols as ids, where its documents start (None: one sequence), its digest."""
+
+    ids: np.ndarray
+    vocabulary: Vocabulary
+    doc_starts: np.ndarray | None
+    digest: str
+
+
+def read_symbols(
+    path: Path | str,
+    data_format: str = "text",
+    *,
+    vocabulary: Vocabulary | None = None,
+    documents: bool = False,
+    field: str = "data",
+) -> Symbols:
+    """Read a file's symbols; its vocabulary is found unless given (a run's own).
+
+    Raises UsageError (one line naming the file) for a file that is missing, not a
+    regular file, empty, not UTF-8, binary, a vocabulary over MAX_CLASSES or of one
+    symbol, or too large for memory; SymbolError (line and column) for a symbol
+    outside a given vocabulary or a bad integer.
+    """
+    path = Path(path)
+    size = _checked_size(path, field)
+    if vocabulary is None:
+        vocabulary, count, digest = _survey(path, data_format, field)
+    else:
+        count, digest = None, None
+    itemsize = np.dtype(symbol_dtype(vocabulary.size)).itemsize
+    if (count or size) * itemsize > available_memory():
+        raise UsageError(f"`{field}` {path} is too large for the memory available")
+    parts, starts, total = [], [], 0
+    hasher = hashlib.sha256()
+    position = _Position(str(path))
+    at_line_start = True
+    for chunk in _chunks(path, data_format, position, hasher):
+        for piece, separator in _documents(chunk, at_line_start) if documents else [(chunk, b"")]:
+            ids = _encode_chunk(vocabulary, piece, position)
+            parts.append(ids)
+            total += len(ids)
+            position.advance(piece + separator)
+            if separator:
+                starts.append(total)
+        at_line_start = chunk.endswith(b"\n")
+    ids = np.concatenate(parts) if parts else np.zeros(0, symbol_dtype(vocabulary.size))
+    del parts
+    if total == 0:
+        raise UsageError(f"`{field}` {path} holds no symbols")
+    doc_starts = None
+    if documents:
+        doc_starts = np.unique(np.array([0, *starts], dtype=np.int64))
+        doc_starts = doc_starts[doc_starts < total]  # a blank line at the end starts nothing
+    return Symbols(ids, vocabulary, doc_starts, digest or hasher.hexdigest())
+
+
+def _documents(chunk: bytes, at_line_start: bool) -> list[tuple[bytes, bytes]]:
+    """(text, separator after it) pieces of a chunk split at blank lines; a chunk that
+    starts a line may start with one."""
+    pieces, start = [], 0
+    shifted = b"\n" + chunk if at_line_start else chunk
+    for match in _BLANK_LINE.finditer(shifted):
+        begin, end = (max(match.start() - 1, 0), match.end() - 1) if at_line_start else match.span()
+        if begin < start:
+            begin = start
+        pieces.append((chunk[start:begin], chunk[begin:end]))
+        start = end
+    pieces.append((chunk[start:], b""))
+    return pieces
+
+
+def file_digest(path: Path | str, field: str = "data") -> str:
+    """The SHA-256 of a file's bytes (what a run records of its data); UsageError as
+    `read_symbols` raises it for a file that cannot be read."""
+    _checked_size(Path(path), field)
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def _checked_size(path: Path, field: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise UsageError(f"`{field}` {path} cannot be read: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"`{field}` {path} is not a regular file")
+    if info.st_size == 0:
+        raise UsageError(f"`{field}` {path} is empty")
+    return info.st_size
+
+
+def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, str]:
+    """(vocabulary, number of symbols, digest) of a file, from one pass over it."""
+    hasher = hashlib.sha256()
+    position = _Position(str(path))
+    count = 0
+    if data_format == "ints":
+        largest = -1
+        for chunk in _chunks(path, data_format, position, hasher):
+            values = _parse_ints(chunk, position)
+            if len(values):
+                largest = max(largest, int(values.max()))
+            count += len(values)
+            position.advance(chunk)
+        if count == 0:
+            raise UsageError(f"`{field}` {path} holds no symbols")
+        if largest + 1 > MAX_CLASSES:
+            raise UsageError(
+                f"`{field}` {path} holds the symbol {largest}: at most {MAX_CLASSES} symbols "
+                f"(0..{MAX_CLASSES - 1}) are supported"
+            )
+        vocabulary = Vocabulary("ints", tuple(range(max(largest + 1, 2))))
+        return vocabulary, count, hasher.hexdigest()
+    seen = np.zeros(0, np.uint32)
+    for chunk in _chunks(path, data_format, position, hasher):
+        points = np.frombuffer(chunk.decode("utf-8").encode("utf-32-le"), np.uint32)
+        count += len(points)
+        seen = np.union1d(seen, np.unique(points))
+        if len(seen) > MAX_CLASSES:
+            raise UsageError(
+                f"`{field}` {path} has more than {MAX_CLASSES} distinct characters, "
+                "the most a vocabulary may hold"
+            )
+    if len(seen) < 2:
+        raise UsageError(f"`{field}` {path} has {len(seen)} distinct character: nothing to predict")
+    return Vocabulary("text", tuple(chr(point) for point in seen)), count, hasher.hexdigest()
+
+
+class _Position:
+    """Line and column (from 1) of the start of the next chunk, for messages."""
+
+    def __init__(self, name: str):
+        self.name, self.line, self.column = name, 1, 1
+
+    def advance(self, chunk: bytes) -> None:
+        newlines = chunk.count(b"\n")
+        if newlines:
+            self.line += newlines
+            self.column = len(chunk[chunk.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        else:
+            self.column += len(chunk.decode("utf-8", errors="replace"))
+
+    def of(self, chunk: bytes, offset: int) -> str:
+        """`NAME line L, column C` of byte `offset` of `chunk`."""
+        before = chunk[:offset]
+        newlines = before.count(b"\n")
+        if newlines:
+            line = self.line + newlines
+            column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        else:
+            line, column = self.line, self.column + len(before.decode("utf-8", "replace"))
+        return f"{self.name} line {line}, column {column}"
+
+
+def _chunks(path: Path, data_format: str, position: _Position, hasher) -> Iterator[bytes]:
+    """The file in pieces of whole lines (or, in a line longer than a piece, whole
+    characters and tokens), checked as UTF-8 text without NUL characters."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    carry = b""
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(CHUNK_BYTES)
+            hasher.update(block)
+            data = carry + block
+            if not block:
+                if data:
+                    yield _checked(data, decoder, position, final=True)
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no line end: cut at whitespace (ints) or a character boundary
+                cut = _cut_without_newline(data, data_format)
+            carry = data[cut:]
+            if cut:
+                yield _checked(data[:cut], decoder, position, final=False)
+
+
+def _cut_without_newline(data: bytes, data_format: str) -> int:
+    if data_format == "ints":
+        return max(data.rfind(b" "), data.rfind(b"\t")) + 1
+    cut = len(data)
+    if data[-1] >= 0x80:  # cut before the last character that is not ASCII
+        cut -= 1
+        while cut > 0 and (data[cut] & 0xC0) == 0x80:
+            cut -= 1
+    return cut
+
+
+def _checked(chunk: bytes, decoder, position: _Position, final: bool) -> bytes:
+    try:
+        decoder.decode(chunk, final)
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{position.of(chunk, error.start)}: not UTF-8 text (byte "
+            f"0x{chunk[error.start]:02x}); is it a binary file?"
+        ) from None
+    nul = chunk.find(b"\0")
+    if nul >= 0:
+        raise UsageError(f"{position.of(chunk, nul)}: a NUL character; is it a binary file?")
+    return chunk
+
+
+def _parse_ints(chunk: bytes, position: _Position) -> np.ndarray:
+    tokens = chunk.split()
+    try:
+        values = np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, np.int64)
+    except (ValueError, OverflowError):
+        values = None
+    if values is None or (len(values) and values.min() < 0):
+        for match in re.finditer(rb"\S+", chunk):
+            token = match.group()
+            if not token.isdigit() or not token.isascii():
+                shown = token[:20].decode("utf-8", "replace")
+                raise SymbolError(
+                    f"{position.of(chunk, match.start())}: {shown!r} is not a symbol "
+                    "(a whole number from 0)"
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+    return values
+
+
+def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: _Position) -> np.ndarray:
+    dtype = symbol_dtype(vocabulary.size)
+    if vocabulary.kind == "ints":
+        values = _parse_ints(chunk, position)
+        bad = np.flatnonzero(values >= vocabulary.size)
+        if len(bad):
+            match = list(re.finditer(rb"\S+", chunk))[bad[0]]
+            raise SymbolError(
+                f"{position.of(chunk, match.start())}: {values[bad[0]]} is not a symbol of "
+                f"the run (0..{vocabulary.size - 1})"
+            )
+        return values.astype(dtype)
+    text = chunk.decode("utf-8")
+    points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    table = np.array([ord(symbol) for symbol in vocabulary.symbols], np.uint32)
+    ids = np.minimum(np.searchsorted(table, points), len(table) - 1)
+    bad = np.flatnonzero(table[ids] != points)
+    if len(bad):
+        index = int(bad[0])
+        offset = len(text[:index].encode("utf-8"))
+        raise SymbolError(
+            f"{position.of(chunk, offset)}: {text[index]!r} is not in the run's vocabulary"
+        )
+    return ids.astype(dtype)
+
+
+@dataclass
+class Corpus:
+    """A run's own data, read and laid out: its vocabulary, training and validation windows."""
+
+    vocabulary: Vocabulary
+    train: Windows
+    validation: Windows | None
+    digests: dict  # field ("data", "validation_data") -> SHA-256 of the file's bytes
+
+    def record(self) -> dict:
+        """What the run folder keeps of it (vocabulary.json): the vocabulary and digests."""
+        return {**self.vocabulary.to_json(), "sha256": dict(self.digests)}
+
+
+def load_corpus(
+    config: TrainConfig, vocabulary: Vocabulary | None = None
+) -> tuple[TrainConfig, Corpus]:
+    """Read `config.data` (and its validation) and lay it out for `config`'s model.
+
+    Returns the config completed from the data (`num_classes` the vocabulary's size,
+    `total_series_length` the training symbols, `data_windows` the windows per epoch)
+    and the corpus. With `vocabulary` (a run's own, to resume it), the files are read
+    through it. UsageError or SymbolError (one line, naming the file) when they cannot be.
+    """
+    symbols = read_symbols(
+        config.data, config.data_format, vocabulary=vocabulary, documents=config.documents
+    )
+    vocabulary, digests = symbols.vocabulary, {"data": symbols.digest}
+    ids, starts = symbols.ids, symbols.doc_starts
+    validation = None
+    if config.validation_data is not None:
+        held = read_symbols(
+            config.validation_data,
+            config.data_format,
+            vocabulary=vocabulary,
+            documents=config.documents,
+            field="validation_data",
+        )
+        digests["validation_data"] = held.digest
+        validation = _windows(held.ids, held.doc_starts, config, "validation_data")
+    elif config.validation_fraction > 0:
+        cut = len(ids) - int(len(ids) * config.validation_fraction)
+        held_starts = None
+        if starts is not None:  # cut at the next document's start, if there is one
+            later = starts[starts >= cut]
+            cut = int(later[0]) if len(later) else cut
+            held_starts = np.append(0, starts[starts > cut] - cut).astype(np.int64)
+            starts = starts[starts < cut]
+        held_ids = ids[cut:]
+        validation = _windows(held_ids, held_starts, config, "validation_fraction")
+        ids = ids[:cut]
+    train = _windows(ids, starts, config, "data")
+    config = dataclasses.replace(
+        config,
+        num_classes=vocabulary.size,
+        total_series_length=len(ids),
+        data_windows=train.num_windows,
+    ).validate()
+    return config, Corpus(vocabulary, train, validation, digests)
+
+
+def _windows(ids, starts, config: TrainConfig, field: str) -> Windows:
+    batch, window = config.batch_size, config.truncated_backprop_length
+    if starts is not None:
+        windows = document_windows(ids, starts, batch, window, config.task, config.echo_step)
+    else:
+        x, y, _ = task_pairs(ids, config.task, config.echo_step)
+        windows = series_windows(x, y, batch, window)
+    if windows.num_windows == 0:
+        need = batch * window + (config.task == "next")
+        raise ConfigError(
+            field,
+            f"{len(ids)} symbols are too few for one window per row: `batch_size` x "
+            f"`truncated_backprop_length` needs {need}",
+        )
+    return windows
