@@ -38,8 +38,13 @@ NOT_STDLIB = {"site-packages", "dist-packages"}
 
 
 def threads() -> int:
-    """CPU threads every trainer computes with (BENCH_CHAR_THREADS, default every core)."""
-    return int(os.environ.get("BENCH_CHAR_THREADS", os.cpu_count() or 1))
+    """CPU threads every trainer computes with (BENCH_CHAR_THREADS, default 1).
+
+    One by default: the comparison is per core, and on a machine whose cores other work
+    also uses, PyTorch's OpenMP threads wait for each other spinning: with 2 threads on
+    2 busy cores it trained about 10 times slower than with one.
+    """
+    return int(os.environ.get("BENCH_CHAR_THREADS", "1"))
 
 
 def stdlib_sources() -> Iterator[str]:

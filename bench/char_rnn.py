@@ -14,7 +14,7 @@ trained for the same number of epochs (BENCH_CHAR_EPOCHS, default 2) by:
   when its TrainConfig cannot take a text file yet.
 
 Each runs as a process of its own, one after another, with BENCH_CHAR_THREADS CPU
-threads (default every core). Symbols per second are those of the last epoch
+threads (default 1: see `char_data.threads`). Symbols per second are those of the last epoch
 (compilation and warm-up fall in the first), or of the only one. Validation bits
 per character are measured here for all three alike, the state carried from window
 to window; the window starts (first 5 positions of windows 2..) also with the
