@@ -14,11 +14,13 @@ trained for the same number of epochs (BENCH_CHAR_EPOCHS, default 2) by:
   when its TrainConfig cannot take a text file yet.
 
 Each runs as a process of its own, one after another, with BENCH_CHAR_THREADS CPU
-threads (default 1: see `char_data.threads`). Symbols per second are those of the last epoch
-(compilation and warm-up fall in the first), or of the only one. Validation bits
-per character are measured here for all three alike, the state carried from window
-to window; the window starts (first 5 positions of windows 2..) also with the
-state zeroed before every window. (`char_memory.py` checks echo-keras's memory.)
+threads (default 1: see `char_data.threads`). Symbols per second are those of the
+last epoch, from its start to the end of its last batch (compilation and warm-up fall
+in the first epoch; echo-keras's validation and checkpoint after the last batch are
+left out), or of the only epoch. Validation bits per character are measured here for
+all three alike, the state carried from window to window; the window starts (first 5
+positions of windows 2..) also with the state zeroed before every window.
+`char_memory.py` checks echo-keras's memory.
 BENCH_CHAR_CHARS takes a shorter corpus, for a quick try.
 """
 
