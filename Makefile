@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 RUN_DIR ?= runs/echo
 
 .PHONY: help install run test readme lint format bench variants clean
@@ -19,6 +20,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install echo-keras with its dev tools (only when needed)
+
+$(BENCH_STAMP): $(STAMP)
+	@# The `bench` extra (PyTorch, for the char-rnn comparison): for `make bench` alone.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 run: install ## Train the tutorial's configuration into runs/echo, evaluate it and plot it
 	$(BIN)/echo-keras train --run-dir $(RUN_DIR) --overwrite
@@ -39,11 +45,13 @@ format: install ## Reformat with ruff
 	$(BIN)/ruff format echo_keras tests bench
 	$(BIN)/ruff check --fix echo_keras tests bench
 
-bench: install ## Time training against a plain model.fit baseline, predict, the export's checks and the sweep; print the tables
+bench: $(BENCH_STAMP) ## Time training against a plain model.fit baseline, predict, the export's checks, the sweep, char-rnn against PyTorch and its memory; print the tables
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/char_rnn.py
+	$(BIN)/python bench/char_memory.py
 
 variants: install ## Train and evaluate every variant on the tutorial's task; print the table
 	$(BIN)/python bench/variants.py
