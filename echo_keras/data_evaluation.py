@@ -147,7 +147,7 @@ def _loss_loop(model, reset_each_window: bool):
     """A compiled loop over a chunk of windows, the state carried in the model's variables:
     per-position cross-entropy and hits. `resets` zeroes a row's state before a window."""
     from echo_keras.backend import tf
-    from echo_keras.loops import features, one_hot_classes
+    from echo_keras.loops import features, one_hot_classes, worth_xla
     from echo_keras.model import state_variables
 
     states, classes = state_variables(model), one_hot_classes(model)
@@ -175,7 +175,7 @@ def _loss_loop(model, reset_each_window: bool):
         )
         return losses.stack(), hits.stack()
 
-    compiled = tf.function(loop, jit_compile=True)
+    compiled = tf.function(loop, jit_compile=worth_xla(model))
     return lambda inputs, targets, resets, stop: compiled(
         inputs, targets, resets, tf.constant(stop, tf.int32)
     )

@@ -16,6 +16,17 @@ from echo_keras.backend import keras, tf
 from echo_keras.model import loss_function, reset_states, state_variables
 
 SCORE_WINDOWS = 200  # windows `score_windows` feeds the compiled loop at a time
+# Above this many multiply-adds per window, XLA's CPU loops lose to TensorFlow's own kernels
+# (char-rnn's 2 x LSTM(128), batch 50 x window 50: 22,000 against 32,000 symbols/s on one
+# thread); below it, the per-window dispatch XLA saves is what costs.
+XLA_MAX_WINDOW_WORK = 50_000_000
+
+
+def worth_xla(model: keras.Model) -> bool:
+    """Whether a loop over `model`'s windows should be XLA-compiled: when a window's work
+    (about batch x window x the weights' count) is small enough that dispatch dominates."""
+    batch, window = model.inputs[0].shape[0], model.inputs[0].shape[1]
+    return batch * window * model.count_params() <= XLA_MAX_WINDOW_WORK
 
 
 def one_hot_classes(model: keras.Model) -> int | None:
@@ -82,11 +93,13 @@ class TrainLoop:
     Args:
         model: a compiled stateful model; its optimizer is used and updated.
         num_windows: windows per epoch.
-        jit_compile: compile with XLA (the point of this loop); False for debugging.
+        jit_compile: compile with XLA (the point of this loop for small models); None: when
+            `worth_xla` says so; False for debugging.
     """
 
-    def __init__(self, model: keras.Model, num_windows: int, jit_compile: bool = True):
+    def __init__(self, model: keras.Model, num_windows: int, jit_compile: bool | None = None):
         self.model = model
+        jit_compile = worth_xla(model) if jit_compile is None else jit_compile
         self.num_windows = num_windows
         self.loss = loss_function()
         optimizer = model.optimizer
@@ -140,8 +153,9 @@ class PredictLoop:
         reset_each_window: zero the state before every window (the ablation).
     """
 
-    def __init__(self, model: keras.Model, reset_each_window: bool = False, jit_compile=True):
+    def __init__(self, model: keras.Model, reset_each_window: bool = False, jit_compile=None):
         self.model = model
+        jit_compile = worth_xla(model) if jit_compile is None else jit_compile
         self.reset_each_window = reset_each_window
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
@@ -187,8 +201,9 @@ class PairedPredictLoop:
     `stop` windows are run (default all; 0 compiles the loop and runs nothing).
     """
 
-    def __init__(self, model: keras.Model, jit_compile: bool = True):
+    def __init__(self, model: keras.Model, jit_compile: bool | None = None):
         self.model = model
+        jit_compile = worth_xla(model) if jit_compile is None else jit_compile
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
     def _loop(self, inputs, targets, stop):
