@@ -49,7 +49,7 @@ def test_sessions_and_python_blocks_carry_the_output_they_show():
         "every",
         "window",
     ]
-    (snippet,) = [e for e in examples() if e.kind == "python" and "serving_default" in e.text]
+    (snippet,) = [e for e in examples() if e.kind == "python" and "runs/echo_export" in e.text]
     assert snippet.shown == ["[1 0 1 1 1]", "[1 0 1]", "[0 0 1 1]"]
     summaries = [i for i in rx.parse(README.read_text()) if isinstance(i, rx.ShownOutput)]
     assert [s.command for s in summaries] == ["echo-keras train --overwrite"]
