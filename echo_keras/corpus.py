@@ -372,7 +372,7 @@ def load_corpus(
             field="validation_data",
         )
         digests["validation_data"] = held.digest
-        validation = _windows(held.ids, held.doc_starts, config, "validation_data")
+        validation = laid_out(held.ids, held.doc_starts, config, "validation_data")
     elif config.validation_fraction > 0:
         cut = len(ids) - int(len(ids) * config.validation_fraction)
         held_starts = None
@@ -382,9 +382,9 @@ def load_corpus(
             held_starts = np.append(0, starts[starts > cut] - cut).astype(np.int64)
             starts = starts[starts < cut]
         held_ids = ids[cut:]
-        validation = _windows(held_ids, held_starts, config, "validation_fraction")
+        validation = laid_out(held_ids, held_starts, config, "validation_fraction")
         ids = ids[:cut]
-    train = _windows(ids, starts, config, "data")
+    train = laid_out(ids, starts, config, "data")
     config = dataclasses.replace(
         config,
         num_classes=vocabulary.size,
@@ -394,7 +394,10 @@ def load_corpus(
     return config, Corpus(vocabulary, train, validation, digests)
 
 
-def _windows(ids, starts, config: TrainConfig, field: str) -> Windows:
+def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Windows:
+    """`Windows` of symbols (documents starting at `starts`, or None) for `config`'s model,
+    as training lays them out; ConfigError naming `field` when they are too few for one
+    window per row."""
     batch, window = config.batch_size, config.truncated_backprop_length
     if starts is not None:
         windows = document_windows(ids, starts, batch, window, config.task, config.echo_step)

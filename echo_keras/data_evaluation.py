@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import Vocabulary, load_corpus, read_symbols
-from echo_keras.data import Windows, document_windows, series_windows, task_pairs
-from echo_keras.errors import ConfigError
+from echo_keras.corpus import Vocabulary, laid_out, load_corpus, read_symbols
+from echo_keras.data import Windows
 
 EVAL_WINDOWS = 200  # windows fed to the compiled loop at a time
 NEXT_BOUNDARY = 5  # boundary positions of the next-symbol task (fewer in a shorter window)
@@ -65,25 +64,6 @@ def boundary_width(config: TrainConfig) -> int:
     if config.task == "echo":
         return min(config.echo_step, window)
     return max(0, min(NEXT_BOUNDARY, window - 1))
-
-
-def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Windows:
-    """`Windows` of symbols for `config`'s model, as training lays them out; ConfigError
-    naming `field` when they are too few for one window per row."""
-    batch, window = config.batch_size, config.truncated_backprop_length
-    if starts is not None:
-        windows = document_windows(ids, starts, batch, window, config.task, config.echo_step)
-    else:
-        x, y, _ = task_pairs(ids, config.task, config.echo_step)
-        windows = series_windows(x, y, batch, window)
-    if windows.num_windows == 0:
-        need = batch * window + (config.task == "next")
-        raise ConfigError(
-            field,
-            f"{len(ids)} symbols are too few for one window per row: the run's batch size "
-            f"x window needs {need}",
-        )
-    return windows
 
 
 def data_source(

@@ -13,9 +13,9 @@ import pytest
 
 import echo_keras as ek
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import read_symbols
+from echo_keras.corpus import laid_out, read_symbols
 from echo_keras.data import Windows, series_windows
-from echo_keras.data_evaluation import _groups, boundary_width, laid_out
+from echo_keras.data_evaluation import _groups, boundary_width
 from echo_keras.run import files
 from tests.helpers import invoke, one_line_error
 
@@ -89,7 +89,7 @@ def test_groups_leave_out_padding_and_the_first_window_of_each_row_and_document(
 
 def test_too_short_a_file_names_the_field():
     config = TrainConfig(data="x", batch_size=5, truncated_backprop_length=10)
-    with pytest.raises(ek.ConfigError, match="50 symbols are too few") as error:
+    with pytest.raises(ek.ConfigError, match="`data` has 50 symbols, too few") as error:
         laid_out(np.zeros(50, np.uint8), None, config, "data")  # 49 pairs for the next symbol
     assert error.value.field == "data"
 
