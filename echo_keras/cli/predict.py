@@ -66,23 +66,23 @@ def predict(
     generate: int | None = typer.Option(
         None,
         "--generate",
-        metavar="N",
+        metavar="<int>",
         min=1,
         help="Generate N symbols instead (a run on its own data), each printed as it comes.",
     ),
     prime: str | None = typer.Option(
-        None, "--prime", metavar="TEXT", help="With --generate: read this text first."
+        None, "--prime", metavar="<text>", help="With --generate: read this text first."
     ),
     temperature: float | None = typer.Option(
         None,
         "--temperature",
-        metavar="T",
+        metavar="<float>",
         help="With --generate: above 0; below 1 sharpens, above 1 flattens.  [default: 1]",
     ),
     seed: int | None = typer.Option(
         None,
         "--seed",
-        metavar="S",
+        metavar="<int>",
         help="With --generate: the same seed gives the same text.  [default: fresh]",
     ),
     as_json: bool = AS_JSON,
