@@ -529,6 +529,11 @@ def test_resume_runs_only_the_points_not_done(tiny_sweep, tmp_path):
     again = invoke("sweep", "--out", out, "--resume", "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["ran"] == 0
     assert time.perf_counter() - started < 5  # nothing to run: Ray is not even started
+    words = invoke("sweep", "--out", out, "--resume")
+    assert f"All 6 points are done already; results in {out}" in words.stderr
+    assert "Sweeping" not in words.stderr
+    assert "Swept 6 points (6 ok, 0 failed, 6 already done) in " in words.stdout
+    assert words.stdout.splitlines()[0].endswith("s (no Ray)")
 
 
 def _descendants(pid: int) -> set[int]:

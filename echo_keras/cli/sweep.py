@@ -133,7 +133,9 @@ def sweep(
     bar = _Progress(total) if notices and sys.stdout.isatty() else None
 
     def on_row(row, done, total):
-        if row is None and notices:  # Ray is up, the sweep starts
+        if row is None and notices and done == total:  # resumed, nothing left: no Ray
+            typer.echo(f"All {total} points are done already; results in {out}", err=True)
+        elif row is None and notices:  # Ray is up, the sweep starts
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             count = workers or (usable_cores() if not address else None)
             typer.echo(
@@ -194,7 +196,8 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         skipped = f", {result.skipped} already done" if result.skipped else ""
         typer.echo(
             f"Swept {result.points} points ({result.ok} ok, {result.failed} failed{skipped}) "
-            f"in {result.seconds:.1f} s on {result.cpus:g} CPU{'s' * (result.cpus != 1)}"
+            f"in {result.seconds:.1f} s "
+            + (f"on {result.cpus:g} CPU{'s' * (result.cpus != 1)}" if result.cpus else "(no Ray)")
         )
         typer.echo(f"Results: {Path(result.out) / 'results.csv'}")
         typer.echo(f"Heat map: {Path(result.out) / 'heatmap.png'}")
