@@ -29,7 +29,6 @@ long command as written and append flags that make it short.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import itertools
 import os
 import re
@@ -45,8 +44,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from echo_keras.run.lock import OWNER_LOCK, PRIVATE_PREFIX  # no TensorFlow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -527,29 +524,13 @@ def environment(copy: Path, home: Path, tmp: Path, ray_tmp: Path) -> dict:
     return env
 
 
-# Tolerated in TMPDIR at the end, and reported as notes:
-# - a private temporary folder (`echo-keras-tmp-*`) holding only its owner's lock, which no
-#   process holds: a local sweep's Ray workers may outlive Ray's shutdown by a moment, so the
-#   sweep's clean-up skips their folders and only the next command removes them (a known gap;
-#   the examples end with no command after the sweeps');
-# - pytest's own folders (`pytest-of-USER`), which it keeps for its last three sessions, when
-#   `make test` ran.
+# Tolerated in TMPDIR at the end, and reported as notes: pytest's own folders
+# (`pytest-of-USER`), which it keeps for its last three sessions, when `make test` ran.
+# (A local sweep waits for its workers to exit and removes their private folders.)
 
 
 def _tolerated(path: Path) -> bool:
-    if path.name.startswith("pytest-of-"):
-        return True
-    if not path.name.startswith(PRIVATE_PREFIX) or path.is_symlink() or not path.is_dir():
-        return False
-    if [p.name for p in path.iterdir()] != [OWNER_LOCK]:
-        return False
-    with open(path / OWNER_LOCK) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # its owner lives
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    return True
+    return path.name.startswith("pytest-of-")
 
 
 def _processes_naming(folder: Path) -> list[int]:

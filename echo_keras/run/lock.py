@@ -148,6 +148,13 @@ def use_private_tempdir() -> tuple[Path, FileLock]:
     return folder, lock
 
 
+def system_tempdir() -> Path:
+    """The temporary folder this machine gives processes: where private folders are made
+    (`tempfile.gettempdir()` is this process's own once `use_private_tempdir` ran)."""
+    current = Path(tempfile.gettempdir())
+    return current.parent if current.name.startswith(PRIVATE_PREFIX) else current
+
+
 def remove_dead_folders(base: str | Path, prefix: str) -> None:
     """Remove the folders `base/prefix*` that processes killed with SIGKILL left: those whose
     owner's lock no process holds. A folder without the lock file (one being made, or not

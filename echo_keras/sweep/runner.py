@@ -26,7 +26,7 @@ from pathlib import Path
 
 from echo_keras.errors import Interrupted, RunBusy, UsageError
 from echo_keras.run.files import package_versions
-from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders
+from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders, system_tempdir
 from echo_keras.signals import SignalCatcher
 from echo_keras.sweep.cluster import ray_session, usable_cores
 from echo_keras.sweep.grid import SweepSpec
@@ -117,6 +117,24 @@ def run_sweep(
         lock.release()
 
 
+WORKERS_GONE_SECONDS = 3.0  # how long the workers may take to exit after Ray's shutdown
+
+
+def _private_folders() -> set[Path]:
+    return set(system_tempdir().glob(f"{PRIVATE_PREFIX}*"))
+
+
+def _remove_worker_folders(earlier: set[Path]) -> None:
+    """Remove the temporary folders the local workers made, once their processes are gone
+    (Ray's shutdown returns before they have exited: wait for them a little)."""
+    deadline = time.monotonic() + WORKERS_GONE_SECONDS
+    while True:
+        remove_dead_folders(system_tempdir(), PRIVATE_PREFIX)
+        if not _private_folders() - earlier or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
 def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepResult:
     started = time.perf_counter()
     points = spec.points()
@@ -141,6 +159,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
 
     signals = SignalCatcher((signal.SIGINT, signal.SIGTERM))
     signals.install()
+    earlier = _private_folders()  # the temporary folders of other echo-keras processes
     try:
         with ExitStack() as stack:
             if todo:
@@ -172,7 +191,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     finally:
         signals.restore()
         if todo and address is None:  # the local workers are gone: their temporary folders
-            remove_dead_folders(tempfile.gettempdir(), PRIVATE_PREFIX)
+            _remove_worker_folders(earlier)
     if signals.received is not None:
         name = signals.signal_name
         if not progress["written"]:
