@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -46,6 +47,21 @@ class Vocabulary:
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "symbols": list(self.symbols)}
+
+    @functools.cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the symbols' code points, the order that sorts them)."""
+        points = np.array([ord(symbol) for symbol in self.symbols], np.uint32)
+        return points, np.argsort(points, kind="stable")
+
+    def ids_of(self, text: str) -> tuple[np.ndarray, int | None]:
+        """(the ids of a text run's characters, the index of the first character that is not
+        in the vocabulary or None); the ids from that character on mean nothing."""
+        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        table, order = self._table
+        ids = order[np.minimum(np.searchsorted(table[order], points), len(table) - 1)]
+        bad = np.flatnonzero(table[ids] != points)
+        return ids, int(bad[0]) if len(bad) else None
 
     @classmethod
     def from_json(cls, data: object) -> Vocabulary:
@@ -318,14 +334,8 @@ def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: _Position) -> 
             )
         return values.astype(dtype)
     text = chunk.decode("utf-8")
-    points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-    table = np.array([ord(symbol) for symbol in vocabulary.symbols], np.uint32)
-    order = np.argsort(table, kind="stable")
-    found = np.minimum(np.searchsorted(table[order], points), len(table) - 1)
-    ids = order[found]
-    bad = np.flatnonzero(table[ids] != points)
-    if len(bad):
-        index = int(bad[0])
+    ids, index = vocabulary.ids_of(text)
+    if index is not None:
         offset = len(text[:index].encode("utf-8"))
         raise SymbolError(
             f"{position.of(chunk, offset)}: {text[index]!r} is not in the run's vocabulary"

@@ -40,10 +40,6 @@ class VocabularyParser:
         self.count = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._carry = ""  # ints: a token that may continue in the next block
-        if vocabulary.kind == "text":
-            points = np.array([ord(s) for s in vocabulary.symbols], np.uint32)
-            self._order = np.argsort(points)
-            self._sorted = points[self._order]
 
     def parse(self, block: bytes) -> Piece:
         """The symbols of `block`; SymbolError at the first one outside the vocabulary."""
@@ -94,16 +90,12 @@ class VocabularyParser:
         return piece
 
     def _characters(self, text: str) -> Piece:
-        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-        where = np.minimum(np.searchsorted(self._sorted, points), len(self._sorted) - 1)
-        bad = np.flatnonzero(self._sorted[where] != points)
-        if len(bad):
-            index = int(bad[0])
+        ids, index = self.vocabulary.ids_of(text)
+        if index is not None:
             raise SymbolError(
                 f"{self._where(text, index)}: {text[index]!r} is not in the run's vocabulary"
             )
-        ids = self._order[where].astype(np.int32)
-        return Piece(ids, np.zeros(0, np.int64))
+        return Piece(ids.astype(np.int32), np.zeros(0, np.int64))
 
     def _tokens(self, text: str) -> Piece:
         size = self.vocabulary.size
