@@ -123,44 +123,6 @@ def shown(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def _loss_loop(model, reset_each_window: bool):
-    """A compiled loop over a chunk of windows, the state carried in the model's variables:
-    per-position cross-entropy and hits. `resets` zeroes a row's state before a window."""
-    from echo_keras.backend import tf
-    from echo_keras.loops import features, one_hot_classes, worth_xla
-    from echo_keras.model import state_variables
-
-    states, classes = state_variables(model), one_hot_classes(model)
-
-    def loop(inputs, targets, resets, stop):
-        def body(k, losses, hits):
-            keep = tf.zeros_like(resets[k]) if reset_each_window else tf.logical_not(resets[k])
-            for variable in states:
-                variable.assign(variable * tf.cast(keep, variable.dtype)[:, None])
-            y = tf.cast(targets[k], tf.int32)
-            logits = tf.cast(model(features(inputs[k], classes), training=False), tf.float32)
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
-            return k + 1, losses.write(k, loss), hits.write(k, hit)
-
-        shape = inputs.shape[1:]
-        _, losses, hits = tf.while_loop(
-            lambda k, *_: k < stop,
-            body,
-            (
-                tf.constant(0),
-                tf.TensorArray(tf.float32, size=inputs.shape[0], element_shape=shape),
-                tf.TensorArray(tf.bool, size=inputs.shape[0], element_shape=shape),
-            ),
-        )
-        return losses.stack(), hits.stack()
-
-    compiled = tf.function(loop, jit_compile=worth_xla(model))
-    return lambda inputs, targets, resets, stop: compiled(
-        inputs, targets, resets, tf.constant(stop, tf.int32)
-    )
-
-
 class _Tally:
     """Sums of loss, hits and positions of the boundary, inner and other positions."""
 
@@ -201,17 +163,17 @@ def _groups(chunk: dict, start: int, width: int) -> np.ndarray:
 def evaluate_windows(model, windows: Windows, width: int, reset_each_window: bool = False):
     """`DataMetrics` of `model` on `windows`, fed EVAL_WINDOWS windows at a time from a zeroed
     state carried throughout (or zeroed before every window)."""
+    from echo_keras.loops import PredictLoop
     from echo_keras.model import reset_states
 
-    loop = _loss_loop(model, reset_each_window)
+    loop = PredictLoop(model, reset_each_window)
     reset_states(model)
     tally = _Tally()
     size = min(EVAL_WINDOWS, windows.num_windows)
     for start in range(0, windows.num_windows, size):
         stop = min(start + size, windows.num_windows)
         chunk = windows.chunk(start, stop, size)
-        resets = chunk.get("resets", np.zeros(chunk["inputs"].shape[:2], bool))
-        losses, hits = loop(chunk["inputs"], chunk["targets"], resets, stop - start)
+        losses, hits = loop(chunk["inputs"], chunk["targets"], stop - start, chunk.get("resets"))
         used = slice(0, stop - start)
         groups = _groups(chunk, start, width)[used]
         tally.add(losses.numpy()[used], hits.numpy()[used], groups)

@@ -48,13 +48,14 @@ class Metrics:
         return dataclasses.asdict(self)
 
 
-def score(loss_sums: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) -> Metrics:
-    """Metrics from per-window loss sums and a (windows, batch, window) array of hits."""
+def score(losses: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) -> Metrics:
+    """Metrics from losses (per position, or summed per window: only their total counts)
+    and a (windows, batch, window) array of hits."""
     num_windows, _, window = correct.shape
     boundary = correct[1:, :, : min(echo_step, window)]
     inner = correct[:, :, echo_step:]
     return Metrics(
-        loss=float(loss_sums.sum() / correct.size),
+        loss=float(losses.sum() / correct.size),
         accuracy=float(correct.mean()),
         boundary_accuracy=float(boundary.mean()) if boundary.size else None,
         inner_accuracy=float(inner.mean()) if inner.size else None,
@@ -134,8 +135,8 @@ def evaluate(
         eval_rng(config.seed if seed is None else seed), config, length
     )
     reset_states(model)
-    loss_sums, correct = PredictLoop(model, reset_each_window)(inputs, targets)
-    return score(loss_sums.numpy(), correct.numpy(), config.echo_step, reset_each_window)
+    losses, correct = PredictLoop(model, reset_each_window)(inputs, targets)
+    return score(losses.numpy(), correct.numpy(), config.echo_step, reset_each_window)
 
 
 def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:

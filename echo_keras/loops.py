@@ -67,14 +67,16 @@ def masked_mean(y, logits, weights):
     return total / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
-def _scored(model, x, y, weights=None):
-    """(summed cross-entropy, hit per position) of the model's predictions for one window;
-    with `weights`, padding (weight 0) adds nothing to the sum."""
+def _predicted(model, x, y):
+    """(cross-entropy, hit) per position of the model's predictions for one window."""
     logits = tf.cast(model(x, training=False), tf.float32)
-    losses = _cross_entropy(y, logits)
-    if weights is not None:
-        losses = losses * tf.cast(weights, tf.float32)
     hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
+    return _cross_entropy(y, logits), hits
+
+
+def _scored(model, x, y):
+    """(summed cross-entropy, hit per position) of the model's predictions for one window."""
+    losses, hits = _predicted(model, x, y)
     return tf.reduce_sum(losses), hits
 
 
@@ -145,8 +147,9 @@ class TrainLoop:
 class PredictLoop:
     """Predict every window in order, carrying the state, in one compiled call.
 
-    Returns per window the summed cross-entropy and, per position, whether the
-    predicted class was right.
+    Returns, per position of every window, the cross-entropy and whether the predicted
+    class was right: two (windows, batch, window) arrays. The caller leaves out what it
+    does not count (padding, the positions of a first window).
 
     Args:
         model: a stateful model (weights are not changed).
@@ -159,36 +162,35 @@ class PredictLoop:
         self.reset_each_window = reset_each_window
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
-    def _loop(self, inputs, targets, stop, weights=None, resets=None):
+    def _loop(self, inputs, targets, stop, resets=None):
         model, states = self.model, state_variables(self.model)
         num_windows, classes = inputs.shape[0], one_hot_classes(model)
 
-        def body(k, loss_sums, correct):
+        def body(k, losses, correct):
             if self.reset_each_window:
                 _zero(states)
             elif resets is not None:
                 _zero_rows(states, resets[k])
-            x, y = _window(inputs, targets, k, classes)
-            loss, hits = _scored(model, x, y, None if weights is None else weights[k])
-            return k + 1, loss_sums.write(k, loss), correct.write(k, hits)
+            loss, hits = _predicted(model, *_window(inputs, targets, k, classes))
+            return k + 1, losses.write(k, loss), correct.write(k, hits)
 
-        _, loss_sums, correct = tf.while_loop(
+        def positions(dtype):
+            return tf.TensorArray(dtype, size=num_windows, element_shape=inputs.shape[1:])
+
+        _, losses, correct = tf.while_loop(
             lambda k, *_: k < stop,
             body,
-            (
-                tf.constant(0),
-                tf.TensorArray(tf.float32, size=num_windows, element_shape=()),
-                tf.TensorArray(tf.bool, size=num_windows, element_shape=inputs.shape[1:]),
-            ),
+            (tf.constant(0), positions(tf.float32), positions(tf.bool)),
         )
-        return loss_sums.stack(), correct.stack()
+        return losses.stack(), correct.stack()
 
-    def __call__(self, inputs, targets, stop=None, weights=None, resets=None):
-        """Run windows [0, stop) (default all); with documents, `weights` and `resets` as
-        `data.Windows.chunk` gives them. Windows past `stop` are left unwritten (zero)."""
+    def __call__(self, inputs, targets, stop=None, resets=None):
+        """Run windows [0, stop) (default all); with documents, `resets` (a row's state zeroed
+        before the window) as `data.Windows.chunk` gives them. Windows past `stop` are left
+        unwritten (zero)."""
         inputs, targets = tf.convert_to_tensor(inputs), tf.convert_to_tensor(targets)
         stop = inputs.shape[0] if stop is None else stop
-        return self._run(inputs, targets, tf.constant(stop), weights, resets)
+        return self._run(inputs, targets, tf.constant(stop), resets)
 
 
 class PairedPredictLoop:
@@ -253,15 +255,11 @@ def score_windows(loop: PredictLoop, windows, size: int = SCORE_WINDOWS) -> tupl
     total = weight = hits = 0.0
     for start in range(0, windows.num_windows, size):
         stop = min(start + size, windows.num_windows)
-        chunk = {k: tf.constant(v) for k, v in windows.chunk(start, stop, size).items()}
-        inputs, targets = chunk.pop("inputs"), chunk.pop("targets")
-        loss_sums, correct = loop(inputs, targets, stop - start, **chunk)
-        mask = (
-            np.ones(correct.shape, bool)
-            if "weights" not in chunk
-            else chunk["weights"].numpy().astype(bool)
-        )[: stop - start]
-        total += float(np.sum(loss_sums.numpy()[: stop - start], dtype=np.float64))
-        weight += float(mask.sum())
-        hits += float(np.sum(correct.numpy()[: stop - start] & mask))
+        chunk = windows.chunk(start, stop, size)
+        losses, correct = loop(chunk["inputs"], chunk["targets"], stop - start, chunk.get("resets"))
+        used = slice(0, stop - start)
+        mask = chunk["weights"][used].astype(bool) if "weights" in chunk else slice(None)
+        total += float(np.sum(losses.numpy()[used][mask], dtype=np.float64))
+        weight += float(np.size(correct.numpy()[used][mask]))
+        hits += float(np.count_nonzero(correct.numpy()[used][mask]))
     return total / max(weight, 1.0), hits / max(weight, 1.0)
