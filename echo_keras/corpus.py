@@ -129,7 +129,7 @@ def read_symbols(
     # At most a symbol a byte: pages past the symbols read are never touched (nor resident).
     ids = np.empty(count or size, symbol_dtype(vocabulary.size))
     starts, total = [], 0
-    hasher = hashlib.sha256()
+    hasher = None if digest else hashlib.sha256()  # the survey hashed the file already
     position = _Position(str(path))
     at_line_start = True
     for chunk in _chunks(path, data_format, position, hasher):
@@ -171,7 +171,8 @@ def file_digest(path: Path | str, field: str = "data") -> str:
     hasher = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK_BYTES):
-            hasher.update(block)
+            if hasher is not None:
+                hasher.update(block)
     return hasher.hexdigest()
 
 
@@ -256,14 +257,16 @@ class _Position:
 
 
 def _chunks(path: Path, data_format: str, position: _Position, hasher) -> Iterator[bytes]:
-    """The file in pieces of whole lines (or, in a line longer than a piece, whole
-    characters and tokens), checked as UTF-8 text without NUL characters."""
+    """The file in pieces of whole lines (or, in a line longer than a piece, whole characters
+    and tokens), checked as UTF-8 text without NUL characters; its bytes also go to `hasher`
+    unless it is None."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     carry = b""
     with open(path, "rb") as handle:
         while True:
             block = handle.read(CHUNK_BYTES)
-            hasher.update(block)
+            if hasher is not None:
+                hasher.update(block)
             data = carry + block
             if not block:
                 if data:
