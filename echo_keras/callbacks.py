@@ -218,7 +218,7 @@ class ValidateEachEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._loop is None:
-            self._loop = PredictLoop(self.model)
+            self._loop = PredictLoop(self.model, windows=self.windows.num_windows)
         loss, accuracy = score_windows(self._loop, self.windows)
         row = {
             "epoch": epoch,

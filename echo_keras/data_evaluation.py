@@ -166,7 +166,7 @@ def evaluate_windows(model, windows: Windows, width: int, reset_each_window: boo
     from echo_keras.loops import PredictLoop
     from echo_keras.model import reset_states
 
-    loop = PredictLoop(model, reset_each_window)
+    loop = PredictLoop(model, reset_each_window, windows=windows.num_windows)
     reset_states(model)
     tally = _Tally()
     size = min(EVAL_WINDOWS, windows.num_windows)

@@ -135,7 +135,7 @@ def evaluate(
         eval_rng(config.seed if seed is None else seed), config, length
     )
     reset_states(model)
-    losses, correct = PredictLoop(model, reset_each_window)(inputs, targets)
+    losses, correct = PredictLoop(model, reset_each_window, windows=len(inputs))(inputs, targets)
     return score(losses.numpy(), correct.numpy(), config.echo_step, reset_each_window)
 
 

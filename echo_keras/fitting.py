@@ -126,7 +126,7 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) 
 def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:
     num_windows = config.num_batches
     size = min(CHUNK_WINDOWS, num_windows)  # every chunk is fed padded to this many windows
-    loop = TrainLoop(model, size)
+    loop = TrainLoop(model, size, windows=num_windows)
     callback_list = DirectCallbacks(
         callbacks, model, {"epochs": config.num_epochs, "steps": num_windows, "verbose": 0}
     )

@@ -2,10 +2,10 @@
 
 A plain `model.fit` pays Python and dispatch overhead on every batch (about 2 ms
 here, for a model that computes in 0.1 ms). These loops run a whole range of
-windows inside one XLA-compiled `tf.while_loop`. The carried state lives in the
-stateful layers' own variables, exactly as under `fit`: each window reads it at
-the start (a variable read, so gradients stop at the window edge) and assigns
-the new state at the end.
+windows inside one compiled `tf.while_loop`, with XLA where it pays (`worth_xla`).
+The carried state lives in the stateful layers' own variables, exactly as under
+`fit`: each window reads it at the start (a variable read, so gradients stop at
+the window edge) and assigns the new state at the end.
 """
 
 from __future__ import annotations
@@ -20,12 +20,19 @@ SCORE_WINDOWS = 200  # windows `score_windows` feeds the compiled loop at a time
 # (char-rnn's 2 x LSTM(128), batch 50 x window 50: 22,000 against 32,000 symbols/s on one
 # thread); below it, the per-window dispatch XLA saves is what costs.
 XLA_MAX_WINDOW_WORK = 50_000_000
+# Below this many windows a pass, XLA's compilation costs more than it saves: it takes about
+# 1.4 s more than tracing, and saves about 1.5 ms a window (the tutorial's model: 200 windows
+# an epoch over 5 epochs break even; a tiny run of 30 windows trains in 1 s, not 2.3 s).
+XLA_MIN_WINDOWS = 200
 
 
-def worth_xla(model: keras.Model) -> bool:
+def worth_xla(model: keras.Model, windows: int | None = None) -> bool:
     """Whether a loop over `model`'s windows should be XLA-compiled: when a window's work
-    (about batch x window x the weights' count) is small enough that dispatch dominates."""
+    (about batch x window x the weights' count) is small enough that dispatch dominates,
+    and a pass runs enough windows (`windows`, when given) to pay for the compilation."""
     batch, window = model.inputs[0].shape[0], model.inputs[0].shape[1]
+    if windows is not None and windows < XLA_MIN_WINDOWS:
+        return False
     return batch * window * model.count_params() <= XLA_MAX_WINDOW_WORK
 
 
@@ -94,14 +101,21 @@ class TrainLoop:
 
     Args:
         model: a compiled stateful model; its optimizer is used and updated.
-        num_windows: windows per epoch.
+        num_windows: windows a call takes (an epoch, or the chunk it is fed at a time).
         jit_compile: compile with XLA (the point of this loop for small models); None: when
-            `worth_xla` says so; False for debugging.
+            `worth_xla` says so for `windows`, the windows of an epoch (default num_windows).
     """
 
-    def __init__(self, model: keras.Model, num_windows: int, jit_compile: bool | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        num_windows: int,
+        jit_compile: bool | None = None,
+        windows: int | None = None,
+    ):
         self.model = model
-        jit_compile = worth_xla(model) if jit_compile is None else jit_compile
+        windows = num_windows if windows is None else windows
+        jit_compile = worth_xla(model, windows) if jit_compile is None else jit_compile
         self.num_windows = num_windows
         self.loss = loss_function()
         optimizer = model.optimizer
@@ -154,11 +168,19 @@ class PredictLoop:
     Args:
         model: a stateful model (weights are not changed).
         reset_each_window: zero the state before every window (the ablation).
+        windows: the windows a pass runs, to choose XLA by (`worth_xla`); jit_compile: as
+            `TrainLoop`'s.
     """
 
-    def __init__(self, model: keras.Model, reset_each_window: bool = False, jit_compile=None):
+    def __init__(
+        self,
+        model: keras.Model,
+        reset_each_window: bool = False,
+        jit_compile: bool | None = None,
+        windows: int | None = None,
+    ):
         self.model = model
-        jit_compile = worth_xla(model) if jit_compile is None else jit_compile
+        jit_compile = worth_xla(model, windows) if jit_compile is None else jit_compile
         self.reset_each_window = reset_each_window
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
@@ -200,12 +222,15 @@ class PairedPredictLoop:
     After each window the carried state is put back, so the carried results are those of
     `PredictLoop(model)` and the reset ones those of `PredictLoop(model, True)`. Returns
     (carried loss sums, carried hits, reset loss sums, reset hits), as `PredictLoop` does;
-    `stop` windows are run (default all; 0 compiles the loop and runs nothing).
+    `stop` windows are run (default all; 0 compiles the loop and runs nothing). `windows` and
+    `jit_compile`: as `PredictLoop`'s.
     """
 
-    def __init__(self, model: keras.Model, jit_compile: bool | None = None):
+    def __init__(
+        self, model: keras.Model, jit_compile: bool | None = None, windows: int | None = None
+    ):
         self.model = model
-        jit_compile = worth_xla(model) if jit_compile is None else jit_compile
+        jit_compile = worth_xla(model, windows) if jit_compile is None else jit_compile
         self._run = tf.function(self._loop, jit_compile=jit_compile)
 
     def _loop(self, inputs, targets, stop):

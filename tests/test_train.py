@@ -17,12 +17,14 @@ import time
 import numpy as np
 import pytest
 
+from echo_keras import loops
 from echo_keras.backend import keras
 from echo_keras.callbacks import BatchLossRecorder, ProgressBar, ResetStatesAtEpochStart
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
 from echo_keras.errors import ConfigError
 from echo_keras.evaluation import evaluate
+from echo_keras.loops import PredictLoop, TrainLoop
 from echo_keras.model import loss_function, reset_states, state_variables
 from echo_keras.run import files
 from echo_keras.training import build_compiled_model, fit_epochs, train
@@ -123,6 +125,45 @@ def test_fast_and_plain_paths_give_the_same_losses(tiny_config):
         losses[plain] = np.array([row[3] for row in recorder.rows])
     assert len(losses[True]) == tiny_config.num_epochs * tiny_config.num_batches
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4, atol=1e-6)
+
+
+def test_xla_compiles_only_a_small_models_loops_that_run_enough_windows(tiny_config):
+    model = build_compiled_model(tiny_config)  # 30 windows an epoch
+    assert not loops.worth_xla(model, tiny_config.num_batches)
+    assert loops.worth_xla(model, loops.XLA_MIN_WINDOWS) and loops.worth_xla(model)
+    assert TrainLoop(model, 30)._run._jit_compile is False
+    assert TrainLoop(model, 100, windows=666)._run._jit_compile is True  # fed in chunks
+    assert PredictLoop(model, windows=666)._run._jit_compile is True
+    wide = dataclasses.replace(tiny_config, state_size=1024, batch_size=50)  # 60M a window
+    assert not loops.worth_xla(build_compiled_model(wide), 10_000)
+
+
+def test_training_chooses_xla_by_the_windows_of_an_epoch_not_of_a_chunk(monkeypatch):
+    chosen = []
+
+    def spy(model, num_windows, jit_compile=None, windows=None):
+        chosen.append(TrainLoop(model, num_windows, jit_compile, windows)._run._jit_compile)
+        raise KeyboardInterrupt  # enough: nothing is trained
+
+    monkeypatch.setattr("echo_keras.fitting.TrainLoop", spy)
+    for length in (1500, 50_000):  # 30 and 666 windows an epoch, fed 100 at a time
+        config = dataclasses.replace(TINY, total_series_length=length, truncated_backprop_length=15)
+        with pytest.raises(KeyboardInterrupt):
+            fit_epochs(build_compiled_model(config), config, [], plain=False)
+    assert chosen == [False, True]
+
+
+def test_the_xla_loop_and_tensorflows_own_kernels_train_alike(tiny_config):
+    """Whichever `worth_xla` picks, a run trains the same (to float rounding)."""
+    x, y = epoch_windows(tiny_config, 0)
+    losses = []
+    for jit_compile in (True, False):
+        model = build_compiled_model(tiny_config)
+        count = tiny_config.num_batches
+        trained, _ = TrainLoop(model, count, jit_compile=jit_compile)(x, y, 0, count)
+        losses.append(trained.numpy())
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4, atol=1e-6)
+    assert losses[0][-1] < losses[0][0]
 
 
 # --- what a run leaves, and learning the echo ----------------------------------------------

@@ -56,7 +56,7 @@ class _Compiled:
     def __init__(self, config: TrainConfig):
         self.model = build_compiled_model(config)
         self.train_loop = TrainLoop(self.model, config.num_batches)
-        self.eval_loop = PairedPredictLoop(self.model)
+        self.eval_loop = PairedPredictLoop(self.model, windows=config.num_batches)
         shape = (config.num_batches, config.batch_size, config.truncated_backprop_length)
         zeros = tf.zeros(shape, dtype=tf.as_dtype(symbol_dtype(config.num_classes)))
         self.train_loop(zeros, zeros, 0, 0)  # compile now: zero windows change nothing
