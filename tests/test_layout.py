@@ -122,6 +122,21 @@ def test_importing_the_package_and_the_tensorflow_free_layer_loads_no_heavy_libr
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_loading_tensorflow_leaves_out_matplotlib_yet_keras_can_still_draw_with_it(tmp_path):
+    """Keras would import pyplot (0.8 s a command) for a function echo-keras never calls."""
+    code = (
+        "import sys, numpy as np\n"
+        "import echo_keras.backend\n"
+        "assert 'keras' in sys.modules and 'matplotlib' not in sys.modules\n"
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "from keras.src.visualization.plot_image_gallery import plot_image_gallery\n"
+        f"plot_image_gallery(np.zeros((2, 8, 8, 3)), path={str(tmp_path / 'g.png')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tmp_path)
+    assert (tmp_path / "g.png").stat().st_size > 0
+
+
 # --- the one table of options ---------------------------------------------------------------
 
 
