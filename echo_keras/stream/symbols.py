@@ -25,7 +25,17 @@ _SPACE[list(b" \t\n\r\v\f")] = True
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0") : ord("9") + 1] = True
 _TOKEN = re.compile(rb"\S+")
-_LONGEST = 18  # digits of the longest symbol token accepted
+LONGEST = 18  # digits of the longest symbol token accepted
+
+
+def complete_tokens(data, is_space: Callable) -> int:
+    """Where the whole tokens of a block (`data`: bytes or text) end. A block that does not
+    end in whitespace may cut its last token: that tail waits for the next block, unless it
+    is longer than any symbol, when it is reported now."""
+    end = len(data)
+    while end and not is_space(data[end - 1]):
+        end -= 1
+    return len(data) if len(data) - end > LONGEST else end
 
 
 @dataclass
@@ -84,12 +94,7 @@ class SymbolParser:
             self._advance(block)
         else:
             data = self._carry + block
-            # A block that does not end in whitespace may cut a token: keep its tail for later.
-            end = len(data)
-            while end and not _SPACE[data[end - 1]]:
-                end -= 1
-            if len(data) - end > _LONGEST:  # no symbol is this long: report it now
-                end = len(data)
+            end = complete_tokens(data, _SPACE.__getitem__)
             piece = self._parse_tokens(data[:end])
             self._advance(data[:end])
             self._carry = data[end:]
@@ -131,7 +136,7 @@ class SymbolParser:
             breaks.extend([len(symbols)] * data.count(b"\n", position, match.start()))
             position = match.end()
             token = match.group()
-            value = int(token) if token.isdigit() and len(token) <= _LONGEST else None
+            value = int(token) if token.isdigit() and len(token) <= LONGEST else None
             if value is None or value >= self.num_classes:
                 where = self._where(data, match.start())
                 if token.isdigit():
@@ -234,7 +239,12 @@ def check_stream(read: Callable[[int], bytes], num_classes: int) -> int:
     Used on files before predicting, so that a bad symbol near the end stops the
     command before it has printed anything.
     """
-    parser = SymbolParser(num_classes)
+    return count_parsed(read, SymbolParser(num_classes))
+
+
+def count_parsed(read: Callable[[int], bytes], parser) -> int:
+    """Feed `parser` (a parser of this module's or of stream/text.py's kind) a whole input:
+    the number of symbols, or SymbolError (also when there are none)."""
     while block := read(BLOCK):
         parser.parse(block)
     parser.finish()

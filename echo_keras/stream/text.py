@@ -21,10 +21,15 @@ import numpy as np
 
 from echo_keras.corpus import Vocabulary
 from echo_keras.errors import SymbolError
-from echo_keras.stream.symbols import BLOCK, Layout, Piece
+from echo_keras.stream.symbols import (
+    LONGEST,
+    Layout,
+    Piece,
+    complete_tokens,
+    count_parsed,
+)
 
 _TOKEN = re.compile(r"\S+")
-_LONGEST = 18  # digits of the longest integer token accepted
 
 
 class VocabularyParser:
@@ -77,12 +82,7 @@ class VocabularyParser:
             self._advance(text)
         else:
             data = self._carry + text
-            end = len(data)
-            if not final:  # a block that does not end in whitespace may cut a token
-                while end and not data[end - 1].isspace():
-                    end -= 1
-                if len(data) - end > _LONGEST:  # no symbol is this long: report it now
-                    end = len(data)
+            end = len(data) if final else complete_tokens(data, str.isspace)
             piece = self._tokens(data[:end])
             self._advance(data[:end])
             self._carry = data[end:]
@@ -105,7 +105,7 @@ class VocabularyParser:
             position = match.end()
             token = match.group()
             ascii_digits = token.isascii() and token.isdigit()
-            value = int(token) if ascii_digits and len(token) <= _LONGEST else None
+            value = int(token) if ascii_digits and len(token) <= LONGEST else None
             if value is None or value >= size:
                 shown = token[:20] + ("..." if len(token) > 20 else "")
                 what = "is not a symbol of the run" if ascii_digits else "is not a symbol"
@@ -177,13 +177,7 @@ class NextScore:
 
 def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary) -> int:
     """Parse a whole input without predicting: the number of symbols, or SymbolError."""
-    parser = VocabularyParser(vocabulary)
-    while block := read(BLOCK):
-        parser.parse(block)
-    parser.finish()
-    if parser.count == 0:
-        raise SymbolError("the input holds no symbols")
-    return parser.count
+    return count_parsed(read, VocabularyParser(vocabulary))
 
 
 def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray:
