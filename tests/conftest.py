@@ -26,9 +26,11 @@ from tests.helpers import TINY, VARIANTS
 
 # --- running on two cores ------------------------------------------------------------------
 
-# Tests marked xdist_group(NAME) must run in one worker, one after another (two local Rays must
-# never start at once). pytest 9.2 no longer lets pytest-xdist 3.8 add the group to the node id,
-# so `--dist loadgroup` silently spreads a group over the workers (pytest-xdist issue #1386).
+# Tests marked xdist_group(NAME) must run in one worker, one after another (the sweep tests time
+# their Ray and its signals one sweep at a time; the README test's sweeps run beside them, each
+# local Ray in a folder of its own). pytest 9.2 no longer lets pytest-xdist 3.8 add the group to
+# the node id, so `--dist loadgroup` silently spreads a group over the workers (pytest-xdist
+# issue #1386).
 # Until that is fixed, each worker writes the groups it collected to a file in a folder named
 # by GROUPS_ENV, and the scheduler below reads them.
 GROUPS_ENV = "ECHO_KERAS_TEST_GROUPS"

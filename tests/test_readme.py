@@ -150,7 +150,6 @@ def test_a_failing_example_or_a_file_written_outside_runs_fails_the_run(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # it runs sweeps, which start a local Ray
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_the_readme_examples_run_in_order_on_a_fresh_copy(tmp_path):
     report = rx.run_examples(README, rx.REPO, tmp_path, rx.SUITE_CHANGES, timeout=300)
