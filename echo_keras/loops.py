@@ -20,9 +20,10 @@ SCORE_WINDOWS = 200  # windows `score_windows` feeds the compiled loop at a time
 # (char-rnn's 2 x LSTM(128), batch 50 x window 50: 22,000 against 32,000 symbols/s on one
 # thread); below it, the per-window dispatch XLA saves is what costs.
 XLA_MAX_WINDOW_WORK = 50_000_000
-# Below this many windows a pass, XLA's compilation costs more than it saves: it takes about
-# 1.4 s more than tracing, and saves about 1.5 ms a window (the tutorial's model: 200 windows
-# an epoch over 5 epochs break even; a tiny run of 30 windows trains in 1 s, not 2.3 s).
+# Below this many windows a pass, XLA's compilation costs about as much as it saves, or more:
+# for the tutorial's model it takes 0.8-1.2 s more than tracing and saves about 1.5 ms a window
+# (paying from about 700 windows: 5 epochs of 200); a tiny run of 2 epochs of 30 windows
+# trains in 1 s, not 2.3 s.
 XLA_MIN_WINDOWS = 200
 
 
