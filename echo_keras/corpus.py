@@ -171,8 +171,7 @@ def file_digest(path: Path | str, field: str = "data") -> str:
     hasher = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK_BYTES):
-            if hasher is not None:
-                hasher.update(block)
+            hasher.update(block)
     return hasher.hexdigest()
 
 
