@@ -163,20 +163,13 @@ def _groups(chunk: dict, start: int, width: int) -> np.ndarray:
 def evaluate_windows(model, windows: Windows, width: int, reset_each_window: bool = False):
     """`DataMetrics` of `model` on `windows`, fed EVAL_WINDOWS windows at a time from a zeroed
     state carried throughout (or zeroed before every window)."""
-    from echo_keras.loops import PredictLoop
-    from echo_keras.model import reset_states
+    from echo_keras.loops import PredictLoop, predicted_chunks
 
     loop = PredictLoop(model, reset_each_window, windows=windows.num_windows)
-    reset_states(model)
     tally = _Tally()
     size = min(EVAL_WINDOWS, windows.num_windows)
-    for start in range(0, windows.num_windows, size):
-        stop = min(start + size, windows.num_windows)
-        chunk = windows.chunk(start, stop, size)
-        losses, hits = loop(chunk["inputs"], chunk["targets"], stop - start, chunk.get("resets"))
-        used = slice(0, stop - start)
-        groups = _groups(chunk, start, width)[used]
-        tally.add(losses.numpy()[used], hits.numpy()[used], groups)
+    for start, chunk, losses, hits in predicted_chunks(loop, windows, size):
+        tally.add(losses, hits, _groups(chunk, start, width))
     loss = tally.mean(tally.loss, [0, 1, 2])
     return DataMetrics(
         loss=loss,

@@ -273,19 +273,28 @@ class PairedPredictLoop:
         return self._run(inputs, targets, tf.constant(stop))
 
 
-def score_windows(loop: PredictLoop, windows, size: int = SCORE_WINDOWS) -> tuple[float, float]:
-    """(mean cross-entropy in nats, accuracy) of `loop`'s model over `data.Windows`, fed
-    `size` windows at a time (always padded to `size`: one compilation for any data) from
-    a zeroed state carried throughout (padding left out)."""
+def predicted_chunks(loop: PredictLoop, windows, size: int):
+    """Run `loop` over `data.Windows`, `size` windows at a time (each chunk padded to `size`:
+    one compilation for any data), from a zeroed state carried throughout. Yields, for each
+    chunk, (its first window, the chunk as `Windows.chunk` gives it, the losses, the hits),
+    all cut to the windows it really holds."""
     reset_states(loop.model)
-    total = weight = hits = 0.0
     for start in range(0, windows.num_windows, size):
         stop = min(start + size, windows.num_windows)
         chunk = windows.chunk(start, stop, size)
-        losses, correct = loop(chunk["inputs"], chunk["targets"], stop - start, chunk.get("resets"))
-        used = slice(0, stop - start)
-        mask = chunk["weights"][used].astype(bool) if "weights" in chunk else slice(None)
-        total += float(np.sum(losses.numpy()[used][mask], dtype=np.float64))
-        weight += float(np.size(correct.numpy()[used][mask]))
-        hits += float(np.count_nonzero(correct.numpy()[used][mask]))
+        losses, hits = loop(chunk["inputs"], chunk["targets"], stop - start, chunk.get("resets"))
+        used = stop - start
+        chunk = {name: values[:used] for name, values in chunk.items()}
+        yield start, chunk, losses.numpy()[:used], hits.numpy()[:used]
+
+
+def score_windows(loop: PredictLoop, windows, size: int = SCORE_WINDOWS) -> tuple[float, float]:
+    """(mean cross-entropy in nats, accuracy) of `loop`'s model over `data.Windows`, fed as
+    `predicted_chunks` feeds it (padding left out)."""
+    total = weight = hits = 0.0
+    for _, chunk, losses, correct in predicted_chunks(loop, windows, size):
+        mask = chunk["weights"].astype(bool) if "weights" in chunk else slice(None)
+        total += float(np.sum(losses[mask], dtype=np.float64))
+        weight += float(np.size(correct[mask]))
+        hits += float(np.count_nonzero(correct[mask]))
     return total / max(weight, 1.0), hits / max(weight, 1.0)
