@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import char_data as data
-from char_rnn import echo_keras_missing, measure
+from char_rnn import echo_keras_missing, measure, on_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results" / "char_memory.md"
 SIZES = (10_000_000, 100_000_000)  # bytes
@@ -92,15 +91,7 @@ def memory(work: Path, corpus: Path) -> str:
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="char-memory-bench-"))
-    try:
-        corpus = data.write_corpus(work / "corpus.txt")
-        text = memory(work, corpus)
-        print(text)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    on_corpus("char-memory-bench-", RESULTS, memory)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import char_data as data
@@ -186,18 +187,27 @@ def aims(results: dict) -> list[str]:
     return lines
 
 
-def main() -> None:
-    epochs = data.epochs()
-    work = Path(tempfile.mkdtemp(prefix="char-rnn-bench-"))
+def on_corpus(prefix: str, results: Path, measured: Callable[[Path, Path], str]) -> None:
+    """Write the corpus into a temporary folder, run `measured(folder, corpus)`, and print
+    the text it returns and save it to `results`; the folder is removed after."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        corpus = data.write_corpus(work / "corpus.txt")
-        results, skipped = run_all(work, corpus, epochs)
-        text = report(results, skipped, epochs, corpus.stat().st_size)
+        text = measured(work, data.write_corpus(work / "corpus.txt"))
         print(text)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    epochs = data.epochs()
+
+    def measured(work: Path, corpus: Path) -> str:
+        results, skipped = run_all(work, corpus, epochs)
+        return report(results, skipped, epochs, corpus.stat().st_size)
+
+    on_corpus("char-rnn-bench-", RESULTS, measured)
 
 
 if __name__ == "__main__":
