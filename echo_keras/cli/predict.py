@@ -25,7 +25,7 @@ from echo_keras.cli.common import (
     warn_if_unfinished,
 )
 from echo_keras.errors import StateFileError, UsageError
-from echo_keras.run import fileio, files
+from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
 from echo_keras.stream.text import check_text, parse_text
@@ -158,8 +158,7 @@ def _vocabulary(run_dir: Path, config):
     """The run's vocabulary (a run on its own data), or None (the echo series)."""
     if config.data is None:
         return None
-    folder = RunFolder(run_dir)
-    return folder.read(lambda view: files.read_vocabulary(view, folder.path))[0]
+    return RunFolder(run_dir).read_vocabulary()
 
 
 def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) -> Path:

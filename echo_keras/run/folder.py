@@ -382,6 +382,10 @@ class RunFolder:
         """The run's TrainConfig, read as `read` reads (RunFolderError names the file)."""
         return self.read(lambda view: files.load_config(view, self.path))
 
+    def read_vocabulary(self):
+        """The Vocabulary of a run on its own data, read as `read` reads."""
+        return self.read(lambda view: files.read_vocabulary(view, self.path))[0]
+
     def _swapped(self, fd: int) -> bool:
         try:
             return os.stat(self.real).st_ino != os.fstat(fd).st_ino

@@ -180,7 +180,7 @@ def load_stream_model(run_dir: Path) -> StreamModel:
     vocabulary = None
     if config.data is not None:
         folder = RunFolder(run_dir)
-        vocabulary = folder.read(lambda view: files.read_vocabulary(view, folder.path))[0]
+        vocabulary = folder.read_vocabulary()
         if vocabulary.size != config.num_classes:
             raise RunFolderError(
                 f"{folder.path / files.VOCABULARY} holds {vocabulary.size} symbols; "
