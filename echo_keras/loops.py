@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from echo_keras.backend import keras, tf
+from echo_keras.backend import graph_function, keras, tf
 from echo_keras.model import loss_function, reset_states, state_variables
 
 SCORE_WINDOWS = 200  # windows `score_windows` feeds the compiled loop at a time
@@ -122,7 +122,7 @@ class TrainLoop:
         optimizer = model.optimizer
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-        self._run = tf.function(self._loop, jit_compile=jit_compile)
+        self._run = graph_function(self._loop, jit_compile=jit_compile)
 
     def _loop(self, inputs, targets, start, stop, weights=None, resets=None):
         model, optimizer, variables = (
@@ -183,7 +183,7 @@ class PredictLoop:
         self.model = model
         jit_compile = worth_xla(model, windows) if jit_compile is None else jit_compile
         self.reset_each_window = reset_each_window
-        self._run = tf.function(self._loop, jit_compile=jit_compile)
+        self._run = graph_function(self._loop, jit_compile=jit_compile)
 
     def _loop(self, inputs, targets, stop, resets=None):
         model, states = self.model, state_variables(self.model)
@@ -232,7 +232,7 @@ class PairedPredictLoop:
     ):
         self.model = model
         jit_compile = worth_xla(model, windows) if jit_compile is None else jit_compile
-        self._run = tf.function(self._loop, jit_compile=jit_compile)
+        self._run = graph_function(self._loop, jit_compile=jit_compile)
 
     def _loop(self, inputs, targets, stop):
         model, states = self.model, state_variables(self.model)

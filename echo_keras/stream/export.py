@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.backend import tf
+from echo_keras.backend import graph_function, tf
 from echo_keras.errors import ExportError, RunBusy, UsageError, first_line
 from echo_keras.stream import export_folder
 from echo_keras.stream.model import StreamModel, load_stream_model
@@ -93,7 +93,7 @@ def serving_module(model: StreamModel, checks: bool = True) -> tf.Module:
 
     module = tf.Module()
     module.layers = [*model.cells, model.head]  # tracked: their weights are saved
-    module.serve = tf.function(
+    module.serve = graph_function(
         serve,
         input_signature=[
             tf.TensorSpec([None, None], tf.int32, name="symbols"),
@@ -266,7 +266,8 @@ def verify(path: Path, model: StreamModel, seed: int = 0) -> tuple[float, int]:
         # seen; 2e-7 over the text they learned): they are compared with predict's step
         # run without XLA, the very operations the SavedModel holds.
         zeros = [tf.constant(s) for s in model.zero_state(batch=2)]
-        expected = tf.function(model.step)(tf.constant(streams), zeros)[0].numpy()
+        step = graph_function(model.step)
+        expected = step(tf.constant(streams), zeros)[0].numpy()
     states = dict(zip(model.names, model.zero_state(batch=2), strict=True))
     pieces, start = [], 0
     for length in CHECK_CHUNKS:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.backend import keras, tf
+from echo_keras.backend import graph_function, keras, tf
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import Vocabulary
 from echo_keras.errors import RunFolderError, SymbolError
@@ -77,7 +77,7 @@ class StreamModel:
         self.head = keras.layers.Dense.from_config(source.get_config())
         self.head.build((None, config.state_size))
         self.head.set_weights(source.get_weights())
-        self._compiled = tf.function(self.step, jit_compile=True)
+        self._compiled = graph_function(self.step, jit_compile=True)
         self._runners: dict[int, Callable] = {}
 
     def zero_state(self, batch: int = 1) -> list[np.ndarray]:
