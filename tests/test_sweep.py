@@ -553,6 +553,19 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _worker_priorities(pids: set[int]) -> dict[int, int]:
+    """The niceness of each of `pids` that is a Ray worker (`ray::IDLE`, `ray::PointWorker`)."""
+    found = {}
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if name.startswith((b"ray::IDLE", b"ray::PointWorker")):
+                found[pid] = os.getpriority(os.PRIO_PROCESS, pid)
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
 def _address_host(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
 
@@ -584,6 +597,7 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
             worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
             assert ray.get(worker.environment.remote()) == cluster.TASK_ENV
             ours = (_descendants(os.getpid()) - before) | {os.getpid()}
+            priorities = _worker_priorities(ours)
             sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
     finally:
         holder.release()
@@ -591,6 +605,9 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
         os.environ.update({name: value for name, value in saved.items() if value is not None})
     assert not (home / ".ray").exists()
     assert os.environ.get("RAY_AUTH_TOKEN_PATH") == saved["RAY_AUTH_TOKEN_PATH"]
+    assert "RAY_worker_niceness" not in os.environ  # set for the local Ray only
+    # The workers run at the sweep's own priority, not at Ray's default niceness of 15.
+    assert priorities and set(priorities.values()) == {os.getpriority(os.PRIO_PROCESS, 0)}
     lines = [line for line in sockets.splitlines() if any(f"pid={p}," in line for p in ours)]
     assert len(lines) >= 5, sockets  # the GCS, the raylet, workers: listening and connected
     for line in lines:

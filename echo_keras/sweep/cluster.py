@@ -141,7 +141,7 @@ def ray_session(
         base = os.environ.get("RAY_TMPDIR") or "/tmp"  # short: Ray's Unix sockets live below
         folder, owner = owned_folder(base, SESSION_PREFIX)  # removes dead sweeps' folders
         temp_dir = str(folder)
-        saved_env = _private_token(Path(temp_dir))
+        saved_env = {**_private_token(Path(temp_dir)), **_workers_at_our_priority()}
     else:
         use_token_if_available()
     import ray
@@ -180,6 +180,7 @@ def ray_session(
 
 
 TOKEN_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
+NICENESS_ENV = "RAY_worker_niceness"  # read by the raylet a local Ray starts
 
 
 def _private_token(folder: Path) -> dict[str, str | None]:
@@ -196,6 +197,17 @@ def _private_token(folder: Path) -> dict[str, str | None]:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secrets.token_hex(32))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    return saved
+
+
+def _workers_at_our_priority() -> dict[str, str | None]:
+    """Ray starts its workers at niceness 15, below everything else on the machine: another
+    training, a browser or a test suite beside the sweep would take the cores and leave its
+    workers crawling. A local sweep is the user's own work: its workers run at the priority of
+    the command that started them (unless RAY_worker_niceness says otherwise). Return the
+    environment to restore after."""
+    saved = {NICENESS_ENV: os.environ.get(NICENESS_ENV)}
+    os.environ.setdefault(NICENESS_ENV, "0")  # added to ours by each worker: none
     return saved
 
 
