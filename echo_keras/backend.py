@@ -76,10 +76,10 @@ def _pyplot_on_demand():
     ever, and Keras's `plt` becomes `_Pyplot`, so `plot_image_gallery` still works. Nothing is
     done when matplotlib is already imported: it costs nothing then.
     """
-    blocked = [name for name in ("matplotlib", "matplotlib.pyplot") if name not in sys.modules]
-    if len(blocked) < 2:
+    if "matplotlib" in sys.modules:
         yield
         return
+    blocked = ("matplotlib", "matplotlib.pyplot")
     for name in blocked:
         sys.modules[name] = None  # `import` raises ImportError for these names
     try:
