@@ -31,9 +31,9 @@ def worth_xla(model: keras.Model, windows: int | None = None) -> bool:
     """Whether a loop over `model`'s windows should be XLA-compiled: when a window's work
     (about batch x window x the weights' count) is small enough that dispatch dominates,
     and a pass runs enough windows (`windows`, when given) to pay for the compilation."""
-    batch, window = model.inputs[0].shape[0], model.inputs[0].shape[1]
     if windows is not None and windows < XLA_MIN_WINDOWS:
         return False
+    batch, window = model.inputs[0].shape[0], model.inputs[0].shape[1]
     return batch * window * model.count_params() <= XLA_MAX_WINDOW_WORK
 
 
