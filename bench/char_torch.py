@@ -1,6 +1,12 @@
 """The char-rnn bench's PyTorch trainer: `nn.LSTM`, the state carried and detached between
 windows, as a PyTorch user writes truncated backprop by hand.
 
+The layers start as Keras starts the same layers (`keras_initialised`), and Adam has Keras's
+epsilon: the two Keras trainers and this one then differ in how they train, not in where
+they start, and their validation losses can be compared. With PyTorch's own initialisation
+(uniform within 1/sqrt(128)) the model learns more slowly: 2.76 bits per character after
+two epochs, against 2.43 for Keras's.
+
     python bench/char_torch.py CORPUS EPOCHS
 
 Prints one JSON object: the windows trained, the training seconds (in all, and of
@@ -29,10 +35,31 @@ class CharModel(nn.Module):
         self.vocab = vocab
         self.lstm = nn.LSTM(vocab, data.STATE_SIZE, num_layers=data.NUM_LAYERS, batch_first=True)
         self.logits = nn.Linear(data.STATE_SIZE, vocab)
+        keras_initialised(self)
 
     def forward(self, symbols, state=None):
         hidden, state = self.lstm(functional.one_hot(symbols, self.vocab).float(), state)
         return self.logits(hidden), state
+
+
+@torch.no_grad()
+def keras_initialised(model: CharModel) -> None:
+    """Keras's initialisers for `model`'s layers: Glorot-uniform input kernels and Dense
+    kernel, orthogonal recurrent kernels, zero biases but the forget gate's, which starts at 1
+    (`unit_forget_bias`). Both use the gate order input, forget, cell, output; PyTorch's second
+    bias (`bias_hh`), which Keras has not, stays at zero."""
+    units = data.STATE_SIZE
+    for name, parameter in model.lstm.named_parameters():
+        if name.startswith("weight_ih"):
+            nn.init.xavier_uniform_(parameter)
+        elif name.startswith("weight_hh"):
+            nn.init.orthogonal_(parameter)
+        else:
+            parameter.zero_()
+            if name.startswith("bias_ih"):
+                parameter[units : 2 * units] = 1.0
+    nn.init.xavier_uniform_(model.logits.weight)
+    model.logits.bias.zero_()
 
 
 def detached(state):
@@ -41,7 +68,7 @@ def detached(state):
 
 def train(model: CharModel, inputs: np.ndarray, targets: np.ndarray, epochs: int) -> list:
     """Train `epochs` epochs, the state zeroed at each epoch start; return each epoch's seconds."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=data.LEARNING_RATE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=data.LEARNING_RATE, eps=1e-7)
     inputs, targets = torch.from_numpy(inputs).long(), torch.from_numpy(targets).long()
     seconds = []
     model.train()
