@@ -28,6 +28,7 @@ import numpy as np
 from echo_keras.config import MAX_CLASSES, TrainConfig, available_memory
 from echo_keras.data import Windows, document_windows, series_windows, symbol_dtype, task_pairs
 from echo_keras.errors import ConfigError, SymbolError, UsageError
+from echo_keras.positions import Position
 
 FORMATS = ("text", "ints")
 CHUNK_BYTES = 1 << 20
@@ -83,7 +84,7 @@ class Vocabulary:
     def encode(self, text: str, where: str = "the input") -> np.ndarray:
         """The symbol ids of `text` (characters, or whitespace-separated integers);
         SymbolError naming line and column of the first symbol not in the vocabulary."""
-        return _encode_chunk(self, text.encode("utf-8"), _Position(where))
+        return _encode_chunk(self, text.encode("utf-8"), Position(where))
 
     def decode(self, ids) -> str:
         """The text of symbol ids: characters joined, or integers separated by spaces."""
@@ -130,7 +131,7 @@ def read_symbols(
     ids = np.empty(count or size, symbol_dtype(vocabulary.size))
     starts, total = [], 0
     hasher = None if digest else hashlib.sha256()  # the survey hashed the file already
-    position = _Position(str(path))
+    position = Position(str(path))
     at_line_start = True
     for chunk in _chunks(path, data_format, position, hasher):
         for piece, separator in _documents(chunk, at_line_start) if documents else [(chunk, b"")]:
@@ -194,7 +195,7 @@ def _checked_size(path: Path, field: str) -> int:
 def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, str]:
     """(vocabulary, number of symbols, digest) of a file, from one pass over it."""
     hasher = hashlib.sha256()
-    position = _Position(str(path))
+    position = Position(str(path))
     count = 0
     if data_format == "ints":
         largest = -1
@@ -229,33 +230,7 @@ def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, 
     return Vocabulary("text", tuple(chr(point) for point in seen)), count, hasher.hexdigest()
 
 
-class _Position:
-    """Line and column (from 1) of the start of the next chunk, for messages."""
-
-    def __init__(self, name: str):
-        self.name, self.line, self.column = name, 1, 1
-
-    def advance(self, chunk: bytes) -> None:
-        newlines = chunk.count(b"\n")
-        if newlines:
-            self.line += newlines
-            self.column = len(chunk[chunk.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
-        else:
-            self.column += len(chunk.decode("utf-8", errors="replace"))
-
-    def of(self, chunk: bytes, offset: int) -> str:
-        """`NAME line L, column C` of byte `offset` of `chunk`."""
-        before = chunk[:offset]
-        newlines = before.count(b"\n")
-        if newlines:
-            line = self.line + newlines
-            column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
-        else:
-            line, column = self.line, self.column + len(before.decode("utf-8", "replace"))
-        return f"{self.name} line {line}, column {column}"
-
-
-def _chunks(path: Path, data_format: str, position: _Position, hasher) -> Iterator[bytes]:
+def _chunks(path: Path, data_format: str, position: Position, hasher) -> Iterator[bytes]:
     """The file in pieces of whole lines (or, in a line longer than a piece, whole characters
     and tokens), checked as UTF-8 text without NUL characters; its bytes also go to `hasher`
     unless it is None."""
@@ -290,7 +265,7 @@ def _cut_without_newline(data: bytes, data_format: str) -> int:
     return cut
 
 
-def _checked(chunk: bytes, decoder, position: _Position, final: bool) -> bytes:
+def _checked(chunk: bytes, decoder, position: Position, final: bool) -> bytes:
     try:
         decoder.decode(chunk, final)
     except UnicodeDecodeError as error:
@@ -304,7 +279,7 @@ def _checked(chunk: bytes, decoder, position: _Position, final: bool) -> bytes:
     return chunk
 
 
-def _parse_ints(chunk: bytes, position: _Position) -> np.ndarray:
+def _parse_ints(chunk: bytes, position: Position) -> np.ndarray:
     tokens = chunk.split()
     try:
         values = np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, np.int64)
@@ -323,7 +298,7 @@ def _parse_ints(chunk: bytes, position: _Position) -> np.ndarray:
     return values
 
 
-def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: _Position) -> np.ndarray:
+def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: Position) -> np.ndarray:
     dtype = symbol_dtype(vocabulary.size)
     if vocabulary.kind == "ints":
         values = _parse_ints(chunk, position)

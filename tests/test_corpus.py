@@ -12,6 +12,7 @@ from echo_keras.config import MAX_CLASSES, TrainConfig
 from echo_keras.corpus import Vocabulary, load_corpus, read_symbols
 from echo_keras.data import document_windows, make_windows, series_windows, task_pairs
 from echo_keras.errors import ConfigError, SymbolError, UsageError
+from echo_keras.positions import Position
 
 
 def write(tmp_path, name, content):
@@ -122,6 +123,24 @@ def test_a_bad_integer_or_an_unknown_symbol_names_line_and_column(tmp_path):
     ints = Vocabulary("ints", (0, 1, 2))
     with pytest.raises(SymbolError, match=r"line 1, column 3: 3 is not a symbol"):
         ints.encode("0 3")
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_a_position_counts_characters_across_pieces_and_lines(kind):
+    """The same place is named whether the text comes as str or as UTF-8 bytes, in one piece
+    or several: columns count characters (é is two bytes, one column)."""
+    text = "né 1\nxé é\n\nab"
+    pieces = [text[:2], text[2:7], text[7:]]
+    position = Position("f.txt")
+    assert position.of(text.encode() if kind is bytes else text, 0) == "f.txt line 1, column 1"
+    named = []
+    for piece in pieces:
+        data, last = (piece.encode(), len(piece[:-1].encode())) if kind is bytes else (piece, -1)
+        named.append(position.of(data, last % len(data)))  # the piece's last character
+        position.advance(data)
+    assert named == ["f.txt line 1, column 2", "f.txt line 2, column 2", "f.txt line 4, column 2"]
+    assert (position.line, position.column) == (4, 3)
+    assert Position().of("ab\ncd", 4) == "line 2, column 2"
 
 
 def test_a_vocabulary_round_trips_and_damage_is_refused():

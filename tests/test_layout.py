@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "echo_keras"
 # Lowest first. Each line is one layer of the plan.
 ORDER = [
     "errors", "signals",  # the error table; signal catching
+    "positions",  # the line and column of a text read in pieces, for messages
     "config",  # TrainConfig and its validation
     "options",  # the table of options: field, flag, help, sweep role
     "data",  # the echo series and the stateful window layout

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from echo_keras.errors import SymbolError
+from echo_keras.positions import Position
 
 BLOCK = 1 << 16  # bytes read at a time
 _SPACE = np.zeros(256, dtype=bool)
@@ -62,8 +63,7 @@ class SymbolParser:
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
         self.digit_mode = num_classes <= 10
-        self.line = 1  # line number of the current position
-        self.column = 0  # characters before the current position on its line
+        self._position = Position()  # of the next character, for messages
         self.count = 0  # symbols parsed so far
         self._carry = b""  # token mode: a token that may continue in the next block
 
@@ -72,31 +72,16 @@ class SymbolParser:
             return f"symbols are the digits 0..{self.num_classes - 1}"
         return f"symbols are whitespace-separated integers 0..{self.num_classes - 1}"
 
-    def _where(self, data: bytes, index: int) -> str:
-        """`line L, column C` of byte `index` of `data`, which starts at the current position."""
-        before = data[:index]
-        newlines = before.count(b"\n")
-        if newlines:
-            column = index - before.rindex(b"\n")
-        else:
-            column = self.column + index + 1
-        return f"line {self.line + newlines}, column {column}"
-
-    def _advance(self, data: bytes) -> None:
-        newlines = data.count(b"\n")
-        self.line += newlines
-        self.column = len(data) - data.rindex(b"\n") - 1 if newlines else self.column + len(data)
-
     def parse(self, block: bytes) -> Piece:
         """The symbols of `block`; SymbolError at the first character that is not one."""
         if self.digit_mode:
             piece = self._parse_digits(block)
-            self._advance(block)
+            self._position.advance(block)
         else:
             data = self._carry + block
             end = complete_tokens(data, _SPACE.__getitem__)
             piece = self._parse_tokens(data[:end])
-            self._advance(data[:end])
+            self._position.advance(data[:end])
             self._carry = data[end:]
         self.count += len(piece.symbols)
         return piece
@@ -105,7 +90,7 @@ class SymbolParser:
         """The last token of token mode (digit mode has none left); call once, at the end."""
         data, self._carry = self._carry, b""
         piece = self._parse_tokens(data) if data else _empty_piece()
-        self._advance(data)
+        self._position.advance(data)
         self.count += len(piece.symbols)
         return piece
 
@@ -117,7 +102,7 @@ class SymbolParser:
             bad |= digits & (raw >= ord("0") + self.num_classes)
         if bad.any():
             index = int(np.argmax(bad))
-            where = self._where(block, index)
+            where = self._position.of(block, index)
             if _DIGIT[raw[index]]:
                 raise SymbolError(
                     f"{where}: symbol {chr(raw[index])} is outside 0..{self.num_classes - 1}"
@@ -138,7 +123,7 @@ class SymbolParser:
             token = match.group()
             value = int(token) if token.isdigit() and len(token) <= LONGEST else None
             if value is None or value >= self.num_classes:
-                where = self._where(data, match.start())
+                where = self._position.of(data, match.start())
                 if token.isdigit():
                     raise SymbolError(
                         f"{where}: symbol {_show(token)[1:-1]} is outside 0..{self.num_classes - 1}"

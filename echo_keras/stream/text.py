@@ -21,6 +21,7 @@ import numpy as np
 
 from echo_keras.corpus import Vocabulary
 from echo_keras.errors import SymbolError
+from echo_keras.positions import Position
 from echo_keras.stream.symbols import (
     LONGEST,
     Layout,
@@ -41,7 +42,7 @@ class VocabularyParser:
 
     def __init__(self, vocabulary: Vocabulary):
         self.vocabulary = vocabulary
-        self.line, self.column = 1, 1  # of the next character
+        self._position = Position()  # of the next character, for messages
         self.count = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._carry = ""  # ints: a token that may continue in the next block
@@ -59,32 +60,19 @@ class VocabularyParser:
             return self._decoder.decode(block, final)
         except UnicodeDecodeError as error:
             raise SymbolError(
-                f"{self._where('', 0)}: the input is not UTF-8 text "
+                f"{self._position.of('', 0)}: the input is not UTF-8 text "
                 f"(byte 0x{error.object[error.start]:02x} after this point)"
             ) from None
-
-    def _where(self, text: str, index: int) -> str:
-        """`line L, column C` of character `index` of `text`, which starts here."""
-        before = text[:index]
-        newlines = before.count("\n")
-        if newlines:
-            return f"line {self.line + newlines}, column {index - before.rindex(chr(10))}"
-        return f"line {self.line}, column {self.column + index}"
-
-    def _advance(self, text: str) -> None:
-        newlines = text.count("\n")
-        self.line += newlines
-        self.column = len(text) - text.rindex("\n") if newlines else self.column + len(text)
 
     def _text(self, text: str, final: bool) -> Piece:
         if self.vocabulary.kind == "text":
             piece = self._characters(text)
-            self._advance(text)
+            self._position.advance(text)
         else:
             data = self._carry + text
             end = len(data) if final else complete_tokens(data, str.isspace)
             piece = self._tokens(data[:end])
-            self._advance(data[:end])
+            self._position.advance(data[:end])
             self._carry = data[end:]
         self.count += len(piece.symbols)
         return piece
@@ -93,7 +81,7 @@ class VocabularyParser:
         ids, index = self.vocabulary.ids_of(text)
         if index is not None:
             raise SymbolError(
-                f"{self._where(text, index)}: {text[index]!r} is not in the run's vocabulary"
+                f"{self._position.of(text, index)}: {text[index]!r} is not in the run's vocabulary"
             )
         return Piece(ids.astype(np.int32), np.zeros(0, np.int64))
 
@@ -110,7 +98,7 @@ class VocabularyParser:
                 shown = token[:20] + ("..." if len(token) > 20 else "")
                 what = "is not a symbol of the run" if ascii_digits else "is not a symbol"
                 raise SymbolError(
-                    f"{self._where(text, match.start())}: {shown!r} {what} "
+                    f"{self._position.of(text, match.start())}: {shown!r} {what} "
                     f"(whitespace-separated integers 0..{size - 1})"
                 )
             symbols.append(value)
