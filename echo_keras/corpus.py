@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import MAX_CLASSES, TrainConfig, available_memory
+from echo_keras.config import LONGEST_SYMBOL, MAX_CLASSES, TrainConfig, available_memory
 from echo_keras.data import Windows, document_windows, series_windows, symbol_dtype, task_pairs
 from echo_keras.errors import ConfigError, SymbolError, UsageError
 from echo_keras.positions import Position
@@ -33,6 +33,7 @@ from echo_keras.positions import Position
 FORMATS = ("text", "ints")
 CHUNK_BYTES = 1 << 20
 _BLANK_LINES = re.compile(rb"(?<=\n)(?:[ \t\r\f\v]*\n)+")  # after a line's end
+_NOT_A_SYMBOL = re.compile(rb"[^0-9 \t\n\r\v\f]|[0-9]{%d,}" % (LONGEST_SYMBOL + 1))
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,16 @@ def read_symbols(
     for chunk in _chunks(path, data_format, position, hasher):
         for piece, separator in _documents(chunk, at_line_start) if documents else [(chunk, b"")]:
             encoded = _encode_chunk(vocabulary, piece, position)
+            if total + len(encoded) > len(ids):
+                raise _changed(field, path)
             ids[total : total + len(encoded)] = encoded
             total += len(encoded)
             position.advance(piece + separator)
             if separator:
                 starts.append(total)
         at_line_start = chunk.endswith(b"\n")
+    if count is not None and total != count and not documents:  # documents drop blank lines
+        raise _changed(field, path)
     ids = ids[:total]
     if total == 0:
         raise UsageError(f"`{field}` {path} holds no symbols")
@@ -150,6 +155,10 @@ def read_symbols(
         doc_starts = np.unique(np.array([0, *starts], dtype=np.int64))
         doc_starts = doc_starts[doc_starts < total]  # a blank line at the end starts nothing
     return Symbols(ids, vocabulary, doc_starts, digest or hasher.hexdigest())
+
+
+def _changed(field: str, path: Path) -> UsageError:
+    return UsageError(f"`{field}` {path} changed while it was read (is it still being written?)")
 
 
 def _documents(chunk: bytes, at_line_start: bool) -> list[tuple[bytes, bytes]]:
@@ -280,22 +289,19 @@ def _checked(chunk: bytes, decoder, position: Position, final: bool) -> bytes:
 
 
 def _parse_ints(chunk: bytes, position: Position) -> np.ndarray:
+    """The integers of a chunk of whole tokens: each ASCII digits alone (`predict` reads them
+    so too), at most LONGEST_SYMBOL of them; SymbolError naming the first other token."""
+    bad = _NOT_A_SYMBOL.search(chunk)
+    if bad:
+        start = max(chunk.rfind(space, 0, bad.start()) for space in b" \t\n\r\v\f") + 1
+        token = chunk[start:].split(maxsplit=1)[0]
+        shown = token[:20].decode("utf-8", "replace") + ("..." if len(token) > 20 else "")
+        raise SymbolError(
+            f"{position.of(chunk, start)}: {shown!r} is not a symbol "
+            f"(a whole number from 0, in at most {LONGEST_SYMBOL} digits)"
+        )
     tokens = chunk.split()
-    try:
-        values = np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, np.int64)
-    except (ValueError, OverflowError):
-        values = None
-    if values is None or (len(values) and values.min() < 0):
-        for match in re.finditer(rb"\S+", chunk):
-            token = match.group()
-            if not token.isdigit() or not token.isascii():
-                shown = token[:20].decode("utf-8", "replace")
-                raise SymbolError(
-                    f"{position.of(chunk, match.start())}: {shown!r} is not a symbol "
-                    "(a whole number from 0)"
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
-    return values
+    return np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, np.int64)
 
 
 def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: Position) -> np.ndarray:

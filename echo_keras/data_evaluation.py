@@ -11,6 +11,7 @@ TensorFlow is imported only when a model is evaluated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import Vocabulary, laid_out, load_corpus, read_symbols
+from echo_keras.corpus import Vocabulary, file_digest, laid_out, load_corpus, read_symbols
 from echo_keras.data import Windows
+from echo_keras.errors import ConfigError, UsageError
 
 EVAL_WINDOWS = 200  # windows fed to the compiled loop at a time
 NEXT_BOUNDARY = 5  # boundary positions of the next-symbol task (fewer in a shorter window)
@@ -95,7 +97,14 @@ def data_source(
             data, config.data_format, vocabulary=vocabulary, documents=config.documents
         )
         return Source(laid_out(symbols.ids, symbols.doc_starts, config, "data"), f"{data}")
-    _, corpus = load_corpus(config, vocabulary)
+    try:
+        _, corpus = load_corpus(config, vocabulary)
+    except UsageError as error:
+        changed = _changed_files(config, digests)
+        if not changed:
+            raise
+        detail = error.reason if isinstance(error, ConfigError) else error
+        raise UsageError(f"{changed} changed since the run was trained: {detail}") from None
     changed = [
         f"`{field}` {getattr(config, field)}"
         for field, digest in corpus.digests.items()
@@ -106,7 +115,7 @@ def data_source(
         windows = corpus.validation
         where = f"its validation data ({shown(config.validation_data)})"
     elif corpus.validation is not None:
-        share = f"{config.validation_fraction:.0%}"
+        share = f"{config.validation_fraction * 100:.3g}%"  # 10%, 12.5%, 0.4%
         windows, where = corpus.validation, f"the held-out last {share} of {shown(config.data)}"
     else:
         windows, where = corpus.train, f"its training data ({shown(config.data)})"
@@ -115,6 +124,17 @@ def data_source(
             "training data, which the model has seen"
         )
     return Source(windows, where, "; ".join(notes))
+
+
+def _changed_files(config: TrainConfig, digests: dict | None) -> str:
+    """The run's data files whose bytes are no longer those it was trained on, named."""
+    changed = []
+    for field, digest in (digests or {}).items():
+        path = getattr(config, field, None)
+        with contextlib.suppress(UsageError):  # a file gone: its own error says so
+            if path is not None and file_digest(path, field) != digest:
+                changed.append(f"`{field}` {path}")
+    return " and ".join(changed)
 
 
 def shown(path: str) -> str:
@@ -185,8 +205,9 @@ def evaluate_windows(model, windows: Windows, width: int, reset_each_window: boo
     )
 
 
-def format_data_table(metrics: DataMetrics, width: int, window: int) -> str:
-    """The metrics as `echo-keras evaluate` prints them for a run on its own data."""
+def format_data_table(metrics: DataMetrics, config: TrainConfig) -> str:
+    """The metrics as `echo-keras evaluate` prints them for `config`'s run on its own data."""
+    width, window = boundary_width(config), config.truncated_backprop_length
 
     def number(value):
         return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
@@ -197,7 +218,8 @@ def format_data_table(metrics: DataMetrics, width: int, window: int) -> str:
         boundary = f"first {width} positions of windows 2.., where only the carried state helps"
         inner = "the other positions"
     else:
-        boundary = f"all {window} positions of windows 2.. (the echo reaches {width} back)"
+        reach = config.echo_step
+        boundary = f"all {window} positions of windows 2.. (the echo reaches {reach} back)"
         inner = "none: no window holds a symbol and its echo"
     state = "zeroed before every window" if metrics.reset_each_window else "carried across windows"
     rows = [

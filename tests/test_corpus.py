@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -123,6 +124,29 @@ def test_a_bad_integer_or_an_unknown_symbol_names_line_and_column(tmp_path):
     ints = Vocabulary("ints", (0, 1, 2))
     with pytest.raises(SymbolError, match=r"line 1, column 3: 3 is not a symbol"):
         ints.encode("0 3")
+
+
+@pytest.mark.parametrize("token", ["+1", "-0", "1_1", "0x1", "é1", "9" * 19])
+def test_an_integer_is_ascii_digits_alone_as_predict_reads_it(tmp_path, token):
+    """numpy would read "+1", "-0" and "1_1" (as 11), and fail on 20 digits; `predict`
+    reads none of them, so training refuses them too."""
+    with pytest.raises(SymbolError, match=rf"line 2, column 3: '{re.escape(token)}' is not"):
+        read_symbols(write(tmp_path, "i.txt", f"0 1\n2 {token} 1"), "ints")
+
+
+@pytest.mark.parametrize("then", ["abab\n" * 20, "ab\n"])
+def test_a_file_changed_between_its_two_readings_is_named(tmp_path, monkeypatch, then):
+    path = write(tmp_path, "t.txt", "abab\n" * 10)
+    survey = corpus._survey
+
+    def survey_then_change(*args):
+        found = survey(*args)
+        path.write_text(then)
+        return found
+
+    monkeypatch.setattr(corpus, "_survey", survey_then_change)
+    with pytest.raises(UsageError, match="t.txt changed while it was read"):
+        read_symbols(path)
 
 
 @pytest.mark.parametrize("kind", [str, bytes])

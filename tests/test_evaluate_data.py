@@ -4,6 +4,7 @@ outside the vocabulary, and the values `evaluate` refuses for such a run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -217,3 +218,48 @@ def test_data_changed_since_training_is_noted(cycle_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"--data {changed} changed since the run was trained" in result.stderr
     assert set(json.loads(result.stdout)) == KEYS
+
+
+@pytest.mark.slow
+def test_data_too_changed_to_evaluate_says_it_changed(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    short = tmp_path / "short.txt"
+    short.write_text("abcd\n" * 20)  # too short for its held-out end to fill a window a row
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "data": str(short)}))
+    result = invoke("evaluate", "--run-dir", run_dir)
+    one_line_error(result, f"--data {short} changed since the run was trained", "too few", code=2)
+    assert "Invalid value" not in result.stderr  # no flag of evaluate's is at fault
+
+
+def test_a_vocabulary_that_config_json_contradicts_is_the_run_folders_fault(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    vocabulary = json.loads((run_dir / files.VOCABULARY).read_text())
+    vocabulary["symbols"] = vocabulary["symbols"][:-1]  # one symbol lost
+    (run_dir / files.VOCABULARY).write_text(json.dumps(vocabulary))
+    for command in ("evaluate", "predict"):
+        result = invoke(command, "--run-dir", run_dir, *(["ab"] if command == "predict" else []))
+        one_line_error(result, "vocabulary.json holds 4 symbols; config.json says 5", code=1)
+
+
+def test_a_small_held_out_share_is_shown_as_it_is(cycle_run, tmp_path):
+    from echo_keras.data_evaluation import data_source
+
+    config = files.load_config(cycle_run)
+    vocabulary = files.read_vocabulary(cycle_run)[0]
+    for fraction, shown in ((0.1, "last 10% of"), (0.125, "last 12.5% of"), (0.04, "last 4% of")):
+        changed = dataclasses.replace(config, validation_fraction=fraction)
+        assert shown in data_source(changed, vocabulary, None).description
+
+
+def test_an_echo_beyond_the_window_names_its_own_step(echo_text_run):
+    from echo_keras.data_evaluation import DataMetrics, format_data_table
+
+    config = files.load_config(echo_text_run)
+    far = dataclasses.replace(config, echo_step=12)
+    metrics = DataMetrics(*[0.5] * 7, windows=1, positions=10, reset_each_window=False)
+    assert "all 10 positions of windows 2.. (the echo reaches 12 back)" in format_data_table(
+        metrics, far
+    )

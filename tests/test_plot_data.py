@@ -8,6 +8,7 @@ import math
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -175,3 +176,15 @@ def test_the_live_plot_of_a_data_run_draws_its_loss(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert png_size(run_dir / "live.png") == (1000, 460)  # the loss panel, no echo bars
+
+
+def test_characters_the_font_lacks_are_drawn_without_a_warning_each(data_run, tmp_path):
+    from echo_keras.plots.figure import plot_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(data_run, run_dir)
+    (run_dir / "sample.txt").write_text("a 😀 b 🐍 c\n" * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = plot_run(run_dir, tmp_path / "p.png")
+    assert png_size(out)[0] == 1000

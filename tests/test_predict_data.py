@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -306,3 +307,34 @@ def test_the_layout_of_text_predictions_and_the_next_symbol_score():
     score.update(np.array([1, 2]), np.array([2, 0]))  # a->b right; b->? waits
     score.update(np.array([0, 1]), np.array([1, 1]))  # b->\n right; \n->a right
     assert (score.correct, score.scored) == (3, 3)
+
+
+def test_generate_refuses_a_bad_seed_or_prime_in_one_line(text_run):
+    result = invoke("predict", "--run-dir", text_run, "--generate", "3", "--seed", "-1")
+    one_line_error(result, "--seed", "a whole number from 0, got -1", code=2)
+    # A byte the command line could not decode reaches the prime as a lone surrogate.
+    result = invoke("predict", "--run-dir", text_run, "--generate", "3", "--prime", "ab\udcff")
+    one_line_error(result, "--prime: line 1, column 3", "not UTF-8", "0xff", code=2)
+    result = invoke("predict", "--run-dir", text_run, input=b"abc\nab\xffc")
+    one_line_error(result, "line 2, column 3", "not UTF-8", "0xff", code=2)
+
+
+def test_the_predictor_takes_numpy_numbers_and_refuses_the_rest_as_its_own_errors(predictor):
+    text, _ = predictor.generate(np.int64(4), prime="a", temperature=np.float32(0.05), seed=0)
+    assert text == "bcde"
+    refused = [
+        ({"seed": -1}, ConfigError, "seed: must be a whole number from 0"),
+        ({"seed": "a"}, ConfigError, "seed: must be a whole number from 0"),
+        ({"prime": ["a"]}, UsageError, "prime must be text"),
+        ({"prime": "a\ud800"}, SymbolError, "prime: line 1, column 2: not text"),
+    ]
+    for arguments, error, message in refused:
+        with pytest.raises(error, match=message):
+            predictor.generate(2, **arguments)
+
+
+def test_a_temperature_too_low_for_floats_draws_the_likeliest_symbol(predictor):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or NaN on the way
+        text, _ = predictor.generate(8, prime="c", temperature=1e-308, seed=0)
+    assert text == "defg\nabc"

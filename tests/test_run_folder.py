@@ -83,7 +83,7 @@ def test_a_folder_of_other_files_is_never_replaced(tmp_path):
     for flags in ([], ["--overwrite"]):
         result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, *flags)
         assert result.exit_code == 2
-        one_line_error(result, "already holds a run" if not flags else "no run")
+        one_line_error(result, "holds files but no run", "a new or empty folder")
     assert (run_dir / "notes.txt").read_text() == "keep me"
 
 
@@ -177,7 +177,7 @@ def test_a_config_json_of_another_program_alone_is_not_a_run(tmp_path):
     (run_dir / "config.json").write_text('{"seed": 3}')  # loads as a config, but not ours
     for flags in ([], ["--overwrite"]):
         result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, *flags)
-        one_line_error(result, "already holds a run" if not flags else "no run", code=2)
+        one_line_error(result, "holds files but no run", code=2)
     assert (run_dir / "config.json").read_text() == '{"seed": 3}'
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
+from echo_keras.errors import ConfigError
 from echo_keras.run import files
 from tests.helpers import invoke, one_line_error
 
@@ -205,3 +208,67 @@ def test_a_documents_run_trains_and_validates(tmp_path):
     result = train(config, tmp_path / "run")
     assert len(result.validation) == 1 and math.isfinite(result.validation[0]["loss"])
     assert files.load_config(tmp_path / "run").documents is True
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--data-format", "ints"], ["--data-format has no use with the echo series"]),
+        (["--validation-fraction", "0.5"], ["--validation-fraction has no use with the echo"]),
+        (["--data", "D", "--validation", "D", "--validation-fraction", "0.2"], ["--validation,"]),
+        (["--data", "D", "--echo-step", "7"], ["--echo-step has no use with --task next"]),
+        (["--data", "D", "--num-classes", "5"], ["--num-classes has no use with --data"]),
+    ],
+)
+def test_a_setting_the_others_would_leave_unused_is_refused(cycle_file, tmp_path, flags, fragments):
+    flags = [str(cycle_file) if flag == "D" else flag for flag in flags]
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--run-dir", run_dir, "--epochs", "1", *flags)
+    one_line_error(result, *fragments, code=2)
+    assert not run_dir.exists()
+
+
+def test_the_library_keeps_data_paths_whole_and_refuses_what_the_data_sets(
+    cycle_file, tmp_path, monkeypatch
+):
+    from echo_keras.training import train
+
+    monkeypatch.chdir(cycle_file.parent)
+    # Kept whole, as the command line keeps them: a resume may run in another folder.
+    assert TrainConfig(data=Path(cycle_file.name)).data == str(cycle_file)
+    assert TrainConfig(validation_data=cycle_file.name).validation_data == str(cycle_file)
+    with pytest.raises(ConfigError, match="num_classes: cannot be set with `data`"):
+        train(TrainConfig(data=cycle_file.name, num_classes=5, **SMALL), tmp_path / "run")
+    with pytest.raises(ConfigError, match="data_format: needs `data`"):
+        TrainConfig(data_format="ints").validate()
+    with pytest.raises(ConfigError, match="validation_fraction: has no use with"):
+        TrainConfig(data="a", validation_data="b", validation_fraction=0.2).validate()
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_inside_the_run_folder_is_refused_and_kept(cycle_file, cycle_run, tmp_path):
+    from echo_keras.training import train
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run[1], run_dir)
+    mine = run_dir / "mine.txt"
+    shutil.copy(cycle_file, mine)
+    flags = ["--batch-size", "4", "--window", "10", "--state-size", "8", "--epochs", "1"]
+    for data in (["--data", mine], ["--data", cycle_file, "--validation", mine]):
+        result = invoke("train", "--run-dir", run_dir, "--overwrite", *data, *flags)
+        one_line_error(result, "inside the run folder", code=2)
+    with pytest.raises(ConfigError, match="data: .* is inside the run folder"):
+        train(TrainConfig(data=str(mine), **SMALL), run_dir, overwrite=True)
+    assert mine.read_bytes() == cycle_file.read_bytes()
+    assert (run_dir / files.MODEL).read_bytes() == (cycle_run[1] / files.MODEL).read_bytes()
+
+
+def test_the_echo_of_a_files_symbols_beyond_the_window_is_warned_of(cycle_file, tmp_path):
+    flags = ["--batch-size", "4", "--window", "10", "--state-size", "4", "--epochs", "1"]
+    run_dir = tmp_path / "run"
+    result = invoke(
+        "train", "--data", cycle_file, "--task", "echo", "--echo-step", "12", "--run-dir",
+        run_dir, *flags,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Warning: --echo-step 12 >= --window 10" in result.stderr

@@ -82,7 +82,7 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
                 flag, "is for an echo run; a run on its own data is evaluated on its "
                 "validation data or on --data"
             )  # fmt: skip
-    from echo_keras.data_evaluation import boundary_width, format_data_table
+    from echo_keras.data_evaluation import format_data_table
     from echo_keras.evaluation import evaluate_source, evaluation_source
 
     source = evaluation_source(run_dir, data)  # a bad file is refused before loading
@@ -92,7 +92,6 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
     if not as_json:
         warn_if_unfinished(run_dir, checkpoint=True)
         typer.echo(f"Evaluation of {run_dir} on {source.description}:")
-        width = boundary_width(config)
-        typer.echo(format_data_table(metrics, width, config.truncated_backprop_length))
+        typer.echo(format_data_table(metrics, config))
     else:
         JsonOutput.echo(json.dumps(metrics.to_dict()))

@@ -111,6 +111,8 @@ def predict(
             raise bad_parameter(
                 "--temperature", f"must be a finite number above 0, got {temperature}"
             )
+        if seed is not None and seed < 0:
+            raise bad_parameter("--seed", f"must be a whole number from 0, got {seed}")
     if symbols is not None and input_path is not None:
         raise UsageError("give the symbols either as an argument or with --input, not both")
     if generate is None and symbols is None and input_path is None and sys.stdin.isatty():
@@ -158,7 +160,7 @@ def _vocabulary(run_dir: Path, config):
     """The run's vocabulary (a run on its own data), or None (the echo series)."""
     if config.data is None:
         return None
-    return RunFolder(run_dir).read_vocabulary()
+    return RunFolder(run_dir).read_vocabulary(config.num_classes)
 
 
 def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) -> Path:

@@ -22,9 +22,25 @@ from echo_keras.cli.common import (
 )
 from echo_keras.config import TrainConfig, memory_problem, new_config, resumed_config
 from echo_keras.errors import UsageError
-from echo_keras.options import as_flags
+from echo_keras.options import as_flags, flag
 from echo_keras.run import fileio
-from echo_keras.run.folder import RunFolder
+from echo_keras.run.folder import RunFolder, data_problem
+
+
+def _refuse_unused(given: dict) -> None:
+    """UsageError for a setting that the others given would leave unused."""
+    data = "data" in given
+    task = given.get("task", "next" if data else "echo")
+    unused = [
+        ("num_classes", data, "--data: its vocabulary sets it"),
+        ("validation_fraction", not data, "the echo series: it has no validation data"),
+        ("data_format", not data, "the echo series: it reads no file"),
+        ("validation_fraction", "validation_data" in given, "--validation, which validates"),
+        ("echo_step", task == "next", "--task next, which predicts the next symbol"),
+    ]
+    for field, refused, why in unused:
+        if field in given and refused:
+            raise UsageError(f"{flag(field)} has no use with {why}")
 
 
 def train(
@@ -74,8 +90,8 @@ def train(
     for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
         if field in given:
             given[field] = str(given[field].resolve())
-    if "data" in given and "num_classes" in given:
-        raise UsageError("--num-classes cannot be used with --data: its vocabulary sets it")
+    if not resume:
+        _refuse_unused(given)
     if overwrite and resume:
         raise UsageError("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
@@ -97,12 +113,15 @@ def train(
         )
     folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
     config = resumed_config(folder.read_config(), given) if resume else new_config(given)
+    problem = None if resume else data_problem(config, folder)
+    if problem:
+        raise bad_parameter(flag(problem[0]), problem[1])
     problem = memory_problem(config)
     if problem:
         raise UsageError(problem)
 
     notices = not (quiet or as_json)
-    if notices and config.data is None:
+    if notices:
         _notes(config)
     from echo_keras import training
 
@@ -129,7 +148,8 @@ def train(
 
 def _notes(config: TrainConfig) -> None:
     dropped = config.total_series_length - config.used_length
-    if dropped * 100 >= config.total_series_length:  # a real share of the data, not a tail
+    tail = config.data is None and dropped * 100 >= config.total_series_length
+    if tail:  # the echo series, with a real share of it dropped, not a tail
         notice(
             f"Note: {config.total_series_length} symbols do not fill whole windows; "
             f"using {config.used_length} ({config.num_batches} windows of "

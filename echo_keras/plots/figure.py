@@ -10,6 +10,7 @@ seconds and little memory.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,11 +175,17 @@ def figure_target(out: Path, follow: bool = True) -> Path:
 
 
 def save_figure(figure, path: Path, image_format: str = "png") -> None:
-    """Write the figure atomically (a temporary file, then a rename)."""
+    """Write the figure atomically (a temporary file, then a rename). A character that the
+    font lacks (in a data run's sample: an emoji, say) is drawn as a box, without a warning
+    per character."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    fileio.atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format=image_format, dpi=100))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fileio.atomic_write(
+            Path(path), lambda tmp: figure.savefig(tmp, format=image_format, dpi=100)
+        )
 
 
 def _run_figure(run_dir: Path):

@@ -126,16 +126,24 @@ def write_vocabulary(run_dir: Path, record: dict) -> None:
     fileio.atomic_write_text(Path(run_dir) / VOCABULARY, json.dumps(record) + "\n")
 
 
-def read_vocabulary(run_dir: Path, name: Path | None = None) -> tuple[Vocabulary, dict]:
+def read_vocabulary(
+    run_dir: Path, name: Path | None = None, classes: int | None = None
+) -> tuple[Vocabulary, dict]:
     """(vocabulary, SHA-256 of each data file) of a run on its own data; RunFolderError
-    naming the file when it is missing or damaged."""
+    naming the file when it is missing or damaged, or when it does not hold `classes`
+    symbols (config.json's `num_classes`), if given."""
     path = Path(name or run_dir) / VOCABULARY
     try:
         data = fileio.read_json(Path(run_dir) / VOCABULARY, MAX_VOCABULARY_BYTES)
         digests = data.get("sha256", {}) if isinstance(data, dict) else None
         if not isinstance(digests, dict):
             raise ValueError('"sha256" must be an object')
-        return Vocabulary.from_json(data), digests
+        vocabulary = Vocabulary.from_json(data)
+        if classes is not None and vocabulary.size != classes:
+            raise RunFolderError(
+                f"{path} holds {vocabulary.size} symbols; config.json says {classes}"
+            )
+        return vocabulary, digests
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing") from None
     except ValueError as error:

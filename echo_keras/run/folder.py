@@ -54,6 +54,16 @@ def holds_run(run_dir: Path) -> bool:
     return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
 
 
+def data_problem(config, folder: RunFolder) -> tuple[str, str] | None:
+    """(field, reason) when a data file of `config` lies inside the run folder, which
+    training fills and an overwrite replaces whole; else None."""
+    for field in ("data", "validation_data"):
+        path = getattr(config, field)
+        if path is not None and folder.inside(path):
+            return field, f"{path} is inside the run folder {folder.path}; keep data beside it"
+    return None
+
+
 class RunFolder:
     """A run folder, named as the user named it (`path`), written where it really is (`real`).
 
@@ -240,15 +250,20 @@ class RunFolder:
         if resume and not self.real.is_dir() and not self._leftovers("old"):
             raise RunFolderError(f"run folder {self.path} does not exist")
         occupied = holds_run(self.real)
+        if occupied and not resume and not self.is_run():
+            raise RunExists(
+                f"{self.path} holds files but no run; train into a new or empty folder "
+                "(`overwrite=True` replaces only a run folder)"
+            )
         if not (resume or overwrite) and occupied and not self.restartable():
             raise RunExists(
                 f"{self.path} already holds a run; pass `overwrite=True` to replace it "
                 "or `resume=True` to continue it"
             )
-        if overwrite and occupied and not self.is_run():
-            raise RunExists(
-                f"{self.path} holds files but no run; `overwrite=True` replaces only a run folder"
-            )
+
+    def inside(self, path: str | Path) -> bool:
+        """Whether `path` lies in this run folder (which an overwrite replaces whole)."""
+        return Path(path).resolve().is_relative_to(self.real.resolve())
 
     def begin(
         self,
@@ -382,9 +397,10 @@ class RunFolder:
         """The run's TrainConfig, read as `read` reads (RunFolderError names the file)."""
         return self.read(lambda view: files.load_config(view, self.path))
 
-    def read_vocabulary(self):
-        """The Vocabulary of a run on its own data, read as `read` reads."""
-        return self.read(lambda view: files.read_vocabulary(view, self.path))[0]
+    def read_vocabulary(self, classes: int | None = None):
+        """The Vocabulary of a run on its own data, read as `read` reads (RunFolderError
+        unless it holds `classes` symbols, if given)."""
+        return self.read(lambda view: files.read_vocabulary(view, self.path, classes))[0]
 
     def _swapped(self, fd: int) -> bool:
         try:

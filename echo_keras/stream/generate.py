@@ -14,6 +14,7 @@ so a client of the exported SavedModel that draws the same way gets the same tex
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -28,19 +29,31 @@ from echo_keras.stream.text import parse_text
 
 def check_temperature(temperature) -> float:
     """`temperature` as a float; ConfigError unless it is a finite number above 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ConfigError("temperature", f"must be a number above 0, got {temperature!r}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError("temperature", f"must be a finite number above 0, got {temperature}")
     return float(temperature)
 
 
+def check_seed(seed) -> int | None:
+    """`seed` as an int (or None, for fresh draws); ConfigError unless a whole number from 0."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError("seed", f"must be a whole number from 0, got {seed!r}")
+    return int(seed)
+
+
 def draw(probabilities: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """One symbol drawn from `probabilities` at `temperature` (see the module)."""
-    with np.errstate(divide="ignore"):
-        logits = np.log(np.asarray(probabilities, np.float64)) / temperature
-    logits -= logits.max()
-    weights = np.exp(logits)
+    """One symbol drawn from `probabilities` at `temperature` (see the module). A temperature
+    so low that every logit overflows leaves only the most likely symbol, as its limit does."""
+    probabilities = np.asarray(probabilities, np.float64)
+    with np.errstate(divide="ignore", over="ignore"):
+        logits = np.log(probabilities) / temperature
+    if not np.isfinite(logits.max()):
+        return int(np.argmax(probabilities))
+    weights = np.exp(logits - logits.max())
     return int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
@@ -89,14 +102,17 @@ def sample(
     Raises:
         UsageError: the run is not one trained to predict the next symbol, or `length`
             is not a whole number from 0.
-        ConfigError: a temperature that is not a finite number above 0.
+        ConfigError: a temperature that is not a finite number above 0, or a seed that is
+            not a whole number from 0.
         SymbolError: a prime with a symbol outside the vocabulary (line and column).
     """
     if config.task != "next":
         raise UsageError("generating needs a run trained on the next task (train --task next)")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
         raise UsageError(f"length must be a whole number from 0, got {length!r}")
-    temperature = check_temperature(temperature)
+    temperature, seed = check_temperature(temperature), check_seed(seed)
+    if prime is not None and not isinstance(prime, str):
+        raise UsageError(f"prime must be text, got {type(prime).__name__}")
     stream = stream_model(model, config, vocabulary)
     state = stream.zero_state() if state is None else [np.asarray(s, np.float32) for s in state]
     probabilities = None
@@ -109,7 +125,7 @@ def sample(
         probabilities = stream.next_probabilities(state)
     rng = np.random.default_rng(seed)
     drawn = []
-    for index in range(length):
+    for index in range(int(length)):
         symbol = draw(probabilities, temperature, rng)
         drawn.append(symbol)
         if write is not None:

@@ -179,13 +179,7 @@ def load_stream_model(run_dir: Path) -> StreamModel:
     config, trained = load_run(run_dir)
     vocabulary = None
     if config.data is not None:
-        folder = RunFolder(run_dir)
-        vocabulary = folder.read_vocabulary()
-        if vocabulary.size != config.num_classes:
-            raise RunFolderError(
-                f"{folder.path / files.VOCABULARY} holds {vocabulary.size} symbols; "
-                f"config.json says {config.num_classes}"
-            )
+        vocabulary = RunFolder(run_dir).read_vocabulary(config.num_classes)
     try:
         return StreamModel(config, trained, vocabulary)
     except ValueError as error:  # weights of other shapes than config.json says

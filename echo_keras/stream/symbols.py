@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from echo_keras.config import LONGEST_SYMBOL
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
 
@@ -26,7 +27,6 @@ _SPACE[list(b" \t\n\r\v\f")] = True
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0") : ord("9") + 1] = True
 _TOKEN = re.compile(rb"\S+")
-LONGEST = 18  # digits of the longest symbol token accepted
 
 
 def complete_tokens(data, is_space: Callable) -> int:
@@ -36,7 +36,7 @@ def complete_tokens(data, is_space: Callable) -> int:
     end = len(data)
     while end and not is_space(data[end - 1]):
         end -= 1
-    return len(data) if len(data) - end > LONGEST else end
+    return len(data) if len(data) - end > LONGEST_SYMBOL else end
 
 
 @dataclass
@@ -121,7 +121,7 @@ class SymbolParser:
             breaks.extend([len(symbols)] * data.count(b"\n", position, match.start()))
             position = match.end()
             token = match.group()
-            value = int(token) if token.isdigit() and len(token) <= LONGEST else None
+            value = int(token) if token.isdigit() and len(token) <= LONGEST_SYMBOL else None
             if value is None or value >= self.num_classes:
                 where = self._position.of(data, match.start())
                 if token.isdigit():

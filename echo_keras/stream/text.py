@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from echo_keras.config import LONGEST_SYMBOL
 from echo_keras.corpus import Vocabulary
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
 from echo_keras.stream.symbols import (
-    LONGEST,
     Layout,
     Piece,
     complete_tokens,
@@ -60,8 +60,8 @@ class VocabularyParser:
             return self._decoder.decode(block, final)
         except UnicodeDecodeError as error:
             raise SymbolError(
-                f"{self._position.of('', 0)}: the input is not UTF-8 text "
-                f"(byte 0x{error.object[error.start]:02x} after this point)"
+                f"{self._position.of(error.object, error.start)}: the input is not UTF-8 text "
+                f"(byte 0x{error.object[error.start]:02x})"
             ) from None
 
     def _text(self, text: str, final: bool) -> Piece:
@@ -93,7 +93,7 @@ class VocabularyParser:
             position = match.end()
             token = match.group()
             ascii_digits = token.isascii() and token.isdigit()
-            value = int(token) if ascii_digits and len(token) <= LONGEST else None
+            value = int(token) if ascii_digits and len(token) <= LONGEST_SYMBOL else None
             if value is None or value >= size:
                 shown = token[:20] + ("..." if len(token) > 20 else "")
                 what = "is not a symbol of the run" if ascii_digits else "is not a symbol"
@@ -171,8 +171,14 @@ def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary) -> int:
 def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray:
     """The symbol ids of `text` (a prime, say); SymbolError naming line and column."""
     parser = VocabularyParser(vocabulary)
-    try:
-        ids = [parser.parse(text.encode("utf-8")).symbols, parser.finish().symbols]
+    try:  # bytes a command line could not decode come back as they were given
+        data = text.encode("utf-8", "surrogateescape")
+        ids = [parser.parse(data).symbols, parser.finish().symbols]
+    except UnicodeEncodeError as error:
+        raise SymbolError(
+            f"{where}{Position().of(text, error.start)}: not text "
+            f"(a lone surrogate {text[error.start]!r})"
+        ) from None
     except SymbolError as error:
         raise SymbolError(f"{where}{error}") from None
     return np.concatenate(ids)
