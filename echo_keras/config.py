@@ -22,7 +22,6 @@ CELLS = ("lstm", "gru", "simple")
 TASKS = ("echo", "next")  # the tutorial's echo, or predicting each symbol's successor
 INPUTS = ("scalar", "onehot")  # a symbol fed as one float (the tutorial), or one-hot
 DATA_FORMATS = ("text", "ints")
-DEFAULT_VALIDATION_FRACTION = 0.1  # of `data`, taken from its end (0: no validation)
 OPTIMIZERS = ("adagrad", "adam", "rmsprop", "sgd")
 
 # The tutorial's learning rate for Adagrad; the other optimizers get Keras's usual one.
@@ -98,14 +97,14 @@ class TrainConfig:
     input_encoding: str | None = None  # None: "onehot" with `data` or > 2 classes
     documents: bool = False  # blank lines separate documents, each from a zeroed state
     validation_data: str | None = None  # a file to validate on, else the end of `data`
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION  # of `data`, from its end
+    validation_fraction: float = 0.1  # of `data`, taken from its end (0: no validation)
     data_windows: int = 0  # windows per epoch of `data`, set once it is read
 
     def __post_init__(self):
         for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
             value = getattr(self, field)
             if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
-                object.__setattr__(self, field, os.path.abspath(os.fspath(value)))
+                object.__setattr__(self, field, os.path.realpath(os.fspath(value)))
         if self.task is None:
             object.__setattr__(self, "task", "next" if self.data is not None else "echo")
         if self.input_encoding is None:
@@ -210,8 +209,6 @@ class TrainConfig:
             for field in ("validation_data", "documents"):
                 if getattr(self, field):
                     raise ConfigError(field, "needs `data`: the echo series has neither")
-            if self.data_format != "text":
-                raise ConfigError("data_format", "needs `data`: the echo series is generated")
             if self.task == "next":
                 raise ConfigError("task", "`next` needs `data` (the echo series is random)")
         fraction = self.validation_fraction
@@ -219,10 +216,6 @@ class TrainConfig:
             raise ConfigError("validation_fraction", f"must be a number, got {fraction!r}")
         if not 0 <= fraction < 1:
             raise ConfigError("validation_fraction", f"must be in [0, 1), got {fraction}")
-        if self.validation_data is not None and fraction != DEFAULT_VALIDATION_FRACTION:
-            raise ConfigError(
-                "validation_fraction", "has no use with `validation_data` (that file validates)"
-            )
         windows = self.data_windows
         if isinstance(windows, bool) or not isinstance(windows, int) or windows < 0:
             raise ConfigError("data_windows", f"must be a whole number, got {windows!r}")

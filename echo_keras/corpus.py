@@ -85,7 +85,11 @@ class Vocabulary:
     def encode(self, text: str, where: str = "the input") -> np.ndarray:
         """The symbol ids of `text` (characters, or whitespace-separated integers);
         SymbolError naming line and column of the first symbol not in the vocabulary."""
-        return _encode_chunk(self, text.encode("utf-8"), Position(where))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise not_text(text, error.start, Position(where)) from None
+        return _encode_chunk(self, data, Position(where))
 
     def decode(self, ids) -> str:
         """The text of symbol ids: characters joined, or integers separated by spaces."""
@@ -155,6 +159,11 @@ def read_symbols(
         doc_starts = np.unique(np.array([0, *starts], dtype=np.int64))
         doc_starts = doc_starts[doc_starts < total]  # a blank line at the end starts nothing
     return Symbols(ids, vocabulary, doc_starts, digest or hasher.hexdigest())
+
+
+def not_text(text: str, index: int, position: Position) -> SymbolError:
+    """The error for a str holding a lone surrogate at `index` (no UTF-8 can hold it)."""
+    return SymbolError(f"{position.of(text, index)}: not text (a lone surrogate {text[index]!r})")
 
 
 def _changed(field: str, path: Path) -> UsageError:

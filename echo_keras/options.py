@@ -2,13 +2,17 @@
 
 `train` declares its options from this table, `sweep` its grid axes and shared settings,
 and the command line words a library error about a field (`ConfigError.field`) with the
-field's flag. Nothing here imports anything heavy.
+field's flag. The settings a new run refuses (`new_run_problem`) are checked here for the
+library and the command line alike. Nothing here imports anything heavy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from echo_keras.config import TrainConfig
 
@@ -142,3 +146,35 @@ def as_flags(message: str) -> str:
 def _quoted_flag(name: str) -> str:
     known = name in OPTIONS or name in EXTRA_FLAGS
     return flag(name) if known else f"`{name}`"
+
+
+# Settings a new run would leave unused: (field, whether unused given the config, why).
+UNUSED = (
+    # A config completed from its data (`data_windows`) has its vocabulary's `num_classes`.
+    ("num_classes", lambda c: c.data is not None and not c.data_windows, "is set by `data`"),
+    ("data_format", lambda c: c.data is None, "has no use without `data`: no file is read"),
+    ("validation_fraction", lambda c: c.data is None, "has no use without `data`"),
+    ("validation_fraction", lambda c: c.validation_data is not None, "has no use with "
+     "`validation_data`, which validates"),
+    ("echo_step", lambda c: c.task == "next", "has no use with the `next` task"),
+)  # fmt: skip
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+
+
+def new_run_problem(
+    config: TrainConfig, run_dir: Path, given: Collection[str] | None = None
+) -> tuple[str, str] | None:
+    """(field, reason) when a new run of `config` in `run_dir` cannot be trained as asked:
+    a setting the others leave unused (`given`: the fields set, as the command line knows
+    them; None: those not at their defaults), or a data file inside the run folder (which
+    training fills and an overwrite replaces whole). None when all is well."""
+    for field, unused, reason in UNUSED:
+        chosen = field in given if given is not None else getattr(config, field) != _DEFAULTS[field]
+        if chosen and unused(config):
+            return field, reason
+    folder = Path(run_dir).resolve()
+    for field in ("data", "validation_data"):
+        path = getattr(config, field)
+        if path is not None and Path(path).resolve().is_relative_to(folder):
+            return field, f"{path} is inside the run folder {run_dir}; keep data beside it"
+    return None

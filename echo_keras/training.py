@@ -37,8 +37,9 @@ from echo_keras.errors import (
     UsageError,
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
+from echo_keras.options import new_run_problem
 from echo_keras.run import fileio, files
-from echo_keras.run.folder import RunFolder, data_problem, resume_command
+from echo_keras.run.folder import RunFolder, resume_command
 from echo_keras.stream.generate import sample
 
 SAMPLE_LENGTH = 500  # symbols of text generated into sample.txt at the end of a data run
@@ -119,8 +120,9 @@ def train(
         raise ConfigError("tensorboard_dir", problem)
     folder = RunFolder(run_dir)
     corpus = None
-    if not resume:
-        _check_new_data(config, folder)
+    problem = None if resume else new_run_problem(config, run_dir)
+    if problem:  # refused before the run folder is touched
+        raise ConfigError(*problem)
     if config.data is not None:  # read before the run folder is touched
         vocabulary = _same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
@@ -185,20 +187,10 @@ def train(
             raise
 
 
-def _check_new_data(config: TrainConfig, folder: RunFolder) -> None:
-    """ConfigError for data files inside the run folder (training fills it, an overwrite
-    replaces it whole), or for `num_classes` given with `data`, whose vocabulary sets it."""
-    problem = data_problem(config, folder)
-    if problem:
-        raise ConfigError(*problem)
-    fresh = config.data_windows == 0  # not yet completed from its data
-    if config.data is not None and fresh and config.num_classes != TrainConfig.num_classes:
-        raise ConfigError("num_classes", "cannot be set with `data`: its vocabulary sets it")
-
-
 def _same_data(config: TrainConfig, folder: RunFolder):
     """The vocabulary of the run to resume; UsageError if its data files changed since."""
-    vocabulary, digests = files.read_vocabulary(folder.real, folder.path)
+    saved = files.load_config(folder.real, folder.path)
+    vocabulary, digests = files.read_vocabulary(folder.real, folder.path, saved.num_classes)
     for name in ("data", "validation_data"):
         path = getattr(config, name)
         if path is not None and digests.get(name) != file_digest(path, name):

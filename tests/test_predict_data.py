@@ -295,6 +295,21 @@ def test_the_parser_reads_integer_tokens_cut_between_blocks():
         parse_text("4 12", vocabulary)
     with pytest.raises(SymbolError, match="line 2, column 1: 'a' is not a symbol"):
         parse_text("4\na", vocabulary)
+    for blocks, column in (([b"11 3", b"4 5\xff"], 8), ([b"11 10", b"\xff"], 6)):
+        parser = VocabularyParser(vocabulary)  # a token left open, then a bad byte
+        with pytest.raises(SymbolError, match=f"line 1, column {column}: .* not UTF-8"):
+            for block in blocks:
+                parser.parse(block)
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\x1c", "\u2003"])
+def test_integers_are_split_at_ascii_whitespace_alone_as_training_splits_them(space):
+    vocabulary = Vocabulary("ints", tuple(range(12)))
+    for read in (lambda text: parse_text(text, vocabulary), vocabulary.encode):
+        with pytest.raises(SymbolError, match="line 1, column 3: '1.+2' is not a symbol"):
+            read(f"0 1{space}2")
+    with pytest.raises(SymbolError, match="line 1, column 3: not text"):
+        vocabulary.encode("0 \ud800")
 
 
 def test_the_layout_of_text_predictions_and_the_next_symbol_score():

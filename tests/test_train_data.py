@@ -4,6 +4,7 @@ each start from a zeroed state, validation after every epoch, and input that is 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError
+from echo_keras.errors import ConfigError, RunFolderError
 from echo_keras.run import files
 from tests.helpers import invoke, one_line_error
 
@@ -211,24 +212,29 @@ def test_a_documents_run_trains_and_validates(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flags", "fragments"),
+    ("flags", "flag"),
     [
-        (["--data-format", "ints"], ["--data-format has no use with the echo series"]),
-        (["--validation-fraction", "0.5"], ["--validation-fraction has no use with the echo"]),
-        (["--data", "D", "--validation", "D", "--validation-fraction", "0.2"], ["--validation,"]),
-        (["--data", "D", "--echo-step", "7"], ["--echo-step has no use with --task next"]),
-        (["--data", "D", "--num-classes", "5"], ["--num-classes has no use with --data"]),
+        (["--data-format", "ints"], "--data-format"),
+        (["--validation-fraction", "0.5"], "--validation-fraction"),
+        (["--data", "D", "--validation", "D", "--validation-fraction", "0.1"], "--validation-fr"),
+        (["--data", "D", "--echo-step", "7"], "--echo-step"),
+        (["--data", "D", "--num-classes", "5"], "--num-classes"),
     ],
 )
-def test_a_setting_the_others_would_leave_unused_is_refused(cycle_file, tmp_path, flags, fragments):
-    flags = [str(cycle_file) if flag == "D" else flag for flag in flags]
+def test_a_setting_the_others_would_leave_unused_is_refused(cycle_file, tmp_path, flags, flag):
+    flags = [str(cycle_file) if word == "D" else word for word in flags]
     run_dir = tmp_path / "run"
     result = invoke("train", "--run-dir", run_dir, "--epochs", "1", *flags)
-    one_line_error(result, *fragments, code=2)
+    one_line_error(
+        result,
+        f"Invalid value for '{flag}",
+        "has no use" if "num" not in flag else "is set by --data",
+        code=2,
+    )
     assert not run_dir.exists()
 
 
-def test_the_library_keeps_data_paths_whole_and_refuses_what_the_data_sets(
+def test_the_library_keeps_data_paths_whole_and_refuses_what_a_new_run_leaves_unused(
     cycle_file, tmp_path, monkeypatch
 ):
     from echo_keras.training import train
@@ -237,13 +243,33 @@ def test_the_library_keeps_data_paths_whole_and_refuses_what_the_data_sets(
     # Kept whole, as the command line keeps them: a resume may run in another folder.
     assert TrainConfig(data=Path(cycle_file.name)).data == str(cycle_file)
     assert TrainConfig(validation_data=cycle_file.name).validation_data == str(cycle_file)
-    with pytest.raises(ConfigError, match="num_classes: cannot be set with `data`"):
-        train(TrainConfig(data=cycle_file.name, num_classes=5, **SMALL), tmp_path / "run")
-    with pytest.raises(ConfigError, match="data_format: needs `data`"):
-        TrainConfig(data_format="ints").validate()
-    with pytest.raises(ConfigError, match="validation_fraction: has no use with"):
-        TrainConfig(data="a", validation_data="b", validation_fraction=0.2).validate()
+    refused = [
+        ({"data": cycle_file.name, "num_classes": 5}, "num_classes: is set by `data`"),
+        ({"data_format": "ints"}, "data_format: has no use without `data`"),
+        ({"validation_fraction": 0.5}, "validation_fraction: has no use without `data`"),
+        ({"data": "a", "validation_data": "b", "validation_fraction": 0.2}, "with `validation"),
+        ({"data": cycle_file.name, "echo_step": 5}, "echo_step: has no use with the `next`"),
+    ]
+    for settings, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            train(TrainConfig(**{**SMALL, **settings}), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    # A run that an earlier version wrote with such a setting still reads.
+    assert TrainConfig.from_dict({"data_format": "ints", "echo_step": 5}).validate()
+
+
+def test_a_resume_whose_vocabulary_contradicts_its_config_is_the_folders_fault(
+    cycle_file, cycle_run, tmp_path
+):
+    from echo_keras.training import train
+
+    config, trained, _ = cycle_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    vocabulary = json.loads((run_dir / files.VOCABULARY).read_text())
+    (run_dir / files.VOCABULARY).write_text(json.dumps({**vocabulary, "symbols": list("abc")}))
+    with pytest.raises(RunFolderError, match="holds 3 symbols; config.json says 4"):
+        train(dataclasses.replace(config, num_epochs=3), run_dir, resume=True)
 
 
 def test_data_inside_the_run_folder_is_refused_and_kept(cycle_file, cycle_run, tmp_path):

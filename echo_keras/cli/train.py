@@ -21,26 +21,10 @@ from echo_keras.cli.common import (
     setting,
 )
 from echo_keras.config import TrainConfig, memory_problem, new_config, resumed_config
-from echo_keras.errors import UsageError
-from echo_keras.options import as_flags, flag
+from echo_keras.errors import ConfigError, UsageError
+from echo_keras.options import as_flags, new_run_problem
 from echo_keras.run import fileio
-from echo_keras.run.folder import RunFolder, data_problem
-
-
-def _refuse_unused(given: dict) -> None:
-    """UsageError for a setting that the others given would leave unused."""
-    data = "data" in given
-    task = given.get("task", "next" if data else "echo")
-    unused = [
-        ("num_classes", data, "--data: its vocabulary sets it"),
-        ("validation_fraction", not data, "the echo series: it has no validation data"),
-        ("data_format", not data, "the echo series: it reads no file"),
-        ("validation_fraction", "validation_data" in given, "--validation, which validates"),
-        ("echo_step", task == "next", "--task next, which predicts the next symbol"),
-    ]
-    for field, refused, why in unused:
-        if field in given and refused:
-            raise UsageError(f"{flag(field)} has no use with {why}")
+from echo_keras.run.folder import RunFolder
 
 
 def train(
@@ -90,8 +74,6 @@ def train(
     for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
         if field in given:
             given[field] = str(given[field].resolve())
-    if not resume:
-        _refuse_unused(given)
     if overwrite and resume:
         raise UsageError("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
@@ -113,9 +95,9 @@ def train(
         )
     folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
     config = resumed_config(folder.read_config(), given) if resume else new_config(given)
-    problem = None if resume else data_problem(config, folder)
+    problem = None if resume else new_run_problem(config, run_dir, given)
     if problem:
-        raise bad_parameter(flag(problem[0]), problem[1])
+        raise ConfigError(*problem)
     problem = memory_problem(config)
     if problem:
         raise UsageError(problem)

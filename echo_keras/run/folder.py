@@ -54,16 +54,6 @@ def holds_run(run_dir: Path) -> bool:
     return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
 
 
-def data_problem(config, folder: RunFolder) -> tuple[str, str] | None:
-    """(field, reason) when a data file of `config` lies inside the run folder, which
-    training fills and an overwrite replaces whole; else None."""
-    for field in ("data", "validation_data"):
-        path = getattr(config, field)
-        if path is not None and folder.inside(path):
-            return field, f"{path} is inside the run folder {folder.path}; keep data beside it"
-    return None
-
-
 class RunFolder:
     """A run folder, named as the user named it (`path`), written where it really is (`real`).
 
@@ -260,10 +250,6 @@ class RunFolder:
                 f"{self.path} already holds a run; pass `overwrite=True` to replace it "
                 "or `resume=True` to continue it"
             )
-
-    def inside(self, path: str | Path) -> bool:
-        """Whether `path` lies in this run folder (which an overwrite replaces whole)."""
-        return Path(path).resolve().is_relative_to(self.real.resolve())
 
     def begin(
         self,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from echo_keras.config import LONGEST_SYMBOL
-from echo_keras.corpus import Vocabulary
+from echo_keras.corpus import Vocabulary, not_text
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
 from echo_keras.stream.symbols import (
@@ -30,7 +30,8 @@ from echo_keras.stream.symbols import (
     count_parsed,
 )
 
-_TOKEN = re.compile(r"\S+")
+_SPACES = " \t\n\r\v\f"  # ASCII whitespace: what training splits integers at
+_TOKEN = re.compile(f"[^{_SPACES}]+")
 
 
 class VocabularyParser:
@@ -59,9 +60,11 @@ class VocabularyParser:
         try:
             return self._decoder.decode(block, final)
         except UnicodeDecodeError as error:
+            # What is not yet behind the position: an open token (ints), then these bytes.
+            ahead = self._carry.encode() + error.object
+            place = self._position.of(ahead, len(ahead) - len(error.object) + error.start)
             raise SymbolError(
-                f"{self._position.of(error.object, error.start)}: the input is not UTF-8 text "
-                f"(byte 0x{error.object[error.start]:02x})"
+                f"{place}: the input is not UTF-8 text (byte 0x{error.object[error.start]:02x})"
             ) from None
 
     def _text(self, text: str, final: bool) -> Piece:
@@ -70,7 +73,7 @@ class VocabularyParser:
             self._position.advance(text)
         else:
             data = self._carry + text
-            end = len(data) if final else complete_tokens(data, str.isspace)
+            end = len(data) if final else complete_tokens(data, _SPACES.__contains__)
             piece = self._tokens(data[:end])
             self._position.advance(data[:end])
             self._carry = data[end:]
@@ -175,10 +178,7 @@ def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray
         data = text.encode("utf-8", "surrogateescape")
         ids = [parser.parse(data).symbols, parser.finish().symbols]
     except UnicodeEncodeError as error:
-        raise SymbolError(
-            f"{where}{Position().of(text, error.start)}: not text "
-            f"(a lone surrogate {text[error.start]!r})"
-        ) from None
+        raise SymbolError(f"{where}{not_text(text, error.start, Position())}") from None
     except SymbolError as error:
         raise SymbolError(f"{where}{error}") from None
     return np.concatenate(ids)
