@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ INTEGER_FIELDS = (
     "seed",
     "num_layers",
 )
+NUMBER_FIELDS = ("learning_rate", "dropout", "validation_fraction")
 POSITIVE_FIELDS = (
     "num_epochs",
     "total_series_length",
@@ -101,6 +103,11 @@ class TrainConfig:
     data_windows: int = 0  # windows per epoch of `data`, set once it is read
 
     def __post_init__(self):
+        for field in (*INTEGER_FIELDS, *NUMBER_FIELDS):  # numpy scalars as Python's own
+            value = getattr(self, field)
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+                kind = int if isinstance(value, numbers.Integral) else float
+                object.__setattr__(self, field, kind(value))
         for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
             value = getattr(self, field)
             if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
@@ -134,7 +141,7 @@ class TrainConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(field, f"must be an integer, got {value!r}")
-        for field in ("learning_rate", "dropout"):
+        for field in NUMBER_FIELDS[:2]:  # validation_fraction: with the data fields
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(field, f"must be a number, got {value!r}")
@@ -326,6 +333,15 @@ def resumed_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
         )
     epochs = {"num_epochs": given["num_epochs"]} if "num_epochs" in given else {}
     return dataclasses.replace(saved, **epochs).validate()
+
+
+def check_seed(seed, field: str = "seed") -> int | None:
+    """`seed` as an int (None stays None); ConfigError unless a whole number from 0."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(field, f"must be a whole number from 0, got {seed!r}")
+    return int(seed)
 
 
 def available_memory() -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import memory_problem
+from echo_keras.config import check_seed, memory_problem
 from echo_keras.data import eval_rng, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
 from echo_keras.errors import ConfigError, UsageError
@@ -122,6 +122,9 @@ def evaluate(
     from echo_keras.loops import PredictLoop
     from echo_keras.model import load_run, reset_states
 
+    seed = check_seed(seed)
+    if not isinstance(reset_each_window, bool):
+        raise ConfigError("reset_each_window", f"must be True or False, got {reset_each_window!r}")
     config = RunFolder(run_dir).read_config()
     if config.data is not None:
         return _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window)
@@ -129,8 +132,6 @@ def evaluate(
         raise UsageError(ECHO_RUN_DATA)
     config, model = load_run(run_dir, checkpoint=True)
     length = evaluation_length(config, series_length)
-    if seed is not None and seed < 0:
-        raise ConfigError("seed", f"must not be negative, got {seed}")
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )

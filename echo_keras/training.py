@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from echo_keras.callbacks import (
     StopOnSignal,
     ValidateEachEpoch,
 )
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, memory_problem
 from echo_keras.corpus import Corpus, file_digest, load_corpus
 from echo_keras.errors import (
     ConfigError,
@@ -112,7 +113,13 @@ def train(
     """
     if overwrite and resume:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
+    if not isinstance(config, TrainConfig):
+        raise UsageError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
+    _check_arguments(run_dir, plot_every)
+    problem = memory_problem(config)  # before anything is built, as the command line does
+    if problem:
+        raise UsageError(problem)
     if plain and config.documents:
         raise UsageError("`plain=True` cannot train `documents`: model.fit cannot zero one row")
     problem = fileio.folder_problem(tensorboard_dir) if tensorboard_dir is not None else None
@@ -185,6 +192,16 @@ def train(
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             raise
+
+
+def _check_arguments(run_dir, plot_every) -> None:
+    """ConfigError for a run folder that is not named, or a plot_every that is not a whole
+    number from 1 (the command line checks its flags the same way)."""
+    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
+        raise ConfigError("run_dir", f"must name a folder, got {run_dir!r}")
+    bad = isinstance(plot_every, bool) or not isinstance(plot_every, (int, type(None)))
+    if bad or (plot_every is not None and plot_every < 1):
+        raise ConfigError("plot_every", f"must be a whole number from 1, got {plot_every!r}")
 
 
 def _same_data(config: TrainConfig, folder: RunFolder):

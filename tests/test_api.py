@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,55 @@ def test_the_callbacks_serve_a_users_own_model_fit():
     for epoch in (0, 1):  # each batch's own loss, recovered from Keras's running mean
         assert recorder.epoch_mean(epoch) == pytest.approx(history.history["loss"][epoch], 1e-5)
     assert len({round(row[3], 6) for row in recorder.rows}) > 1
+
+
+def test_save_state_replaces_only_a_state_file_of_this_run_outside_the_run_folder(
+    api_run, predictor, tmp_path
+):
+    run_dir, _ = api_run
+    _, state = predictor.predict([0, 1, 1])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    (tmp_path / "folder").mkdir()
+    config_before = (run_dir / "config.json").read_bytes()
+    refused = [
+        (run_dir / "config.json", "inside the run folder"),
+        (notes, "exists and is not a state file of this run"),
+        (tmp_path / "folder", "not a regular file"),
+        (tmp_path / "missing" / "s.npz", "does not exist"),
+    ]
+    for path, message in refused:
+        with pytest.raises(ek.ConfigError, match=message) as error:
+            predictor.save_state(path, state)
+        assert error.value.exit_status == 2
+    assert (run_dir / "config.json").read_bytes() == config_before
+    assert notes.read_text() == "keep me"
+    saved, link = tmp_path / "saved.npz", tmp_path / "link.npz"
+    predictor.save_state(saved, state)
+    link.symlink_to(saved)
+    predictor.save_state(link, state)  # written through; the link stays a link
+    assert link.is_symlink() and predictor.load_state(link).keys() == state.keys()
+
+
+def test_train_and_evaluate_check_their_arguments_before_building_anything(api_run, tmp_path):
+    run_dir, _ = api_run
+    new = tmp_path / "new"
+    refused = [
+        (lambda: ek.train(ek.TrainConfig(state_size=10**7), new), ek.UsageError, "memory"),
+        (lambda: ek.train(ek.TrainConfig(num_epochs=10**9), new), ek.UsageError, "memory"),
+        (lambda: ek.train(ek.TrainConfig(**SMALL), ""), ek.ConfigError, "run_dir"),
+        (lambda: ek.train(ek.TrainConfig(**SMALL), new, plot_every=-1), ek.ConfigError, "plot"),
+        (lambda: ek.train(ek.TrainConfig(**SMALL), new, plot_every="5"), ek.ConfigError, "plot"),
+        (lambda: ek.train({"num_epochs": 1}, new), ek.UsageError, "TrainConfig"),
+        (lambda: ek.evaluate(run_dir, seed=1.5), ek.ConfigError, "seed"),
+        (lambda: ek.evaluate(run_dir, reset_each_window="no"), ek.ConfigError, "reset_each"),
+        (lambda: ek.export_saved_model(run_dir, run_dir / "exp"), ek.UsageError, "inside the run"),
+    ]
+    for call, error, message in refused:
+        with pytest.raises(error, match=message):
+            call()
+    assert not new.exists() and not (run_dir / "exp").exists()
+    assert not any(path.name in ("config.json", "status.json") for path in Path.cwd().iterdir())
+    config = ek.TrainConfig(num_epochs=np.int64(2), learning_rate=np.float32(0.5)).validate()
+    assert (type(config.num_epochs), type(config.learning_rate)) == (int, float)
+    assert ek.evaluate(run_dir, series_length=np.int32(1000)).windows > 0

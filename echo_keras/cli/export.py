@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from echo_keras.cli.common import RUN_DIR, bad_parameter, warn_if_unfinished
+from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.export_folder import out_problem
 
@@ -25,11 +26,9 @@ def export(
     against `predict` before it is reported; a symbol outside the run's classes, a state
     that is not finite or of another batch size is answered with an error.
     """
-    problem = out_problem(out)
+    problem = out_problem(out, run_dir)
     if problem:
-        raise bad_parameter("--out", problem)
-    if out.resolve().is_relative_to(RunFolder(run_dir).real):
-        raise bad_parameter("--out", "is inside the run folder, which --overwrite replaces whole")
+        raise bad_parameter("--out", as_flags(problem))
     RunFolder(run_dir).read_config()  # a missing or damaged run, before TensorFlow
     from echo_keras.stream.export import export_saved_model
 

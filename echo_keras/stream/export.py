@@ -149,7 +149,7 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         In every case `out` is left as it was, and no staging folder is left behind.
     """
     out = Path(out)
-    problem = export_folder.out_problem(out)
+    problem = export_folder.out_problem(out, run_dir)
     if problem:
         raise UsageError(f"out: {problem}")
     model = load_stream_model(run_dir)

@@ -22,12 +22,15 @@ from echo_keras.run.lock import FileLock
 _SUFFIX_BYTES = len("..export--") + 10 + 6
 
 
-def out_problem(out: Path) -> str | None:
+def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
     """Why `out` cannot be an export folder, or None: it must name a new or empty folder,
     not through a symlink, in an existing folder; not `.`, `..`, `/` or the current
-    folder (a folder cannot be replaced from inside it); not a mount point; and its name
-    must leave room for the staging folder's beside it."""
+    folder (a folder cannot be replaced from inside it); not a mount point; not inside the
+    run folder `run_dir` (which an overwrite replaces whole); and its name must leave room
+    for the staging folder's beside it."""
     out = Path(out)
+    if run_dir is not None and out.resolve().is_relative_to(Path(run_dir).resolve()):
+        return "is inside the run folder, which `overwrite=True` replaces whole"
     if out.name in ("", ".", ".."):
         return f"{out} names no new folder; give a new folder's name"
     if out.is_symlink():

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from echo_keras.backend import keras
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, check_seed
 from echo_keras.corpus import Vocabulary
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.stream.model import StreamModel
@@ -34,15 +34,6 @@ def check_temperature(temperature) -> float:
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError("temperature", f"must be a finite number above 0, got {temperature}")
     return float(temperature)
-
-
-def check_seed(seed) -> int | None:
-    """`seed` as an int (or None, for fresh draws); ConfigError unless a whole number from 0."""
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ConfigError("seed", f"must be a whole number from 0, got {seed!r}")
-    return int(seed)
 
 
 def draw(probabilities: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

@@ -26,6 +26,7 @@ class Predictor:
 
     Args:
         model: the run's stream model (`load_predictor` makes one).
+        run_dir: the run folder, which `save_state` never writes into (None: unknown).
 
     Example:
 
@@ -41,8 +42,9 @@ class Predictor:
     ```
     """
 
-    def __init__(self, model: StreamModel):
+    def __init__(self, model: StreamModel, run_dir: Path | str | None = None):
         self.model = model
+        self.run_dir = None if run_dir is None else Path(run_dir)
 
     @property
     def config(self) -> TrainConfig:
@@ -134,8 +136,16 @@ class Predictor:
         return text, self._named(after)
 
     def save_state(self, path: Path | str, state: State) -> None:
-        """Write `state` to an npz file atomically (what `predict --state-out` writes)."""
-        state_files.write_state(Path(path), self.model, self._state(state))
+        """Write `state` to an npz file atomically (what `predict --state-out` writes).
+
+        Raises:
+            ConfigError: `path` must not be replaced: a file that is not a state file of
+                this run, a folder, device or FIFO, a symlink that leads nowhere, a place
+                inside the run folder, or a folder that does not exist.
+        """
+        values = self._state(state)
+        target = state_files.state_target(Path(path), self.model, self.run_dir)
+        state_files.write_state(target, self.model, values)
 
     def load_state(self, path: Path | str) -> State:
         """The state in an npz file (`predict --state-out`); StateFileError if unusable."""
@@ -182,4 +192,4 @@ def load_predictor(run_dir: Path | str) -> Predictor:
         RunFolderError: config.json or model.keras (or, for a run on its own data,
             vocabulary.json) is missing, damaged or disagree.
     """
-    return Predictor(load_stream_model(run_dir))
+    return Predictor(load_stream_model(run_dir), run_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.errors import StateFileError
+from echo_keras.errors import ConfigError, StateFileError
 from echo_keras.run import fileio
 from echo_keras.stream.model import StreamModel
 
@@ -76,3 +76,22 @@ def write_state(path: Path, model: StreamModel, state: list) -> None:
     }
 
     fileio.savez(Path(path), arrays)
+
+
+def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) -> Path:
+    """Where a state file for `path` is written (through a symlink); ConfigError, naming
+    `path`, for what must not be replaced: anything but a regular file, a file that is not
+    a state file of this run, or a place inside the run folder `run_dir`."""
+    try:
+        target = fileio.output_path(path)
+    except ValueError as error:
+        raise ConfigError("path", str(error)) from None
+    if run_dir is not None and target.resolve().is_relative_to(Path(run_dir).resolve()):
+        raise ConfigError("path", f"{path} is inside the run folder; keep state files beside it")
+    if target.exists():
+        try:
+            read_state(target, model)
+        except StateFileError:
+            mine = f"{path} exists and is not a state file of this run"
+            raise ConfigError("path", mine) from None
+    return target
