@@ -13,6 +13,7 @@ import sys
 import time
 
 from echo_keras.backend import keras
+from echo_keras.errors import ConfigError
 from echo_keras.loops import PredictLoop, score_windows
 from echo_keras.model import reset_states, save_checkpoint
 from echo_keras.run import files
@@ -42,7 +43,8 @@ class BatchLossRecorder(keras.callbacks.Callback):
     Reads `logs["batch_loss"]` (the batch's own loss, which echo-keras's models
     report) when it is there. Under a plain `model.fit`, Keras hands callbacks only
     `logs["loss"]`, the epoch's running mean; the batch's own loss is then recovered
-    from two consecutive means.
+    from two consecutive means, which holds when every batch has one size (a stateful
+    model's do; a short last batch of another model would be recorded wrong).
 
     Args:
         num_batches: batches per epoch, to number steps across epochs.
@@ -59,6 +61,8 @@ class BatchLossRecorder(keras.callbacks.Callback):
 
     def __init__(self, num_batches: int, rows=None):
         super().__init__()
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+            raise ConfigError("num_batches", f"must be a whole number from 1, got {num_batches!r}")
         self.num_batches = num_batches
         self.rows = list(rows or [])
         self.epoch = 0

@@ -120,6 +120,7 @@ OPTIONS = {
 
 # Names that are not config fields but reach messages: arguments of the library's functions.
 EXTRA_FLAGS = {
+    "out": "--out",
     "seeds": "--seeds",
     "tensorboard_dir": "--tensorboard",
     "overwrite=True": "--overwrite",

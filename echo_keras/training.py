@@ -101,8 +101,10 @@ def train(
         A `TrainResult`.
 
     Raises:
-        ConfigError: a setting that cannot work (or a `tensorboard_dir` that cannot be
-            written: a file in the way, a symlink loop).
+        ConfigError: a setting that cannot work (or a `run_dir` or `tensorboard_dir` that
+            cannot be written: a file in the way, a symlink loop).
+        UsageError: a resume that would change the run's settings, or a config that
+            cannot fit in memory.
         RunRefused: RunBusy (another process trains it) or RunExists (it holds a run and
             neither `overwrite` nor `resume` was asked for; a run that never completed an
             epoch is replaced, with a notice).
@@ -126,6 +128,9 @@ def train(
     if problem:  # refused before the run folder is touched
         raise ConfigError("tensorboard_dir", problem)
     folder = RunFolder(run_dir)
+    problem = folder.unwritable()
+    if problem:
+        raise ConfigError("run_dir", problem)
     corpus = None
     problem = None if resume else new_run_problem(config, run_dir)
     if problem:  # refused before the run folder is touched
@@ -260,7 +265,10 @@ def _load_resume(config: TrainConfig, folder: RunFolder):
     run_dir, name = folder.real, folder.path
     saved = files.load_config(run_dir, name)
     if config != dataclasses.replace(saved, num_epochs=config.num_epochs):
-        raise TrainingError(f"`resume=True` continues the run in {name} with its own settings")
+        raise UsageError(
+            f"`resume=True` continues the run in {name} with its own settings; only "
+            "`num_epochs` may change"
+        )
     model = build_compiled_model(config)
     completed = model_lib.restore_checkpoint(run_dir, model, name)
     if completed > config.num_epochs:

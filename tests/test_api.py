@@ -155,6 +155,10 @@ def test_library_errors_carry_the_exit_status_of_the_command_line(api_run, tmp_p
             lambda: ek.train(ek.TrainConfig(**SMALL), tmp_path / "new", resume=True),
             ("train", "--run-dir", tmp_path / "new", "--resume"),
         ),
+        (
+            lambda: ek.train(ek.TrainConfig(**{**SMALL, "state_size": 8}), run_dir, resume=True),
+            ("train", "--run-dir", run_dir, "--resume", "--state-size", "8"),
+        ),
     ]
     for call, args in cases:
         with pytest.raises(ek.EchoKerasError) as error:
@@ -267,3 +271,26 @@ def test_train_and_evaluate_check_their_arguments_before_building_anything(api_r
     config = ek.TrainConfig(num_epochs=np.int64(2), learning_rate=np.float32(0.5)).validate()
     assert (type(config.num_epochs), type(config.learning_rate)) == (int, float)
     assert ek.evaluate(run_dir, series_length=np.int32(1000)).windows > 0
+
+
+def test_odd_symbols_states_and_paths_are_the_librarys_own_errors(api_run, predictor, tmp_path):
+    from echo_keras.callbacks import BatchLossRecorder
+
+    run_dir, _ = api_run
+    state = predictor.zero_state()
+    complex_state = {name: value + 1j for name, value in state.items()}
+    config = ek.TrainConfig(**SMALL)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    refused = [
+        (lambda: predictor.predict([[0], [1, 0]]), ek.ConfigError, "symbols"),
+        (lambda: predictor.predict([0], dict.fromkeys(state, "abc")), ek.ConfigError, "state"),
+        (lambda: predictor.predict([0], complex_state), ek.ConfigError, "state"),
+        (lambda: ek.plot_run(run_dir, tmp_path / "p.nope"), ek.ConfigError, "unknown image format"),
+        (lambda: ek.train(config, a_file), ek.ConfigError, "is a file, not a folder"),
+        (lambda: ek.train(config, a_file / "sub"), ek.ConfigError, "is a file, not a folder"),
+        (lambda: BatchLossRecorder(num_batches=1.5), ek.ConfigError, "num_batches"),
+    ]  # fmt: skip
+    for call, error, message in refused:
+        with pytest.raises(error, match=message):
+            call()

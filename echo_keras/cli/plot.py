@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import RUN_DIR, bad_parameter, fail, warn_if_unfinished
+from echo_keras.cli.common import RUN_DIR, fail, warn_if_unfinished
 
 
 def plot(
@@ -23,8 +23,6 @@ def plot(
 
     try:
         path = plot_run(run_dir, out)
-    except ValueError as error:
-        raise bad_parameter("--out", str(error)) from None
     except OSError as error:
         raise fail(f"cannot write the figure: {error}") from None
     warn_if_unfinished(run_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.errors import RunFolderError
+from echo_keras.errors import ConfigError, RunFolderError
 from echo_keras.plots.data_figure import draw_data_figure, read_sample
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
@@ -254,10 +254,13 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
 
     Raises:
         RunFolderError: a file of the run is missing or damaged.
-        ValueError: `out` cannot be an image (see `figure_target`).
+        ConfigError: `out` cannot be an image (see `figure_target`).
         OSError: the image could not be written.
     """
-    target = figure_target(out) if out is not None else None  # refused before any reading
+    try:  # refused before any reading
+        target = figure_target(out) if out is not None else None
+    except ValueError as error:
+        raise ConfigError("out", str(error)) from None
     figure, folder = _run_figure(run_dir)
     if target is None:  # the folder's own plot.png: a link there is replaced, not followed
         target = figure_target(folder.real / "plot.png", follow=False)

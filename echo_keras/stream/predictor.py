@@ -156,7 +156,10 @@ class Predictor:
         return dict(zip(self.model.names, values, strict=True))
 
     def _symbols(self, symbols) -> np.ndarray:
-        values = np.asarray(symbols)
+        try:
+            values = np.asarray(symbols)
+        except ValueError:  # ragged
+            raise ConfigError("symbols", "must be a 1-D sequence of integers") from None
         if values.ndim != 1:
             raise ConfigError("symbols", f"must be 1-D, got shape {values.shape}")
         if values.size and values.dtype.kind not in "iu":
@@ -172,7 +175,12 @@ class Predictor:
         wanted = (1, self.model.units)
         if not isinstance(state, dict) or set(state) != set(self.model.names):
             raise ConfigError("state", f"must hold exactly {', '.join(self.model.names)}")
-        values = [np.asarray(state[name], np.float32) for name in self.model.names]
+        try:
+            if any(np.iscomplexobj(state[name]) for name in self.model.names):
+                raise TypeError("complex")
+            values = [np.asarray(state[name], np.float32) for name in self.model.names]
+        except (TypeError, ValueError):  # text, ragged or complex values
+            raise ConfigError("state", f"must hold float arrays of shape {wanted}") from None
         for name, value in zip(self.model.names, values, strict=True):
             if value.shape != wanted or not np.all(np.isfinite(value)):
                 raise ConfigError("state", f"{name} must be finite, of shape {wanted}")
