@@ -91,6 +91,19 @@ def test_an_empty_run_dir_is_refused(command):
 # --- closed or broken standard streams -----------------------------------------------------
 
 
+def test_a_name_too_long_for_the_file_system_is_a_usage_error(tiny_run, tmp_path):
+    long = tmp_path / ("x" * 300)
+    commands = [
+        ("train", "--run-dir", long, *TINY_FLAGS),
+        ("export", "--run-dir", tiny_run, "--out", long),
+        ("plot", "--run-dir", tiny_run, "--out", f"{long}.png"),
+        ("predict", "0110", "--run-dir", tiny_run, "--state-out", long),
+    ]
+    for command in commands:
+        one_line_error(invoke(*command), "too long", code=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _train_with(tmp_path, **popen):
     run_dir = tmp_path / "run"
     argv = [*ECHO_KERAS, "train", "--run-dir", str(run_dir)]

@@ -92,6 +92,12 @@ def output_path(path: Path) -> Path:
     """
     path = Path(path)
     try:
+        os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:  # a name too long, say
+        raise ValueError(f"{str(path)[:40]}... cannot be written ({error.strerror})") from None
+    try:
         target = path.resolve() if path.is_symlink() else path
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop
         raise ValueError(f"{path} is a symlink that leads nowhere (a loop?)") from None

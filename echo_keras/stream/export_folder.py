@@ -29,6 +29,12 @@ def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
     run folder `run_dir` (which an overwrite replaces whole); and its name must leave room
     for the staging folder's beside it."""
     out = Path(out)
+    try:  # first: a name too long for the file system fails every other look at it
+        limit = os.pathconf(out.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(os.fsencode(out.name)) + _SUFFIX_BYTES > limit:
+        return f"the name {out.name[:16]}... is too long for the staging folder beside it"
     if run_dir is not None and out.resolve().is_relative_to(Path(run_dir).resolve()):
         return "is inside the run folder, which `overwrite=True` replaces whole"
     if out.name in ("", ".", ".."):
@@ -45,12 +51,6 @@ def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
                 return f"{out} is the current folder; give a new folder's name"
         if os.path.ismount(out):
             return f"{out} is a mount point, which an export cannot replace"
-    try:
-        limit = os.pathconf(out.parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
-    if len(os.fsencode(out.name)) + _SUFFIX_BYTES > limit:
-        return f"the name {out.name[:16]}... is too long for the staging folder beside it"
     return None
 
 
