@@ -84,6 +84,12 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def shortened(path: Path | str, keep: int = 40) -> str:
+    """`path` for a message: whole, or its first `keep` characters and "..."."""
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep]}..."
+
+
 def output_path(path: Path) -> Path:
     """Where a file the user named for output is written; ValueError if it cannot be.
 
@@ -96,7 +102,7 @@ def output_path(path: Path) -> Path:
     except FileNotFoundError:
         pass
     except OSError as error:  # a name too long, say
-        raise ValueError(f"{str(path)[:40]}... cannot be written ({error.strerror})") from None
+        raise ValueError(f"{shortened(path)} cannot be written ({error.strerror})") from None
     try:
         target = path.resolve() if path.is_symlink() else path
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop

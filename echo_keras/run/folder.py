@@ -92,7 +92,7 @@ class RunFolder:
         except FileNotFoundError:
             pass
         except OSError as error:  # a name too long, say
-            return f"{str(self.path)[:40]}... cannot be a folder ({error.strerror})"
+            return f"{fileio.shortened(self.path)} cannot be a folder ({error.strerror})"
         if self.path.is_symlink() and not self.path.exists():
             if self.real.is_symlink() or not self.real.parent.is_dir():
                 return f"{self.path} is a symlink that leads nowhere (a loop?)"
