@@ -99,7 +99,7 @@ def output_path(path: Path) -> Path:
     path = Path(path)
     try:
         os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # said below
         pass
     except OSError as error:  # a name too long, say
         raise ValueError(f"{shortened(path)} cannot be written ({error.strerror})") from None

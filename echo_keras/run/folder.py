@@ -89,7 +89,7 @@ class RunFolder:
         """
         try:
             os.lstat(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # said below
             pass
         except OSError as error:  # a name too long, say
             return f"{fileio.shortened(self.path)} cannot be a folder ({error.strerror})"
