@@ -275,6 +275,7 @@ def test_train_and_evaluate_check_their_arguments_before_building_anything(api_r
 
 def test_odd_symbols_states_and_paths_are_the_librarys_own_errors(api_run, predictor, tmp_path):
     from echo_keras.callbacks import BatchLossRecorder
+    from echo_keras.errors import StateFileError
 
     run_dir, _ = api_run
     state = predictor.zero_state()
@@ -290,7 +291,9 @@ def test_odd_symbols_states_and_paths_are_the_librarys_own_errors(api_run, predi
         (lambda: ek.train(config, a_file), ek.ConfigError, "is a file, not a folder"),
         (lambda: ek.train(config, a_file / "sub"), ek.ConfigError, "is a file, not a folder"),
         (lambda: BatchLossRecorder(num_batches=1.5), ek.ConfigError, "num_batches"),
+        (lambda: predictor.load_state(tmp_path), StateFileError, "is a folder, not a state"),
     ]  # fmt: skip
     for call, error, message in refused:
-        with pytest.raises(error, match=message):
+        with pytest.raises(error, match=message) as raised:
             call()
+        assert raised.value.exit_status == 2

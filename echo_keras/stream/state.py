@@ -42,12 +42,14 @@ def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
         if dtype.kind != "f":
             raise ValueError(f"{name} holds {dtype}, not floats")
 
+    target = Path(path).resolve()  # a link the user made is fine
+    if target.exists() and not target.is_file():  # the user's mistake, not a damaged file
+        what = "a folder" if target.is_dir() else "not a regular file"
+        raise StateFileError(f"{path} is {what}, not a state file", damaged=False)
     try:
-        arrays = fileio.read_npz(Path(path).resolve(), check)  # a link the user made is fine
+        arrays = fileio.read_npz(target, check)
     except FileNotFoundError:
         raise StateFileError(f"{path} does not exist", damaged=False) from None
-    except IsADirectoryError:
-        raise StateFileError(f"{path} is a folder, not a state file", damaged=False) from None
     except _OtherRun as error:
         raise StateFileError(str(error), damaged=False) from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
