@@ -141,7 +141,7 @@ class TrainConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(field, f"must be an integer, got {value!r}")
-        for field in NUMBER_FIELDS[:2]:  # validation_fraction: with the data fields
+        for field in ("learning_rate", "dropout"):  # validation_fraction: with the data fields
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(field, f"must be a number, got {value!r}")
@@ -342,6 +342,15 @@ def check_seed(seed, field: str = "seed") -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ConfigError(field, f"must be a whole number from 0, got {seed!r}")
     return int(seed)
+
+
+def check_temperature(temperature) -> float:
+    """`temperature` as a float; ConfigError unless it is a finite number above 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ConfigError("temperature", f"must be a number above 0, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError("temperature", f"must be a finite number above 0, got {temperature}")
+    return float(temperature)
 
 
 def available_memory() -> int:

@@ -122,6 +122,7 @@ OPTIONS = {
 EXTRA_FLAGS = {
     "out": "--out",
     "seeds": "--seeds",
+    "temperature": "--temperature",
     "tensorboard_dir": "--tensorboard",
     "overwrite=True": "--overwrite",
     "resume=True": "--resume",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,8 @@ from echo_keras.cli.common import (
     notice,
     warn_if_unfinished,
 )
-from echo_keras.errors import StateFileError, UsageError
+from echo_keras.config import check_seed, check_temperature
+from echo_keras.errors import ConfigError, StateFileError, UsageError
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
@@ -107,12 +107,9 @@ def predict(
             raise UsageError(
                 "--generate reads no symbols; give the text to start from with --prime"
             )
-        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
-            raise bad_parameter(
-                "--temperature", f"must be a finite number above 0, got {temperature}"
-            )
-        if seed is not None and seed < 0:
-            raise bad_parameter("--seed", f"must be a whole number from 0, got {seed}")
+        if temperature is not None:
+            check_temperature(temperature)
+        check_seed(seed)
     if symbols is not None and input_path is not None:
         raise UsageError("give the symbols either as an argument or with --input, not both")
     if generate is None and symbols is None and input_path is None and sys.stdin.isatty():
@@ -300,7 +297,7 @@ def _generate(run_dir, length, options, state_in, state_out, as_json) -> None:
 def _start_state(model, state_in, state_out) -> list:
     """The state to start from (zeros, or --state-in's); refuses a --state-out that is
     a file but not a state file of this run."""
-    from echo_keras.stream.state import read_state
+    from echo_keras.stream.state import read_state, state_target
 
     state = model.zero_state()
     if state_in is not None:
@@ -310,13 +307,11 @@ def _start_state(model, state_in, state_out) -> list:
             if error.damaged:
                 raise
             raise bad_parameter("--state-in", str(error)) from None
-    if state_out is not None and state_out.exists() and state_out != state_in:
+    if state_out is not None:
         try:
-            read_state(state_out, model)
-        except StateFileError:
-            raise bad_parameter(
-                "--state-out", f"{state_out} exists and is not a state file of this run"
-            ) from None
+            state_target(state_out, model)
+        except ConfigError as error:
+            raise bad_parameter("--state-out", error.reason) from None
     return state
 
 

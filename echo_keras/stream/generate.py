@@ -13,27 +13,17 @@ so a client of the exported SavedModel that draws the same way gets the same tex
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 
 import numpy as np
 
 from echo_keras.backend import keras
-from echo_keras.config import TrainConfig, check_seed
+from echo_keras.config import TrainConfig, check_seed, check_temperature
 from echo_keras.corpus import Vocabulary
-from echo_keras.errors import ConfigError, UsageError
+from echo_keras.errors import UsageError
 from echo_keras.stream.model import StreamModel
 from echo_keras.stream.text import parse_text
-
-
-def check_temperature(temperature) -> float:
-    """`temperature` as a float; ConfigError unless it is a finite number above 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise ConfigError("temperature", f"must be a number above 0, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ConfigError("temperature", f"must be a finite number above 0, got {temperature}")
-    return float(temperature)
 
 
 def draw(probabilities: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
