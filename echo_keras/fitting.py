@@ -97,7 +97,7 @@ def aligned_chunk_stops(every: int):
 def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:
     # Keras builds the compiled metrics on the first step, so look the metric up late.
     tap.logits_source = lambda: model_lib.batch_loss_metric(model).logits.numpy()
-    steps = 0
+    counter = _BatchCounter()
     model.stop_training = False
     for epoch in range(first_epoch, config.num_epochs):
         tap.windows = epoch_data(config, epoch, corpus)
@@ -115,12 +115,20 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) 
             initial_epoch=epoch,
             shuffle=False,
             verbose=0,
-            callbacks=callbacks,
+            callbacks=[*callbacks, counter],
         )
-        steps += tap.windows.num_windows if not model.stop_training else 0
         if model.stop_training or not history.history:
             break
-    return steps
+    return counter.batches
+
+
+class _BatchCounter(keras.callbacks.Callback):
+    """Counts the batches `model.fit` ran, a stopped epoch's too."""
+
+    batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
 
 
 def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:

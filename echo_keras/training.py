@@ -91,7 +91,10 @@ def train(
         resume: continue the run in `run_dir` from its last completed epoch; `config`
             may only raise `num_epochs`.
         progress: draw a progress bar on stdout.
-        callbacks: Keras callbacks to run after the built-in ones.
+        callbacks: Keras callbacks to run after the built-in ones. One that sets
+            `model.stop_training` ends the run, complete, at its last completed epoch
+            (a stop inside an epoch drops that epoch's batches and weights); the status
+            says so, and `resume=True` continues it.
         plain: train with `model.fit`, one window per step (slow; for debugging).
         plot_every: redraw RUN_DIR/live.png every this many batches.
         tensorboard_dir: write TensorBoard logs (per-batch loss) here.
@@ -108,7 +111,8 @@ def train(
         RunRefused: RunBusy (another process trains it) or RunExists (it holds a run and
             neither `overwrite` nor `resume` was asked for; a run that never completed an
             epoch is replaced, with a notice).
-        TrainingError: TrainingDiverged (NaN loss) or an impossible resume.
+        TrainingError: TrainingDiverged (NaN loss), an impossible resume, or a callback
+            that stopped training before the first epoch ended.
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped training (the run can resume).
         RunFolderError: the run to resume is damaged.
         OSError: a file could not be written (a full disk).
@@ -320,20 +324,44 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
             f"resume with: {hint}",
             stopper.received,
         )
+    message = ""
+    if completed < config.num_epochs:  # a callback of the caller's set `stop_training`
+        rows = _stopped_early(config, work_dir, model, rows, completed)
+        message = f"stopped by a callback after {completed} of {config.num_epochs} epochs"
     # history.csv, last_batch.npz and the checkpoint were written at the last epoch's end.
     if corpus is not None and config.task == "next":
         text, _ = sample(model, config, corpus.vocabulary, SAMPLE_LENGTH, seed=config.seed)
         fileio.atomic_write_text(work_dir / files.SAMPLE, text)
     fileio.atomic_write(work_dir / files.MODEL, lambda tmp: model.save(tmp))
-    files.write_status(work_dir, "complete")
+    files.write_status(work_dir, "complete", message)
     folder.finish(work_dir)
     return TrainResult(
         run_dir=str(folder.path),
         epochs=completed,
         steps=steps,
-        final_loss=recorder.epoch_mean(completed - 1),
+        final_loss=_epoch_mean(rows, completed - 1),
         train_seconds=seconds,
         steps_per_second=steps / seconds if seconds > 0 else math.inf,
         batches_per_epoch=config.num_batches,
         history=rows,
     )
+
+
+def _stopped_early(config, work_dir, model, rows, completed):
+    """The rows of the completed epochs, with `model` back at the last of them, when a
+    callback stopped training early. A stop inside an epoch leaves weights that no
+    history row or checkpoint describes: the run keeps its last completed epoch instead.
+    TrainingError if no epoch was completed."""
+    if completed == 0:
+        message = "a callback stopped training in the first epoch; no epoch was completed"
+        files.write_status(work_dir, "failed", message)
+        raise TrainingError(f"{message} and no model was saved")
+    if len(rows) > completed * config.num_batches:
+        model_lib.restore_checkpoint(work_dir, model)
+        model_lib.reset_states(model)
+    return rows[: completed * config.num_batches]
+
+
+def _epoch_mean(rows, epoch: int) -> float:
+    losses = [row[3] for row in rows if row[0] == epoch]
+    return sum(losses) / len(losses) if losses else math.nan

@@ -221,6 +221,60 @@ def test_the_callbacks_serve_a_users_own_model_fit():
     assert len({round(row[3], 6) for row in recorder.rows}) > 1
 
 
+def _stop_at(epoch: int, batch: int | None):
+    """A callback that stops training at `batch`'s end of `epoch`, or at the epoch's end."""
+    import keras
+
+    class Stop(keras.callbacks.Callback):
+        current = None
+
+        def on_epoch_begin(self, index, logs=None):
+            self.current = index
+
+        def on_train_batch_end(self, index, logs=None):
+            if (self.current, index) == (epoch, batch):
+                self.model.stop_training = True
+
+        def on_epoch_end(self, index, logs=None):
+            if batch is None and index == epoch:
+                self.model.stop_training = True
+
+    return Stop()
+
+
+def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch(tmp_path):
+    """Stopped at an epoch's end or inside the next one, the run is the same: two completed
+    epochs, their rows, their weights; it says so and resumes. Stopped inside the first epoch,
+    nothing is kept."""
+    config = ek.TrainConfig(**{**SMALL, "num_epochs": 3})
+    at_end = ek.train(config, tmp_path / "end", callbacks=[_stop_at(1, None)])
+    inside = ek.train(config, tmp_path / "inside", callbacks=[_stop_at(2, 3)])
+    for result in (at_end, inside):
+        assert result.epochs == 2 and len(result.history) == 2 * config.num_batches
+        status = ek.RunFolder(result.run_dir).status()
+        assert status["status"] == "complete"
+        assert status["message"] == "stopped by a callback after 2 of 3 epochs"
+    assert inside.history == at_end.history and inside.final_loss == at_end.final_loss
+    assert ek.evaluate(tmp_path / "inside") == ek.evaluate(tmp_path / "end")
+    assert len((tmp_path / "inside" / "history.csv").read_text().splitlines()) == 61
+    plain = ek.train(config, tmp_path / "plain", callbacks=[_stop_at(2, 3)], plain=True)
+    for result in (inside, plain):  # the batches run, those of the stopped epoch too
+        assert result.steps == 2 * config.num_batches + 4
+    assert plain.epochs == 2 and [row[:3] for row in plain.history] == [
+        row[:3] for row in at_end.history
+    ]
+    assert [row[3] for row in plain.history] == pytest.approx([r[3] for r in at_end.history], 1e-4)
+
+    resumed = ek.train(config, tmp_path / "inside", resume=True)
+    assert resumed.epochs == 3 and ek.RunFolder(tmp_path / "inside").status()["message"] == ""
+
+    with pytest.raises(ek.EchoKerasError, match="stopped training in the first epoch") as error:
+        ek.train(config, tmp_path / "first", callbacks=[_stop_at(0, 2)])
+    assert error.value.exit_status == 1
+    assert ek.RunFolder(tmp_path / "first").status()["status"] == "failed"
+    assert not (tmp_path / "first" / "model.keras").exists()
+
+
 def test_save_state_replaces_only_a_state_file_of_this_run_outside_the_run_folder(
     api_run, predictor, tmp_path
 ):
