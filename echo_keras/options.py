@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from echo_keras.config import TrainConfig
+from echo_keras.paths import inside
 
 AXIS, SETTING = "axis", "setting"  # a sweep's grid dimension, or one value for every point
 
@@ -174,9 +175,8 @@ def new_run_problem(
         chosen = field in given if given is not None else getattr(config, field) != _DEFAULTS[field]
         if chosen and unused(config):
             return field, reason
-    folder = Path(run_dir).resolve()
     for field in ("data", "validation_data"):
         path = getattr(config, field)
-        if path is not None and Path(path).resolve().is_relative_to(folder):
+        if path is not None and inside(path, run_dir):
             return field, f"{path} is inside the run folder {run_dir}; keep data beside it"
     return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from echo_keras.errors import (
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.options import new_run_problem
+from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
 from echo_keras.stream.generate import sample
@@ -122,12 +122,14 @@ def train(
     if not isinstance(config, TrainConfig):
         raise UsageError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
-    _check_arguments(run_dir, plot_every)
+    callbacks = _check_arguments(run_dir, plot_every, callbacks)
     problem = memory_problem(config)  # before anything is built, as the command line does
     if problem:
         raise UsageError(problem)
     if plain and config.documents:
         raise UsageError("`plain=True` cannot train `documents`: model.fit cannot zero one row")
+    if tensorboard_dir is not None:
+        tensorboard_dir = as_path(tensorboard_dir, "tensorboard_dir")
     problem = fileio.folder_problem(tensorboard_dir) if tensorboard_dir is not None else None
     if problem:  # refused before the run folder is touched
         raise ConfigError("tensorboard_dir", problem)
@@ -143,7 +145,7 @@ def train(
         vocabulary = _same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
-    own += list(callbacks)  # the caller's, after the built-in ones
+    own += callbacks  # the caller's, after the built-in ones
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
     with StopOnSignal() as stopper, folder.writing():
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
@@ -203,14 +205,21 @@ def train(
             raise
 
 
-def _check_arguments(run_dir, plot_every) -> None:
-    """ConfigError for a run folder that is not named, or a plot_every that is not a whole
-    number from 1 (the command line checks its flags the same way)."""
-    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
-        raise ConfigError("run_dir", f"must name a folder, got {run_dir!r}")
+def _check_arguments(run_dir, plot_every, callbacks) -> list:
+    """The caller's callbacks as a list (None: none); ConfigError for a run folder that is
+    not named, a plot_every that is not a whole number from 1 (the command line checks its
+    flags the same way), or a callback that is not a Keras callback."""
+    as_path(run_dir, "run_dir")
+    callbacks = () if callbacks is None else callbacks
+    if not isinstance(callbacks, (list, tuple)):
+        raise ConfigError("callbacks", f"must be a list of Keras callbacks, got {callbacks!r:.40}")
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ConfigError("callbacks", f"must be Keras callbacks, got {callback!r:.40}")
     bad = isinstance(plot_every, bool) or not isinstance(plot_every, (int, type(None)))
     if bad or (plot_every is not None and plot_every < 1):
         raise ConfigError("plot_every", f"must be a whole number from 1, got {plot_every!r}")
+    return list(callbacks)
 
 
 def _same_data(config: TrainConfig, folder: RunFolder):

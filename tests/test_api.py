@@ -351,3 +351,34 @@ def test_odd_symbols_states_and_paths_are_the_librarys_own_errors(api_run, predi
         with pytest.raises(error, match=message) as raised:
             call()
         assert raised.value.exit_status == 2
+
+
+def test_what_is_not_a_path_or_a_callback_is_named_as_the_librarys_own_error(
+    api_run, predictor, tmp_path
+):
+    run_dir, _ = api_run
+    config = ek.TrainConfig(**SMALL)
+    spec = ek.make_spec({"echo_step": "1", "window": "3"}, None, {})
+    refused = [
+        (lambda: ek.evaluate(None), "run_dir: must be a path"),
+        (lambda: ek.evaluate(str(run_dir).encode()), "run_dir: must be a path"),
+        (lambda: ek.evaluate(""), "run_dir: must name a file or folder"),
+        (lambda: ek.draw_run(3), "run_dir: must be a path"),
+        (lambda: ek.plot_run(run_dir, out=b"p.png"), "out: must be a path"),
+        (lambda: ek.load_predictor(None), "run_dir: must be a path"),
+        (lambda: ek.export_saved_model(run_dir, None), "out: must be a path"),
+        (lambda: ek.RunFolder(None), "run_dir: must be a path"),
+        (lambda: predictor.save_state(None, predictor.zero_state()), "path: must be a path"),
+        (lambda: predictor.load_state(None), "path: must be a path"),
+        (lambda: ek.train(config, tmp_path / "r", callbacks=[1]), "callbacks: must be Keras"),
+        (lambda: ek.train(config, tmp_path / "r", callbacks="x"), "callbacks: must be a list"),
+        (lambda: ek.train(config, tmp_path / "r", tensorboard_dir=1), "tensorboard_dir: must"),
+        (lambda: ek.run_sweep(None, tmp_path / "s"), "spec must be a SweepSpec"),
+        (lambda: ek.run_sweep(spec, None), "out: must be a path"),
+    ]  # fmt: skip
+    for call, message in refused:
+        with pytest.raises(ek.UsageError, match=message) as raised:
+            call()
+        assert raised.value.exit_status == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+    assert ek.train(config, tmp_path / "r", callbacks=None).epochs == 2  # None: no callbacks

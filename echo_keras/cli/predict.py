@@ -25,6 +25,7 @@ from echo_keras.cli.common import (
 )
 from echo_keras.config import check_seed, check_temperature
 from echo_keras.errors import ConfigError, StateFileError, UsageError
+from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
@@ -166,7 +167,7 @@ def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) ->
         target = fileio.output_path(state_out)
     except ValueError as error:
         raise bad_parameter("--state-out", str(error)) from None
-    if target.resolve().is_relative_to(RunFolder(run_dir).real):
+    if inside(target, run_dir):
         raise bad_parameter("--state-out", "is inside the run folder; keep state files beside it")
     if input_path not in (None, "-") and Path(input_path).exists():
         if target.resolve() == Path(input_path).resolve():

@@ -23,6 +23,7 @@ from echo_keras.cli.common import (
 from echo_keras.config import TrainConfig, memory_problem, new_config, resumed_config
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.options import as_flags, new_run_problem
+from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 
@@ -85,11 +86,7 @@ def train(
     problem = fileio.folder_problem(tensorboard) if tensorboard is not None else None
     if problem:
         raise bad_parameter("--tensorboard", problem)
-    if (
-        overwrite
-        and tensorboard is not None
-        and tensorboard.resolve().is_relative_to(run_dir.resolve())
-    ):
+    if overwrite and tensorboard is not None and inside(tensorboard, run_dir):
         raise bad_parameter(
             "--tensorboard", "inside the run folder, --overwrite would delete it with the old run"
         )

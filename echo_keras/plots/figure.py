@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import ConfigError, RunFolderError
+from echo_keras.paths import as_path
 from echo_keras.plots.data_figure import draw_data_figure, read_sample
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
@@ -257,6 +258,7 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
         ConfigError: `out` cannot be an image (see `figure_target`).
         OSError: the image could not be written.
     """
+    out = as_path(out, "out") if out is not None else None
     try:  # refused before any reading
         target = figure_target(out) if out is not None else None
     except ValueError as error:
@@ -264,6 +266,6 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
     figure, folder = _run_figure(run_dir)
     if target is None:  # the folder's own plot.png: a link there is replaced, not followed
         target = figure_target(folder.real / "plot.png", follow=False)
-    out = Path(out) if out is not None else folder.path / "plot.png"
+    out = out if out is not None else folder.path / "plot.png"
     save_figure(figure, target, out.suffix.lower().lstrip("."))
     return out

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from echo_keras.errors import RunBusy, RunExists, RunFolderError
+from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
 from echo_keras.run.lock import FileLock
 
@@ -73,7 +74,7 @@ class RunFolder:
     """
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
+        self.path = as_path(path, "run_dir")
         try:  # `.`, `x/..` and symlinks (of the folder or above it) name the real place
             self.real = self.path.resolve()
         except (OSError, RuntimeError):  # a symlink loop: opening it will say so

@@ -35,6 +35,7 @@ import numpy as np
 
 from echo_keras.backend import graph_function, tf
 from echo_keras.errors import ExportError, RunBusy, UsageError, first_line
+from echo_keras.paths import as_path
 from echo_keras.stream import export_folder
 from echo_keras.stream.model import StreamModel, load_stream_model
 
@@ -148,7 +149,7 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
             the reloaded SavedModel did not reproduce `predict`.
         In every case `out` is left as it was, and no staging folder is left behind.
     """
-    out = Path(out)
+    out = as_path(out, "out")
     problem = export_folder.out_problem(out, run_dir)
     if problem:
         raise UsageError(f"out: {problem}")

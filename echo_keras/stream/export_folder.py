@@ -16,6 +16,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from echo_keras.paths import inside
 from echo_keras.run.lock import FileLock
 
 # The longest suffix added to NAME beside the target: `.` + NAME + `.export-PID-XXXXXX`.
@@ -35,7 +36,7 @@ def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
         limit = 255
     if len(os.fsencode(out.name)) + _SUFFIX_BYTES > limit:
         return f"the name {out.name[:16]}... is too long for the staging folder beside it"
-    if run_dir is not None and out.resolve().is_relative_to(Path(run_dir).resolve()):
+    if run_dir is not None and inside(out, run_dir):
         return "is inside the run folder, which `overwrite=True` replaces whole"
     if out.name in ("", ".", ".."):
         return f"{out} names no new folder; give a new folder's name"

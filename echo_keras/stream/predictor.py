@@ -15,6 +15,7 @@ import numpy as np
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import Vocabulary
 from echo_keras.errors import ConfigError, UsageError
+from echo_keras.paths import as_path
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
 
@@ -144,12 +145,12 @@ class Predictor:
                 inside the run folder, or a folder that does not exist.
         """
         values = self._state(state)
-        target = state_files.state_target(Path(path), self.model, self.run_dir)
+        target = state_files.state_target(as_path(path, "path"), self.model, self.run_dir)
         state_files.write_state(target, self.model, values)
 
     def load_state(self, path: Path | str) -> State:
         """The state in an npz file (`predict --state-out`); StateFileError if unusable."""
-        return self._named(state_files.read_state(Path(path), self.model))
+        return self._named(state_files.read_state(as_path(path, "path"), self.model))
 
     def _named(self, values) -> State:
         """The state arrays under their names, in the model's order."""

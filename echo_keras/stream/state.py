@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import ConfigError, StateFileError
+from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.stream.model import StreamModel
 
@@ -88,7 +89,7 @@ def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) ->
         target = fileio.output_path(path)
     except ValueError as error:
         raise ConfigError("path", str(error)) from None
-    if run_dir is not None and target.resolve().is_relative_to(Path(run_dir).resolve()):
+    if run_dir is not None and inside(target, run_dir):
         raise ConfigError("path", f"{path} is inside the run folder; keep state files beside it")
     if target.exists():
         try:

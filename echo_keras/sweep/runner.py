@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_keras.errors import Interrupted, RunBusy, UsageError
+from echo_keras.paths import as_path
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders, system_tempdir
 from echo_keras.signals import SignalCatcher
@@ -101,7 +102,9 @@ def run_sweep(
         Interrupted: SIGINT or SIGTERM stopped it (completed rows kept).
         SweepError: results.csv is damaged, or the cluster cannot be joined.
     """
-    out = Path(out)
+    if not isinstance(spec, SweepSpec):
+        raise UsageError(f"spec must be a SweepSpec (see make_spec), got {spec!r:.40}")
+    out = as_path(out, "out")
     if resume and overwrite:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
     check_out(out, resume=resume, overwrite=overwrite)

@@ -1,0 +1,39 @@
+"""Paths a caller names: checked to be paths, and placed relative to a folder.
+
+The library takes a path as a `str` or an `os.PathLike`; `as_path` turns anything else
+into a `ConfigError` naming the argument, as a wrong setting is. `inside` is the one
+test of "this output would land in that folder" (a run folder an overwrite replaces
+whole). Nothing here touches the disk but to follow symlinks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from echo_keras.errors import ConfigError
+
+
+def as_path(value, argument: str) -> Path:
+    """`value`, a path the caller named for `argument`, as a Path; ConfigError (naming
+    `argument`) for anything else: None, bytes, a number, or an empty string (which
+    Python would read as the current folder)."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(text, str):
+        raise ConfigError(argument, f"must be a path (str or os.PathLike), got {value!r:.40}")
+    if not text:
+        raise ConfigError(argument, "must name a file or folder, got ''")
+    return Path(text)
+
+
+def inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether `path` is `folder` or lies in it, both followed through symlinks (a link
+    that leads nowhere is taken as written)."""
+    return _real(path).is_relative_to(_real(folder))
+
+
+def _real(place: Path | str) -> Path:
+    try:
+        return Path(place).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop
+        return Path(os.path.abspath(place))
