@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "echo_keras"
 ORDER = [
     "errors", "signals",  # the error table; signal catching
     "positions",  # the line and column of a text read in pieces, for messages
+    "paths",  # a path the caller names: checked, and placed relative to a folder
     "config",  # TrainConfig and its validation
     "options",  # the table of options: field, flag, help, sweep role
     "data",  # the echo series and the stateful window layout
@@ -91,6 +92,15 @@ def imports(path: Path, top_level_only: bool = False) -> set[str]:
 
 def test_every_module_has_its_place_in_the_plan():
     assert sorted(modules()) == sorted(ORDER)
+
+
+def test_the_readmes_plan_names_every_module():
+    """The README's folder tree is how a newcomer finds a module: none may be missing."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    plan = readme[readme.index("echo_keras/\n  __init__.py") :]
+    plan = plan[: plan.index("```")]
+    missing = [name for name in modules() if f"{name.rpartition('.')[2]}.py" not in plan]
+    assert not missing, f"add these to the README's plan: {missing}"
 
 
 @pytest.mark.parametrize("name", ORDER)
