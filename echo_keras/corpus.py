@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import functools
 import hashlib
 import os
 import re
@@ -25,77 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import LONGEST_SYMBOL, MAX_CLASSES, TrainConfig, available_memory
+from echo_keras.config import MAX_CLASSES, TrainConfig
 from echo_keras.data import Windows, document_windows, series_windows, symbol_dtype, task_pairs
-from echo_keras.errors import ConfigError, SymbolError, UsageError
+from echo_keras.errors import ConfigError, UsageError
+from echo_keras.memory import available_memory
 from echo_keras.positions import Position
+from echo_keras.vocabulary import Vocabulary, encode_bytes, parse_ints
 
-FORMATS = ("text", "ints")
 CHUNK_BYTES = 1 << 20
 _BLANK_LINES = re.compile(rb"(?<=\n)(?:[ \t\r\f\v]*\n)+")  # after a line's end
-_NOT_A_SYMBOL = re.compile(rb"[^0-9 \t\n\r\v\f]|[0-9]{%d,}" % (LONGEST_SYMBOL + 1))
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The symbols of a run: `kind` "text" (`symbols` its characters) or "ints" (0..K-1)."""
-
-    kind: str
-    symbols: tuple
-
-    @property
-    def size(self) -> int:
-        return len(self.symbols)
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "symbols": list(self.symbols)}
-
-    @functools.cached_property
-    def _table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(the symbols' code points, the order that sorts them)."""
-        points = np.array([ord(symbol) for symbol in self.symbols], np.uint32)
-        return points, np.argsort(points, kind="stable")
-
-    def ids_of(self, text: str) -> tuple[np.ndarray, int | None]:
-        """(the ids of a text run's characters, the index of the first character that is not
-        in the vocabulary or None); the ids from that character on mean nothing."""
-        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-        table, order = self._table
-        ids = order[np.minimum(np.searchsorted(table[order], points), len(table) - 1)]
-        bad = np.flatnonzero(table[ids] != points)
-        return ids, int(bad[0]) if len(bad) else None
-
-    @classmethod
-    def from_json(cls, data: object) -> Vocabulary:
-        """ValueError when `data` is not a vocabulary `to_json` could have written."""
-        if not isinstance(data, dict) or data.get("kind") not in FORMATS:
-            raise ValueError('not an object with "kind" "text" or "ints"')
-        symbols = data.get("symbols")
-        if not isinstance(symbols, list) or not 2 <= len(symbols) <= MAX_CLASSES:
-            raise ValueError(f'"symbols" must be a list of 2 to {MAX_CLASSES} symbols')
-        if data["kind"] == "ints":
-            if symbols != list(range(len(symbols))):
-                raise ValueError('"symbols" of an ints vocabulary must be 0..K-1')
-        elif not all(isinstance(s, str) and len(s) == 1 for s in symbols) or len(
-            set(symbols)
-        ) != len(symbols):
-            raise ValueError('"symbols" of a text vocabulary must be distinct characters')
-        return cls(data["kind"], tuple(symbols))
-
-    def encode(self, text: str, where: str = "the input") -> np.ndarray:
-        """The symbol ids of `text` (characters, or whitespace-separated integers);
-        SymbolError naming line and column of the first symbol not in the vocabulary."""
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise not_text(text, error.start, Position(where)) from None
-        return _encode_chunk(self, data, Position(where))
-
-    def decode(self, ids) -> str:
-        """The text of symbol ids: characters joined, or integers separated by spaces."""
-        if self.kind == "ints":
-            return " ".join(str(int(i)) for i in ids)
-        return "".join(self.symbols[int(i)] for i in ids)
 
 
 @dataclass
@@ -140,7 +77,7 @@ def read_symbols(
     at_line_start = True
     for chunk in _chunks(path, data_format, position, hasher):
         for piece, separator in _documents(chunk, at_line_start) if documents else [(chunk, b"")]:
-            encoded = _encode_chunk(vocabulary, piece, position)
+            encoded = encode_bytes(vocabulary, piece, position)
             if total + len(encoded) > len(ids):
                 raise _changed(field, path)
             ids[total : total + len(encoded)] = encoded
@@ -159,11 +96,6 @@ def read_symbols(
         doc_starts = np.unique(np.array([0, *starts], dtype=np.int64))
         doc_starts = doc_starts[doc_starts < total]  # a blank line at the end starts nothing
     return Symbols(ids, vocabulary, doc_starts, digest or hasher.hexdigest())
-
-
-def not_text(text: str, index: int, position: Position) -> SymbolError:
-    """The error for a str holding a lone surrogate at `index` (no UTF-8 can hold it)."""
-    return SymbolError(f"{position.of(text, index)}: not text (a lone surrogate {text[index]!r})")
 
 
 def _changed(field: str, path: Path) -> UsageError:
@@ -218,7 +150,7 @@ def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, 
     if data_format == "ints":
         largest = -1
         for chunk in _chunks(path, data_format, position, hasher):
-            values = _parse_ints(chunk, position)
+            values = parse_ints(chunk, position)
             if len(values):
                 largest = max(largest, int(values.max()))
             count += len(values)
@@ -295,44 +227,6 @@ def _checked(chunk: bytes, decoder, position: Position, final: bool) -> bytes:
     if nul >= 0:
         raise UsageError(f"{position.of(chunk, nul)}: a NUL character; is it a binary file?")
     return chunk
-
-
-def _parse_ints(chunk: bytes, position: Position) -> np.ndarray:
-    """The integers of a chunk of whole tokens: each ASCII digits alone (`predict` reads them
-    so too), at most LONGEST_SYMBOL of them; SymbolError naming the first other token."""
-    bad = _NOT_A_SYMBOL.search(chunk)
-    if bad:
-        start = max(chunk.rfind(space, 0, bad.start()) for space in b" \t\n\r\v\f") + 1
-        token = chunk[start:].split(maxsplit=1)[0]
-        shown = token[:20].decode("utf-8", "replace") + ("..." if len(token) > 20 else "")
-        raise SymbolError(
-            f"{position.of(chunk, start)}: {shown!r} is not a symbol "
-            f"(a whole number from 0, in at most {LONGEST_SYMBOL} digits)"
-        )
-    tokens = chunk.split()
-    return np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, np.int64)
-
-
-def _encode_chunk(vocabulary: Vocabulary, chunk: bytes, position: Position) -> np.ndarray:
-    dtype = symbol_dtype(vocabulary.size)
-    if vocabulary.kind == "ints":
-        values = _parse_ints(chunk, position)
-        bad = np.flatnonzero(values >= vocabulary.size)
-        if len(bad):
-            match = list(re.finditer(rb"\S+", chunk))[bad[0]]
-            raise SymbolError(
-                f"{position.of(chunk, match.start())}: {values[bad[0]]} is not a symbol of "
-                f"the run (0..{vocabulary.size - 1})"
-            )
-        return values.astype(dtype)
-    text = chunk.decode("utf-8")
-    ids, index = vocabulary.ids_of(text)
-    if index is not None:
-        offset = len(text[:index].encode("utf-8"))
-        raise SymbolError(
-            f"{position.of(chunk, offset)}: {text[index]!r} is not in the run's vocabulary"
-        )
-    return ids.astype(dtype)
 
 
 @dataclass

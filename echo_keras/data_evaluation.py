@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import Vocabulary, file_digest, laid_out, load_corpus, read_symbols
+from echo_keras.corpus import file_digest, laid_out, load_corpus, read_symbols
 from echo_keras.data import Windows
 from echo_keras.errors import ConfigError, UsageError
+from echo_keras.vocabulary import Vocabulary
 
 EVAL_WINDOWS = 200  # windows fed to the compiled loop at a time
 NEXT_BOUNDARY = 5  # boundary positions of the next-symbol task (fewer in a shorter window)

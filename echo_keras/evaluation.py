@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import check_seed, memory_problem
+from echo_keras.config import check_seed
 from echo_keras.data import eval_rng, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
 from echo_keras.errors import ConfigError, UsageError
+from echo_keras.memory import memory_problem
 from echo_keras.run import files
 from echo_keras.run.folder import RunFolder
 

@@ -25,7 +25,7 @@ from echo_keras.callbacks import (
     StopOnSignal,
     ValidateEachEpoch,
 )
-from echo_keras.config import TrainConfig, memory_problem
+from echo_keras.config import TrainConfig
 from echo_keras.corpus import Corpus, file_digest, load_corpus
 from echo_keras.errors import (
     ConfigError,
@@ -37,6 +37,7 @@ from echo_keras.errors import (
     UsageError,
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
+from echo_keras.memory import memory_problem
 from echo_keras.options import new_run_problem
 from echo_keras.paths import as_path
 from echo_keras.run import fileio, files

@@ -10,10 +10,11 @@ import pytest
 
 from echo_keras import corpus
 from echo_keras.config import MAX_CLASSES, TrainConfig
-from echo_keras.corpus import Vocabulary, load_corpus, read_symbols
+from echo_keras.corpus import load_corpus, read_symbols
 from echo_keras.data import document_windows, make_windows, series_windows, task_pairs
 from echo_keras.errors import ConfigError, SymbolError, UsageError
 from echo_keras.positions import Position
+from echo_keras.vocabulary import Vocabulary
 
 
 def write(tmp_path, name, content):

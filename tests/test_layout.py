@@ -23,8 +23,10 @@ ORDER = [
     "positions",  # the line and column of a text read in pieces, for messages
     "paths",  # a path the caller names: checked, and placed relative to a folder
     "config",  # TrainConfig and its validation
+    "memory",  # whether a configuration fits in memory
     "options",  # the table of options: field, flag, help, sweep role
     "data",  # the echo series and the stateful window layout
+    "vocabulary",  # a run's symbols, and text or integers turned into their ids
     "corpus",  # a user's own sequence: its file, symbols and vocabulary
     "run.fileio", "run.lock", "run.files", "run.folder",  # the run folder
     "stream.symbols",  # parsing and laying out symbol text

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import Vocabulary
 from echo_keras.errors import ConfigError, SymbolError, UsageError
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser, parse_text
+from echo_keras.vocabulary import Vocabulary
 from tests.helpers import ECHO_KERAS, invoke, one_line_error
 
 LINE = "abcdefg\n"

@@ -20,8 +20,9 @@ from echo_keras.cli.common import (
     notice,
     setting,
 )
-from echo_keras.config import TrainConfig, memory_problem, new_config, resumed_config
+from echo_keras.config import TrainConfig, new_config, resumed_config
 from echo_keras.errors import ConfigError, UsageError
+from echo_keras.memory import memory_problem
 from echo_keras.options import as_flags, new_run_problem
 from echo_keras.paths import inside
 from echo_keras.run import fileio

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import DATA_FIELDS, TrainConfig, memory_problem
-from echo_keras.corpus import Vocabulary
+from echo_keras.config import DATA_FIELDS, TrainConfig
 from echo_keras.errors import ConfigError, RunFolderError
+from echo_keras.memory import memory_problem
 from echo_keras.run import fileio
+from echo_keras.vocabulary import Vocabulary
 
 CONFIG = "config.json"
 STATUS = "status.json"

@@ -20,10 +20,10 @@ import numpy as np
 
 from echo_keras.backend import keras
 from echo_keras.config import TrainConfig, check_seed, check_temperature
-from echo_keras.corpus import Vocabulary
 from echo_keras.errors import UsageError
 from echo_keras.stream.model import StreamModel
 from echo_keras.stream.text import parse_text
+from echo_keras.vocabulary import Vocabulary
 
 
 def draw(probabilities: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

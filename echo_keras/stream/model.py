@@ -29,13 +29,13 @@ import numpy as np
 
 from echo_keras.backend import graph_function, keras, tf
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import Vocabulary
 from echo_keras.errors import RunFolderError, SymbolError
 from echo_keras.model import load_run
 from echo_keras.run import files
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser
+from echo_keras.vocabulary import Vocabulary
 
 # The padded lengths `step` is compiled for, shortest first: a piece of a stream runs in
 # the shortest that holds it (a line typed by hand in a small, quick program), and no

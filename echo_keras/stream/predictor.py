@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import Vocabulary
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.paths import as_path
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
+from echo_keras.vocabulary import Vocabulary
 
 State = dict[str, np.ndarray]
 

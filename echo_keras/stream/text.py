@@ -20,7 +20,6 @@ from collections.abc import Callable
 import numpy as np
 
 from echo_keras.config import LONGEST_SYMBOL
-from echo_keras.corpus import Vocabulary, not_text
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
 from echo_keras.stream.symbols import (
@@ -29,6 +28,7 @@ from echo_keras.stream.symbols import (
     complete_tokens,
     count_parsed,
 )
+from echo_keras.vocabulary import Vocabulary, not_text
 
 _SPACES = " \t\n\r\v\f"  # ASCII whitespace: what training splits integers at
 _TOKEN = re.compile(f"[^{_SPACES}]+")

@@ -17,11 +17,10 @@ from echo_keras.config import (
     CELLS,
     DATA_FIELDS,
     TrainConfig,
-    available_memory,
-    memory_problem,
     with_default_rate,
 )
 from echo_keras.errors import ConfigError, UsageError
+from echo_keras.memory import available_memory, memory_problem
 from echo_keras.options import AXES
 
 # The default grid: echo steps on both sides of every window, so the cliff at echo step =

@@ -25,12 +25,13 @@ import numpy as np
 
 from echo_keras import model as model_lib
 from echo_keras.backend import keras, tf
-from echo_keras.config import TrainConfig, memory_problem
+from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, symbol_dtype, windows_from_rng
 from echo_keras.errors import ConfigError, TrainingDiverged
 from echo_keras.evaluation import Metrics, score
 from echo_keras.fitting import build_compiled_model, probabilities
 from echo_keras.loops import PairedPredictLoop, TrainLoop
+from echo_keras.memory import memory_problem
 from echo_keras.run import fileio, files
 from echo_keras.sweep.grid import shape_key
 from echo_keras.training import DIVERGED

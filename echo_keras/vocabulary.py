@@ -1,0 +1,127 @@
+"""A run's vocabulary: its symbols, and text or integers turned into their ids.
+
+A text vocabulary is a file's distinct characters in code point order; an `ints` one is
+0..K-1, each written as ASCII digits alone. The corpus reader, `predict`'s parsers and
+generation all encode through here, so a symbol is read the same way everywhere, and a
+symbol that is not the run's is named by line and column. Numpy only.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from echo_keras.config import DATA_FORMATS, LONGEST_SYMBOL, MAX_CLASSES
+from echo_keras.data import symbol_dtype
+from echo_keras.errors import SymbolError
+from echo_keras.positions import Position
+
+_NOT_A_SYMBOL = re.compile(rb"[^0-9 \t\n\r\v\f]|[0-9]{%d,}" % (LONGEST_SYMBOL + 1))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The symbols of a run: `kind` "text" (`symbols` its characters) or "ints" (0..K-1)."""
+
+    kind: str
+    symbols: tuple
+
+    @property
+    def size(self) -> int:
+        return len(self.symbols)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "symbols": list(self.symbols)}
+
+    @functools.cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the symbols' code points, the order that sorts them)."""
+        points = np.array([ord(symbol) for symbol in self.symbols], np.uint32)
+        return points, np.argsort(points, kind="stable")
+
+    def ids_of(self, text: str) -> tuple[np.ndarray, int | None]:
+        """(the ids of a text run's characters, the index of the first character that is not
+        in the vocabulary or None); the ids from that character on mean nothing."""
+        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        table, order = self._table
+        ids = order[np.minimum(np.searchsorted(table[order], points), len(table) - 1)]
+        bad = np.flatnonzero(table[ids] != points)
+        return ids, int(bad[0]) if len(bad) else None
+
+    @classmethod
+    def from_json(cls, data: object) -> Vocabulary:
+        """ValueError when `data` is not a vocabulary `to_json` could have written."""
+        if not isinstance(data, dict) or data.get("kind") not in DATA_FORMATS:
+            raise ValueError('not an object with "kind" "text" or "ints"')
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list) or not 2 <= len(symbols) <= MAX_CLASSES:
+            raise ValueError(f'"symbols" must be a list of 2 to {MAX_CLASSES} symbols')
+        if data["kind"] == "ints":
+            if symbols != list(range(len(symbols))):
+                raise ValueError('"symbols" of an ints vocabulary must be 0..K-1')
+        elif not all(isinstance(s, str) and len(s) == 1 for s in symbols) or len(
+            set(symbols)
+        ) != len(symbols):
+            raise ValueError('"symbols" of a text vocabulary must be distinct characters')
+        return cls(data["kind"], tuple(symbols))
+
+    def encode(self, text: str, where: str = "the input") -> np.ndarray:
+        """The symbol ids of `text` (characters, or whitespace-separated integers);
+        SymbolError naming line and column of the first symbol not in the vocabulary."""
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise not_text(text, error.start, Position(where)) from None
+        return encode_bytes(self, data, Position(where))
+
+    def decode(self, ids) -> str:
+        """The text of symbol ids: characters joined, or integers separated by spaces."""
+        if self.kind == "ints":
+            return " ".join(str(int(i)) for i in ids)
+        return "".join(self.symbols[int(i)] for i in ids)
+
+
+def not_text(text: str, index: int, position: Position) -> SymbolError:
+    """The error for a str holding a lone surrogate at `index` (no UTF-8 can hold it)."""
+    return SymbolError(f"{position.of(text, index)}: not text (a lone surrogate {text[index]!r})")
+
+
+def parse_ints(chunk: bytes, position: Position) -> np.ndarray:
+    """The integers of a chunk of whole tokens: each ASCII digits alone (`predict` reads them
+    so too), at most LONGEST_SYMBOL of them; SymbolError naming the first other token."""
+    bad = _NOT_A_SYMBOL.search(chunk)
+    if bad:
+        start = max(chunk.rfind(space, 0, bad.start()) for space in b" \t\n\r\v\f") + 1
+        token = chunk[start:].split(maxsplit=1)[0]
+        shown = token[:20].decode("utf-8", "replace") + ("..." if len(token) > 20 else "")
+        raise SymbolError(
+            f"{position.of(chunk, start)}: {shown!r} is not a symbol "
+            f"(a whole number from 0, in at most {LONGEST_SYMBOL} digits)"
+        )
+    tokens = chunk.split()
+    return np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, np.int64)
+
+
+def encode_bytes(vocabulary: Vocabulary, chunk: bytes, position: Position) -> np.ndarray:
+    dtype = symbol_dtype(vocabulary.size)
+    if vocabulary.kind == "ints":
+        values = parse_ints(chunk, position)
+        bad = np.flatnonzero(values >= vocabulary.size)
+        if len(bad):
+            match = list(re.finditer(rb"\S+", chunk))[bad[0]]
+            raise SymbolError(
+                f"{position.of(chunk, match.start())}: {values[bad[0]]} is not a symbol of "
+                f"the run (0..{vocabulary.size - 1})"
+            )
+        return values.astype(dtype)
+    text = chunk.decode("utf-8")
+    ids, index = vocabulary.ids_of(text)
+    if index is not None:
+        offset = len(text[:index].encode("utf-8"))
+        raise SymbolError(
+            f"{position.of(chunk, offset)}: {text[index]!r} is not in the run's vocabulary"
+        )
+    return ids.astype(dtype)
