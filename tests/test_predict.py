@@ -98,7 +98,7 @@ def test_two_calls_with_state_files_give_one_pass(trained, stream_model, variant
         probabilities, whole["probabilities"], first["predictions"] + second["predictions"]
     )
     with np.load(state) as saved:
-        assert sorted(saved.files) == sorted(stream_model(variant).names)
+        assert sorted(saved.files) == sorted([*stream_model(variant).names, "weights_digest"])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -234,6 +234,27 @@ def test_state_files_from_another_run_or_damaged(trained, tiny_run, tmp_path):
         )
         one_line_error(result, str(path.name), fragment, code=code)
         assert state.read_bytes() == b"earlier state" and result.stdout == ""
+
+
+def test_a_state_computed_with_other_weights_is_refused_yet_may_be_replaced(trained, tmp_path):
+    """The tiny runs "lstm" and "dropout" carry states of the same names and shapes, from
+    different weights: one's state is no start for the other. A state file from before the
+    digest was kept is read on its shapes alone."""
+    lstm, dropout, state = trained("lstm"), trained("dropout"), tmp_path / "state.npz"
+    assert invoke("predict", "--run-dir", lstm, "0110", "--state-out", state).exit_code == 0
+    saved = state.read_bytes()
+    result = invoke("predict", "--run-dir", dropout, "1", "--state-in", state)
+    one_line_error(result, "state.npz was computed with other weights", code=2)
+    assert result.stdout == "" and state.read_bytes() == saved
+    again = invoke("predict", "--run-dir", lstm, "1", "--state-in", state, "--state-out", state)
+    assert again.exit_code == 0, again.output  # its own weights: read, and written anew
+    replaced = invoke("predict", "--run-dir", dropout, "1", "--state-out", state)
+    assert replaced.exit_code == 0, replaced.output  # a state file of these shapes: replaced
+    assert invoke("predict", "--run-dir", dropout, "1", "--state-in", state).exit_code == 0
+    with np.load(state) as arrays:
+        older = {name: arrays[name] for name in arrays.files if name != "weights_digest"}
+    np.savez(state, **older)
+    assert invoke("predict", "--run-dir", lstm, "1", "--state-in", state).exit_code == 0
 
 
 def test_damaged_run_folder_exits_1(tmp_path):

@@ -21,6 +21,7 @@ however long the stream.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class StreamModel:
         self.head = keras.layers.Dense.from_config(source.get_config())
         self.head.build((None, config.state_size))
         self.head.set_weights(source.get_weights())
+        self.weights_digest = _digest(self.cells + [self.head])
         self._compiled = graph_function(self.step, jit_compile=True)
         self._runners: dict[int, Callable] = {}
 
@@ -159,6 +161,15 @@ class StreamModel:
         if not outputs:
             return np.zeros((0, self.config.num_classes), np.float32), state
         return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs)), state
+
+
+def _digest(layers) -> bytes:
+    """16 bytes that tell these weights from any others (what a state file is saved with)."""
+    digest = hashlib.sha256()
+    for layer in layers:
+        for weights in layer.get_weights():
+            digest.update(np.ascontiguousarray(weights, np.float32).tobytes())
+    return digest.digest()[:16]
 
 
 def _trained_layer(model: keras.Model, name: str):

@@ -1,8 +1,11 @@
 """State files: the carried state of a stream, saved between calls (`predict --state-out`).
 
 One npz file, one float32 (1, units) array per state name (`lstm_0_h`, `lstm_0_c`, ...),
-written atomically. Read as untrusted: every array's name and shape is checked from
-its header before its data is read.
+and `weights_digest`, 16 bytes that name the weights it was computed with; written
+atomically. Read as untrusted: every array's name and shape is checked from its header
+before its data is read. A state computed with other weights (another run of the same
+shapes, or this run before it trained further) means nothing to this model, and is
+refused; a file from before the digest was kept is taken on its shapes alone.
 """
 
 from __future__ import annotations
@@ -17,19 +20,26 @@ from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.stream.model import StreamModel
 
+DIGEST = "weights_digest"  # the array that names the weights a state was computed with
+
 
 class _OtherRun(ValueError):
     """A well-formed state file whose states are not this run's."""
 
 
-def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
-    """The state saved by `write_state`; StateFileError if damaged or from another model.
+def read_state(path: Path, model: StreamModel, same_weights: bool = True) -> list[np.ndarray]:
+    """The state saved by `write_state`; StateFileError if damaged or from another model
+    (with `same_weights`, also if computed with other weights than `model`'s).
 
     Every array's name and shape is checked from its header before its data is read.
     """
     wanted = (1, model.units)
 
     def check(name, shape, dtype):
+        if name == DIGEST:
+            if shape != (len(model.weights_digest),) or dtype != np.uint8:
+                raise ValueError(f"{name} has shape {shape} and type {dtype}")
+            return
         if name not in model.names:
             raise _OtherRun(
                 f"{path} holds the state {name}; this run carries {', '.join(model.names)}: "
@@ -62,6 +72,13 @@ def read_state(path: Path, model: StreamModel) -> list[np.ndarray]:
             "it was written for another run",
             damaged=False,
         )
+    digest = arrays.get(DIGEST)
+    if same_weights and digest is not None and digest.tobytes() != model.weights_digest:
+        raise StateFileError(
+            f"{path} was computed with other weights (another run of the same shapes, or "
+            "this run before it trained further): its state means nothing to this model",
+            damaged=False,
+        )
     state = []
     for name in model.names:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -77,6 +94,7 @@ def write_state(path: Path, model: StreamModel, state: list) -> None:
     arrays = {
         name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
     }
+    arrays[DIGEST] = np.frombuffer(model.weights_digest, np.uint8)
 
     fileio.savez(Path(path), arrays)
 
@@ -84,7 +102,8 @@ def write_state(path: Path, model: StreamModel, state: list) -> None:
 def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) -> Path:
     """Where a state file for `path` is written (through a symlink); ConfigError, naming
     `path`, for what must not be replaced: anything but a regular file, a file that is not
-    a state file of this run, or a place inside the run folder `run_dir`."""
+    a state file of this run, or a place inside the run folder `run_dir`. A state file of
+    this run's shapes is replaced whatever weights it was computed with."""
     try:
         target = fileio.output_path(path)
     except ValueError as error:
@@ -93,7 +112,7 @@ def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) ->
         raise ConfigError("path", f"{path} is inside the run folder; keep state files beside it")
     if target.exists():
         try:
-            read_state(target, model)
+            read_state(target, model, same_weights=False)
         except StateFileError:
             mine = f"{path} exists and is not a state file of this run"
             raise ConfigError("path", mine) from None
