@@ -115,7 +115,8 @@ def evaluate(
 
     Raises:
         RunFolderError: the run has no usable model (missing, damaged, not complete).
-        ConfigError: a `series_length` or `seed` that cannot work, or a file too short.
+        ConfigError: a `series_length` or `seed` that cannot work, a file too short, or a
+            `run_dir` that is not a path.
         UsageError: `data` for an echo run, `seed` or `series_length` for a run on its
             own data, or a file that cannot be read.
         SymbolError: a symbol outside the run's vocabulary (naming line and column).

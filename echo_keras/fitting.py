@@ -98,7 +98,15 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) 
     # Keras builds the compiled metrics on the first step, so look the metric up late.
     tap.logits_source = lambda: model_lib.batch_loss_metric(model).logits.numpy()
     counter = _BatchCounter()
-    model.stop_training = False
+    callback_list = _OneTraining(
+        [*callbacks, counter],
+        add_history=True,
+        model=model,
+        epochs=config.num_epochs,
+        steps=config.num_batches,
+        verbose=0,
+    )
+    callback_list.begin()
     for epoch in range(first_epoch, config.num_epochs):
         tap.windows = epoch_data(config, epoch, corpus)
         windows = tap.windows.chunk(0, tap.windows.num_windows)
@@ -107,7 +115,7 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) 
         x = np.eye(config.num_classes, dtype=np.float32)[x] if config.input_width > 1 else x
         x = x.reshape(-1, window, config.input_width).astype(np.float32)
         y = windows["targets"].reshape(-1, window).astype(np.int32)
-        history = model.fit(
+        model.fit(
             x,
             y,
             batch_size=config.batch_size,
@@ -115,11 +123,31 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) 
             initial_epoch=epoch,
             shuffle=False,
             verbose=0,
-            callbacks=[*callbacks, counter],
+            callbacks=callback_list,
         )
-        if model.stop_training or not history.history:
+        if model.stop_training:
             break
+    callback_list.end()
     return counter.batches
+
+
+class _OneTraining(keras.callbacks.CallbackList):
+    """The callbacks of a whole training, handed to one `model.fit` per epoch: their
+    `on_train_begin` and `on_train_end` run once (`begin`, `end`), not at every fit, so a
+    callback that counts epochs (EarlyStopping's patience) sees the training as one, as on
+    the fast path."""
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def begin(self):
+        super().on_train_begin()
+
+    def end(self):
+        super().on_train_end()
 
 
 class _BatchCounter(keras.callbacks.Callback):
@@ -146,21 +174,21 @@ def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -
     for epoch in range(first_epoch, config.num_epochs):
         tap.windows = epoch_data(config, epoch, corpus)
         callback_list.on_epoch_begin(epoch)
-        total, start = 0.0, 0
+        total, start, done = 0.0, 0, 0
         while start < num_windows and not model.stop_training:
             stop = chunk_stops(start, num_windows, epoch)
             chunk = {k: tf.constant(v) for k, v in tap.windows.chunk(start, stop, size).items()}
             losses, logits = loop(**chunk, start=0, stop=stop - start)
             for batch, loss in enumerate(losses.numpy()[: stop - start].tolist(), start):
                 total += loss
-                steps += 1
+                steps, done = steps + 1, done + 1
                 logs = {"loss": total / (batch + 1), "batch_loss": loss}
                 callback_list.on_train_batch_begin(batch)  # after the fact: it already ran
                 callback_list.on_train_batch_end(batch, logs)
                 if model.stop_training:
                     break
             start = stop
-        if model.stop_training and start < num_windows:
+        if done < num_windows:  # cut short: not an epoch that ended
             break
         callback_list.on_epoch_end(epoch, {"loss": total / num_windows})
         if model.stop_training:

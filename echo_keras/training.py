@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,8 +94,9 @@ def train(
         progress: draw a progress bar on stdout.
         callbacks: Keras callbacks to run after the built-in ones. One that sets
             `model.stop_training` ends the run, complete, at its last completed epoch
-            (a stop inside an epoch drops that epoch's batches and weights); the status
-            says so, and `resume=True` continues it.
+            and its weights (a stop inside an epoch drops that epoch's batches;
+            EarlyStopping's `restore_best_weights` is not followed: the run is its
+            checkpoint); the status says so, and `resume=True` continues it.
         plain: train with `model.fit`, one window per step (slow; for debugging).
         plot_every: redraw RUN_DIR/live.png every this many batches.
         tensorboard_dir: write TensorBoard logs (per-batch loss) here.
@@ -197,7 +198,7 @@ def train(
             result = _finish(
                 config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus
             )
-            result.validation = list(validation[0].rows) if validation else []
+            result.validation = list(validation[0].rows[: result.epochs]) if validation else []
             return result
         except BaseException as error:
             if changed and not isinstance(error, (TrainingError, Interrupted)):
@@ -212,15 +213,17 @@ def _check_arguments(run_dir, plot_every, callbacks) -> list:
     flags the same way), or a callback that is not a Keras callback."""
     as_path(run_dir, "run_dir")
     callbacks = () if callbacks is None else callbacks
-    if not isinstance(callbacks, (list, tuple)):
+    single = isinstance(callbacks, (str, bytes, keras.callbacks.Callback))
+    if single or not isinstance(callbacks, Iterable):
         raise ConfigError("callbacks", f"must be a list of Keras callbacks, got {callbacks!r:.40}")
+    callbacks = list(callbacks)
     for callback in callbacks:
         if not isinstance(callback, keras.callbacks.Callback):
             raise ConfigError("callbacks", f"must be Keras callbacks, got {callback!r:.40}")
     bad = isinstance(plot_every, bool) or not isinstance(plot_every, (int, type(None)))
     if bad or (plot_every is not None and plot_every < 1):
         raise ConfigError("plot_every", f"must be a whole number from 1, got {plot_every!r}")
-    return list(callbacks)
+    return callbacks
 
 
 def _same_data(config: TrainConfig, folder: RunFolder):
@@ -358,17 +361,17 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
 
 
 def _stopped_early(config, work_dir, model, rows, completed):
-    """The rows of the completed epochs, with `model` back at the last of them, when a
-    callback stopped training early. A stop inside an epoch leaves weights that no
-    history row or checkpoint describes: the run keeps its last completed epoch instead.
-    TrainingError if no epoch was completed."""
+    """The rows of the completed epochs, with `model` back at the last of them (its
+    checkpoint), when a callback stopped training early. A stop inside an epoch leaves
+    weights that no history row or checkpoint describes, and a callback may have changed
+    them since (EarlyStopping's `restore_best_weights`): the run keeps its last completed
+    epoch, as its checkpoint and history.csv hold it. TrainingError if none was completed."""
     if completed == 0:
         message = "a callback stopped training in the first epoch; no epoch was completed"
         files.write_status(work_dir, "failed", message)
         raise TrainingError(f"{message} and no model was saved")
-    if len(rows) > completed * config.num_batches:
-        model_lib.restore_checkpoint(work_dir, model)
-        model_lib.reset_states(model)
+    model_lib.restore_checkpoint(work_dir, model)
+    model_lib.reset_states(model)
     return rows[: completed * config.num_batches]
 
 

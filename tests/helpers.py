@@ -166,3 +166,24 @@ def assert_same_stream(probabilities, expected, predictions=None, tolerance=1e-5
         np.testing.assert_array_equal(
             np.asarray(predictions)[clear], expected.argmax(axis=-1)[clear]
         )
+
+
+def stop_at(epoch: int, batch: int | None):
+    """A callback that stops training at `batch`'s end of `epoch`, or at the epoch's end."""
+    import keras
+
+    class Stop(keras.callbacks.Callback):
+        current = None
+
+        def on_epoch_begin(self, index, logs=None):
+            self.current = index
+
+        def on_train_batch_end(self, index, logs=None):
+            if (self.current, index) == (epoch, batch):
+                self.model.stop_training = True
+
+        def on_epoch_end(self, index, logs=None):
+            if batch is None and index == epoch:
+                self.model.stop_training = True
+
+    return Stop()

@@ -17,6 +17,7 @@ import pytest
 
 import echo_keras as ek
 from tests.helpers import invoke as cli
+from tests.helpers import stop_at
 
 SMALL = dict(num_epochs=2, total_series_length=1500, truncated_backprop_length=10)
 
@@ -221,34 +222,17 @@ def test_the_callbacks_serve_a_users_own_model_fit():
     assert len({round(row[3], 6) for row in recorder.rows}) > 1
 
 
-def _stop_at(epoch: int, batch: int | None):
-    """A callback that stops training at `batch`'s end of `epoch`, or at the epoch's end."""
-    import keras
-
-    class Stop(keras.callbacks.Callback):
-        current = None
-
-        def on_epoch_begin(self, index, logs=None):
-            self.current = index
-
-        def on_train_batch_end(self, index, logs=None):
-            if (self.current, index) == (epoch, batch):
-                self.model.stop_training = True
-
-        def on_epoch_end(self, index, logs=None):
-            if batch is None and index == epoch:
-                self.model.stop_training = True
-
-    return Stop()
-
-
 def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch(tmp_path):
     """Stopped at an epoch's end or inside the next one, the run is the same: two completed
     epochs, their rows, their weights; it says so and resumes. Stopped inside the first epoch,
     nothing is kept."""
+    import keras
+
+    from echo_keras.errors import TrainingError
+
     config = ek.TrainConfig(**{**SMALL, "num_epochs": 3})
-    at_end = ek.train(config, tmp_path / "end", callbacks=[_stop_at(1, None)])
-    inside = ek.train(config, tmp_path / "inside", callbacks=[_stop_at(2, 3)])
+    at_end = ek.train(config, tmp_path / "end", callbacks=[stop_at(1, None)])
+    inside = ek.train(config, tmp_path / "inside", callbacks=[stop_at(2, 3)])
     for result in (at_end, inside):
         assert result.epochs == 2 and len(result.history) == 2 * config.num_batches
         status = ek.RunFolder(result.run_dir).status()
@@ -257,7 +241,7 @@ def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch
     assert inside.history == at_end.history and inside.final_loss == at_end.final_loss
     assert ek.evaluate(tmp_path / "inside") == ek.evaluate(tmp_path / "end")
     assert len((tmp_path / "inside" / "history.csv").read_text().splitlines()) == 61
-    plain = ek.train(config, tmp_path / "plain", callbacks=[_stop_at(2, 3)], plain=True)
+    plain = ek.train(config, tmp_path / "plain", callbacks=[stop_at(2, 3)], plain=True)
     for result in (inside, plain):  # the batches run, those of the stopped epoch too
         assert result.steps == 2 * config.num_batches + 4
     assert plain.epochs == 2 and [row[:3] for row in plain.history] == [
@@ -268,8 +252,19 @@ def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch
     resumed = ek.train(config, tmp_path / "inside", resume=True)
     assert resumed.epochs == 3 and ek.RunFolder(tmp_path / "inside").status()["message"] == ""
 
-    with pytest.raises(ek.EchoKerasError, match="stopped training in the first epoch") as error:
-        ek.train(config, tmp_path / "first", callbacks=[_stop_at(0, 2)])
+    # Keras's EarlyStopping, on both paths: no improvement by 10 after epoch 0 stops at the
+    # end of epoch 1. The weights it restores (epoch 0's) are not followed: the run is its
+    # checkpoint, as its history says.
+    def early():
+        return keras.callbacks.EarlyStopping("loss", 10, 0, restore_best_weights=True)
+
+    for plain in (False, True):
+        stopped = ek.train(config, tmp_path / f"early-{plain}", callbacks=[early()], plain=plain)
+        assert (stopped.epochs, len(stopped.history)) == (2, 2 * config.num_batches)
+    assert ek.evaluate(tmp_path / "early-False") == ek.evaluate(tmp_path / "end")
+
+    with pytest.raises(TrainingError, match="stopped training in the first epoch") as error:
+        ek.train(config, tmp_path / "first", callbacks=[stop_at(0, 2)])
     assert error.value.exit_status == 1
     assert ek.RunFolder(tmp_path / "first").status()["status"] == "failed"
     assert not (tmp_path / "first" / "model.keras").exists()

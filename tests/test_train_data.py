@@ -15,7 +15,7 @@ import pytest
 from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, RunFolderError
 from echo_keras.run import files
-from tests.helpers import invoke, one_line_error
+from tests.helpers import invoke, one_line_error, stop_at
 
 # "abcd" repeated: every next symbol is certain.
 SMALL = {"batch_size": 4, "truncated_backprop_length": 10, "state_size": 16}
@@ -63,6 +63,31 @@ def test_resume_continues_a_data_run_exactly(cycle_file, cycle_run, tmp_path):
     resumed = train(config, run_dir, resume=True)
     assert resumed.history == whole.history
     assert resumed.validation == whole.validation
+
+
+@pytest.mark.parametrize("batch", [10, 120], ids=["first-chunk", "last-chunk"])
+def test_a_stop_inside_an_epoch_keeps_only_what_its_completed_epochs_validated(
+    cycle_run, tmp_path, batch
+):
+    """134 batches an epoch: the fast path feeds them in two chunks. Stopped in either, the
+    epoch has no end (no callback hears of one) and no validation row; on the plain path,
+    where Keras ends the epoch anyway, its row is dropped."""
+    from echo_keras.backend import keras
+    from echo_keras.training import train
+
+    config, _, whole = cycle_run
+    ended = []
+
+    class Ends(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ended.append(epoch)
+
+    result = train(config, tmp_path / "fast", callbacks=[stop_at(1, batch), Ends()])
+    assert (result.epochs, ended) == (1, [0])
+    assert result.validation == whole.validation[:1] == files.read_validation(tmp_path / "fast")
+    plain = train(config, tmp_path / "plain", callbacks=[stop_at(1, batch)], plain=True)
+    assert plain.epochs == 1 and len(plain.validation) == 1
+    assert plain.validation == files.read_validation(tmp_path / "plain")
 
 
 def test_the_cli_trains_on_a_file_and_prints_its_validation(cycle_file, tmp_path):

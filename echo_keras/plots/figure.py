@@ -239,6 +239,7 @@ def draw_run(run_dir: Path | str):
     Raises:
         RunFolderError: config.json, history.csv or (an echo run's) last_batch.npz is
             missing or damaged.
+        ConfigError: a `run_dir` that is not a path.
     """
     return _run_figure(run_dir)[0]
 
@@ -255,7 +256,8 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
 
     Raises:
         RunFolderError: a file of the run is missing or damaged.
-        ConfigError: `out` cannot be an image (see `figure_target`).
+        ConfigError: `out` cannot be an image (see `figure_target`), or it or `run_dir`
+            is not a path.
         OSError: the image could not be written.
     """
     out = as_path(out, "out") if out is not None else None

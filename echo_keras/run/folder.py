@@ -59,7 +59,8 @@ class RunFolder:
     """A run folder, named as the user named it (`path`), written where it really is (`real`).
 
     A symlinked run folder is written through: the lock, the swap and the
-    leftovers live beside its target, and the link stays a link.
+    leftovers live beside its target, and the link stays a link. A `path` that is not
+    a path (None, bytes, '') is a ConfigError naming `run_dir`.
 
     Example:
 

@@ -149,7 +149,8 @@ class Predictor:
         state_files.write_state(target, self.model, values)
 
     def load_state(self, path: Path | str) -> State:
-        """The state in an npz file (`predict --state-out`); StateFileError if unusable."""
+        """The state in an npz file (`predict --state-out`); StateFileError if unusable:
+        damaged, of other states or shapes, or computed with other weights than this run's."""
         return self._named(state_files.read_state(as_path(path, "path"), self.model))
 
     def _named(self, values) -> State:
@@ -200,5 +201,6 @@ def load_predictor(run_dir: Path | str) -> Predictor:
     Raises:
         RunFolderError: config.json or model.keras (or, for a run on its own data,
             vocabulary.json) is missing, damaged or disagree.
+        ConfigError: a `run_dir` that is not a path.
     """
     return Predictor(load_stream_model(run_dir), run_dir)
