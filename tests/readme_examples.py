@@ -202,6 +202,14 @@ SUITE_CHANGES = {
         "the same command on the same run as the Commands block's, which just printed it",
         reuse=True,
     ),
+    "$ echo-keras evaluate --run-dir runs/text": Change(
+        "the same command on the same run as the block above it, which just ran it",
+        reuse=True,
+    ),
+    "$ echo-keras evaluate --run-dir runs/text --reset-each-window": Change(
+        "the same command on the same run as the block above it, which just ran it",
+        reuse=True,
+    ),
     "echo-keras sweep": Change(
         "the default grid, 36 points, takes about 40 s on two cores", append=SMALL_SWEEP
     ),
