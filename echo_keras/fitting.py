@@ -97,17 +97,19 @@ def aligned_chunk_stops(every: int):
 def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:
     # Keras builds the compiled metrics on the first step, so look the metric up late.
     tap.logits_source = lambda: model_lib.batch_loss_metric(model).logits.numpy()
-    counter = _BatchCounter()
     callback_list = _OneTraining(
-        [*callbacks, counter],
+        callbacks,
         add_history=True,
         model=model,
         epochs=config.num_epochs,
         steps=config.num_batches,
         verbose=0,
     )
+    model.stop_training = False
     callback_list.begin()
     for epoch in range(first_epoch, config.num_epochs):
+        if model.stop_training:  # a callback's on_train_begin, which fit would forget
+            break
         tap.windows = epoch_data(config, epoch, corpus)
         windows = tap.windows.chunk(0, tap.windows.num_windows)
         window = config.truncated_backprop_length
@@ -128,14 +130,19 @@ def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) 
         if model.stop_training:
             break
     callback_list.end()
-    return counter.batches
+    return callback_list.total
 
 
 class _OneTraining(keras.callbacks.CallbackList):
-    """The callbacks of a whole training, handed to one `model.fit` per epoch: their
-    `on_train_begin` and `on_train_end` run once (`begin`, `end`), not at every fit, so a
-    callback that counts epochs (EarlyStopping's patience) sees the training as one, as on
-    the fast path."""
+    """The callbacks of a whole training, handed to one `model.fit` per epoch, told what
+    the fast path tells them: `on_train_begin` and `on_train_end` once (`begin`, `end`),
+    not at every fit, so a callback that counts epochs (EarlyStopping's patience) sees one
+    training; and no `on_epoch_end` for an epoch cut short, which fit would still end.
+    `total` counts the batches run, a stopped epoch's too."""
+
+    def __init__(self, callbacks, *, steps: int, **options):
+        super().__init__(callbacks, steps=steps, **options)
+        self.steps, self.batches, self.total = steps, 0, 0
 
     def on_train_begin(self, logs=None):
         pass
@@ -143,20 +150,23 @@ class _OneTraining(keras.callbacks.CallbackList):
     def on_train_end(self, logs=None):
         pass
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches = 0
+        super().on_epoch_begin(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches, self.total = self.batches + 1, self.total + 1
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.batches == self.steps:
+            super().on_epoch_end(epoch, logs)
+
     def begin(self):
         super().on_train_begin()
 
     def end(self):
         super().on_train_end()
-
-
-class _BatchCounter(keras.callbacks.Callback):
-    """Counts the batches `model.fit` ran, a stopped epoch's too."""
-
-    batches = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
 
 
 def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:

@@ -94,9 +94,10 @@ def train(
         progress: draw a progress bar on stdout.
         callbacks: Keras callbacks to run after the built-in ones. One that sets
             `model.stop_training` ends the run, complete, at its last completed epoch
-            and its weights (a stop inside an epoch drops that epoch's batches;
-            EarlyStopping's `restore_best_weights` is not followed: the run is its
-            checkpoint); the status says so, and `resume=True` continues it.
+            and its weights (a stop inside an epoch drops that epoch's batches);
+            the status says so, and `resume=True` continues it. The saved model is
+            always the last checkpoint: EarlyStopping's `restore_best_weights` is not
+            followed.
         plain: train with `model.fit`, one window per step (slow; for debugging).
         plot_every: redraw RUN_DIR/live.png every this many batches.
         tensorboard_dir: write TensorBoard logs (per-batch loss) here.
@@ -339,8 +340,13 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
         )
     message = ""
     if completed < config.num_epochs:  # a callback of the caller's set `stop_training`
-        rows = _stopped_early(config, work_dir, model, rows, completed)
+        rows = _stopped_early(config, work_dir, rows, completed)
         message = f"stopped by a callback after {completed} of {config.num_epochs} epochs"
+    # The model is its last checkpoint: a stop inside an epoch leaves weights that no
+    # history row or checkpoint describes, and a callback may have changed them since
+    # (EarlyStopping's `restore_best_weights`, at the end of training).
+    model_lib.restore_checkpoint(work_dir, model)
+    model_lib.reset_states(model)
     # history.csv, last_batch.npz and the checkpoint were written at the last epoch's end.
     if corpus is not None and config.task == "next":
         text, _ = sample(model, config, corpus.vocabulary, SAMPLE_LENGTH, seed=config.seed)
@@ -360,18 +366,13 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
     )
 
 
-def _stopped_early(config, work_dir, model, rows, completed):
-    """The rows of the completed epochs, with `model` back at the last of them (its
-    checkpoint), when a callback stopped training early. A stop inside an epoch leaves
-    weights that no history row or checkpoint describes, and a callback may have changed
-    them since (EarlyStopping's `restore_best_weights`): the run keeps its last completed
-    epoch, as its checkpoint and history.csv hold it. TrainingError if none was completed."""
+def _stopped_early(config, work_dir, rows, completed):
+    """The rows of the completed epochs when a callback stopped training early (the run
+    keeps its last completed epoch); TrainingError if none was completed."""
     if completed == 0:
         message = "a callback stopped training in the first epoch; no epoch was completed"
         files.write_status(work_dir, "failed", message)
         raise TrainingError(f"{message} and no model was saved")
-    model_lib.restore_checkpoint(work_dir, model)
-    model_lib.reset_states(model)
     return rows[: completed * config.num_batches]
 
 

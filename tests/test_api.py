@@ -262,6 +262,20 @@ def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch
         stopped = ek.train(config, tmp_path / f"early-{plain}", callbacks=[early()], plain=plain)
         assert (stopped.epochs, len(stopped.history)) == (2, 2 * config.num_batches)
     assert ek.evaluate(tmp_path / "early-False") == ek.evaluate(tmp_path / "end")
+    # Never stopping, it still puts the best weights back at the end of training: not
+    # followed either, the run is the one its history describes.
+    never = keras.callbacks.EarlyStopping("loss", mode="max", patience=9, restore_best_weights=True)
+    assert ek.train(config, tmp_path / "never", callbacks=[never]).epochs == 3
+    assert ek.evaluate(tmp_path / "never") == ek.evaluate(tmp_path / "inside")  # resumed to 3
+
+    class StopBeforeStarting(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.stop_training = True
+
+    for plain in (False, True):  # model.fit would forget it
+        with pytest.raises(TrainingError, match="stopped training in the first epoch"):
+            stopper = [StopBeforeStarting()]
+            ek.train(config, tmp_path / f"never-{plain}", callbacks=stopper, plain=plain)
 
     with pytest.raises(TrainingError, match="stopped training in the first epoch") as error:
         ek.train(config, tmp_path / "first", callbacks=[stop_at(0, 2)])

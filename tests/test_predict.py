@@ -12,6 +12,8 @@ import stat
 import subprocess
 import time
 import tracemalloc
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -220,6 +222,11 @@ def test_state_files_from_another_run_or_damaged(trained, tiny_run, tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:100])
     not_finite = tmp_path / "nan.npz"
     np.savez(not_finite, lstm_0_h=np.full((1, 4), np.nan, np.float32), lstm_0_c=np.zeros((1, 4)))
+    twice = tmp_path / "twice.npz"  # which lstm_0_h counts? Neither: it is damaged
+    with zipfile.ZipFile(twice, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the name written twice
+        for name in ("lstm_0_h", "lstm_0_c", "lstm_0_h"):
+            archive.writestr(f"{name}.npy", _npy(np.zeros((1, 4), np.float32)))
     state = tmp_path / "out.npz"
     state.write_bytes(b"earlier state")
     for path, code, fragment in [
@@ -228,6 +235,7 @@ def test_state_files_from_another_run_or_damaged(trained, tiny_run, tmp_path):
         (garbage, 1, "is damaged"),
         (truncated, 1, "is damaged"),
         (not_finite, 1, "is damaged"),
+        (twice, 1, "lstm_0_h is in it twice"),
     ]:
         result = invoke(
             "predict", "--run-dir", tiny_run, "0110", "--state-in", path, "--state-out", state
@@ -255,6 +263,12 @@ def test_a_state_computed_with_other_weights_is_refused_yet_may_be_replaced(trai
         older = {name: arrays[name] for name in arrays.files if name != "weights_digest"}
     np.savez(state, **older)
     assert invoke("predict", "--run-dir", lstm, "1", "--state-in", state).exit_code == 0
+
+
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def test_damaged_run_folder_exits_1(tmp_path):

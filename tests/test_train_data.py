@@ -85,8 +85,9 @@ def test_a_stop_inside_an_epoch_keeps_only_what_its_completed_epochs_validated(c
         result = train(config, run_dir, callbacks=[stop_at(1, batch), Ends()])
         assert (result.epochs, ended) == (1, [0])
         assert result.validation == whole.validation[:1] == files.read_validation(run_dir)
-    plain = train(config, tmp_path / "plain", callbacks=[stop_at(1, 120)], plain=True)
-    assert plain.epochs == 1 and len(plain.validation) == 1
+    ended.clear()
+    plain = train(config, tmp_path / "plain", callbacks=[stop_at(1, 120), Ends()], plain=True)
+    assert (plain.epochs, ended, len(plain.validation)) == (1, [0], 1)
     assert plain.validation == files.read_validation(tmp_path / "plain")
 
 

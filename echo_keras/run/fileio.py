@@ -183,6 +183,8 @@ def read_npz(path: Path, check: Callable[[str, tuple, np.dtype], None]) -> dict[
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"unexpected member {info.filename!r}")
             name = info.filename[: -len(".npy")]
+            if name in arrays:  # which copy counts would be the reader's guess
+                raise ValueError(f"{name} is in it twice")
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
                 if version not in _HEADER_READERS:
