@@ -887,3 +887,14 @@ def test_a_run_whose_disk_filled_before_its_first_status_is_trained_again(small_
     assert ("replacing the unfinished run" in again.stderr) == (not flags)
     assert RunFolder(run_dir).status()["status"] == "complete"
     assert sorted(p.name for p in small_disk.iterdir()) == ["k1"]
+
+
+def test_the_warning_of_an_unfinished_run_is_one_line_whatever_its_message(run_copy):
+    """A failed run records its error whole; a callback's error may hold newlines."""
+    folder = runfolder.RunFolder(run_copy)
+    files.write_status(run_copy, "failed", "ValueError: bad value\n  in the second line\n")
+    assert folder.warning() == f"Warning: run {run_copy} is failed: ValueError: bad value ..."
+    files.write_status(run_copy, "interrupted", "interrupted by SIGINT after 1 of 2 epochs")
+    assert folder.warning().endswith("is interrupted: interrupted by SIGINT after 1 of 2 epochs")
+    files.write_status(run_copy, "failed", "")
+    assert folder.warning() == f"Warning: run {run_copy} is failed"

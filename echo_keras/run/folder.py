@@ -202,7 +202,8 @@ class RunFolder:
         record = self.status()
         if record["status"] == "complete":
             return None
-        detail = f": {record['message']}" if record.get("message") else ""
+        lines = record.get("message", "").strip().splitlines()  # an error's may run on
+        detail = f": {lines[0]}{' ...' if len(lines) > 1 else ''}" if lines else ""
         return f"Warning: run {self.path} is {record['status']}{detail}"
 
     def checkpoint_epochs(self) -> int | None:
