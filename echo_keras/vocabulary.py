@@ -19,7 +19,10 @@ from echo_keras.data import symbol_dtype
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
 
-_NOT_A_SYMBOL = re.compile(rb"[^0-9 \t\n\r\v\f]|[0-9]{%d,}" % (LONGEST_SYMBOL + 1))
+# ASCII whitespace, which integer symbols are split at everywhere: in training files, and by
+# `predict` (Python's bytes.split() splits at these too, and at nothing else).
+ASCII_SPACES = b" \t\n\r\v\f"
+_NOT_A_SYMBOL = re.compile(rb"[^0-9%s]|[0-9]{%d,}" % (re.escape(ASCII_SPACES), LONGEST_SYMBOL + 1))
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def parse_ints(chunk: bytes, position: Position) -> np.ndarray:
     so too), at most LONGEST_SYMBOL of them; SymbolError naming the first other token."""
     bad = _NOT_A_SYMBOL.search(chunk)
     if bad:
-        start = max(chunk.rfind(space, 0, bad.start()) for space in b" \t\n\r\v\f") + 1
+        start = max(chunk.rfind(space, 0, bad.start()) for space in ASCII_SPACES) + 1
         token = chunk[start:].split(maxsplit=1)[0]
         shown = token[:20].decode("utf-8", "replace") + ("..." if len(token) > 20 else "")
         raise SymbolError(

@@ -20,10 +20,11 @@ import numpy as np
 from echo_keras.config import LONGEST_SYMBOL
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
+from echo_keras.vocabulary import ASCII_SPACES
 
 BLOCK = 1 << 16  # bytes read at a time
 _SPACE = np.zeros(256, dtype=bool)
-_SPACE[list(b" \t\n\r\v\f")] = True
+_SPACE[list(ASCII_SPACES)] = True
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0") : ord("9") + 1] = True
 _TOKEN = re.compile(rb"\S+")

@@ -28,10 +28,10 @@ from echo_keras.stream.symbols import (
     complete_tokens,
     count_parsed,
 )
-from echo_keras.vocabulary import Vocabulary, not_text
+from echo_keras.vocabulary import ASCII_SPACES, Vocabulary, not_text
 
-_SPACES = " \t\n\r\v\f"  # ASCII whitespace: what training splits integers at
-_TOKEN = re.compile(f"[^{_SPACES}]+")
+_SPACES = ASCII_SPACES.decode()  # what training splits integers at
+_TOKEN = re.compile(f"[^{re.escape(_SPACES)}]+")
 
 
 class VocabularyParser:
