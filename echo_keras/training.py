@@ -358,7 +358,7 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
         run_dir=str(folder.path),
         epochs=completed,
         steps=steps,
-        final_loss=_epoch_mean(rows, completed - 1),
+        final_loss=recorder.epoch_mean(completed - 1),  # not the stopped epoch, if any
         train_seconds=seconds,
         steps_per_second=steps / seconds if seconds > 0 else math.inf,
         batches_per_epoch=config.num_batches,
@@ -374,8 +374,3 @@ def _stopped_early(config, work_dir, rows, completed):
         files.write_status(work_dir, "failed", message)
         raise TrainingError(f"{message} and no model was saved")
     return rows[: completed * config.num_batches]
-
-
-def _epoch_mean(rows, epoch: int) -> float:
-    losses = [row[3] for row in rows if row[0] == epoch]
-    return sum(losses) / len(losses) if losses else math.nan
