@@ -553,6 +553,13 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # it ended meanwhile
+        return ""
+
+
 def _worker_priorities(pids: set[int]) -> dict[int, int]:
     """The niceness of each of `pids` that is a Ray worker (`ray::IDLE`, `ray::PointWorker`)."""
     found = {}
@@ -599,11 +606,21 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
             ours = (_descendants(os.getpid()) - before) | {os.getpid()}
             priorities = _worker_priorities(ours)
             sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
+            commands = [_command_line(pid) for pid in ours]
     finally:
         holder.release()
         shutil.rmtree(live, ignore_errors=True)
         os.environ.update({name: value for name, value in saved.items() if value is not None})
     assert not (home / ".ray").exists()
+    # Ray's GCS and raylet, but none of the helpers a sweep does not use (each would import
+    # much of Ray at start-up): the autoscaler's monitor, the log monitor, the dashboard.
+    assert any("gcs_server" in c for c in commands) and any("raylet" in c for c in commands)
+    unused = ("/autoscaler/_private/monitor.py", "/_private/log_monitor.py", "/dashboard.py ")
+    assert not [c for c in commands if any(name in c + " " for name in unused)], commands
+    from ray._private import node, services
+
+    assert node.Node.__init__.__qualname__ == "Node.__init__"  # Ray's own again, after
+    assert services.start_api_server.__name__ == "start_api_server"
     assert os.environ.get("RAY_AUTH_TOKEN_PATH") == saved["RAY_AUTH_TOKEN_PATH"]
     assert "RAY_worker_niceness" not in os.environ  # set for the local Ray only
     # The workers run at the sweep's own priority, not at Ray's default niceness of 15.
@@ -798,11 +815,15 @@ class _FakeRay:
         raise AttributeError(name)
 
 
-def test_workers_are_fed_the_longest_shapes_first_and_keep_to_their_shapes(monkeypatch):
+def _pool(todo, size):
     fake = _FakeRay()
     fake.remote = lambda **options: lambda cls: type("Cls", (), {"remote": fake.remote_actor})
+    return workers.WorkerPool(fake, todo, size, keep_run=False)
+
+
+def test_workers_are_fed_the_longest_shapes_first_and_keep_to_their_shapes():
     todo = grid.make_spec({}, None, {}).points()  # 6 windows x 6 echo steps
-    pool = workers.WorkerPool(fake, todo, 2, keep_run=False)
+    pool = _pool(todo, 2)
     pool.feed()
     first = {slot: config for slot, config, _ in pool.busy.values()}
     windows = sorted(config.truncated_backprop_length for config in first.values())
@@ -817,6 +838,25 @@ def test_workers_are_fed_the_longest_shapes_first_and_keep_to_their_shapes(monke
     again = sorted(config.truncated_backprop_length for _, config, _ in pool.busy.values())
     assert again == [4, 5]
     assert all(len(slot.shapes) == 2 for slot in pool.slots)
+
+
+def test_a_shapes_last_points_wait_for_the_worker_that_compiled_it():
+    """Both workers idle, points left of one worker's shape only: that worker takes the next,
+    and the other waits rather than compile the shape again, whichever is offered first."""
+    window4 = grid.make_spec({"echo_step": "1,2,3", "truncated_backprop_length": "4"}, None, {})
+    window12 = grid.make_spec({"echo_step": "1", "truncated_backprop_length": "12"}, None, {})
+    pool = _pool(window4.points() + window12.points(), 2)
+    pool.feed()
+    owner = {config.truncated_backprop_length: slot for slot, config, _ in pool.busy.values()}
+    pool.slots.sort(key=lambda slot: slot is owner[4])  # the other worker is offered first
+    for _ in range(2):
+        pool.busy.clear()  # both finished at once
+        pool.feed()
+        assert [(slot, c.truncated_backprop_length) for slot, c, _ in pool.busy.values()] == [
+            (owner[4], 4)
+        ]
+    assert pool.done() is False and not pool.queue
+    assert owner[12].shapes == {grid.shape_key(window12.points()[0])}
 
 
 def test_a_worker_writes_temporary_files_to_a_folder_of_its_own(tmp_path):

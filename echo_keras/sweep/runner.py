@@ -17,6 +17,7 @@ import platform
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -144,6 +145,8 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     rows = {point_key(row): row for row in (read_results(out / RESULTS) if resume else [])}
     todo = [p for p in points if rows.get(point_key(p.to_dict()), {}).get("status") != "ok"]
     progress = {
+        "started": started,
+        "ran": len(todo),
         "done": len(points) - len(todo),
         "startup": 0.0,
         "cpus": 0.0,
@@ -193,8 +196,18 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
         signals.received = signals.received or signal.SIGINT
     finally:
         signals.restore()
-        if todo and address is None:  # the local workers are gone: their temporary folders
+    try:
+        return _finish(spec, out, points, rows, progress, signals, address)
+    finally:
+        # Last, so that the local workers exit while the heat map is drawn; then their
+        # temporary folders go.
+        if todo and address is None:
             _remove_worker_folders(earlier)
+
+
+def _finish(spec, out, points, rows, progress, signals, address) -> SweepResult:
+    """Raise Interrupted if a signal stopped the sweep; else draw the heat map and return
+    the sweep's result."""
     if signals.received is not None:
         name = signals.signal_name
         if not progress["written"]:
@@ -213,11 +226,11 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     return SweepResult(
         out=str(out),
         points=len(points),
-        ran=len(todo),
-        skipped=len(points) - len(todo),
+        ran=progress["ran"],
+        skipped=len(points) - progress["ran"],
         ok=len(grid_rows) - len(failed),
         failed=len(failed),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - progress["started"],
         startup_seconds=progress["startup"],
         cpus=progress["cpus"],
         address=address or "local",
@@ -240,15 +253,21 @@ def _unpack_run(archive: bytes, target: Path) -> None:
 def _run_points(ray, todo, keep_runs, signals, record, size, remote) -> dict[str, float]:
     """Run every point on `size` warm workers, recording each result as it comes, until all
     are in or a signal arrives; return the seconds spent per part, summed over points."""
+    from echo_keras.sweep.heatmap import import_matplotlib
     from echo_keras.sweep.workers import WorkerPool
 
     pool = WorkerPool(ray, todo, size, keep_runs)
-    while not pool.done() and signals.received is None:
-        pool.feed()
-        for _, value in pool.results(timeout=0.5):
-            if signals.received is not None:
-                break  # the signal may have stopped this worker too: not a result
-            record(value["row"], value["archive"])
+    drawing = threading.Thread(target=import_matplotlib, daemon=True)
+    drawing.start()  # while the workers start: the heat map at the end is then drawn sooner
+    try:
+        while not pool.done() and signals.received is None:
+            pool.feed()
+            for _, value in pool.results(timeout=0.5):
+                if signals.received is not None:
+                    break  # the signal may have stopped this worker too: not a result
+                record(value["row"], value["archive"])
+    finally:
+        drawing.join()
     if remote:
         pool.stop()
     # A local Ray goes down with the sweep, its workers with it. Stopping them here races

@@ -150,28 +150,33 @@ class WorkerPool:
         return not self.queue and not self.busy
 
     def feed(self) -> None:
-        """Give every idle worker its next point, as long as there are points."""
+        """Give every idle worker its next point, as long as there are points: first the
+        points of the shapes the idle workers have compiled, then the rest (`_pick`). Were a
+        worker to pick a shape to compile before another had taken its own, the last point
+        of a shape could go to a worker that must compile it while the worker that has it
+        stands idle."""
         working = {id(slot) for slot, _, _ in self.busy.values()}
-        for slot in self.slots:
-            if id(slot) not in working:
-                config = self._pick(slot)
-                if config is None:
-                    continue
-                ref = slot.actor.run.remote(config.to_dict(), self.keep_run)
-                self.busy[ref] = (slot, config, time.perf_counter())
-                slot.shapes.add(shape_key(config))
+        idle = [slot for slot in self.slots if id(slot) not in working]
+        for compiled_only in (True, False):
+            for slot in list(idle):
+                config = self._pick(slot, compiled_only)
+                if config is not None:
+                    ref = slot.actor.run.remote(config.to_dict(), self.keep_run)
+                    self.busy[ref] = (slot, config, time.perf_counter())
+                    slot.shapes.add(shape_key(config))
+                    idle.remove(slot)
 
-    def _pick(self, slot: _Slot) -> TrainConfig | None:
-        """A point of a shape this worker compiled; else of a shape no other worker has;
-        else, of the shape with the most points waiting, if enough wait to be worth a
-        compilation."""
-        others = set().union(*(s.shapes for s in self.slots if s is not slot))
+    def _pick(self, slot: _Slot, compiled_only: bool) -> TrainConfig | None:
+        """A point of a shape this worker compiled; else (unless `compiled_only`) of a shape
+        no other worker has; else, of the shape with the most points waiting, if enough wait
+        to be worth a compilation or no worker is busy."""
         key = next((k for k in self.queue if k in slot.shapes), None)
-        if key is None:
+        if key is None and not compiled_only:
+            others = set().union(*(s.shapes for s in self.slots if s is not slot))
             key = next((k for k in self.queue if k not in others), None)
-        if key is None and self.queue:
-            largest = max(self.queue, key=lambda k: len(self.queue[k]))
-            key = largest if len(self.queue[largest]) >= STEAL_AT or not self.busy else None
+            if key is None and self.queue:
+                largest = max(self.queue, key=lambda k: len(self.queue[k]))
+                key = largest if len(self.queue[largest]) >= STEAL_AT or not self.busy else None
         if key is None:
             return None
         points = self.queue[key]
