@@ -3,10 +3,10 @@
 Two grids: the default one (36 points) and six points (`--echo-step 1,2,8 --window 4,12`).
 Each sweep runs as a whole process (`echo-keras sweep --workers W`: Ray start-up, every
 point, the heat map) with 1 and with 2 workers, BENCH_SWEEP_REPEATS times (default 3; the
-median is shown). The loop (`bench/sweep_loop.sh`: `train` + `evaluate` + `evaluate
---reset-each-window` per point, `xargs -P 2`) runs once per grid: it takes minutes
-(BENCH_SWEEP_LOOP=0 skips it). Then,
-per point, where a 2-worker sweep's time went, as the sweep itself reports it (`--json`).
+median is shown); BENCH_SWEEP_GRIDS=six (or default) runs one grid. The loop
+(`bench/sweep_loop.sh`: `train` + `evaluate` + `evaluate --reset-each-window` per point,
+`xargs -P 2`) runs once per grid: it takes minutes (BENCH_SWEEP_LOOP=0 skips it). Then, per
+point, where a 2-worker sweep's time went, as the sweep itself reports it (`--json`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ GRIDS = {
     "default grid": [],
     "six points": ["--echo-step", "1,2,8", "--window", "4,12"],
 }
+# BENCH_SWEEP_GRIDS=six (or default): one grid only, say with more repeats.
+ONLY = os.environ.get("BENCH_SWEEP_GRIDS")
+if ONLY:
+    GRIDS = {name: args for name, args in GRIDS.items() if name.split()[0] in ONLY.split(",")}
 
 
 def sweep(name: str, args: list[str], workers: int) -> dict:
