@@ -431,6 +431,31 @@ def test_the_progress_bar_counts_points_on_a_terminal():
     assert "3/4" in screen.getvalue() and "ETA" in screen.getvalue()
 
 
+def test_the_heat_maps_early_import_leaves_a_failure_to_the_drawing(monkeypatch):
+    """The sweep imports matplotlib in a thread while its workers train; a failure there
+    would print a thread's traceback, so it is left for the drawing to report."""
+
+    def broken():
+        raise ImportError("matplotlib is broken")
+
+    monkeypatch.setattr(heatmap, "_colormap", broken)
+    heatmap.import_matplotlib()  # no exception
+    with pytest.raises(ImportError, match="broken"):
+        heatmap.draw_heatmap(
+            [
+                {
+                    "state_size": 4,
+                    "cell": "lstm",
+                    "echo_step": 1,
+                    "truncated_backprop_length": 2,
+                    "num_classes": 2,
+                    "status": "ok",
+                    "boundary_accuracy": 1.0,
+                }
+            ]
+        )
+
+
 # --- local sweeps -------------------------------------------------------------------------
 
 

@@ -47,11 +47,15 @@ def cell_means(rows: list[dict]) -> dict[tuple, dict[tuple[int, int], tuple[floa
 
 def import_matplotlib() -> None:
     """Import what drawing the heat map needs (about 0.4 s): the sweep does it in a thread
-    while its workers train, so that the map is drawn sooner at the end."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
+    while its workers train, so that the map is drawn sooner at the end. An import that
+    fails is left for the drawing to report (a thread's error would be a traceback)."""
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
 
-    _colormap()
+        _colormap()
+    except Exception:
+        pass
 
 
 def draw_heatmap(rows: list[dict], seeds: int = 1):
