@@ -14,7 +14,8 @@ trained for the same number of epochs (BENCH_CHAR_EPOCHS, default 2) by:
   when its TrainConfig cannot take a text file yet.
 
 Each runs as a process of its own, one after another, with BENCH_CHAR_THREADS CPU
-threads (default 1: see `char_data.threads`). Symbols per second are those of the
+threads (default 1: see `char_data.threads`), in BENCH_CHAR_ROUNDS rounds (default 3;
+the table shows each trainer's median round). Symbols per second are those of the
 last epoch, from its start to the end of its last batch (compilation and warm-up fall
 in the first epoch; echo-keras's validation and checkpoint after the last batch are
 left out), or of the only epoch. Validation bits per character are measured here for
@@ -44,6 +45,9 @@ import char_data as data
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "char_rnn.md"
+# The trainers take turns this many times (BENCH_CHAR_ROUNDS); the table shows each one's
+# median round: on a shared machine one run's speed can be 30% off.
+ROUNDS = int(os.environ.get("BENCH_CHAR_ROUNDS", "3"))
 SAME_LOSS_BITS = 0.05  # validation losses closer than this (bits per character) count as equal
 
 
@@ -90,7 +94,9 @@ def torch_missing() -> str | None:
 
 
 def run_all(work: Path, corpus: Path, epochs: int) -> tuple[dict, dict]:
-    """(results by trainer, reasons for the trainers skipped)."""
+    """(each trainer's results, one per round, by trainer; reasons for the trainers
+    skipped). The trainers take turns, round after round, so that a slow spell of the
+    machine falls on all of them."""
     python = sys.executable
     trainers = {
         "PyTorch, nn.LSTM": (torch_missing, [python, BENCH / "char_torch.py", corpus, epochs]),
@@ -100,21 +106,31 @@ def run_all(work: Path, corpus: Path, epochs: int) -> tuple[dict, dict]:
             [python, BENCH / "char_keras.py", "echo-keras", corpus, epochs, work / "run"],
         ),
     }
-    results, skipped = {}, {}
-    for name, (missing, command) in trainers.items():
+    rounds, skipped = {}, {}
+    for name, (missing, _) in trainers.items():
         reason = missing()
         if reason:
             skipped[name] = reason
             print(f"  {name}: skipped: {reason}", file=sys.stderr)
-            continue
-        load = os.getloadavg()[0]
-        results[name] = measure(command, work)
-        print(
-            f"  {name}: {results[name]['wall']:.1f} s (load {load:.1f} -> "
-            f"{os.getloadavg()[0]:.1f})",
-            file=sys.stderr,
-        )
-    return results, skipped
+    for number in range(ROUNDS):
+        for name, (_, command) in trainers.items():
+            if name in skipped:
+                continue
+            load = os.getloadavg()[0]
+            result = measure(command, work)
+            rounds.setdefault(name, []).append(result)
+            print(
+                f"  round {number + 1}, {name}: {result['wall']:.1f} s, "
+                f"{symbols_per_second(result):,.0f} symbols/s (load {load:.1f} -> "
+                f"{os.getloadavg()[0]:.1f})",
+                file=sys.stderr,
+            )
+    return rounds, skipped
+
+
+def median_round(results: list[dict]) -> dict:
+    """The round whose training speed is the median of the trainer's rounds."""
+    return sorted(results, key=symbols_per_second)[len(results) // 2]
 
 
 def symbols_per_second(result: dict) -> float:
@@ -123,9 +139,11 @@ def symbols_per_second(result: dict) -> float:
     return windows * data.BATCH_SIZE * data.WINDOW / result["epoch_seconds"][-1]
 
 
-def report(results: dict, skipped: dict, epochs: int, corpus_bytes: int) -> str:
+def report(rounds: dict, skipped: dict, epochs: int, corpus_bytes: int) -> str:
     def number(value, digits=3):
         return "n/a" if value is None else f"{value:.{digits}f}"
+
+    results = {name: median_round(runs) for name, runs in rounds.items()}
 
     first = next(iter(results.values()), None)
     shape = f"{data.BATCH_SIZE} x {data.WINDOW}"
@@ -135,7 +153,8 @@ def report(results: dict, skipped: dict, epochs: int, corpus_bytes: int) -> str:
         f"char-rnn bench: {platform.machine()}, {os.cpu_count()} cores, {data.threads()} "
         f"thread(s) per trainer, Python {platform.python_version()}; corpus: the first "
         f"{data.CORPUS_CHARS:,} characters ({corpus_bytes:,} bytes) of the standard "
-        f"library's .py files; {epochs} epoch(s), {windows}symbols/s over {measured}",
+        f"library's .py files; {epochs} epoch(s), {windows}symbols/s over {measured}; "
+        f"{ROUNDS} round(s), each trainer's median round shown",
         "",
         "| trainer | symbols/s | training s | whole process s | validation bits/char "
         "| window starts, carried | window starts, reset | peak RSS MiB |",
@@ -151,6 +170,11 @@ def report(results: dict, skipped: dict, epochs: int, corpus_bytes: int) -> str:
     for name, reason in skipped.items():
         lines.append(f"| {name} | skipped: {reason} | | | | | | |")
     lines += ["", "Window starts: bits/char over the first 5 positions of validation windows 2.."]
+    lines += ["", "Symbols/s of every round, in the order run:"]
+    lines += [
+        f"- {name}: " + ", ".join(f"{symbols_per_second(r):,.0f}" for r in runs)
+        for name, runs in rounds.items()
+    ]
     lines += aims(results)
     for name, result in results.items():
         lines += ["", f"Sample, {name} (200 characters, temperature 1, seed 0, after a newline):"]
@@ -204,8 +228,8 @@ def main() -> None:
     epochs = data.epochs()
 
     def measured(work: Path, corpus: Path) -> str:
-        results, skipped = run_all(work, corpus, epochs)
-        return report(results, skipped, epochs, corpus.stat().st_size)
+        rounds, skipped = run_all(work, corpus, epochs)
+        return report(rounds, skipped, epochs, corpus.stat().st_size)
 
     on_corpus("char-rnn-bench-", RESULTS, measured)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from echo_keras.backend import graph_function, keras, tf
-from echo_keras.model import loss_function, reset_states, state_variables
+from echo_keras.model import (
+    LARGE_WINDOW_WORK,
+    loss_function,
+    reset_states,
+    state_variables,
+    window_work,
+)
 
 SCORE_WINDOWS = 200  # windows `score_windows` feeds the compiled loop at a time
-# Above this many multiply-adds per window, XLA's CPU loops lose to TensorFlow's own kernels
-# (char-rnn's 2 x LSTM(128), batch 50 x window 50: 22,000 against 32,000 symbols/s on one
-# thread); below it, the per-window dispatch XLA saves is what costs.
-XLA_MAX_WINDOW_WORK = 50_000_000
 # Below this many windows a pass, XLA's compilation costs about as much as it saves, or more:
 # for the tutorial's model it takes 0.8-1.2 s more than tracing and saves about 1.5 ms a window
 # (paying from about 700 windows: 5 epochs of 200); a tiny run of 2 epochs of 30 windows
@@ -28,13 +30,13 @@ XLA_MIN_WINDOWS = 200
 
 
 def worth_xla(model: keras.Model, windows: int | None = None) -> bool:
-    """Whether a loop over `model`'s windows should be XLA-compiled: when a window's work
-    (about batch x window x the weights' count) is small enough that dispatch dominates,
-    and a pass runs enough windows (`windows`, when given) to pay for the compilation."""
+    """Whether a loop over `model`'s windows should be XLA-compiled: when the model is not
+    large (`model.LARGE_WINDOW_WORK`: on a small one the per-window dispatch XLA saves is
+    what costs), and a pass runs enough windows (`windows`, when given) to pay for the
+    compilation."""
     if windows is not None and windows < XLA_MIN_WINDOWS:
         return False
-    batch, window = model.inputs[0].shape[0], model.inputs[0].shape[1]
-    return batch * window * model.count_params() <= XLA_MAX_WINDOW_WORK
+    return window_work(model) <= LARGE_WINDOW_WORK
 
 
 def one_hot_classes(model: keras.Model) -> int | None:

@@ -25,7 +25,13 @@ from echo_keras.data import epoch_windows
 from echo_keras.errors import ConfigError
 from echo_keras.evaluation import evaluate
 from echo_keras.loops import PredictLoop, TrainLoop
-from echo_keras.model import loss_function, reset_states, state_variables
+from echo_keras.model import (
+    UNROLL_MAX_STEPS,
+    loss_function,
+    reset_states,
+    state_variables,
+    stateful_layers,
+)
 from echo_keras.run import files
 from echo_keras.training import build_compiled_model, fit_epochs, train
 from tests.helpers import (
@@ -164,6 +170,32 @@ def test_the_xla_loop_and_tensorflows_own_kernels_train_alike(tiny_config):
         losses.append(trained.numpy())
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4, atol=1e-6)
     assert losses[0][-1] < losses[0][0]
+
+
+def test_a_large_models_layers_run_unrolled_and_train_as_the_looped_ones_do(tiny_config, tmp_path):
+    """A model past LARGE_WINDOW_WORK runs its recurrent layers unrolled, for windows of up
+    to UNROLL_MAX_STEPS steps, and is saved so; unrolled, a model trains as looped does."""
+
+    def unrolled(config):
+        return [layer.unroll for layer in stateful_layers(build_compiled_model(config))]
+
+    assert unrolled(tiny_config) == [False]
+    wide = dataclasses.replace(tiny_config, state_size=200, batch_size=50, num_layers=2)
+    assert unrolled(wide) == [True, True]  # 50 x 10 x 0.5M weights a window
+    longer = dataclasses.replace(wide, truncated_backprop_length=UNROLL_MAX_STEPS + 1)
+    assert unrolled(longer) == [False, False]
+    x, y = epoch_windows(tiny_config, 0)
+    count, losses, looped = tiny_config.num_batches, [], build_compiled_model(tiny_config)
+    for unroll in (False, True):
+        model = build_compiled_model(tiny_config)
+        model.set_weights(looped.get_weights())
+        stateful_layers(model)[0].unroll = unroll
+        trained, _ = TrainLoop(model, count, jit_compile=False)(x, y, 0, count)
+        losses.append(trained.numpy())
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5, atol=1e-7)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    assert [layer.unroll for layer in stateful_layers(loaded)] == [True]
 
 
 # --- what a run leaves, and learning the echo ----------------------------------------------
