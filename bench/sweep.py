@@ -33,6 +33,8 @@ GRIDS = {
 # BENCH_SWEEP_GRIDS=six (or default): one grid only, say with more repeats.
 ONLY = os.environ.get("BENCH_SWEEP_GRIDS")
 if ONLY:
+    if set(ONLY.split(",")) - {name.split()[0] for name in GRIDS}:
+        raise SystemExit(f"bench: BENCH_SWEEP_GRIDS={ONLY}: name default, six or both")
     GRIDS = {name: args for name, args in GRIDS.items() if name.split()[0] in ONLY.split(",")}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from echo_keras.backend import keras
+from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
 from echo_keras.errors import RunFolderError, first_line
 from echo_keras.run import files
@@ -23,7 +23,8 @@ LARGE_WINDOW_WORK = 50_000_000
 # A large model's recurrent layers run their steps unrolled, without TensorFlow's while
 # loop, for windows of up to this many steps: char-rnn's model then trains 30-50% faster on
 # one thread (the loop's bookkeeping at every step, forward and backward, is what costs),
-# for about 5 s more of graph building once; past it, building grows too long.
+# for about 5 s more of graph building once; past it, building grows too long. Not on a
+# GPU, where Keras runs looped layers with cuDNN's fused kernels.
 UNROLL_MAX_STEPS = 64
 
 
@@ -50,7 +51,8 @@ def build_model(config: TrainConfig) -> keras.Model:
         )(hidden)
     logits = layers.Dense(config.num_classes, name="logits")(hidden)
     model = keras.Model(inputs, logits, name="echo")
-    if window_work(model) > LARGE_WINDOW_WORK and inputs.shape[1] <= UNROLL_MAX_STEPS:
+    large = window_work(model) > LARGE_WINDOW_WORK and inputs.shape[1] <= UNROLL_MAX_STEPS
+    if large and not tf.config.list_physical_devices("GPU"):  # unrolled, cuDNN is not used
         for layer in stateful_layers(model):
             layer.unroll = True  # read when the layer runs, and saved with its config
     return model

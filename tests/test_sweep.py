@@ -456,6 +456,30 @@ def test_the_heat_maps_early_import_leaves_a_failure_to_the_drawing(monkeypatch)
         )
 
 
+def test_the_workers_folders_are_removed_whatever_ends_a_local_sweep(tmp_path, monkeypatch):
+    """An error after Ray started (here: asking it for its CPUs) still removes the local
+    workers' temporary folders, as a normal end and an interrupt do."""
+    from contextlib import contextmanager
+
+    from echo_keras.sweep import runner
+
+    class Broken:
+        def cluster_resources(self):
+            raise RuntimeError("the cluster went away")
+
+    @contextmanager
+    def session(*args):
+        yield Broken()
+
+    removed = []
+    monkeypatch.setattr(runner, "ray_session", session)
+    monkeypatch.setattr(runner, "_remove_worker_folders", removed.append)
+    spec = grid.make_spec({"echo_step": "1", "truncated_backprop_length": "2"}, None, {})
+    with pytest.raises(RuntimeError, match="went away"):
+        runner.run_sweep(spec, tmp_path / "out")
+    assert len(removed) == 1
+
+
 # --- local sweeps -------------------------------------------------------------------------
 
 

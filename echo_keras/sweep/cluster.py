@@ -242,10 +242,11 @@ def _without_unused_services():
     without them starts as usual."""
     try:
         from ray._private import node, services
-    except ImportError:
+
+        start_node, start_api_server = node.Node.__init__, services.start_api_server
+    except (ImportError, AttributeError):
         yield
         return
-    start_node, start_api_server = node.Node.__init__, services.start_api_server
 
     def lean_node(self, ray_params, *args, **kwargs):
         ray_params.no_monitor = True

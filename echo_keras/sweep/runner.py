@@ -167,40 +167,46 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     signals.install()
     earlier = _private_folders()  # the temporary folders of other echo-keras processes
     try:
-        with ExitStack() as stack:
-            if todo:
-                stopped = lambda: signals.received is not None  # noqa: E731
-                ray = stack.enter_context(ray_session(address, workers, stopped))
-                signals.install()  # ray.init takes SIGTERM for itself: take it back
-            else:
-                ray = None
-            progress["startup"] = time.perf_counter() - started
-            if signals.received is not None:
-                raise KeyboardInterrupt  # while Ray started: OUT stays as it was
-            # Ray is up (or not needed): only now write, so a failed start leaves OUT as it was.
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                clear(out)  # an earlier sweep's files (the caller allowed it: --overwrite)
-            write_spec(out, spec, address=address or "local", versions=_versions())
-            progress["written"] = True
-            write_results(out / RESULTS, list(rows.values()))
-            if on_row:
-                on_row(None, progress["done"], len(points))
-            if ray is not None:
-                progress["cpus"] = ray.cluster_resources().get("CPU", 0.0)
-                size = workers or (usable_cores() if address is None else progress["cpus"])
-                progress["parts"] = _run_points(
-                    ray, todo, keep_runs, signals, record, max(1, int(size)), address is not None
-                )
-    except KeyboardInterrupt:  # ours, or a SIGINT that met Python's or Ray's handler
-        signals.received = signals.received or signal.SIGINT
-    finally:
-        signals.restore()
-    try:
+        try:
+            with ExitStack() as stack:
+                if todo:
+                    stopped = lambda: signals.received is not None  # noqa: E731
+                    ray = stack.enter_context(ray_session(address, workers, stopped))
+                    signals.install()  # ray.init takes SIGTERM for itself: take it back
+                else:
+                    ray = None
+                progress["startup"] = time.perf_counter() - started
+                if signals.received is not None:
+                    raise KeyboardInterrupt  # while Ray started: OUT stays as it was
+                # Ray is up (or not needed): only now write, so a failed start leaves OUT as it was.
+                out.mkdir(parents=True, exist_ok=True)
+                if not resume:
+                    clear(out)  # an earlier sweep's files (the caller allowed it: --overwrite)
+                write_spec(out, spec, address=address or "local", versions=_versions())
+                progress["written"] = True
+                write_results(out / RESULTS, list(rows.values()))
+                if on_row:
+                    on_row(None, progress["done"], len(points))
+                if ray is not None:
+                    progress["cpus"] = ray.cluster_resources().get("CPU", 0.0)
+                    size = workers or (usable_cores() if address is None else progress["cpus"])
+                    progress["parts"] = _run_points(
+                        ray,
+                        todo,
+                        keep_runs,
+                        signals,
+                        record,
+                        max(1, int(size)),
+                        address is not None,
+                    )
+        except KeyboardInterrupt:  # ours, or a SIGINT that met Python's or Ray's handler
+            signals.received = signals.received or signal.SIGINT
+        finally:
+            signals.restore()
         return _finish(spec, out, points, rows, progress, signals, address)
     finally:
         # Last, so that the local workers exit while the heat map is drawn; then their
-        # temporary folders go.
+        # temporary folders go (whatever ended the sweep).
         if todo and address is None:
             _remove_worker_folders(earlier)
 
@@ -267,7 +273,8 @@ def _run_points(ray, todo, keep_runs, signals, record, size, remote) -> dict[str
                     break  # the signal may have stopped this worker too: not a result
                 record(value["row"], value["archive"])
     finally:
-        drawing.join()
+        if signals.received is None:
+            drawing.join()  # else the sweep ends now: the thread is a daemon
     if remote:
         pool.stop()
     # A local Ray goes down with the sweep, its workers with it. Stopping them here races
