@@ -36,7 +36,7 @@ def build_model(config: TrainConfig) -> keras.Model:
 
     A symbol is one float feature (the tutorial's scalar input) or `num_classes` of them
     (one-hot). The batch size is fixed because a stateful layer keeps one state row per
-    sample.
+    sample. A large model's recurrent layers run unrolled (see UNROLL_MAX_STEPS).
     """
     inputs = keras.Input(
         batch_shape=(config.batch_size, config.truncated_backprop_length, config.input_width),
