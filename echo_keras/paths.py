@@ -29,10 +29,12 @@ def as_path(value, argument: str) -> Path:
 def inside(path: Path | str, folder: Path | str) -> bool:
     """Whether `path` is `folder` or lies in it, both followed through symlinks (a link
     that leads nowhere is taken as written)."""
-    return _real(path).is_relative_to(_real(folder))
+    return real_path(path).is_relative_to(real_path(folder))
 
 
-def _real(place: Path | str) -> Path:
+def real_path(place: Path | str) -> Path:
+    """Where `place` really is: `.`, `x/..` and symlinks followed; a symlink loop (which
+    opening it will report) taken as written, made absolute."""
     try:
         return Path(place).resolve()
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop

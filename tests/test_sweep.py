@@ -613,12 +613,11 @@ def _worker_priorities(pids: set[int]) -> dict[int, int]:
     """The niceness of each of `pids` that is a Ray worker (`ray::IDLE`, `ray::PointWorker`)."""
     found = {}
     for pid in pids:
-        try:
-            name = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if name.startswith((b"ray::IDLE", b"ray::PointWorker")):
+        if _command_line(pid).startswith(("ray::IDLE", "ray::PointWorker")):
+            try:
                 found[pid] = os.getpriority(os.PRIO_PROCESS, pid)
-        except OSError:
-            continue  # ended meanwhile
+            except OSError:
+                continue  # ended meanwhile
     return found
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from echo_keras.errors import RunBusy, RunExists, RunFolderError
-from echo_keras.paths import as_path
+from echo_keras.paths import as_path, real_path
 from echo_keras.run import fileio, files
 from echo_keras.run.lock import FileLock
 
@@ -76,10 +76,7 @@ class RunFolder:
 
     def __init__(self, path: Path | str):
         self.path = as_path(path, "run_dir")
-        try:  # `.`, `x/..` and symlinks (of the folder or above it) name the real place
-            self.real = self.path.resolve()
-        except (OSError, RuntimeError):  # a symlink loop: opening it will say so
-            self.real = Path(os.path.abspath(self.path))
+        self.real = real_path(self.path)  # symlinks of the folder or above it followed
         self.lock = FileLock(self.real.parent / f".{self.real.name}.lock")
         self._leftover = re.compile(rf"\.{re.escape(self.real.name)}\.(old|new)-\d+-[0-9a-f]{{6}}")
 
