@@ -12,12 +12,12 @@ validation text, as echo-keras's default `validation_fraction=0.1` takes it.
 from __future__ import annotations
 
 import math
-import os
 import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+from bench_env import whole_number
 
 from echo_keras.data import make_windows
 
@@ -29,7 +29,7 @@ WINDOW = 50
 LEARNING_RATE = 2e-3
 SEED = 0
 
-CORPUS_CHARS = int(os.environ.get("BENCH_CHAR_CHARS", "1000000"))  # smaller: a quick try
+CORPUS_CHARS = whole_number("BENCH_CHAR_CHARS", 1_000_000)  # smaller: a quick try
 VALIDATION_FRACTION = 0.1
 START_POSITIONS = 5  # "window starts": the first positions of each window
 SAMPLE_LENGTH = 200
@@ -44,7 +44,7 @@ def threads() -> int:
     also uses, PyTorch's OpenMP threads wait for each other spinning: with 2 threads on
     2 busy cores it trained about 10 times slower than with one.
     """
-    return int(os.environ.get("BENCH_CHAR_THREADS", "1"))
+    return whole_number("BENCH_CHAR_THREADS", 1)
 
 
 def stdlib_sources() -> Iterator[str]:
@@ -104,7 +104,7 @@ def windows(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def epochs() -> int:
-    return int(os.environ.get("BENCH_CHAR_EPOCHS", "2"))
+    return whole_number("BENCH_CHAR_EPOCHS", 2)
 
 
 def bits(nats: float) -> float:

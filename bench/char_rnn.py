@@ -41,13 +41,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import char_data as data
+from bench_env import whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "char_rnn.md"
 # The trainers take turns this many times (BENCH_CHAR_ROUNDS); the table shows each one's
 # median round: on a shared machine one run's speed can be 30% off.
-ROUNDS = int(os.environ.get("BENCH_CHAR_ROUNDS", "3"))
+ROUNDS = whole_number("BENCH_CHAR_ROUNDS", 3)
 SAME_LOSS_BITS = 0.05  # validation losses closer than this (bits per character) count as equal
 
 

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_env import whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "results" / "export"
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+REPEATS = whole_number("BENCH_REPEATS", 3)
 CALLS = 1000
 WARM_UP = 50
 CHUNKS = (1, 300)

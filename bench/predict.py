@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_env import whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_KERAS = str(Path(sys.executable).parent / "echo-keras")
 WORK = ROOT / "bench" / "results" / "predict"
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+REPEATS = whole_number("BENCH_REPEATS", 3)
 SEEDS = (0, 1, 2, 3, 4)
 LINES = 2000  # one-symbol lines timed, after WARM_UP
 WARM_UP = 200

@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench_env import whole_number
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = ROOT / "bench" / "results" / "runs"
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+REPEATS = whole_number("BENCH_REPEATS", 3)
 TUTORIAL_BATCHES = 666  # windows per epoch of the tutorial's configuration
 
 

@@ -21,10 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench_env import whole_number
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORK = ROOT / "bench" / "results"
-REPEATS = int(os.environ.get("BENCH_SWEEP_REPEATS", "3"))
+REPEATS = whole_number("BENCH_SWEEP_REPEATS", 3)
 LOOP = os.environ.get("BENCH_SWEEP_LOOP", "1") != "0"  # 0: skip the loop (minutes)
 GRIDS = {
     "default grid": [],
