@@ -65,7 +65,7 @@ def ray_tmp():
 
 # An earlier sweep in the tiny sweep's folder, which --overwrite replaces: its own files and
 # kept runs go, a file of the user's stays.
-EARLIER_POINT = "echo9-window9-state4-lstm-seed0"
+EARLIER_POINT = "echo9-window2-state4-lstm-seed0"  # of its grid: echo 9, windows 2-7
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +189,17 @@ def test_clearing_an_earlier_sweep_removes_its_files_and_its_runs_only(tmp_path)
     (out / "results.csv").write_text("x")
     (out / "runs" / "echo1-window2-state4-lstm-seed0").mkdir(parents=True)
     (out / "runs" / "mine").mkdir()
+    # Named like a point, but not one of this sweep's grid (echo 1, windows 2-7): the user's.
+    (out / "runs" / "echo9-window9-state9-lstm-seed9").mkdir()
+    (out / "runs" / "echo9-window9-state9-lstm-seed9" / "notes.txt").write_text("mine")
     (out / "notes.txt").write_text("mine")
     results.check_out(out, resume=False, overwrite=True)  # a sweep: may be replaced
     results.clear(out)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
         "notes.txt",
         "runs",
+        "runs/echo9-window9-state9-lstm-seed9",
+        "runs/echo9-window9-state9-lstm-seed9/notes.txt",
         "runs/mine",
     ]
 

@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import io
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ METRICS = (
     "error",
 )
 COLUMNS = SETTINGS + METRICS
-POINT_NAME = re.compile(r"echo\d+-window\d+-state\d+-[a-z]+-seed\d+")  # see point_name
 
 
 def point_name(settings: dict[str, Any]) -> str:
@@ -161,14 +159,18 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 def clear(out: Path) -> None:
     """Remove an earlier sweep's files from `out` (for `overwrite`): its own files and the
-    run folders it kept, nothing else."""
+    run folders it kept (those named after a point of its grid), nothing else."""
     out = Path(out)
+    try:
+        kept = {point_name(config.to_dict()) for config in read_spec(out).points()}
+    except (SweepError, TypeError, ValueError):  # no sweep (an empty folder), or a damaged one
+        kept = set()
     for name in (RESULTS, SWEEP_JSON, HEATMAP):
         (out / name).unlink(missing_ok=True)
     runs = out / RUNS
     if runs.is_dir() and not runs.is_symlink():
         for entry in runs.iterdir():
-            if POINT_NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            if entry.name in kept and entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
         if not any(runs.iterdir()):
             runs.rmdir()
