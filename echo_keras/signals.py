@@ -1,8 +1,9 @@
 """`SignalCatcher`: record SIGINT, SIGTERM (and SIGHUP) instead of dying, so work stops cleanly.
 
-Training (`callbacks.StopOnSignal`) and the sweep (`sweep/runner.py`) both catch signals
-through it, and both report the signal as `errors.Interrupted` (exit status 128 + signal).
-Nothing here imports anything heavy.
+Training (`callbacks.StopOnSignal`) and the sweep (`sweep/runner.py`) catch signals through
+it and stop at their next check; an export (`stream/export.py`) has it raise `Signalled` at
+once, so that its clean-ups run. All report the signal as `errors.Interrupted` (exit status
+128 + signal). Nothing here imports anything heavy.
 """
 
 from __future__ import annotations
@@ -14,11 +15,27 @@ from collections.abc import Callable
 TRAINING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class Signalled(BaseException):
+    """A signal, raised where the main thread runs by `raise_signalled`. Like
+    KeyboardInterrupt it passes `except Exception`, and every `finally` runs on its way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_signalled(signum: int) -> None:
+    """`SignalCatcher(on_signal=raise_signalled)`: stop the work where it stands."""
+    raise Signalled(signum)
+
+
 class SignalCatcher:
     """Handle `signals` by recording them in `received` (main thread only; elsewhere a no-op).
 
     `install` takes the handlers (again, if a library took one meanwhile); `restore`
-    puts back the ones found first. `on_signal(signum)` is called from the handler.
+    puts back the ones found first. A signal found ignored is left ignored, as the
+    process's starter asked (`nohup` ignores SIGHUP; a script's `&` job, SIGINT).
+    `on_signal(signum)` is called from the handler.
 
     Example:
 
@@ -38,6 +55,7 @@ class SignalCatcher:
         self.on_signal = on_signal
         self.received: int | None = None
         self._previous: dict = {}
+        self._ignored: set[int] = set()  # ignored when first installed: never taken
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
@@ -47,6 +65,10 @@ class SignalCatcher:
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
+                if signum not in self._previous and signal.getsignal(signum) == signal.SIG_IGN:
+                    self._ignored.add(signum)  # `nohup`, or `&` in a script: stays ignored
+                if signum in self._ignored:
+                    continue
                 previous = signal.signal(signum, self._handle)
                 self._previous.setdefault(signum, previous)
 

@@ -600,6 +600,27 @@ def test_sighup_stops_training_like_sigterm(tmp_path):
 
 
 @pytest.mark.slow
+def test_under_nohup_a_hangup_does_not_stop_training(tmp_path):
+    """A signal the starter ignored (`nohup` ignores SIGHUP) stays ignored."""
+    run_dir = tmp_path / "run"
+    argv = [*ECHO_KERAS, "train", "--run-dir", str(run_dir), "--epochs", "4"]
+    argv += ["--series-length", "15000", "--quiet"]
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    wait_for(checkpoint_of(run_dir), process)
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert files.read_status(run_dir)["status"] == "complete"
+    assert len(files.read_history(run_dir)) == 4 * 200
+
+
+@pytest.mark.slow
 def test_sighup_from_a_hung_up_terminal_exits_129(tmp_path):
     run_dir = tmp_path / "run"
     master, slave = pty.openpty()
