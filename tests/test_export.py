@@ -224,6 +224,38 @@ def staging_folders(out):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, True])
+def test_a_seed_that_is_not_a_whole_number_from_0_is_refused(tiny_run, tmp_path, seed):
+    from echo_keras.errors import ConfigError
+    from echo_keras.stream.export import export_saved_model
+
+    with pytest.raises(ConfigError, match="seed.*whole number from 0") as caught:
+        export_saved_model(tiny_run, tmp_path / "e", seed=seed)
+    assert caught.value.exit_status == 2 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_middle_of_an_export_leaves_nothing_behind(tiny_run, tmp_path):
+    """Stopped as SIGINT stops it: its staging folder and its lock go, one line, 143."""
+    out = tmp_path / "e"
+    process = start(tiny_run, "--out", out, command="export")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.glob(".e.export-*/saved_model.pb")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the export wrote no staging folder"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines() == [f"Error: Interrupted (SIGTERM); {out} is as it was"]
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no lock, no export
+
+
 def test_the_next_export_removes_what_a_killed_one_left(tiny_run, tmp_path):
     """kill -9 in the middle of an export leaves its staging folder; the next export to the
     same folder deletes it, and leaves a user's look-alike names alone."""

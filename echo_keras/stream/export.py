@@ -34,8 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.backend import graph_function, tf
-from echo_keras.errors import ExportError, RunBusy, UsageError, first_line
+from echo_keras.errors import (
+    ConfigError,
+    ExportError,
+    Interrupted,
+    RunBusy,
+    UsageError,
+    first_line,
+)
 from echo_keras.paths import as_path
+from echo_keras.signals import SignalCatcher, Signalled, raise_signalled
 from echo_keras.stream import export_folder
 from echo_keras.stream.model import StreamModel, load_stream_model
 
@@ -136,24 +144,48 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     Args:
         run_dir: a trained run folder.
         out: a new or empty folder (in an existing one) for the SavedModel.
-        seed: seed of the random streams the check runs.
+        seed: seed of the random streams the check runs (a whole number from 0).
 
     Returns:
         An `ExportReport`.
 
     Raises:
+        ConfigError: `seed` is not a whole number from 0.
         UsageError: `out` cannot be an export folder (`export_folder.out_problem`).
         RunBusy: another export to `out` is running.
         RunFolderError: the run has no usable model.
         ExportError: the folder could not be written (a full disk, no permission), or
             the reloaded SavedModel did not reproduce `predict`.
+        Interrupted: SIGINT, SIGTERM or SIGHUP stopped the export.
         In every case `out` is left as it was, and no staging folder is left behind.
     """
     out = as_path(out, "out")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("seed", f"must be a whole number from 0, got {seed!r:.40}")
     problem = export_folder.out_problem(out, run_dir)
     if problem:
         raise UsageError(f"out: {problem}")
     model = load_stream_model(run_dir)
+    try:  # SIGINT, SIGTERM or SIGHUP: the staging folder and the lock go on the way out
+        with SignalCatcher(on_signal=raise_signalled):
+            difference, checked = _locked_write(model, out, seed)
+    except Signalled as stop:
+        done = (out / "saved_model.pb").exists()  # renamed into place just before the signal
+        what = f"the export in {out} is complete" if done else f"{out} is as it was"
+        raise Interrupted(f"Interrupted ({stop}); {what}", stop.signum) from None
+    return ExportReport(
+        out=out,
+        state_names=tuple(model.names),
+        units=model.units,
+        num_classes=model.config.num_classes,
+        checked_symbols=checked,
+        max_difference=difference,
+        vocabulary=None if model.vocabulary is None else out / VOCABULARY,
+    )
+
+
+def _locked_write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
+    """`_write` with the lock on `out` held; RunBusy if another export holds it."""
     lock = export_folder.lock(out)
     try:
         if not lock.acquire(stamp=True):
@@ -165,18 +197,9 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         raise _cannot_write(out, error) from None
     try:
         export_folder.remove_dead_staging(out)
-        difference, checked = _write(model, out, seed)
+        return _write(model, out, seed)
     finally:
         lock.release()
-    return ExportReport(
-        out=out,
-        state_names=tuple(model.names),
-        units=model.units,
-        num_classes=model.config.num_classes,
-        checked_symbols=checked,
-        max_difference=difference,
-        vocabulary=None if model.vocabulary is None else out / VOCABULARY,
-    )
 
 
 def _write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
