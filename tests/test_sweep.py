@@ -935,3 +935,29 @@ def test_a_worker_writes_temporary_files_to_a_folder_of_its_own(tmp_path):
     assert [p.name for p in folder.iterdir() if p.name.startswith("__autograph")]
     remove_dead_folders(tmp_path, PRIVATE_PREFIX)  # as the sweep does once Ray is down
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_while_the_heat_map_is_drawn_waits_for_it(tmp_path, monkeypatch):
+    """The sweep catches SIGINT and SIGTERM to its end: one that comes while the heat map is
+    drawn (here a resumed sweep with nothing left to run, so no Ray) lets the drawing finish,
+    and the sweep ends complete instead of dying half-way."""
+    from echo_keras.sweep.runner import run_sweep
+
+    out = tmp_path / "out"
+    spec = grid.make_spec({"echo_step": "1", "truncated_backprop_length": "2"}, None, {})
+    (config,) = spec.points()
+    results.write_spec(out.mkdir() or out, spec)
+    row = {**config.to_dict(), "status": "ok", "accuracy": 0.9, "boundary_accuracy": 0.8}
+    results.write_results(out / "results.csv", [row])
+    draw = heatmap.save_heatmap
+
+    def signalled_while_drawing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        draw(*args, **kwargs)
+
+    monkeypatch.setattr(heatmap, "save_heatmap", signalled_while_drawing)
+    before = signal.getsignal(signal.SIGTERM)
+    result = run_sweep(spec, out, resume=True)
+    assert (result.points, result.ok) == (1, 1)
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -201,19 +201,21 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
                     )
         except KeyboardInterrupt:  # ours, or a SIGINT that met Python's or Ray's handler
             signals.received = signals.received or signal.SIGINT
-        finally:
-            signals.restore()
         return _finish(spec, out, points, rows, progress, signals, address)
     finally:
         # Last, so that the local workers exit while the heat map is drawn; then their
-        # temporary folders go (whatever ended the sweep).
-        if todo and address is None:
-            _remove_worker_folders(earlier)
+        # temporary folders go (whatever ended the sweep). Signals are caught until then.
+        try:
+            if todo and address is None:
+                _remove_worker_folders(earlier)
+        finally:
+            signals.restore()
 
 
 def _finish(spec, out, points, rows, progress, signals, address) -> SweepResult:
     """Raise Interrupted if a signal stopped the sweep; else draw the heat map and return
-    the sweep's result."""
+    the sweep's result (a signal that comes while it is drawn waits for the drawing: the
+    sweep then ends complete)."""
     if signals.received is not None:
         name = signals.signal_name
         if not progress["written"]:
