@@ -72,7 +72,7 @@ def read_symbols(
     # At most a symbol a byte: pages past the symbols read are never touched (nor resident).
     ids = np.empty(count or size, symbol_dtype(vocabulary.size))
     starts, total = [], 0
-    hasher = None if digest else hashlib.sha256()  # the survey hashed the file already
+    hasher = hashlib.sha256()  # and compared with the survey's: an edit between is caught
     position = Position(str(path))
     at_line_start = True
     for chunk in _chunks(path, data_format, position, hasher):
@@ -86,7 +86,7 @@ def read_symbols(
             if separator:
                 starts.append(total)
         at_line_start = chunk.endswith(b"\n")
-    if count is not None and total != count and not documents:  # documents drop blank lines
+    if digest is not None and hasher.hexdigest() != digest:
         raise _changed(field, path)
     ids = ids[:total]
     if total == 0:
@@ -95,7 +95,7 @@ def read_symbols(
     if documents:
         doc_starts = np.unique(np.array([0, *starts], dtype=np.int64))
         doc_starts = doc_starts[doc_starts < total]  # a blank line at the end starts nothing
-    return Symbols(ids, vocabulary, doc_starts, digest or hasher.hexdigest())
+    return Symbols(ids, vocabulary, doc_starts, hasher.hexdigest())
 
 
 def _changed(field: str, path: Path) -> UsageError:
@@ -183,14 +183,13 @@ def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, 
 def _chunks(path: Path, data_format: str, position: Position, hasher) -> Iterator[bytes]:
     """The file in pieces of whole lines (or, in a line longer than a piece, whole characters
     and tokens), checked as UTF-8 text without NUL characters; its bytes also go to `hasher`
-    unless it is None."""
+    too."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     carry = b""
     with open(path, "rb") as handle:
         while True:
             block = handle.read(CHUNK_BYTES)
-            if hasher is not None:
-                hasher.update(block)
+            hasher.update(block)
             data = carry + block
             if not block:
                 if data:

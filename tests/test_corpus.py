@@ -135,8 +135,12 @@ def test_an_integer_is_ascii_digits_alone_as_predict_reads_it(tmp_path, token):
         read_symbols(write(tmp_path, "i.txt", f"0 1\n2 {token} 1"), "ints")
 
 
-@pytest.mark.parametrize("then", ["abab\n" * 20, "ab\n"])
-def test_a_file_changed_between_its_two_readings_is_named(tmp_path, monkeypatch, then):
+@pytest.mark.parametrize("documents", [False, True])
+@pytest.mark.parametrize(
+    "then",
+    ["abab\n" * 20, "ab\n", "baba\n" + "abab\n" * 9, "abab\n" * 5],  # longer, shorter, same length
+)
+def test_a_file_changed_between_its_two_readings_is_named(tmp_path, monkeypatch, then, documents):
     path = write(tmp_path, "t.txt", "abab\n" * 10)
     survey = corpus._survey
 
@@ -147,7 +151,7 @@ def test_a_file_changed_between_its_two_readings_is_named(tmp_path, monkeypatch,
 
     monkeypatch.setattr(corpus, "_survey", survey_then_change)
     with pytest.raises(UsageError, match="t.txt changed while it was read"):
-        read_symbols(path)
+        read_symbols(path, documents=documents)
 
 
 @pytest.mark.parametrize("kind", [str, bytes])
