@@ -367,7 +367,7 @@ def test_what_is_not_a_path_or_a_callback_is_named_as_the_librarys_own_error(
 ):
     run_dir, _ = api_run
     config = ek.TrainConfig(**SMALL)
-    spec = ek.make_spec({"echo_step": "1", "window": "3"}, None, {})
+    spec = ek.make_spec({"echo_step": "1", "truncated_backprop_length": "3"}, None, {})
     refused = [
         (lambda: ek.evaluate(None), "run_dir: must be a path"),
         (lambda: ek.evaluate(str(run_dir).encode()), "run_dir: must be a path"),

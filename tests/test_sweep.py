@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from echo_keras.errors import ConfigError, SweepError
+from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import flag
 from echo_keras.sweep import cluster, grid, heatmap, results, workers
 from tests.helpers import invoke, one_line_error
@@ -961,3 +961,77 @@ def test_a_signal_while_the_heat_map_is_drawn_waits_for_it(tmp_path, monkeypatch
     assert (result.points, result.ok) == (1, 1)
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+ONE_POINT = {
+    "echo_step": [1],
+    "truncated_backprop_length": [4],
+    "state_size": [4],
+    "cell": ["lstm"],
+}
+
+
+@pytest.mark.parametrize(
+    "grid_changes, seeds, settings, options, fragment",
+    [
+        ({"echo_step": [-1]}, 1, {}, {}, "echo_step"),
+        ({"echo_step": []}, 1, {}, {}, "non-empty list"),
+        ({"cell": [1]}, 1, {}, {}, "strs only"),
+        ({"echo": [1]}, 1, {}, {}, "grid must hold exactly"),
+        ({}, 0, {}, {}, "seeds must be a positive integer"),
+        ({}, 1, {"foo": 1}, {}, "foo, which is not a per-run setting"),
+        (
+            {"echo_step": list(range(1, 201)), "truncated_backprop_length": list(range(1, 101))},
+            1,
+            {},
+            {},
+            "at most 10000",
+        ),
+        ({}, 1, {}, {"workers": 0}, "workers: must be from 1 to 1024"),
+        ({}, 1, {}, {"workers": "2"}, "workers: must be from 1 to 1024"),
+    ],
+)
+def test_a_spec_built_by_hand_is_checked_before_anything_starts(
+    tmp_path, grid_changes, seeds, settings, options, fragment
+):
+    """`run_sweep` takes any SweepSpec: one that `make_spec` would refuse is refused the
+    same way (exit status 2), before Ray starts and before OUT is made."""
+    from echo_keras.errors import EchoKerasError
+    from echo_keras.sweep.runner import run_sweep
+
+    grid_ = {**ONE_POINT, **grid_changes}
+    if "echo" in grid_changes:
+        del grid_["echo_step"]
+    spec = grid.SweepSpec(grid_, seeds, {"num_epochs": 1, **settings})
+    with pytest.raises(EchoKerasError, match=fragment) as caught:
+        run_sweep(spec, tmp_path / "out", **options)
+    assert caught.value.exit_status == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_in_the_way_is_refused_by_the_library_as_by_the_command_line(tmp_path):
+    from echo_keras.sweep.runner import run_sweep
+
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    spec = grid.SweepSpec(ONE_POINT, 1, {"num_epochs": 1})
+    for out, fragment in ((tmp_path / "file", "not a folder"), (tmp_path / "dangling", "leads")):
+        with pytest.raises(ConfigError, match=fragment):
+            run_sweep(spec, out)
+        one_line_error(invoke("sweep", "--out", out), "--out", fragment, code=2)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "grid_texts, seeds, settings, error, fragment",
+    [
+        ({"echo_step": 5}, 1, {}, ConfigError, "expected text such as"),
+        ({"echo_step": "5"}, "2", {}, ConfigError, "seeds"),
+        (None, 1, {}, UsageError, "as dicts"),
+        ({"echo": "1"}, 1, {}, UsageError, "no axis echo"),
+        ({"echo_step": "1"}, 1, {"foo": 3}, UsageError, "foo"),
+    ],
+)
+def test_make_spec_names_what_it_cannot_take(grid_texts, seeds, settings, error, fragment):
+    with pytest.raises(error, match=fragment):
+        grid.make_spec(grid_texts, seeds, settings)

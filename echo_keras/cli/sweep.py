@@ -25,11 +25,8 @@ from echo_keras.cli.stdio import stdout_to_stderr
 from echo_keras.config import readable
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
-from echo_keras.run.fileio import folder_problem
-from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec
+from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, MAX_WORKERS, make_spec
 from echo_keras.sweep.results import SWEEP_JSON, check_out, read_spec
-
-MAX_WORKERS = 1024  # a local Ray's CPUs: more than any machine this runs on
 
 
 def _listed(name: str) -> str:
@@ -102,7 +99,7 @@ def sweep(
         raise bad_parameter("--workers", f"must be from 1 to {MAX_WORKERS}, got {wrong}")
     if resume and overwrite:
         raise UsageError("--overwrite and --resume cannot be used together")
-    _check_out(out, resume, overwrite)
+    check_out(out, resume=resume, overwrite=overwrite)
     base = None
     if resume:
         try:
@@ -165,18 +162,6 @@ def sweep(
         if bar:
             bar.close()
     _report(result, as_json, quiet)
-
-
-def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    missing = out
-    while not missing.exists():  # a sweep folder is made, never written through a link
-        if missing.is_symlink():  # exists() is False for a dangling link or a loop
-            raise bad_parameter("--out", f"{missing} is a symbolic link that leads nowhere")
-        missing = missing.parent
-    problem = folder_problem(out)
-    if problem:
-        raise bad_parameter("--out", problem)
-    check_out(out, resume=resume, overwrite=overwrite)
 
 
 def _report(result, as_json: bool, quiet: bool) -> None:

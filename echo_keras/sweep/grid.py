@@ -33,7 +33,10 @@ DEFAULT_GRID = {
 }
 DEFAULT_SEEDS = 1
 MAX_POINTS = 10_000
+MAX_WORKERS = 1024  # a local Ray's CPUs: more than any machine this runs on
 GRID_WORDS = ("echo steps", "windows", "state sizes", "cells", "seeds")  # AXES, then seeds
+# The per-run settings a sweep takes: config.json's names, in order, without data fields.
+SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in DATA_FIELDS)
 # The settings a point's compiled model and loops do not depend on: its data, seed, epochs.
 UNCOMPILED = ("echo_step", "seed", "num_epochs")
 
@@ -115,6 +118,8 @@ def make_spec(
 
     Raises:
         ConfigError: naming the field (or `seeds`) at fault.
+        UsageError: an axis that is not one, a setting that is not a per-run one, or too
+            many points.
 
     Example:
 
@@ -123,6 +128,16 @@ def make_spec(
     run_sweep(spec, "runs/sweep")
     ```
     """
+    if not isinstance(grid_texts, dict) or not isinstance(settings, dict):
+        raise UsageError("make_spec takes the axes' texts and the settings as dicts")
+    unknown = sorted(map(str, set(grid_texts) - set(AXES)))
+    if unknown:
+        raise UsageError(f"the grid has no axis {', '.join(unknown)}; its axes: {', '.join(AXES)}")
+    for name, text in grid_texts.items():
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(name, f"expected text such as 1,2,4 or 1-12, got {text!r:.40}")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int)):
+        raise ConfigError("seeds", f"must be a positive whole number, got {seeds!r:.40}")
     grid = {}
     for name in AXES:
         text = grid_texts.get(name)
@@ -142,19 +157,50 @@ def make_spec(
     for item in dataclasses.fields(TrainConfig):  # sweep.json records every setting
         if item.name not in AXES and item.name != "seed" and item.name not in DATA_FIELDS:
             merged.setdefault(item.name, item.default)
-    sizes = [len(grid[name]) for name in AXES] + [seeds]
+    spec = SweepSpec(grid, seeds, merged)
+    check_spec(spec)
+    return spec
+
+
+def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
+    """What is wrong with a spec's parts (types and names; values are checked with every
+    point's settings), or None. Fields are named as SweepSpec and sweep.json name them."""
+    if not isinstance(grid, dict) or set(grid) != set(AXES):
+        return f"grid must hold exactly {', '.join(AXES)}"
+    for name in AXES:
+        values, kind = grid[name], str if name == "cell" else int
+        if not isinstance(values, list) or not values:
+            return f"grid's {name} must be a non-empty list, got {values!r}"[:300]
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            return f"grid's {name} must hold {kind.__name__}s only, got {values!r}"[:300]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        return f"seeds must be a positive integer, got {seeds!r}"[:300]
+    if not isinstance(settings, dict):
+        return "settings must be an object"
+    unknown = sorted(set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"})
+    if unknown:
+        return f"settings holds {', '.join(map(str, unknown))}, which is not a per-run setting"
+    return None
+
+
+def check_spec(spec: SweepSpec) -> None:
+    """Refuse, before anything starts, a spec that `make_spec` would not have made: parts
+    of the wrong kind (UsageError), more than MAX_POINTS points (UsageError), or a point
+    that `train` would refuse (ConfigError naming its field, or UsageError)."""
+    problem = spec_problem(spec.grid, spec.seeds, spec.settings)
+    if problem:
+        raise UsageError(f"the sweep's spec: {problem}")
+    sizes = [len(spec.grid[name]) for name in AXES] + [spec.seeds]
     count = math.prod(sizes)  # counted, never built: a grid may be far too large
     if count > MAX_POINTS:
         shown = " x ".join(f"{size} {name}" for size, name in zip(sizes, GRID_WORDS, strict=True))
         raise UsageError(f"the grid has {count} points ({shown}); at most {MAX_POINTS} allowed")
-    spec = SweepSpec(grid, seeds, merged)
     available = available_memory()
     for config in spec.points():  # what `train` refuses, refused before anything starts
         config.validate()
         problem = memory_problem(config, available)
         if problem:
             raise UsageError(f"{point_words(config)}: {problem}")
-    return spec
 
 
 def point_words(config: TrainConfig) -> str:

@@ -8,23 +8,18 @@ here imports TensorFlow or Ray.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from echo_keras.config import DATA_FIELDS, TrainConfig
-from echo_keras.errors import SweepError, UsageError
-from echo_keras.options import AXES
+from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.run import fileio
-from echo_keras.sweep.grid import SweepSpec
+from echo_keras.sweep.grid import SETTINGS, SweepSpec, spec_problem
 
 RESULTS, SWEEP_JSON, HEATMAP, RUNS = "results.csv", "sweep.json", "heatmap.png", "runs"
 
-# config.json's names, in order; a sweep's points are echo runs, without data fields
-SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in DATA_FIELDS)
 METRICS = (
     "accuracy",
     "boundary_accuracy",
@@ -113,34 +108,27 @@ def read_spec(out: Path) -> SweepSpec:
 
 
 def _spec_problem(data: Any) -> str | None:
-    """What is wrong with sweep.json's record (types, names; values are checked with every
-    point's settings), or None. Its fields are named as the file names them, not as flags."""
+    """What is wrong with sweep.json's record, or None (see `grid.spec_problem`)."""
     if not isinstance(data, dict):
         return "it is not a JSON object"
-    grid, seeds, settings = data.get("grid"), data.get("seeds"), data.get("settings")
-    if not isinstance(grid, dict) or set(grid) != set(AXES):
-        return f"grid must hold exactly {', '.join(AXES)}"
-    for name in AXES:
-        values, kind = grid[name], str if name == "cell" else int
-        if not isinstance(values, list) or not values:
-            return f"grid's {name} must be a non-empty list, got {values!r}"[:300]
-        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-            return f"grid's {name} must hold {kind.__name__}s only, got {values!r}"[:300]
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        return f"seeds must be a positive integer, got {seeds!r}"[:300]
-    if not isinstance(settings, dict):
-        return "settings must be an object"
-    unknown = sorted(set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"})
-    if unknown:
-        return f"settings holds {', '.join(map(str, unknown))}, which is not a per-run setting"
-    return None
+    return spec_problem(data.get("grid"), data.get("seeds"), data.get("settings"))
 
 
 def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse (UsageError) to write a sweep into `out` when that would lose a user's files:
-    a folder with anything in it takes a new sweep only with `overwrite`, and only when it
-    holds an earlier sweep (a valid sweep.json); `resume` needs that sweep."""
+    """Refuse a folder `out` that cannot be made or written (ConfigError: a symbolic link
+    that leads nowhere, a file in the way, no permission); refuse (UsageError) to write a
+    sweep into `out` when that would lose a user's files: a folder with anything in it
+    takes a new sweep only with `overwrite`, and only when it holds an earlier sweep (a
+    valid sweep.json); `resume` needs that sweep."""
     out = Path(out)
+    missing = out
+    while not missing.exists():  # a sweep folder is made, never written through a link
+        if missing.is_symlink():  # exists() is False for a dangling link or a loop
+            raise ConfigError("out", f"{missing} is a symbolic link that leads nowhere")
+        missing = missing.parent
+    problem = fileio.folder_problem(out)
+    if problem:
+        raise ConfigError("out", problem)
     if resume or not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:

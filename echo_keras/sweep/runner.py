@@ -25,13 +25,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_keras.errors import Interrupted, RunBusy, UsageError
+from echo_keras.errors import ConfigError, Interrupted, RunBusy, UsageError
 from echo_keras.paths import as_path
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders, system_tempdir
 from echo_keras.signals import SignalCatcher
 from echo_keras.sweep.cluster import ray_session, usable_cores
-from echo_keras.sweep.grid import SweepSpec
+from echo_keras.sweep.grid import MAX_WORKERS, SweepSpec, check_spec
 from echo_keras.sweep.results import (
     HEATMAP,
     RESULTS,
@@ -97,14 +97,20 @@ def run_sweep(
         A `SweepResult`; a failed point is a row with its error, not an exception.
 
     Raises:
-        UsageError: OUT is not empty and neither `resume` nor `overwrite` was asked for, or
-            it holds no sweep to replace.
+        ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS, or
+            an OUT that cannot be made or written.
+        UsageError: `spec` is not one `make_spec` would make, or OUT is not empty and
+            neither `resume` nor `overwrite` was asked for, or it holds no sweep to replace.
         RunBusy: another sweep writes OUT.
         Interrupted: SIGINT or SIGTERM stopped it (completed rows kept).
         SweepError: results.csv is damaged, or the cluster cannot be joined.
     """
     if not isinstance(spec, SweepSpec):
         raise UsageError(f"spec must be a SweepSpec (see make_spec), got {spec!r:.40}")
+    check_spec(spec)  # one built by hand, too
+    bad = isinstance(workers, bool) or not isinstance(workers, (int, type(None)))
+    if bad or (workers is not None and not 0 < workers <= MAX_WORKERS):
+        raise ConfigError("workers", f"must be from 1 to {MAX_WORKERS}, got {workers!r:.40}")
     out = as_path(out, "out")
     if resume and overwrite:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
