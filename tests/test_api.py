@@ -391,3 +391,23 @@ def test_what_is_not_a_path_or_a_callback_is_named_as_the_librarys_own_error(
         assert raised.value.exit_status == 2
     assert sorted(path.name for path in tmp_path.iterdir()) == []
     assert ek.train(config, tmp_path / "r", callbacks=None).epochs == 2  # None: no callbacks
+
+
+def test_a_state_that_cannot_be_written_is_a_state_file_error(predictor, tmp_path, monkeypatch):
+    """A full disk: the library's own error (exit status 1, as `predict --state-out`), and
+    the state file there stays as it was."""
+    from echo_keras.errors import StateFileError
+
+    path = tmp_path / "state.npz"
+    predictor.save_state(path, predictor.zero_state())
+    earlier = path.read_bytes()
+
+    def full_disk(handle, **arrays):
+        handle.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(StateFileError, match="cannot write .*No space left") as raised:
+        predictor.save_state(path, predictor.zero_state())
+    assert raised.value.exit_status == 1
+    assert path.read_bytes() == earlier and [p.name for p in tmp_path.iterdir()] == ["state.npz"]

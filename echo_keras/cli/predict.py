@@ -247,10 +247,7 @@ def _predict(
     except _OutputError as error:
         raise fail(f"cannot write the predictions: {error}") from None
     if state_out is not None:
-        try:
-            write_state(state_out, model, result.state)
-        except OSError as error:
-            raise fail(f"cannot write {state_out}: {error}") from None
+        write_state(state_out, model, result.state)
     if not as_json:
         # The predictions and the state are written: a stderr that cannot take this
         # line (a full disk, a closed pipe) loses it and no more.
@@ -289,10 +286,7 @@ def _generate(run_dir, length, options, state_in, state_out, as_json) -> None:
     except _OutputError as error:
         raise fail(f"cannot write the text: {error}") from None
     if state_out is not None:
-        try:
-            write_state(state_out, model, state)
-        except OSError as error:
-            raise fail(f"cannot write {state_out}: {error}") from None
+        write_state(state_out, model, state)
 
 
 def _start_state(model, state_in, state_out) -> list:

@@ -143,6 +143,8 @@ class Predictor:
             ConfigError: `path` must not be replaced: a file that is not a state file of
                 this run, a folder, device or FIFO, a symlink that leads nowhere, a place
                 inside the run folder, or a folder that does not exist.
+            StateFileError: it could not be written (a full disk, no permission); the
+                file there, if any, is as it was.
         """
         values = self._state(state)
         target = state_files.state_target(as_path(path, "path"), self.model, self.run_dir)

@@ -90,13 +90,17 @@ def read_state(path: Path, model: StreamModel, same_weights: bool = True) -> lis
 
 
 def write_state(path: Path, model: StreamModel, state: list) -> None:
-    """Write the state (one array per name, batch 1) to an npz file, atomically."""
+    """Write the state (one array per name, batch 1) to an npz file, atomically;
+    StateFileError (exit status 1) if it cannot be written: what was there stays."""
     arrays = {
         name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
     }
     arrays[DIGEST] = np.frombuffer(model.weights_digest, np.uint8)
-
-    fileio.savez(Path(path), arrays)
+    try:
+        fileio.savez(Path(path), arrays)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise StateFileError(f"cannot write {path}: {reason}", damaged=True) from None
 
 
 def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) -> Path:
