@@ -98,22 +98,35 @@ def data_source(
             data, config.data_format, vocabulary=vocabulary, documents=config.documents
         )
         return Source(laid_out(symbols.ids, symbols.doc_starts, config, "data"), f"{data}")
+    own = config.validation_data is not None  # its own file: the training data is not read
     try:
-        _, corpus = load_corpus(config, vocabulary)
+        if own:
+            held = read_symbols(
+                config.validation_data,
+                config.data_format,
+                vocabulary=vocabulary,
+                documents=config.documents,
+                field="validation_data",
+            )
+            found = {"validation_data": held.digest}
+            validation = laid_out(held.ids, held.doc_starts, config, "validation_data")
+        else:
+            _, corpus = load_corpus(config, vocabulary)
+            found = corpus.digests
     except UsageError as error:
-        changed = _changed_files(config, digests)
+        changed = _changed_files(config, digests, ["validation_data"] if own else None)
         if not changed:
             raise
         detail = error.reason if isinstance(error, ConfigError) else error
         raise UsageError(f"{changed} changed since the run was trained: {detail}") from None
     changed = [
         f"`{field}` {getattr(config, field)}"
-        for field, digest in corpus.digests.items()
+        for field, digest in found.items()
         if digests and digests.get(field) not in (None, digest)
     ]
     notes = [f"{' and '.join(changed)} changed since the run was trained"] if changed else []
-    if config.validation_data is not None:
-        windows = corpus.validation
+    if own:
+        windows = validation
         where = f"its validation data ({shown(config.validation_data)})"
     elif corpus.validation is not None:
         share = f"{config.validation_fraction * 100:.3g}%"  # 10%, 12.5%, 0.4%
@@ -127,10 +140,13 @@ def data_source(
     return Source(windows, where, "; ".join(notes))
 
 
-def _changed_files(config: TrainConfig, digests: dict | None) -> str:
-    """The run's data files whose bytes are no longer those it was trained on, named."""
+def _changed_files(config: TrainConfig, digests: dict | None, fields: list | None) -> str:
+    """The run's data files (of `fields`, or all) whose bytes are no longer those it was
+    trained on, named."""
     changed = []
     for field, digest in (digests or {}).items():
+        if fields is not None and field not in fields:
+            continue
         path = getattr(config, field, None)
         with contextlib.suppress(UsageError):  # a file gone: its own error says so
             if path is not None and file_digest(path, field) != digest:

@@ -263,3 +263,17 @@ def test_an_echo_beyond_the_window_names_its_own_step(echo_text_run):
     assert "all 10 positions of windows 2.. (the echo reaches 12 back)" in format_data_table(
         metrics, far
     )
+
+
+def test_a_run_with_its_own_validation_file_is_evaluated_without_its_training_file(tmp_path):
+    """Only the validation file is scored, so only it is read: the training file may be gone."""
+    (tmp_path / "held.txt").write_text("abcd\n" * 100)
+    held = str(tmp_path / "held.txt")
+    run_dir = _train(tmp_path, "abcd\n" * 200, validation_data=held, num_epochs=1, state_size=4)
+    (tmp_path / "data.txt").unlink()
+    result = invoke("evaluate", "--run-dir", run_dir, "--json")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == KEYS
+    (tmp_path / "held.txt").write_text("abcd\n" * 99 + "abcz\n")
+    result = invoke("evaluate", "--run-dir", run_dir)
+    one_line_error(result, f"--validation {held} changed since the run was trained", code=2)
