@@ -299,9 +299,16 @@ def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Window
     else:
         x, y, _ = task_pairs(ids, config.task, config.echo_step)
         windows = series_windows(x, y, batch, window)
+    what = {"validation_fraction": "the held-out end of `data`"}.get(field, f"`{field}`")
+    if windows.num_windows == 0 and starts is not None:  # each document too short for a target
+        least = config.echo_step + 1 if config.task == "echo" else 2
+        raise ConfigError(
+            field,
+            f"{what} has no document of {least} symbols or more, the fewest that hold a "
+            + ("target (`echo_step` + 1)" if config.task == "echo" else "target"),
+        )
     if windows.num_windows == 0:
         need = batch * window + (config.task == "next")
-        what = {"validation_fraction": "the held-out end of `data`"}.get(field, f"`{field}`")
         raise ConfigError(
             field,
             f"{what} has {len(ids)} symbols, too few for one window per row: `batch_size` x "

@@ -279,3 +279,17 @@ def test_data_settings_that_cannot_work_name_their_field(settings, field):
     with pytest.raises(ConfigError) as caught:
         TrainConfig(**settings).validate()
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("task", "least"), [("echo", 6), ("next", 2)])
+def test_documents_all_too_short_for_a_target_are_named_as_such(task, least):
+    """Not "too few symbols for one window per row" when there are plenty: each document is
+    shorter than the fewest symbols that hold a target."""
+    from echo_keras.corpus import laid_out
+
+    ids = np.zeros(900, np.uint8)
+    starts = np.arange(0, 900, least - 1)  # documents of least - 1 symbols
+    config = TrainConfig(task=task, echo_step=5, batch_size=4, truncated_backprop_length=10)
+    with pytest.raises(ConfigError, match=f"no document of {least} symbols or more") as raised:
+        laid_out(ids, starts, config, "data")
+    assert raised.value.field == "data"
