@@ -111,11 +111,12 @@ def train(
             cannot be written: a file in the way, a symlink loop).
         UsageError: a resume that would change the run's settings, or a config that
             cannot fit in memory.
-        RunRefused: RunBusy (another process trains it) or RunExists (it holds a run and
+        RunRefused: RunBusy (another process trains it), RunExists (it holds a run and
             neither `overwrite` nor `resume` was asked for; a run that never completed an
-            epoch is replaced, with a notice).
-        TrainingError: TrainingDiverged (NaN loss), an impossible resume, or a callback
-            that stopped training before the first epoch ended.
+            epoch is replaced, with a notice), or a resume to no more epochs than the run
+            has completed.
+        TrainingError: TrainingDiverged (NaN loss), or a callback that stopped training
+            before the first epoch ended.
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped training (the run can resume).
         RunFolderError: the run to resume is damaged.
         OSError: a file could not be written (a full disk).
@@ -295,7 +296,7 @@ def _load_resume(config: TrainConfig, folder: RunFolder):
             "would end it before that"
         )
     if completed == config.num_epochs and folder.status()["status"] == "complete":
-        raise TrainingError(
+        raise RunRefused(
             f"{name} already completed {completed} of {config.num_epochs} epochs; "
             "pass a larger `num_epochs` to train further"
         )

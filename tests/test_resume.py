@@ -93,7 +93,7 @@ def test_resume_refuses_changed_settings_and_a_complete_run(run_copy):
     changed = invoke("train", "--run-dir", run_copy, "--resume", "--window", "12")
     one_line_error(changed, "--window", code=2)
     complete = invoke("train", "--run-dir", run_copy, "--resume", "--quiet")
-    one_line_error(complete, "already completed", "--epochs", code=1)
+    one_line_error(complete, "already completed", "--epochs", code=2)  # a usage error
 
 
 def test_resume_refuses_fewer_epochs_than_the_run_completed(run_copy):
@@ -119,3 +119,12 @@ def test_resume_of_a_missing_run_folder(tmp_path):
 def test_overwrite_and_resume_together_are_refused(tmp_path):
     result = invoke("train", "--run-dir", tmp_path / "r", "--overwrite", "--resume")
     assert result.exit_code == 2 and "cannot be used together" in result.stderr
+
+
+def test_resuming_a_run_whose_epochs_all_ended_but_not_its_save_only_saves_it(run_copy):
+    """Its last save failed (a full disk): the resume trains nothing, says so, and completes."""
+    files.write_status(run_copy, "failed", "no space left on device")
+    result = invoke("train", "--run-dir", run_copy, "--resume")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Saved the run: its 2 epochs were already trained; ")
+    assert files.read_status(run_copy)["status"] == "complete"

@@ -161,6 +161,11 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         if result.validation:
             report["validation"] = result.validation[-1]
         JsonOutput.echo(json.dumps(report))
+    elif not quiet and result.steps == 0:  # a resume of a run whose last save had failed
+        typer.echo(
+            f"Saved the run: its {result.epochs} epochs were already trained; last epoch's "
+            f"mean batch loss {result.final_loss:.5f}"
+        )
     elif not quiet:
         typer.echo(
             f"Trained {_epochs_trained(result, result.batches_per_epoch)} ({result.steps} "
