@@ -177,9 +177,9 @@ def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
         return f"seeds must be a positive integer, got {seeds!r}"[:300]
     if not isinstance(settings, dict):
         return "settings must be an object"
-    unknown = sorted(set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"})
+    unknown = sorted(map(str, set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"}))
     if unknown:
-        return f"settings holds {', '.join(map(str, unknown))}, which is not a per-run setting"
+        return f"settings holds {', '.join(unknown)}, which is not a per-run setting"
     return None
 
 
