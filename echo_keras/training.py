@@ -170,6 +170,8 @@ def train(
             extras = _optional_callbacks(
                 work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir, corpus is not None
             )
+            for extra in extras:
+                extra.stopped = lambda: stopper.received is not None  # cuts close() short
             validation = _validation(corpus, work_dir if resume else None, first_epoch)
             all_callbacks = [
                 ResetStatesAtEpochStart(),
@@ -261,7 +263,8 @@ def _try_write_status(work_dir: Path, status: str, message: str) -> None:
 
 
 def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorboard_dir, data):
-    """The live plot and TensorBoard, when asked for; each has a close()."""
+    """The live plot and TensorBoard, when asked for; each has a close() (the live plot's
+    returns at once when its `stopped()` is true)."""
     extras = []
     if plot_every:
         from echo_keras.plots.live import LivePlot

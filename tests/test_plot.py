@@ -5,7 +5,9 @@ test_train.py)."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import threading
 import time
 
 import numpy as np
@@ -262,3 +264,37 @@ def test_live_plot_writes_while_training_runs(tmp_path):
     finally:
         live.close()
     png_size(tmp_path / "live.png")
+
+
+@pytest.mark.parametrize("how", ["a signal", "the deadline"])
+def test_a_drawing_process_that_stalls_never_holds_training_up(tmp_path, monkeypatch, how):
+    """close() waits for the last frame at most CLOSE_SECONDS, and not at all once a signal
+    has asked training to stop; the stalled drawer is killed, live.png keeps its last frame."""
+    from echo_keras.callbacks import BatchLossRecorder
+    from echo_keras.data import series_windows
+    from echo_keras.fitting import BatchTap
+    from echo_keras.plots import live as live_module
+
+    recorder = BatchLossRecorder(num_batches=10)
+    tap = BatchTap()
+    symbols = np.zeros(10 * 5 * 15, dtype=np.uint8)
+    tap.windows = series_windows(symbols, symbols, batch_size=5, window=15)
+    tap.logits_source = lambda: np.zeros((5, 15, 2))
+    monkeypatch.setattr(live_module, "CLOSE_SECONDS", 1 if how == "the deadline" else 600)
+    live = live_module.LivePlot(tmp_path / "live.png", 5, recorder, tap)
+    live.stopped = lambda: how == "a signal"
+    recorder.on_epoch_begin(0)
+    for batch in range(5):
+        recorder.on_train_batch_end(batch, {"batch_loss": 0.7})
+    os.kill(live._process.pid, signal.SIGSTOP)  # stalled: it will never say it is ready
+    for batch in range(5, 10):
+        recorder.on_train_batch_end(batch, {"batch_loss": 0.7})
+        live.on_train_batch_end(batch)
+    closing = threading.Thread(target=live.close, daemon=True)
+    try:
+        closing.start()
+        closing.join(timeout=20)
+        assert not closing.is_alive(), "close() waits for a drawing process that cannot answer"
+        assert live._process.poll() is not None  # killed, stopped as it was
+    finally:
+        live._process.kill()

@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from echo_keras.errors import EchoKerasError
 from echo_keras.run import files
 
 READY = "ready"
+CLOSE_SECONDS = 30  # the most `close` waits for the drawing process (a frame takes a second)
 
 
 class LivePlot(keras.callbacks.Callback):
@@ -54,6 +56,7 @@ class LivePlot(keras.callbacks.Callback):
         self._gone = False
         self._warned = set()
         self._framed_step = None  # the step of the latest frame asked for
+        self.stopped = lambda: False  # the owner's: true once a signal asks training to stop
         self._conn, self._process = _start_drawing(Path(path))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -105,24 +108,38 @@ class LivePlot(keras.callbacks.Callback):
                 print(f"Warning: live plot: {message}", file=sys.stderr)
 
     def close(self) -> None:
-        """Draw a last frame, of the last batch trained, then stop the drawing process."""
+        """Draw a last frame, of the last batch trained, then stop the drawing process.
+        A drawing process that does not answer within CLOSE_SECONDS, or by the time a
+        signal asks training to stop (`stopped`), is killed: live.png keeps its last frame."""
+        deadline = time.monotonic() + CLOSE_SECONDS
         try:
             rows = self.recorder.rows
             if rows and rows[-1][2] != self._framed_step and not self._gone:
                 with contextlib.suppress(Exception):  # no batch to show: keep the last frame
                     self._ask_frame(rows[-1][1], rows[-1][2])
-            if self._pending is not None:
-                self._send_if_ready(wait=True)
+            if self._pending is not None and not self._gone:
+                if self._ready or self._answered(deadline):
+                    self._send_if_ready(wait=True)
+                else:
+                    self._gone = True
+                    self._warn("the drawing process did not answer; live.png keeps its last frame")
             if not self._gone:
                 self._conn.send(None)
         except (EOFError, OSError):
             pass  # the drawing process is gone; training's results do not depend on it
-        try:
-            self._process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        while self._process.poll() is None:
+            if self.stopped() or time.monotonic() > deadline:
+                self._process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=0.1)
         self._conn.close()
+
+    def _answered(self, deadline: float) -> bool:
+        """Whether the drawing process says it is ready before `deadline` or a signal."""
+        while not self._conn.poll(0.1):
+            if self.stopped() or time.monotonic() > deadline:
+                return False
+        return True
 
 
 def _is_data_run(run_dir: Path) -> bool:
