@@ -298,3 +298,16 @@ def test_a_drawing_process_that_stalls_never_holds_training_up(tmp_path, monkeyp
         assert live._process.poll() is not None  # killed, stopped as it was
     finally:
         live._process.kill()
+
+
+def test_out_never_replaces_a_file_of_the_run_even_through_a_link(run_copy, tmp_path):
+    history = (run_copy / "history.csv").read_bytes()
+    (tmp_path / "link.png").symlink_to(run_copy / "history.csv")
+    for out in (tmp_path / "link.png", run_copy / "checkpoint" / "state.png"):
+        if out.parent.name == "checkpoint":
+            (out.parent / "state.png").write_bytes(b"the run's")  # a file of the run's, named so
+        result = invoke("plot", "--run-dir", run_copy, "--out", out)
+        one_line_error(result, "a file of the run", code=2)
+    assert (run_copy / "history.csv").read_bytes() == history
+    for _ in range(2):  # an image of the user's beside the run's files: written, then replaced
+        assert invoke("plot", "--run-dir", run_copy, "--out", run_copy / "plot.svg").exit_code == 0

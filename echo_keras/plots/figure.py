@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import ConfigError, RunFolderError
-from echo_keras.paths import as_path
+from echo_keras.paths import as_path, real_path
 from echo_keras.plots.data_figure import draw_data_figure, read_sample
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
@@ -175,6 +175,17 @@ def figure_target(out: Path, follow: bool = True) -> Path:
     return fileio.output_path(out)
 
 
+def _runs_own_file(target: Path, run_dir: Path) -> bool:
+    """Whether writing `target` (through any symlink) would replace a file the run keeps:
+    any in its folder but an image of the user's beside its files (the live plot's
+    live.png is training's own)."""
+    real = real_path(target)
+    if not real.is_relative_to(run_dir) or not real.exists():
+        return False
+    image = real.suffix.lower().lstrip(".") in image_formats() and real.name != "live.png"
+    return not (image and real.parent == run_dir)
+
+
 def save_figure(figure, path: Path, image_format: str = "png") -> None:
     """Write the figure atomically (a temporary file, then a rename). A character that the
     font lacks (in a data run's sample: an emoji, say) is drawn as a box, without a warning
@@ -256,8 +267,8 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
 
     Raises:
         RunFolderError: a file of the run is missing or damaged.
-        ConfigError: `out` cannot be an image (see `figure_target`), or it or `run_dir`
-            is not a path.
+        ConfigError: `out` cannot be an image (see `figure_target`), is (or links to) a
+            file of the run, or it or `run_dir` is not a path.
         OSError: the image could not be written.
     """
     out = as_path(out, "out") if out is not None else None
@@ -266,6 +277,8 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
     except ValueError as error:
         raise ConfigError("out", str(error)) from None
     figure, folder = _run_figure(run_dir)
+    if target is not None and _runs_own_file(target, folder.real):
+        raise ConfigError("out", f"{out} is a file of the run in {folder.path}; choose another")
     if target is None:  # the folder's own plot.png: a link there is replaced, not followed
         target = figure_target(folder.real / "plot.png", follow=False)
     out = out if out is not None else folder.path / "plot.png"
