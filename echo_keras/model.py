@@ -134,7 +134,14 @@ def batch_loss_metric(model: keras.Model) -> BatchLoss:
 
 
 def stateful_layers(model: keras.Model) -> list:
-    return [layer for layer in model.layers if getattr(layer, "stateful", False)]
+    """The stateful layers of `model`, in order, those of models nested in it included."""
+    found = []
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += stateful_layers(layer)
+    return found
 
 
 def state_variables(model: keras.Model) -> list:

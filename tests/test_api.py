@@ -179,22 +179,27 @@ def test_library_errors_name_fields_and_the_command_line_names_flags(tmp_path):
     assert result.stderr.strip() == "Error: Invalid value for '--window': must be positive, got 0"
 
 
-def test_the_callbacks_serve_a_users_own_model_fit():
+@pytest.mark.parametrize("nested", [False, True])
+def test_the_callbacks_serve_a_users_own_model_fit(nested):
+    """Also with the stateful layer inside a model nested in the user's."""
     import keras
 
     from echo_keras.callbacks import BatchLossRecorder, ResetStatesAtEpochStart
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input(batch_shape=(2, 5, 1))
-    hidden = keras.layers.LSTM(3, stateful=True, return_sequences=True)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    lstm = keras.layers.LSTM(3, stateful=True, return_sequences=True)
+    if nested:
+        lstm = keras.Sequential([keras.Input(batch_shape=(2, 5, 1)), lstm])
+    model = keras.Model(inputs, keras.layers.Dense(2)(lstm(inputs)))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).integers(0, 2, (8, 5, 1)).astype("float32")
     y = np.roll(x[..., 0], 1, axis=1).astype("int32")
     states = {"start": [], "end": []}
+    layer = lstm.layers[-1] if nested else lstm
 
     def size() -> float:
-        return float(np.abs(model.layers[1].states[0].numpy()).sum())
+        return float(np.abs(layer.states[0].numpy()).sum())
 
     class Probe(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
