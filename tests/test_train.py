@@ -551,6 +551,17 @@ def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(run_copy):
     one_line_error(result, "--tensorboard", "--overwrite", code=2)
 
 
+def test_a_run_inside_another_run_folder_is_refused(run_copy, tmp_path):
+    """Replacing the outer run (overwrite) would delete the inner one with it."""
+    (tmp_path / "link").symlink_to(run_copy)
+    for inner in (run_copy / "inner", tmp_path / "link" / "deeper" / "inner"):
+        result = invoke("train", "--run-dir", inner, *TINY_FLAGS)
+        one_line_error(result, "--run-dir", "lies inside the run folder", code=2)
+        assert not inner.exists()
+        with pytest.raises(ConfigError, match="run_dir: .* lies inside the run folder"):
+            train(TINY, inner)
+
+
 def test_tensorboard_writes_through_a_symlink_to_a_folder_yet_to_be_made(tmp_path):
     link = tmp_path / "tb"
     link.symlink_to(tmp_path / "logs" / "echo")
