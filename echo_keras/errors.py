@@ -16,6 +16,7 @@ Python arguments); the command line prints one line per error and exits with
         TrainingDiverged      1  the loss became NaN or infinite
       StateFileError        1|2  a state file that is damaged (1) or another run's (2)
       ExportError             1  the SavedModel could not be written or did not reproduce predict
+      WriteError              1  a run or a figure could not be written (a full disk); an OSError
       SweepError              1  the sweep could not run
       Interrupted     128 + sig  SIGINT, SIGTERM or SIGHUP stopped the work; rows kept
 
@@ -92,6 +93,16 @@ class StateFileError(EchoKerasError):
 class ExportError(EchoKerasError):
     """The SavedModel could not be written (a full disk) or did not reproduce `predict`;
     nothing was left behind."""
+
+
+class WriteError(EchoKerasError, OSError):
+    """A run or a figure could not be written (a full disk, no permission); what the user
+    had stays. Also an OSError, as such failures were before."""
+
+
+def write_error(what: str, error: OSError) -> WriteError:
+    """WriteError for a failed write, in one line: `cannot write WHAT: reason`."""
+    return WriteError(f"cannot write {what}: {error.strerror or first_line(error)}")
 
 
 class SweepError(EchoKerasError, RuntimeError):

@@ -29,12 +29,14 @@ from echo_keras.config import TrainConfig
 from echo_keras.corpus import Corpus, file_digest, load_corpus
 from echo_keras.errors import (
     ConfigError,
+    EchoKerasError,
     Interrupted,
     RunFolderError,
     RunRefused,
     TrainingDiverged,
     TrainingError,
     UsageError,
+    write_error,
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.memory import memory_problem
@@ -119,7 +121,7 @@ def train(
             before the first epoch ended.
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped training (the run can resume).
         RunFolderError: the run to resume is damaged.
-        OSError: a file could not be written (a full disk).
+        WriteError: a file could not be written (a full disk); also an OSError.
     """
     if overwrite and resume:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
@@ -208,6 +210,10 @@ def train(
             if changed and not isinstance(error, (TrainingError, Interrupted)):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
+            if isinstance(error, OSError) and not isinstance(
+                error, (EchoKerasError, BrokenPipeError)
+            ):
+                raise write_error(f"the run {folder.path}", error) from error
             raise
 
 

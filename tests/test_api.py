@@ -416,3 +416,25 @@ def test_a_state_that_cannot_be_written_is_a_state_file_error(predictor, tmp_pat
         predictor.save_state(path, predictor.zero_state())
     assert raised.value.exit_status == 1
     assert path.read_bytes() == earlier and [p.name for p in tmp_path.iterdir()] == ["state.npz"]
+
+
+def test_a_full_disk_is_the_librarys_own_error_that_is_also_an_oserror(
+    api_run, tmp_path, monkeypatch
+):
+    """train and plot_run: a WriteError (exit status 1, as the command line's), one line
+    naming what could not be written, and an OSError as before."""
+    from echo_keras.errors import WriteError
+    from echo_keras.plots import figure
+    from echo_keras.run import files
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files, "append_history", full_disk)
+    with pytest.raises(WriteError, match="cannot write the run .*: No space left") as raised:
+        ek.train(ek.TrainConfig(**SMALL), tmp_path / "run")
+    assert raised.value.exit_status == 1 and isinstance(raised.value, OSError)
+    monkeypatch.setattr(figure, "save_figure", full_disk)
+    out = tmp_path / "figure.png"
+    with pytest.raises(ek.EchoKerasError, match=f"cannot write the figure {out}: No space"):
+        ek.plot_run(api_run[0], out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import RUN_DIR, fail, warn_if_unfinished
+from echo_keras.cli.common import RUN_DIR, warn_if_unfinished
 
 
 def plot(
@@ -21,9 +21,6 @@ def plot(
     """Draw the tutorial's figure (loss curve and the last batch) from a run folder."""
     from echo_keras.plots.figure import plot_run
 
-    try:
-        path = plot_run(run_dir, out)
-    except OSError as error:
-        raise fail(f"cannot write the figure: {error}") from None
+    path = plot_run(run_dir, out)
     warn_if_unfinished(run_dir)
     typer.echo(str(path))

@@ -15,7 +15,6 @@ from echo_keras.cli.common import (
     RUN_DIR,
     JsonOutput,
     bad_parameter,
-    fail,
     given_settings,
     notice,
     setting,
@@ -105,20 +104,17 @@ def train(
         _notes(config)
     from echo_keras import training
 
-    try:
-        result = training.train(
-            config,
-            run_dir,
-            overwrite=overwrite,
-            resume=resume,
-            progress=notices and sys.stdout.isatty(),
-            plain=plain,
-            plot_every=plot_every,
-            tensorboard_dir=tensorboard,
-            notify=(lambda message: notice(as_flags(message))) if notices else None,
-        )
-    except OSError as error:
-        raise fail(f"cannot write the run: {error}") from None
+    result = training.train(
+        config,
+        run_dir,
+        overwrite=overwrite,
+        resume=resume,
+        progress=notices and sys.stdout.isatty(),
+        plain=plain,
+        plot_every=plot_every,
+        tensorboard_dir=tensorboard,
+        notify=(lambda message: notice(as_flags(message))) if notices else None,
+    )
 
     # The run is complete and kept: if its report cannot be printed (a closed or
     # broken stdout), the exit status still says so.

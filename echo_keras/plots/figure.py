@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.errors import ConfigError, RunFolderError
+from echo_keras.errors import ConfigError, RunFolderError, write_error
 from echo_keras.paths import as_path, real_path
 from echo_keras.plots.data_figure import draw_data_figure, read_sample
 from echo_keras.run import fileio, files
@@ -269,7 +269,7 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
         RunFolderError: a file of the run is missing or damaged.
         ConfigError: `out` cannot be an image (see `figure_target`), is (or links to) a
             file of the run, or it or `run_dir` is not a path.
-        OSError: the image could not be written.
+        WriteError: the image could not be written (also an OSError).
     """
     out = as_path(out, "out") if out is not None else None
     try:  # refused before any reading
@@ -282,5 +282,8 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
     if target is None:  # the folder's own plot.png: a link there is replaced, not followed
         target = figure_target(folder.real / "plot.png", follow=False)
     out = out if out is not None else folder.path / "plot.png"
-    save_figure(figure, target, out.suffix.lower().lstrip("."))
+    try:
+        save_figure(figure, target, out.suffix.lower().lstrip("."))
+    except OSError as error:
+        raise write_error(f"the figure {out}", error) from None
     return out
