@@ -73,7 +73,10 @@ def evaluation_length(config, series_length: int | None) -> int:
     try:
         scaled = dataclasses.replace(config, total_series_length=length, num_epochs=1).validate()
     except ConfigError as error:
-        if error.field in ("total_series_length", "echo_step"):
+        if error.field == "echo_step":  # the run's echo step is fine: the length is not
+            reason = f"must be longer than the run's `echo_step` ({config.echo_step}), got {length}"
+            raise ConfigError("total_series_length", reason) from None
+        if error.field == "total_series_length":
             raise ConfigError("total_series_length", error.reason) from None
         raise
     problem = memory_problem(scaled)

@@ -134,3 +134,9 @@ def test_evaluate_an_unfinished_run_without_a_checkpoint_says_why_there_is_no_mo
     assert result.exit_code == 1
     assert "model.keras is missing: the run is interrupted" in result.stderr
     assert "nothing to resume" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_series_no_longer_than_the_echo_step_is_named_for_what_it_is(tiny_run):
+    result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", "1")
+    expected = "must be longer than the run's --echo-step (3), got 1"
+    one_line_error(result, "--series-length", expected, code=2)
