@@ -560,6 +560,11 @@ def test_a_run_inside_another_run_folder_is_refused(run_copy, tmp_path):
         assert not inner.exists()
         with pytest.raises(ConfigError, match="run_dir: .* lies inside the run folder"):
             train(TINY, inner)
+    # A folder of another program's, with names a run also has, is no run folder.
+    project = tmp_path / "project"
+    (project / "checkpoint").mkdir(parents=True)
+    (project / "history.csv").write_text("not ours")
+    assert train(TINY, project / "runs" / "echo").epochs == TINY.num_epochs
 
 
 def test_tensorboard_writes_through_a_symlink_to_a_folder_yet_to_be_made(tmp_path):

@@ -49,14 +49,6 @@ def _rename(source: Path, target: Path) -> None:
     fileio.sync_folder(Path(target).parent)
 
 
-def _holds_our_run(folder: Path) -> bool:
-    """Whether `folder` holds a run of ours (damaged or not), rather than other files."""
-    names = (files.STATUS, files.HISTORY, files.MODEL, files.CHECKPOINT)
-    if any((folder / name).exists() for name in names):
-        return True
-    return files.is_written_config(folder)  # a run stopped before its first status
-
-
 def holds_run(run_dir: Path) -> bool:
     """Whether `run_dir` exists with something in it (an empty folder is free to use)."""
     run_dir = Path(run_dir)
@@ -105,7 +97,8 @@ class RunFolder:
                 return f"{self.path} is a symlink that leads nowhere (a loop?)"
         if self.real.exists() and not self.real.is_dir():
             return f"{self.path} is a file, not a folder"
-        above = next((p for p in self.real.parents if p.is_dir() and _holds_our_run(p)), None)
+        # A run's config.json marks it (its other names, checkpoint say, are common ones).
+        above = next((p for p in self.real.parents if files.is_written_config(p)), None)
         if above is not None:  # replacing that run (overwrite) would delete this one with it
             return f"{self.path} lies inside the run folder {above}"
         existing = self.real.parent
@@ -226,7 +219,10 @@ class RunFolder:
 
     def is_run(self) -> bool:
         """Whether the folder holds a run of ours (damaged or not), rather than other files."""
-        return _holds_our_run(self.real)
+        names = (files.STATUS, files.HISTORY, files.MODEL, files.CHECKPOINT)
+        if any((self.real / name).exists() for name in names):
+            return True
+        return files.is_written_config(self.real)  # a run stopped before its first status
 
     def restartable(self) -> bool:
         """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
