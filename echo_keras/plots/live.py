@@ -122,7 +122,8 @@ class LivePlot(keras.callbacks.Callback):
                     self._send_if_ready(wait=True)
                 else:
                     self._gone = True
-                    self._warn("the drawing process did not answer; live.png keeps its last frame")
+                    if not self.stopped():  # else training was stopped: nothing to say
+                        self._warn("the drawer did not answer; live.png keeps its last frame")
             if not self._gone:
                 self._conn.send(None)
         except (EOFError, OSError):
