@@ -259,15 +259,9 @@ def load_corpus(
     ids, starts = symbols.ids, symbols.doc_starts
     validation = None
     if config.validation_data is not None:
-        held = read_symbols(
-            config.validation_data,
-            config.data_format,
-            vocabulary=vocabulary,
-            documents=config.documents,
-            field="validation_data",
+        validation, digests["validation_data"] = read_laid_out(
+            config.validation_data, config, vocabulary, "validation_data"
         )
-        digests["validation_data"] = held.digest
-        validation = laid_out(held.ids, held.doc_starts, config, "validation_data")
     elif config.validation_fraction > 0:
         cut = len(ids) - int(len(ids) * config.validation_fraction)
         held_starts = None
@@ -287,6 +281,17 @@ def load_corpus(
         data_windows=train.num_windows,
     ).validate()
     return config, Corpus(vocabulary, train, validation, digests)
+
+
+def read_laid_out(
+    path: Path | str, config: TrainConfig, vocabulary: Vocabulary, field: str
+) -> tuple[Windows, str]:
+    """(windows, SHA-256) of a file read through a run's `vocabulary` and laid out for
+    `config`'s model; the errors of `read_symbols` and `laid_out`, naming `field`."""
+    symbols = read_symbols(
+        path, config.data_format, vocabulary=vocabulary, documents=config.documents, field=field
+    )
+    return laid_out(symbols.ids, symbols.doc_starts, config, field), symbols.digest
 
 
 def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Windows:

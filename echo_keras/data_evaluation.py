@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import file_digest, laid_out, load_corpus, read_symbols
+from echo_keras.corpus import file_digest, load_corpus, read_laid_out
 from echo_keras.data import Windows
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.vocabulary import Vocabulary
@@ -94,22 +94,14 @@ def data_source(
         ConfigError: a file too short for one window per row.
     """
     if data is not None:
-        symbols = read_symbols(
-            data, config.data_format, vocabulary=vocabulary, documents=config.documents
-        )
-        return Source(laid_out(symbols.ids, symbols.doc_starts, config, "data"), f"{data}")
+        return Source(read_laid_out(data, config, vocabulary, "data")[0], f"{data}")
     own = config.validation_data is not None  # its own file: the training data is not read
     try:
         if own:
-            held = read_symbols(
-                config.validation_data,
-                config.data_format,
-                vocabulary=vocabulary,
-                documents=config.documents,
-                field="validation_data",
+            validation, digest = read_laid_out(
+                config.validation_data, config, vocabulary, "validation_data"
             )
-            found = {"validation_data": held.digest}
-            validation = laid_out(held.ids, held.doc_starts, config, "validation_data")
+            found = {"validation_data": digest}
         else:
             _, corpus = load_corpus(config, vocabulary)
             found = corpus.digests
