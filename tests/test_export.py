@@ -234,23 +234,30 @@ def test_a_seed_that_is_not_a_whole_number_from_0_is_refused(tiny_run, tmp_path,
     assert caught.value.exit_status == 2 and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_sigterm_in_the_middle_of_an_export_leaves_nothing_behind(tiny_run, tmp_path):
-    """Stopped as SIGINT stops it: its staging folder and its lock go, one line, 143."""
-    out = tmp_path / "e"
-    process = start(tiny_run, "--out", out, command="export")
+def signal_while_staging(run_dir, out, signum):
+    """(process, stderr) of `export --out OUT`, sent `signum` once its staging folder holds
+    the SavedModel, and ended."""
+    process = start(run_dir, "--out", out, command="export")
     try:
         deadline = time.monotonic() + 120
-        while not any(tmp_path.glob(".e.export-*/saved_model.pb")):
+        while not any(out.parent.glob(f".{out.name}.export-*/saved_model.pb")):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the export wrote no staging folder"
             time.sleep(0.005)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+    return process, err
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_middle_of_an_export_leaves_nothing_behind(tiny_run, tmp_path):
+    """Stopped as SIGINT stops it: its staging folder and its lock go, one line, 143."""
+    out = tmp_path / "e"
+    process, err = signal_while_staging(tiny_run, out, signal.SIGTERM)
     assert process.returncode == 143, err
     assert err.strip().splitlines() == [f"Error: Interrupted (SIGTERM); {out} is as it was"]
     assert list(tmp_path.iterdir()) == []  # no staging folder, no lock, no export
@@ -260,19 +267,7 @@ def test_the_next_export_removes_what_a_killed_one_left(tiny_run, tmp_path):
     """kill -9 in the middle of an export leaves its staging folder; the next export to the
     same folder deletes it, and leaves a user's look-alike names alone."""
     out = tmp_path / "e"
-    process = start(tiny_run, "--out", out, command="export")
-    try:
-        deadline = time.monotonic() + 120
-        while not any(tmp_path.glob(".e.export-*/saved_model.pb")):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the export wrote no staging folder"
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+    process, _ = signal_while_staging(tiny_run, out, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL
     assert len(staging_folders(out)) == 1 and not out.exists()
     for name in (".e.export-mine", ".e.mine", ".f.export-1-abcdef"):
