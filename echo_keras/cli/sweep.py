@@ -22,10 +22,9 @@ from echo_keras.cli.common import (
     setting,
 )
 from echo_keras.cli.stdio import stdout_to_stderr
-from echo_keras.config import readable
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import AXES, OPTIONS
-from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, MAX_WORKERS, make_spec
+from echo_keras.sweep.grid import DEFAULT_GRID, DEFAULT_SEEDS, make_spec, workers_problem
 from echo_keras.sweep.results import SWEEP_JSON, check_out, read_spec
 
 
@@ -94,9 +93,9 @@ def sweep(
     address = address or None  # an empty RAY_ADDRESS means none
     if workers is not None and address:
         raise UsageError("--workers sizes the local Ray; it cannot be used with --address")
-    if workers is not None and not 0 < workers <= MAX_WORKERS:
-        wrong = readable(workers)
-        raise bad_parameter("--workers", f"must be from 1 to {MAX_WORKERS}, got {wrong}")
+    problem = workers_problem(workers)
+    if problem:
+        raise bad_parameter("--workers", problem)
     if resume and overwrite:
         raise UsageError("--overwrite and --resume cannot be used together")
     check_out(out, resume=resume, overwrite=overwrite)

@@ -17,6 +17,7 @@ from echo_keras.config import (
     CELLS,
     DATA_FIELDS,
     TrainConfig,
+    readable,
     with_default_rate,
 )
 from echo_keras.errors import ConfigError, UsageError
@@ -201,6 +202,15 @@ def check_spec(spec: SweepSpec) -> None:
         problem = memory_problem(config, available)
         if problem:
             raise UsageError(f"{point_words(config)}: {problem}")
+
+
+def workers_problem(workers: Any) -> str | None:
+    """Why `workers` cannot size a local Ray (None, the usable cores, can), or None."""
+    whole = isinstance(workers, int) and not isinstance(workers, bool)
+    if workers is None or (whole and 0 < workers <= MAX_WORKERS):
+        return None
+    shown = readable(workers) if whole else repr(workers)[:40]
+    return f"must be from 1 to {MAX_WORKERS}, got {shown}"
 
 
 def point_words(config: TrainConfig) -> str:

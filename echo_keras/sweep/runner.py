@@ -31,7 +31,7 @@ from echo_keras.run.files import package_versions
 from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders, system_tempdir
 from echo_keras.signals import SignalCatcher
 from echo_keras.sweep.cluster import ray_session, usable_cores
-from echo_keras.sweep.grid import MAX_WORKERS, SweepSpec, check_spec
+from echo_keras.sweep.grid import SweepSpec, check_spec, workers_problem
 from echo_keras.sweep.results import (
     HEATMAP,
     RESULTS,
@@ -108,9 +108,9 @@ def run_sweep(
     if not isinstance(spec, SweepSpec):
         raise UsageError(f"spec must be a SweepSpec (see make_spec), got {spec!r:.40}")
     check_spec(spec)  # one built by hand, too
-    bad = isinstance(workers, bool) or not isinstance(workers, (int, type(None)))
-    if bad or (workers is not None and not 0 < workers <= MAX_WORKERS):
-        raise ConfigError("workers", f"must be from 1 to {MAX_WORKERS}, got {workers!r:.40}")
+    problem = workers_problem(workers)
+    if problem:
+        raise ConfigError("workers", problem)
     out = as_path(out, "out")
     if resume and overwrite:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
