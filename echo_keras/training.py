@@ -170,10 +170,15 @@ def train(
             recorder = BatchLossRecorder(config.num_batches, rows)
             tap = BatchTap()
             extras = _optional_callbacks(
-                work_dir, recorder, tap, len(rows), plot_every, tensorboard_dir, corpus is not None
+                work_dir,
+                recorder,
+                tap,
+                len(rows),
+                plot_every,
+                tensorboard_dir,
+                corpus is not None,
+                stopped=lambda: stopper.received is not None,
             )
-            for extra in extras:
-                extra.stopped = lambda: stopper.received is not None  # cuts close() short
             validation = _validation(corpus, work_dir if resume else None, first_epoch)
             all_callbacks = [
                 ResetStatesAtEpochStart(),
@@ -268,14 +273,17 @@ def _try_write_status(work_dir: Path, status: str, message: str) -> None:
         pass
 
 
-def _optional_callbacks(work_dir, recorder, tap, first_step, plot_every, tensorboard_dir, data):
+def _optional_callbacks(
+    work_dir, recorder, tap, first_step, plot_every, tensorboard_dir, data, stopped
+):
     """The live plot and TensorBoard, when asked for; each has a close() (the live plot's
-    returns at once when its `stopped()` is true)."""
+    returns at once when `stopped()`, a signal, is true)."""
     extras = []
     if plot_every:
         from echo_keras.plots.live import LivePlot
 
-        extras.append(LivePlot(work_dir / "live.png", plot_every, recorder, tap, data_run=data))
+        live = LivePlot(work_dir / "live.png", plot_every, recorder, tap, data, stopped)
+        extras.append(live)
     if tensorboard_dir is not None:
         # Resolved: a symlink to a folder yet to be made is written through (TensorFlow
         # would fail on the link itself), as every output path is.

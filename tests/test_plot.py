@@ -281,8 +281,8 @@ def test_a_drawing_process_that_stalls_never_holds_training_up(tmp_path, monkeyp
     tap.windows = series_windows(symbols, symbols, batch_size=5, window=15)
     tap.logits_source = lambda: np.zeros((5, 15, 2))
     monkeypatch.setattr(live_module, "CLOSE_SECONDS", 1 if how == "the deadline" else 600)
-    live = live_module.LivePlot(tmp_path / "live.png", 5, recorder, tap)
-    live.stopped = lambda: how == "a signal"
+    stopped = lambda: how == "a signal"  # noqa: E731
+    live = live_module.LivePlot(tmp_path / "live.png", 5, recorder, tap, stopped=stopped)
     recorder.on_epoch_begin(0)
     for batch in range(5):
         recorder.on_train_batch_end(batch, {"batch_loss": 0.7})

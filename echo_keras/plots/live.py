@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class LivePlot(keras.callbacks.Callback):
         tap: the run's BatchTap (the batch just trained and its predictions).
         data_run: the run trains on its own data; default: as config.json beside `path`
             says (training writes it before the live plot starts).
+        stopped: true once a signal has asked training to stop: `close` then waits for
+            the drawing process no more.
 
     Example:
 
@@ -45,7 +48,15 @@ class LivePlot(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, path: Path, every: int, recorder, tap, data_run: bool | None = None):
+    def __init__(
+        self,
+        path: Path,
+        every: int,
+        recorder,
+        tap,
+        data_run: bool | None = None,
+        stopped: Callable[[], bool] = lambda: False,
+    ):
         super().__init__()
         self.every, self.recorder, self.tap = every, recorder, tap
         self.data_run = _is_data_run(Path(path).parent) if data_run is None else data_run
@@ -56,7 +67,7 @@ class LivePlot(keras.callbacks.Callback):
         self._gone = False
         self._warned = set()
         self._framed_step = None  # the step of the latest frame asked for
-        self.stopped = lambda: False  # the owner's: true once a signal asks training to stop
+        self.stopped = stopped
         self._conn, self._process = _start_drawing(Path(path))
 
     def on_train_batch_end(self, batch, logs=None):
