@@ -8,12 +8,13 @@ for each batch of a compiled chunk once the chunk returns.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 
-from echo_keras.backend import keras
-from echo_keras.errors import ConfigError
+from echo_keras.backend import keras, tf
+from echo_keras.errors import ConfigError, write_reason
 from echo_keras.loops import PredictLoop, score_windows
 from echo_keras.model import reset_states, save_checkpoint
 from echo_keras.run import files
@@ -281,7 +282,9 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
 
     The plain path calls `fit` once per epoch (fresh data each time) and a resumed
     run starts mid-way; Keras's callback would restart its step at every
-    `on_train_begin`. This one keeps counting from `first_step`.
+    `on_train_begin`. This one keeps counting from `first_step`. Logs that cannot be
+    written (a full disk) do not stop training, as a live plot's frames do not: one
+    warning on stderr, and the logs end there.
 
     Args:
         log_dir: where the event files go.
@@ -297,18 +300,58 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
     def __init__(self, log_dir, first_step: int = 0):
         super().__init__(log_dir=str(log_dir), update_freq="batch")
         self._next_step = first_step
+        self.failed = False
+
+    def _logging(self, hook, *args) -> None:
+        """Call Keras's `hook`, unless the logs failed; a failed write ends them."""
+        if self.failed:
+            return
+        try:
+            hook(*args)
+        except (OSError, tf.errors.OpError) as error:
+            self.failed = True
+            self._let_go()
+            with contextlib.suppress(OSError, ValueError):
+                print(
+                    f"Warning: TensorBoard: cannot write to {self.log_dir}: "
+                    f"{write_reason(error)}; training goes on without its logs",
+                    file=sys.stderr,
+                )
+
+    def _let_go(self) -> None:
+        """Leave the writers Keras made the default ones (each leaves at once, whatever its
+        last flush raises), then close them."""
+        while self._prev_summary_state:
+            for context in reversed(self._prev_summary_state.pop()):
+                with contextlib.suppress(OSError, tf.errors.OpError):
+                    context.__exit__(None, None, None)
+        for writer in self._writers.values():
+            with contextlib.suppress(OSError, tf.errors.OpError):
+                writer.close()
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        self._logging(super().on_train_begin, logs)
         self._global_train_batch = self._next_step
 
     def on_train_end(self, logs=None):
         self._next_step = self._global_train_batch
-        super().on_train_end(logs)
+        self._logging(super().on_train_end, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._logging(super().on_epoch_begin, epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._logging(super().on_epoch_end, epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._logging(super().on_train_batch_begin, batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._logging(super().on_train_batch_end, batch, logs)
 
     def close(self) -> None:
         """Flush and close the event files (on_train_end does it too; closing twice is fine)."""
-        self._close_writers()
+        self._logging(self._close_writers)
 
 
 class DirectCallbacks:

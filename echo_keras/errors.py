@@ -102,7 +102,17 @@ class WriteError(EchoKerasError, OSError):
 
 def write_error(what: str, error: OSError) -> WriteError:
     """WriteError for a failed write, in one line: `cannot write WHAT: reason`."""
-    return WriteError(f"cannot write {what}: {error.strerror or first_line(error)}")
+    return WriteError(f"cannot write {what}: {write_reason(error)}")
+
+
+def write_reason(error: BaseException) -> str:
+    """Why a write failed, in the system's words (`No space left on device`), also when
+    TensorFlow says it inside a longer message of its own; else the error's first line."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if "No space left on device" in str(error):
+        return "No space left on device"
+    return first_line(error)
 
 
 class SweepError(EchoKerasError, RuntimeError):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import invoke, one_line_error, random_symbols, start
+from tests.helpers import invoke, one_line_error, random_symbols, small_tmpfs, start
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # The tests that read every variant's export run in one xdist worker: the other need not wait
@@ -302,23 +302,6 @@ def test_a_running_export_is_never_disturbed(tiny_run, tmp_path):
     finally:
         lock.release()
     assert staging_folders(out) == [live.name]  # the next export removes it (test above)
-
-
-@contextlib.contextmanager
-def small_tmpfs(folder: Path, size: str):
-    """A tmpfs of `size` mounted on `folder` for the block; skip the test if none can be."""
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing(tiny_run, tmp_path):

@@ -45,6 +45,7 @@ from tests.helpers import (
     one_line_error,
     png_size,
     signal_after_first_checkpoint,
+    small_tmpfs,
     start,
     wait_for,
 )
@@ -542,6 +543,44 @@ def test_tensorboard_logs_the_loss_of_every_batch(tmp_path):
     assert steps == list(range(1, 61))
     recorded = [row[3] for row in files.read_history(tmp_path / "run")]
     np.testing.assert_allclose(losses, recorded, rtol=1e-6)
+
+
+def test_tensorboard_logs_that_cannot_be_written_do_not_stop_training(tmp_path, monkeypatch):
+    """As with the live plot's frames: one warning, the run completes (on either path), and
+    no broken writer is left as TensorFlow's default one."""
+    from echo_keras.backend import tf
+
+    keras_hook = keras.callbacks.TensorBoard.on_train_batch_end
+
+    def full_after_five(self, batch, logs=None):
+        if self._global_train_batch > 5:
+            raise tf.errors.ResourceExhaustedError(None, None, "x.v2; No space left on device")
+        keras_hook(self, batch, logs)
+
+    monkeypatch.setattr(keras.callbacks.TensorBoard, "on_train_batch_end", full_after_five)
+    logs = tmp_path / "logs"
+    for path in ("fast", "plain"):
+        flags = ["--plain"] if path == "plain" else []
+        run_dir = tmp_path / path
+        result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--tensorboard", logs, *flags)
+        assert result.exit_code == 0, result.output
+        assert [line for line in result.stderr.splitlines() if "TensorBoard" in line] == [
+            f"Warning: TensorBoard: cannot write to {logs}: No space left on device; "
+            "training goes on without its logs"
+        ]
+        assert files.read_status(run_dir)["status"] == "complete"
+        assert len(files.read_history(run_dir)) == 60
+        assert not bool(tf.summary.should_record_summaries())
+
+
+def test_tensorboard_on_a_full_disk_warns_and_the_run_completes(tmp_path):
+    with small_tmpfs(tmp_path / "small", "8k") as small:
+        flags = ["--epochs", "1", "--series-length", "15000", "--quiet"]
+        result = invoke("train", "--run-dir", tmp_path / "run", *flags, "--tensorboard", small)
+        assert result.exit_code == 0, result.output
+        (warning,) = [line for line in result.stderr.splitlines() if "TensorBoard" in line]
+        assert "No space left on device; training goes on without its logs" in warning
+        assert files.read_status(tmp_path / "run")["status"] == "complete"
 
 
 def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(run_copy):
