@@ -14,7 +14,7 @@ import sys
 import time
 
 from echo_keras.backend import keras, tf
-from echo_keras.errors import ConfigError, write_reason
+from echo_keras.errors import ConfigError, tell, write_reason
 from echo_keras.loops import PredictLoop, score_windows
 from echo_keras.model import reset_states, save_checkpoint
 from echo_keras.run import files
@@ -311,12 +311,10 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         except (OSError, tf.errors.OpError) as error:
             self.failed = True
             self._let_go()
-            with contextlib.suppress(OSError, ValueError):
-                print(
-                    f"Warning: TensorBoard: cannot write to {self.log_dir}: "
-                    f"{write_reason(error)}; training goes on without its logs",
-                    file=sys.stderr,
-                )
+            tell(
+                f"Warning: TensorBoard: cannot write to {self.log_dir}: "
+                f"{write_reason(error)}; training goes on without its logs"
+            )
 
     def _let_go(self) -> None:
         """Leave the writers Keras made the default ones (each leaves at once, whatever its

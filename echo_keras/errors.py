@@ -25,6 +25,9 @@ Nothing here imports anything heavy.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 
 class EchoKerasError(Exception):
     """The root of every error echo-keras raises; `exit_status` is the CLI's exit status."""
@@ -133,3 +136,9 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message (long messages of other libraries shortened)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def tell(message: str) -> None:
+    """Print one line on stderr (a notice, a warning); lost, never fatal, if stderr is broken."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr)

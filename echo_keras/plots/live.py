@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from echo_keras.backend import keras
-from echo_keras.errors import EchoKerasError
+from echo_keras.errors import EchoKerasError, tell
 from echo_keras.run import files
 
 READY = "ready"
@@ -115,8 +115,7 @@ class LivePlot(keras.callbacks.Callback):
     def _warn(self, message: str) -> None:
         if message not in self._warned:  # once each: a full disk fails every frame
             self._warned.add(message)
-            with contextlib.suppress(OSError, ValueError):
-                print(f"Warning: live plot: {message}", file=sys.stderr)
+            tell(f"Warning: live plot: {message}")
 
     def close(self) -> None:
         """Draw a last frame, of the last batch trained, then stop the drawing process.

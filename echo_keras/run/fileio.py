@@ -124,15 +124,27 @@ def folder_problem(path: Path) -> str | None:
         return f"{path} is a symlink that leads nowhere (a loop?)"
     if target.exists() and not target.is_dir():
         return f"{path} is a file, not a folder"
-    existing = target
+    return nearest_folder_problem(target)
+
+
+def nearest_folder_problem(path: Path) -> str | None:
+    """Why no file could be made in the nearest folder that exists at or above `path`
+    (a file on the way, no permission), or None."""
+    existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
-    try:  # a real probe: permissions alone do not tell (root, read-only mounts)
-        tempfile.TemporaryFile(dir=existing).close()
+    return write_probe_problem(existing)
+
+
+def write_probe_problem(folder: Path) -> str | None:
+    """Why no file can be made in `folder`, or None: a real probe, for permissions alone do
+    not tell (root, read-only mounts, /proc)."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        return f"{existing} cannot be written ({error.strerror})"
+        return f"{folder} cannot be written ({error.strerror})"
     return None
 
 

@@ -27,14 +27,12 @@ import re
 import secrets
 import shlex
 import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from echo_keras.errors import RunBusy, RunExists, RunFolderError
+from echo_keras.errors import RunBusy, RunExists, RunFolderError, tell
 from echo_keras.paths import as_path, real_path
 from echo_keras.run import fileio, files
 from echo_keras.run.lock import FileLock
@@ -101,17 +99,10 @@ class RunFolder:
         above = next((p for p in self.real.parents if files.is_written_config(p)), None)
         if above is not None:  # replacing that run (overwrite) would delete this one with it
             return f"{self.path} lies inside the run folder {above}"
-        existing = self.real.parent
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            return f"{existing} is a file, not a folder"
-        for folder in (existing, self.real) if self.real.is_dir() else (existing,):
-            try:  # a real probe: permissions alone do not tell (root, read-only mounts, /proc)
-                tempfile.TemporaryFile(dir=folder).close()
-            except OSError as error:
-                return f"{folder} cannot be written ({error.strerror})"
-        return None
+        problem = fileio.nearest_folder_problem(self.real.parent)
+        if problem is None and self.real.is_dir():
+            problem = fileio.write_probe_problem(self.real)
+        return problem
 
     # --- the lock ------------------------------------------------------------------------
 
@@ -331,7 +322,7 @@ class RunFolder:
         olds = self._leftovers("old")
         if not self.real.exists() and olds:
             _rename(olds.pop(), self.real)
-            (notify or _stderr)(
+            (notify or tell)(
                 f"Note: restored the previous run into {self.path} "
                 "(a replacement was stopped in the middle of its swap)"
             )
@@ -408,8 +399,3 @@ class RunFolder:
 def resume_command(path: Path) -> str:
     """The command that resumes the run in `path`, quoted for a shell."""
     return f"echo-keras train --run-dir {shlex.quote(str(path))} --resume"
-
-
-def _stderr(message: str) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        print(message, file=sys.stderr)
