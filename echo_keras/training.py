@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 from echo_keras import model as model_lib
@@ -128,7 +129,7 @@ def train(
     if not isinstance(config, TrainConfig):
         raise UsageError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
-    callbacks = _check_arguments(run_dir, plot_every, callbacks)
+    callbacks, plot_every = _check_arguments(run_dir, plot_every, callbacks)
     problem = memory_problem(config)  # before anything is built, as the command line does
     if problem:
         raise UsageError(problem)
@@ -222,10 +223,11 @@ def train(
             raise
 
 
-def _check_arguments(run_dir, plot_every, callbacks) -> list:
-    """The caller's callbacks as a list (None: none); ConfigError for a run folder that is
-    not named, a plot_every that is not a whole number from 1 (the command line checks its
-    flags the same way), or a callback that is not a Keras callback."""
+def _check_arguments(run_dir, plot_every, callbacks) -> tuple[list, int | None]:
+    """The caller's callbacks as a list (None: none) and plot_every as an int (a numpy one
+    too); ConfigError for a run folder that is not named, a plot_every that is not a whole
+    number from 1 (the command line checks its flags the same way), or a callback that is
+    not a Keras callback."""
     as_path(run_dir, "run_dir")
     callbacks = () if callbacks is None else callbacks
     single = isinstance(callbacks, (str, bytes, keras.callbacks.Callback))
@@ -235,10 +237,10 @@ def _check_arguments(run_dir, plot_every, callbacks) -> list:
     for callback in callbacks:
         if not isinstance(callback, keras.callbacks.Callback):
             raise ConfigError("callbacks", f"must be Keras callbacks, got {callback!r:.40}")
-    bad = isinstance(plot_every, bool) or not isinstance(plot_every, (int, type(None)))
+    bad = isinstance(plot_every, bool) or not isinstance(plot_every, (Integral, type(None)))
     if bad or (plot_every is not None and plot_every < 1):
         raise ConfigError("plot_every", f"must be a whole number from 1, got {plot_every!r}")
-    return callbacks
+    return callbacks, None if plot_every is None else int(plot_every)
 
 
 def _same_data(config: TrainConfig, folder: RunFolder):

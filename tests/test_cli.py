@@ -88,6 +88,45 @@ def test_an_empty_run_dir_is_refused(command):
     one_line_error(result, "--run-dir", "must not be empty", code=2)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--tensorboard"],
+        ["train", "--data"],
+        ["train", "--data", "x.txt", "--validation"],
+        ["evaluate", "--data"],
+        ["plot", "--out"],
+        ["predict", "01", "--state-out"],
+        ["predict", "01", "--state-in"],
+        ["predict", "--input"],
+        ["export", "--out"],
+        ["sweep", "--out"],
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(args, tiny_run, tmp_path):
+    """`Path("")` is the current folder: TensorBoard's logs went there, and a sweep took it
+    for its folder."""
+    run_dir = (
+        []
+        if args[0] == "sweep"
+        else ["--run-dir", tiny_run if args[0] != "train" else tmp_path / "new"]
+    )
+    result = invoke(*args[:1], *run_dir, *args[1:], "")
+    one_line_error(result, f"'{args[-1]}'", "must not be empty", code=2)
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_output_under_a_file_says_the_file_is_in_the_way(tiny_run, tmp_path):
+    (tmp_path / "f").touch()
+    for args in (
+        ["plot", "--out", tmp_path / "f" / "x.png"],
+        ["export", "--out", tmp_path / "f" / "e"],
+        ["predict", "01", "--state-out", tmp_path / "f" / "s.npz"],
+    ):
+        result = invoke(args[0], "--run-dir", tiny_run, *args[1:])
+        one_line_error(result, f"{tmp_path / 'f'} is a file, not a folder", code=2)
+
+
 # --- closed or broken standard streams -----------------------------------------------------
 
 

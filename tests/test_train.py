@@ -460,7 +460,7 @@ def test_a_variant_works_through_plain_path_resume_evaluate_and_plot(tmp_path):
 
 def test_plot_every_writes_live_png(tmp_path, tiny_config):
     run_dir = tmp_path / "run"
-    train(tiny_config, run_dir, plot_every=7)
+    train(tiny_config, run_dir, plot_every=np.int64(7))  # a numpy integer is a whole number
     width, _ = png_size(run_dir / "live.png")
     assert width > 500
     assert not list(run_dir.glob(".live*"))  # no temporary file left behind

@@ -15,7 +15,9 @@ from echo_keras.options import OPTIONS, as_flags
 from echo_keras.run.folder import RunFolder
 
 
-def _folder_path(value: str | Path) -> Path:
+def nonempty_path(value: str | Path) -> Path:
+    """The parser of every path option: an empty one is refused, not taken as the current
+    folder (which `Path("")` is)."""
     if isinstance(value, Path):
         return value
     if not value.strip():
@@ -24,16 +26,18 @@ def _folder_path(value: str | Path) -> Path:
 
 
 RUN_DIR = typer.Option(
-    Path("runs/echo"), "--run-dir", parser=_folder_path, metavar="<dir>", help="The run folder."
+    Path("runs/echo"), "--run-dir", parser=nonempty_path, metavar="<dir>", help="The run folder."
 )
 AS_JSON = typer.Option(False, "--json", help="Print one JSON object, nothing else.")
 QUIET = typer.Option(False, "--quiet", help="No progress bar or notices.")
 
 
-def setting(field: str, help: str | None = None):
+def setting(field: str, help: str | None = None, **options):
     """The option that sets config field `field`, from the table of options."""
     option = OPTIONS[field]
-    return typer.Option(None, option.flag, help=help or option.help_text(), metavar=option.metavar)
+    return typer.Option(
+        None, option.flag, help=help or option.help_text(), metavar=option.metavar, **options
+    )
 
 
 def given_settings(values: dict) -> dict:

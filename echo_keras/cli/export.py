@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import RUN_DIR, bad_parameter, warn_if_unfinished
+from echo_keras.cli.common import RUN_DIR, bad_parameter, nonempty_path, warn_if_unfinished
 from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.export_folder import out_problem
@@ -15,7 +15,11 @@ from echo_keras.stream.export_folder import out_problem
 def export(
     run_dir: Path = RUN_DIR,
     out: Path = typer.Option(
-        ..., "--out", metavar="<dir>", help="Folder to write the SavedModel to (new)."
+        ...,
+        "--out",
+        parser=nonempty_path,
+        metavar="<dir>",
+        help="Folder to write the SavedModel to (new).",
     ),
 ) -> None:
     """Export the trained model as a stateless TensorFlow SavedModel, the state explicit.

@@ -20,6 +20,7 @@ from echo_keras.cli.common import (
     JsonOutput,
     bad_parameter,
     fail,
+    nonempty_path,
     notice,
     warn_if_unfinished,
 )
@@ -52,12 +53,14 @@ def predict(
     state_in: Path | None = typer.Option(
         None,
         "--state-in",
+        parser=nonempty_path,
         metavar="<file>",
         help="Start from the state saved by an earlier --state-out.",
     ),
     state_out: Path | None = typer.Option(
         None,
         "--state-out",
+        parser=nonempty_path,
         metavar="<file>",
         help="Save the state after the last symbol (written on success).",
     ),
@@ -182,6 +185,8 @@ def _open_source(symbols: str | None, input_path: str | None, line: bool = True)
         return io.BytesIO(os.fsencode(symbols) + (b"\n" if line else b""))
     if input_path is None or input_path == "-":
         return sys.stdin.buffer
+    if not input_path.strip():
+        raise bad_parameter("--input", "must not be empty")
     path = Path(input_path)
     if path.is_dir():
         raise bad_parameter("--input", f"{path} is a folder, not a file")

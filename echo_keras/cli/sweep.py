@@ -19,6 +19,7 @@ from echo_keras.cli.common import (
     bad_parameter,
     fail,
     given_settings,
+    nonempty_path,
     setting,
 )
 from echo_keras.cli.stdio import stdout_to_stderr
@@ -45,7 +46,11 @@ def _grid_option(name: str, what: str) -> typer.Option:
 
 def sweep(
     out: Path = typer.Option(
-        Path("runs/sweep"), "--out", metavar="<dir>", help="The sweep's folder."
+        Path("runs/sweep"),
+        "--out",
+        parser=nonempty_path,
+        metavar="<dir>",
+        help="The sweep's folder.",
     ),
     echo_step: str | None = _grid_option("echo_step", "Echo delays"),
     truncated_backprop_length: str | None = _grid_option(

@@ -16,6 +16,7 @@ from echo_keras.cli.common import (
     JsonOutput,
     bad_parameter,
     given_settings,
+    nonempty_path,
     notice,
     setting,
 )
@@ -43,12 +44,12 @@ def train(
     num_layers: int | None = setting("num_layers"),
     dropout: float | None = setting("dropout"),
     optimizer: str | None = setting("optimizer"),
-    data: Path | None = setting("data"),
+    data: Path | None = setting("data", parser=nonempty_path),
     data_format: str | None = setting("data_format"),
     task: str | None = setting("task"),
     input_encoding: str | None = setting("input_encoding"),
     documents: bool | None = setting("documents"),
-    validation_data: Path | None = setting("validation_data"),
+    validation_data: Path | None = setting("validation_data", parser=nonempty_path),
     validation_fraction: float | None = setting("validation_fraction"),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing run (once the new one is done)."
@@ -60,7 +61,10 @@ def train(
         None, help="Redraw RUN_DIR/live.png every N batches while training."
     ),
     tensorboard: Path | None = typer.Option(
-        None, metavar="<dir>", help="Write TensorBoard logs (per-batch loss) to this folder."
+        None,
+        parser=nonempty_path,
+        metavar="<dir>",
+        help="Write TensorBoard logs (per-batch loss) to this folder.",
     ),
     plain: bool = typer.Option(
         False,

@@ -110,8 +110,15 @@ def output_path(path: Path) -> Path:
     if target.exists() and not target.is_file():
         raise ValueError(f"{path} exists and is not a regular file; it is left alone")
     if not target.parent.is_dir():
-        raise ValueError(f"folder {target.parent} does not exist")
+        raise ValueError(not_a_folder(target.parent))
     return target
+
+
+def not_a_folder(folder: Path) -> str:
+    """Why the folder an output was named in cannot take it: a file in its place, or none."""
+    if folder.exists():
+        return f"{folder} is a file, not a folder"
+    return f"folder {folder} does not exist"
 
 
 def folder_problem(path: Path) -> str | None:

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from echo_keras.paths import inside
+from echo_keras.run import fileio
 from echo_keras.run.lock import FileLock
 
 # The longest suffix added to NAME beside the target: `.` + NAME + `.export-PID-XXXXXX`.
@@ -45,7 +46,7 @@ def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return f"{out} already exists; give a new folder"
     if not out.parent.is_dir():
-        return f"folder {out.parent} does not exist"
+        return fileio.not_a_folder(out.parent)
     if out.exists():
         with contextlib.suppress(OSError):  # a deleted current folder cannot be `out`
             if out.resolve() == Path.cwd().resolve():
