@@ -45,7 +45,10 @@ class BatchLossRecorder(keras.callbacks.Callback):
     report) when it is there. Under a plain `model.fit`, Keras hands callbacks only
     `logs["loss"]`, the epoch's running mean; the batch's own loss is then recovered
     from two consecutive means, which holds when every batch has one size (a stateful
-    model's do; a short last batch of another model would be recorded wrong).
+    model's do; a short last batch of another model would be recorded wrong). Keras keeps
+    that mean in float32, so a recovered loss carries its rounding times the batch's index:
+    about 4e-4 off by batch 20,000 of one epoch. echo-keras's own models report each batch's
+    loss itself, exactly.
 
     Args:
         num_batches: batches per epoch, to number steps across epochs.
