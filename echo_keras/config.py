@@ -85,7 +85,8 @@ class TrainConfig:
     num_classes: int = 2  # tutorial: num_classes
     echo_step: int = 3  # tutorial: echo_step
     batch_size: int = 5  # tutorial: batch_size (rows carried in parallel)
-    learning_rate: float = DEFAULT_LEARNING_RATES["adagrad"]  # tutorial: AdagradOptimizer(0.3)
+    # None: the optimizer's own (DEFAULT_LEARNING_RATES); adagrad's 0.3 is the tutorial's.
+    learning_rate: float | None = None  # tutorial: AdagradOptimizer(0.3)
     seed: int = 0  # ours: the tutorial used numpy's global random state
     cell: str = "lstm"  # tutorial part 3; "simple" is parts 1-2, "gru" an alternative
     num_layers: int = 1  # tutorial part 4 stacks layers
@@ -102,6 +103,8 @@ class TrainConfig:
     data_windows: int = 0  # windows per epoch of `data`, set once it is read
 
     def __post_init__(self):
+        if self.learning_rate is None and self.optimizer in DEFAULT_LEARNING_RATES:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES[self.optimizer])
         for field in (*INTEGER_FIELDS, *NUMBER_FIELDS):  # numpy scalars as Python's own
             value = getattr(self, field)
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
@@ -136,6 +139,12 @@ class TrainConfig:
 
         Checks types too: a config.json written by hand (or by an enemy) goes through here.
         """
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
+            raise ConfigError("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                "optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         for field in INTEGER_FIELDS:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -182,12 +191,6 @@ class TrainConfig:
                 "learning_rate",
                 f"{self.learning_rate} is {shown} in float32, the precision the optimizer "
                 "computes in (CPU kernels flush numbers below 1.2e-38 to 0)",
-            )
-        if not isinstance(self.cell, str) or self.cell not in CELLS:
-            raise ConfigError("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                "optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
         if not (0.0 <= self.dropout < 1.0):
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
@@ -278,6 +281,8 @@ class TrainConfig:
         a scalar input (every run written before those fields existed)."""
         names = {f.name for f in dataclasses.fields(cls)}
         given = {k: v for k, v in data.items() if k in names}
+        if given.get("learning_rate", 0) is None:  # a file says what it trained with
+            raise ConfigError("learning_rate", "must be a number, got None")
         return cls(**{**DATA_DEFAULTS, **given})
 
     def to_json(self, **extra: Any) -> str:
@@ -303,18 +308,19 @@ DATA_DEFAULTS = {
 
 
 def with_default_rate(settings: dict[str, Any]) -> dict[str, Any]:
-    """`settings` with the optimizer's default learning rate, unless one is given."""
-    if "learning_rate" in settings:
+    """`settings` with the optimizer's default learning rate, unless one is given (a sweep
+    records every setting it trains with)."""
+    if settings.get("learning_rate") is not None:
         return settings
     optimizer = settings.get("optimizer", TrainConfig.optimizer)
-    rate = DEFAULT_LEARNING_RATES.get(optimizer, TrainConfig.learning_rate)
+    rate = DEFAULT_LEARNING_RATES.get(optimizer, DEFAULT_LEARNING_RATES["adagrad"])
     return {**settings, "learning_rate": rate}
 
 
 def new_config(given: dict[str, Any]) -> TrainConfig:
     """The config of the settings given (field -> value), checked; the rest are defaults,
     the learning rate that of the optimizer."""
-    return TrainConfig(**with_default_rate(given)).validate()
+    return TrainConfig(**given).validate()
 
 
 def resumed_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:

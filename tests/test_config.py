@@ -5,12 +5,13 @@ and before anything is written."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from echo_keras.config import TrainConfig
+from echo_keras.config import DEFAULT_LEARNING_RATES, OPTIMIZERS, TrainConfig
 from echo_keras.errors import ConfigError
 from echo_keras.options import flag as flag_of
 from echo_keras.run import files
@@ -57,6 +58,15 @@ def test_optimizers_get_their_own_default_learning_rate(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert files.load_config(tmp_path / "r").learning_rate == 0.01
+    # The library alike: an optimizer without a rate takes its own, not adagrad's 0.3.
+    assert [TrainConfig(optimizer=name).learning_rate for name in OPTIMIZERS] == [
+        DEFAULT_LEARNING_RATES[name] for name in OPTIMIZERS
+    ]
+    assert TrainConfig().learning_rate == 0.3  # the tutorial's, with its adagrad
+    assert TrainConfig(optimizer="adam", learning_rate=0.3).learning_rate == 0.3
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    with pytest.raises(ConfigError, match="learning_rate: must be a number, got None"):
+        TrainConfig.from_dict({**saved, "learning_rate": None})  # a file says its own rate
 
 
 # --- bad values on the command line: one line, exit 2, nothing written ---------------------
