@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -125,6 +127,44 @@ def test_an_output_under_a_file_says_the_file_is_in_the_way(tiny_run, tmp_path):
     ):
         result = invoke(args[0], "--run-dir", tiny_run, *args[1:])
         one_line_error(result, f"{tmp_path / 'f'} is a file, not a folder", code=2)
+
+
+# --- signals before a command's work ------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5, 1.5])
+def test_a_signal_while_a_command_starts_is_one_line_and_its_exit_status(delay, tiny_run):
+    """While the app loads (held back until it runs), and while TensorFlow loads: one line,
+    128 + signal, and under --json its object; it was a traceback, or a silent death."""
+    for signum, command in ((signal.SIGTERM, ["evaluate"]), (signal.SIGINT, ["predict", "01"])):
+        process = subprocess.Popen(
+            [*ECHO_KERAS, *command, "--run-dir", str(tiny_run), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        time.sleep(delay)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+        name = signal.Signals(signum).name
+        assert process.returncode == 128 + signum, err
+        assert err.strip() == f"Error: Interrupted ({name})", err
+        assert json.loads(out) == {"error": f"Interrupted ({name})", "exit_status": 128 + signum}
+
+
+def test_a_signal_before_training_starts_writes_no_run(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [*ECHO_KERAS, "train", "--run-dir", str(run_dir), *TINY_FLAGS],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # TensorFlow is loading
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert (process.returncode, err.strip()) == (143, "Error: Interrupted (SIGTERM)")
+    assert not run_dir.exists()
 
 
 # --- closed or broken standard streams -----------------------------------------------------

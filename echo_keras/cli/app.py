@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 
 import typer
@@ -21,6 +22,7 @@ from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import use_private_tempdir
+from echo_keras.signals import TRAINING_SIGNALS, SignalCatcher, Signalled, raise_signalled
 
 
 def error_line(error: EchoKerasError) -> str:
@@ -39,7 +41,13 @@ class _OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         given = sys.argv[1:] if args is None else list(args)
         JsonOutput.wanted, JsonOutput.printed = "--json" in given, False
+        # A signal stops the command where it stands; training, export and the sweep take
+        # the signals over while they work, to stop cleanly. Held back while the app loaded
+        # (`cli.main`): one that came meanwhile arrives now.
+        catcher = SignalCatcher(on_signal=raise_signalled)
         try:
+            catcher.install()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, TRAINING_SIGNALS)
             code = super().main(
                 args=args,
                 prog_name=prog_name,
@@ -47,6 +55,8 @@ class _OneLineErrors(TyperGroup):
                 standalone_mode=False,
                 **extra,
             )
+        except Signalled as stop:
+            _fail(f"Interrupted ({stop})", 128 + stop.signum)
         except EchoKerasError as error:
             _fail(error_line(error), error.exit_status)
         except typer.TyperException as error:
@@ -67,6 +77,8 @@ class _OneLineErrors(TyperGroup):
                 "(set ECHO_KERAS_DEBUG=1 to see the traceback)",
                 1,
             )
+        finally:
+            catcher.restore()
         sys.exit(code if isinstance(code, int) else 0)
 
 
