@@ -350,12 +350,11 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
                 f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
                 stopper.received,
             )
-        hint = resume_command(folder.path)
+        hint = f"resume with: {resume_command(folder.path)}"
         if completed == 0:
-            hint = "no epoch was completed; train again to start over"
+            hint = "no epoch was completed: train again to start over"
         raise Interrupted(
-            f"Interrupted ({name}) after {completed} of {config.num_epochs} epochs; "
-            f"resume with: {hint}",
+            f"Interrupted ({name}) after {completed} of {config.num_epochs} epochs; {hint}",
             stopper.received,
         )
     message = ""

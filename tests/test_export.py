@@ -343,7 +343,7 @@ def test_export_refuses_odd_out_paths(tiny_run, tmp_path, monkeypatch):
     monkeypatch.chdir(empty)
     for out, fragment in [
         (link, "symlink"),
-        (run_dir / "export", "inside the run folder"),
+        (run_dir / "export", f"{run_dir / 'export'} is inside the run folder"),
         (tmp_path / "nowhere" / "export", "does not exist"),
         (".", "names no new folder"),
         ("..", "names no new folder"),

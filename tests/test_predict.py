@@ -446,7 +446,9 @@ def test_state_out_refuses_the_input_file_and_a_file_that_is_not_a_state(run_dir
     symbols = tmp_path / "in.txt"
     symbols.write_text("0110\n")
     same = invoke("predict", "--run-dir", run_dir, "--input", symbols, "--state-out", symbols)
-    one_line_error(same, "--input", code=2)
+    one_line_error(same, f"'--state-out': {symbols} is the --input file", code=2)
+    inside = invoke("predict", "--run-dir", run_dir, "01", "--state-out", run_dir / "s.npz")
+    one_line_error(inside, f"{run_dir / 's.npz'} is inside the run folder", code=2)
     notes = tmp_path / "notes.npz"
     notes.write_text("my notes")
     other = invoke("predict", "--run-dir", run_dir, "0110", "--state-out", notes)

@@ -4,15 +4,21 @@ and refuses what it cannot continue (a write failing before the final save: test
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 
 import numpy as np
 import pytest
 
+from echo_keras.backend import keras
+from echo_keras.errors import Interrupted
 from echo_keras.run import files
 from echo_keras.run.folder import RunFolder
+from echo_keras.training import train
 from tests.helpers import (
     LONG_FLAGS,
+    TINY,
     checkpoint_of,
     invoke,
     one_line_error,
@@ -128,3 +134,28 @@ def test_resuming_a_run_whose_epochs_all_ended_but_not_its_save_only_saves_it(ru
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Saved the run: its 2 epochs were already trained; ")
     assert files.read_status(run_copy)["status"] == "complete"
+
+
+def test_an_interrupt_in_the_first_epoch_says_to_train_again(tmp_path):
+    class SigtermAtBatch3(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as stopped:
+        train(TINY, tmp_path / "run", callbacks=[SigtermAtBatch3()])
+    assert str(stopped.value) == (
+        "Interrupted (SIGTERM) after 0 of 2 epochs; no epoch was completed: "
+        "train again to start over"
+    )
+
+
+def test_resuming_a_run_whose_checkpoint_was_removed_says_the_folder_is_damaged(run_copy):
+    shutil.rmtree(run_copy / files.CHECKPOINT)
+    result = invoke("train", "--run-dir", run_copy, "--resume", "--epochs", "3", "--quiet")
+    one_line_error(
+        result,
+        "checkpoint/state.npz is missing, yet the run has its model: the run folder is "
+        "damaged; train it again with --overwrite",
+        code=1,
+    )

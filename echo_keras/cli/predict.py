@@ -171,10 +171,12 @@ def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) ->
     except ValueError as error:
         raise bad_parameter("--state-out", str(error)) from None
     if inside(target, run_dir):
-        raise bad_parameter("--state-out", "is inside the run folder; keep state files beside it")
+        raise bad_parameter(
+            "--state-out", f"{state_out} is inside the run folder; keep state files beside it"
+        )
     if input_path not in (None, "-") and Path(input_path).exists():
         if target.resolve() == Path(input_path).resolve():
-            raise bad_parameter("--state-out", "is the --input file")
+            raise bad_parameter("--state-out", f"{state_out} is the --input file")
     return target
 
 

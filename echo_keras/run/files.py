@@ -375,6 +375,11 @@ def read_checkpoint(
         "is missing: no epoch of this run was completed, so there is nothing to resume; "
         "train it again without `resume=True`"
     )
+    if (Path(run_dir) / MODEL).is_file():  # saved after the last checkpoint: one was removed
+        missing = (
+            "is missing, yet the run has its model: the run folder is damaged; "
+            "train it again with `overwrite=True`"
+        )
     data = _read_arrays(path, shown, check, expected, missing)
     try:
         epochs = int(data["epochs_completed"])  # its shape, (), was checked

@@ -38,7 +38,7 @@ def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
     if len(os.fsencode(out.name)) + _SUFFIX_BYTES > limit:
         return f"the name {out.name[:16]}... is too long for the staging folder beside it"
     if run_dir is not None and inside(out, run_dir):
-        return "is inside the run folder, which `overwrite=True` replaces whole"
+        return f"{out} is inside the run folder, which `overwrite=True` replaces whole"
     if out.name in ("", ".", ".."):
         return f"{out} names no new folder; give a new folder's name"
     if out.is_symlink():
