@@ -343,14 +343,18 @@ def test_echo_beyond_the_window_is_warned_and_evaluated_in_its_own_words(tmp_pat
     assert "all 6 positions of windows 2.." in table and "first 8 positions" not in table
 
 
-def test_another_keras_backend_is_overridden_with_a_notice(tmp_path):
+def test_another_keras_backend_is_overridden_with_a_notice_unless_quiet(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    command = [*ECHO_KERAS, "train", "--run-dir", str(tmp_path / "run"), *TINY_FLAGS, "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    notices = [line for line in done.stderr.splitlines() if "KERAS_BACKEND=jax" in line]
-    assert len(notices) == 1 and "tensorflow" in notices[0]
-    assert json.loads(done.stdout)["epochs"] == 2  # stdout still holds only the JSON
+    short = [flag for flag in TINY_FLAGS if flag != "--quiet"]
+    for quiet in ([], ["--quiet"]):
+        run_dir = tmp_path / f"run{len(quiet)}"
+        command = [*ECHO_KERAS, "train", "--run-dir", str(run_dir), *short, "--json", *quiet]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        notices = [line for line in done.stderr.splitlines() if "KERAS_BACKEND=jax" in line]
+        assert len(notices) == (0 if quiet else 1)
+        assert all("tensorflow" in notice for notice in notices)
+        assert json.loads(done.stdout)["epochs"] == 2  # stdout still holds only the JSON
 
 
 # --- divergence ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def train(
     notices = not (quiet or as_json)
     if notices:
         _notes(config)
+    elif quiet:  # not even the notice that loading Keras overrides another backend
+        os.environ["KERAS_BACKEND"] = "tensorflow"
     from echo_keras import training
 
     result = training.train(
