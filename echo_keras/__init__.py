@@ -18,8 +18,8 @@ The public API, in one screen::
 
 Every error is an `EchoKerasError`, whose `exit_status` is what the command line exits
 with. Names are imported on first use, so `import echo_keras` loads no TensorFlow,
-Keras or Ray; `train`, `evaluate`, `load_predictor` and `export_saved_model` import
-TensorFlow, `run_sweep` Ray.
+Keras or Ray; `train`, `evaluate`, `load_predictor` and `export_saved_model` (and the
+classes they return) import TensorFlow, `run_sweep` Ray.
 """
 
 from __future__ import annotations
@@ -47,11 +47,27 @@ _EXPORTS = {
     "SweepSpec": "echo_keras.sweep.grid",
     "make_spec": "echo_keras.sweep.grid",
     "RunFolder": "echo_keras.run.folder",
-    "EchoKerasError": "echo_keras.errors",
-    "UsageError": "echo_keras.errors",
-    "ConfigError": "echo_keras.errors",
-    "RunFolderError": "echo_keras.errors",
-    "Interrupted": "echo_keras.errors",
+    # Every error class of the tree (`errors.py`).
+    **{
+        name: "echo_keras.errors"
+        for name in (
+            "EchoKerasError",
+            "UsageError",
+            "ConfigError",
+            "SymbolError",
+            "RunRefused",
+            "RunBusy",
+            "RunExists",
+            "RunFolderError",
+            "TrainingError",
+            "TrainingDiverged",
+            "StateFileError",
+            "ExportError",
+            "WriteError",
+            "SweepError",
+            "Interrupted",
+        )
+    },
 }
 
 __all__ = sorted(_EXPORTS)

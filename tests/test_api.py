@@ -51,6 +51,14 @@ def test_every_public_name_resolves_and_is_listed():
         assert name in dir(ek)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         ek.nothing  # noqa: B018
+    from echo_keras import errors
+
+    tree = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.EchoKerasError)
+    }
+    assert tree <= set(ek.__all__), "every error a caller may catch is public"
 
 
 def test_train_returns_its_result_and_writes_a_run(api_run):
