@@ -19,7 +19,7 @@ def export(
         "--out",
         parser=nonempty_path,
         metavar="<dir>",
-        help="Folder to write the SavedModel to (new).",
+        help="Folder to write the SavedModel to (new, or empty).",
     ),
 ) -> None:
     """Export the trained model as a stateless TensorFlow SavedModel, the state explicit.

@@ -94,7 +94,7 @@ def sweep(
     quiet: bool = QUIET,
 ) -> None:
     """Train and evaluate one run per grid point (echo step x window x state size x cell x seed)
-    as Ray tasks, locally or on a Ray cluster; write results.csv and heatmap.png."""
+    on warm Ray workers, locally or on a Ray cluster; write results.csv and heatmap.png."""
     address = address or None  # an empty RAY_ADDRESS means none
     if workers is not None and address:
         raise UsageError("--workers sizes the local Ray; it cannot be used with --address")
