@@ -58,6 +58,7 @@ class Source:
     windows: Windows
     description: str  # e.g. "its validation data (held.txt)"
     note: str = ""  # said on stderr: e.g. the run has no validation data
+    read_with: tuple | None = None  # the run's (config, vocabulary) it was read through
 
 
 def boundary_width(config: TrainConfig) -> int:

@@ -155,7 +155,8 @@ def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:
         return config, files.read_vocabulary(view, folder.path, config.num_classes)
 
     config, (vocabulary, digests) = folder.read(read)
-    return data_source(config, vocabulary, data, digests)
+    source = data_source(config, vocabulary, data, digests)
+    return dataclasses.replace(source, read_with=(config, vocabulary))
 
 
 def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window) -> DataMetrics:
@@ -168,9 +169,11 @@ def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = Fal
     """`DataMetrics` of the model of `run_dir` (a run on its own data) on `source`'s windows
     (`evaluation_source`); RunFolderError when the run has no usable model."""
     from echo_keras.data_evaluation import evaluate_windows
-    from echo_keras.model import load_run
+    from echo_keras.model import check_same_run, load_run_and_vocabulary
 
-    config, model = load_run(run_dir, checkpoint=True)
+    config, model, record = load_run_and_vocabulary(run_dir, checkpoint=True)
+    if source.read_with is not None:  # the windows were read through this very run
+        check_same_run(run_dir, source.read_with, (config, record and record[0]))
     return evaluate_windows(model, source.windows, boundary_width(config), reset_each_window)
 
 

@@ -217,23 +217,45 @@ def load_run(run_dir: Path, checkpoint: bool = False) -> tuple[TrainConfig, kera
     but a checkpoint gives the model of its last completed epoch.
     RunFolderError names the file when either is missing, damaged, or they disagree.
     """
+    config, model, _ = load_run_and_vocabulary(run_dir, checkpoint)
+    return config, model
+
+
+def load_run_and_vocabulary(run_dir: Path, checkpoint: bool = False):
+    """(config, trained model, (vocabulary, data digests) or None for an echo run), all read
+    from one version of the folder, so a run replaced meanwhile (`--overwrite`) can never
+    pair one run's model with another's vocabulary. As `load_run` otherwise."""
     folder = RunFolder(run_dir)
 
     def read(view: Path):
         config = files.load_config(view, folder.path)
+        vocabulary = None
+        if config.data is not None:
+            vocabulary = files.read_vocabulary(view, folder.path, config.num_classes)
         path = view / files.MODEL
         if not path.exists():
             status = folder.status()
             if status["status"] != "complete" and checkpoint and files.has_checkpoint(view):
-                return config, _checkpoint_model(view, config, folder.path)
+                return config, _checkpoint_model(view, config, folder.path), vocabulary
             if status["status"] != "complete":
                 raise RunFolderError(
                     f"{folder.path / files.MODEL} is missing: the run is {status['status']}, "
                     "and a model is saved only once training completes " + _way_forward(view)
                 )
-        return config, load_model(path, config, folder.path / files.MODEL)
+        return config, load_model(path, config, folder.path / files.MODEL), vocabulary
 
     return folder.read(read)
+
+
+def check_same_run(run_dir: Path, read: tuple, loaded: tuple) -> None:
+    """RunFolderError unless what was `loaded` with the model, (config, vocabulary), is what
+    was `read` from the run before it: a run replaced in between (`--overwrite`) is never
+    used half old, half new."""
+    if read != loaded:
+        raise RunFolderError(
+            f"the run in {run_dir} was replaced while it was read (trained again with "
+            "overwrite); run this again"
+        )
 
 
 def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.Model:

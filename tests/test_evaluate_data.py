@@ -277,3 +277,33 @@ def test_a_run_with_its_own_validation_file_is_evaluated_without_its_training_fi
     (tmp_path / "held.txt").write_text("abcd\n" * 99 + "abcz\n")
     result = invoke("evaluate", "--run-dir", run_dir)
     one_line_error(result, f"--validation {held} changed since the run was trained", code=2)
+
+
+def test_a_run_replaced_between_its_reads_is_refused_never_mixed(
+    cycle_run, echo_text_run, tmp_path, monkeypatch
+):
+    """`train --overwrite` may swap the folder after the data was read through the run's
+    vocabulary and before the model loads (evaluate, and predict's input check): one line,
+    exit 1, never one run's model on the other's windows."""
+    from echo_keras.evaluation import evaluate_source, evaluation_source
+    from echo_keras.stream import model as stream_model
+
+    run_dir = tmp_path / "run"
+
+    def swap(into):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(into, run_dir)
+
+    swap(cycle_run)
+    source = evaluation_source(run_dir)
+    swap(echo_text_run)
+    with pytest.raises(ek.RunFolderError, match="was replaced while it was read"):
+        evaluate_source(run_dir, source)
+
+    swap(cycle_run)
+    load = stream_model.load_stream_model
+    monkeypatch.setattr(
+        stream_model, "load_stream_model", lambda path: swap(echo_text_run) or load(path)
+    )
+    result = invoke("predict", "--run-dir", run_dir, "abcd")
+    one_line_error(result, f"the run in {run_dir} was replaced while it was read", code=1)

@@ -147,7 +147,7 @@ def predict(
         if prime:
             parse_text(prime, vocabulary, "--prime: ")  # before TensorFlow loads
         options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed}
-        _generate(run_dir, generate, options, state_in, state_out, as_json)
+        _generate(run_dir, (config, vocabulary), generate, options, state_in, state_out, as_json)
         return
     source = _open_source(symbols, input_path, vocabulary is None)
     try:
@@ -218,10 +218,12 @@ def _predict(
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
         source.seek(start)
+    from echo_keras.model import check_same_run
     from echo_keras.stream.model import load_stream_model, predict_stream
     from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir)
+    check_same_run(run_dir, (config, vocabulary), (model.config, model.vocabulary))
     state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
@@ -261,13 +263,16 @@ def _predict(
         notice(_accuracy_line(result, config))
 
 
-def _generate(run_dir, length, options, state_in, state_out, as_json) -> None:
-    """Sample `length` symbols, printing each as it comes; then save the state."""
+def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> None:
+    """Sample `length` symbols, printing each as it comes; then save the state. `read`:
+    the (config, vocabulary) the options were checked with."""
+    from echo_keras.model import check_same_run
     from echo_keras.stream.generate import sample
     from echo_keras.stream.model import load_stream_model
     from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir)
+    check_same_run(run_dir, read, (model.config, model.vocabulary))
     state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)

@@ -31,9 +31,8 @@ import numpy as np
 from echo_keras.backend import graph_function, keras, tf
 from echo_keras.config import TrainConfig
 from echo_keras.errors import RunFolderError, SymbolError
-from echo_keras.model import load_run
+from echo_keras.model import load_run_and_vocabulary
 from echo_keras.run import files
-from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser
 from echo_keras.vocabulary import Vocabulary
@@ -184,13 +183,11 @@ def _trained_layer(model: keras.Model, name: str):
 def load_stream_model(run_dir: Path) -> StreamModel:
     """The run's stream model; RunFolderError naming the file if the run cannot give one.
 
-    config.json and model.keras are read from one version of the run folder; a run on
-    its own data also needs its vocabulary.json.
+    config.json, model.keras and (a run on its own data) vocabulary.json are read from
+    one version of the run folder.
     """
-    config, trained = load_run(run_dir)
-    vocabulary = None
-    if config.data is not None:
-        vocabulary = RunFolder(run_dir).read_vocabulary(config.num_classes)
+    config, trained, record = load_run_and_vocabulary(run_dir)
+    vocabulary = record[0] if record is not None else None
     try:
         return StreamModel(config, trained, vocabulary)
     except ValueError as error:  # weights of other shapes than config.json says
