@@ -69,6 +69,8 @@ class Vocabulary:
             set(symbols)
         ) != len(symbols):
             raise ValueError('"symbols" of a text vocabulary must be distinct characters')
+        elif not all(_text_character(s) for s in symbols):  # what `train` reads from text
+            raise ValueError('"symbols" of a text vocabulary must be UTF-8 characters, not NUL')
         return cls(data["kind"], tuple(symbols))
 
     def encode(self, text: str, where: str = "the input") -> np.ndarray:
@@ -128,3 +130,12 @@ def encode_bytes(vocabulary: Vocabulary, chunk: bytes, position: Position) -> np
             f"{position.of(chunk, offset)}: {text[index]!r} is not in the run's vocabulary"
         )
     return ids.astype(dtype)
+
+
+def _text_character(symbol: str) -> bool:
+    """Whether `symbol` can come from a text file `train` reads: UTF-8, and not NUL."""
+    try:
+        symbol.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return symbol != "\0"

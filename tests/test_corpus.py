@@ -181,6 +181,8 @@ def test_a_vocabulary_round_trips_and_damage_is_refused():
         {"kind": "text", "symbols": ["a", "a"]},
         {"kind": "text", "symbols": ["ab", "c"]},
         {"kind": "ints", "symbols": [0, 2]},
+        {"kind": "text", "symbols": ["a", "\udcff"]},  # a lone surrogate: no UTF-8 for it
+        {"kind": "text", "symbols": ["a", "\0"]},  # train refuses a NUL as binary data
     ):
         with pytest.raises(ValueError):
             Vocabulary.from_json(damaged)
