@@ -353,8 +353,9 @@ def check_temperature(temperature) -> float:
     """`temperature` as a float; ConfigError unless it is a finite number above 0."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ConfigError("temperature", f"must be a number above 0, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ConfigError("temperature", f"must be a finite number above 0, got {temperature}")
+    if not (_finite(temperature) and temperature > 0):
+        shown = readable(temperature)
+        raise ConfigError("temperature", f"must be a finite number above 0, got {shown}")
     return float(temperature)
 
 

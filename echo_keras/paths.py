@@ -17,12 +17,14 @@ from echo_keras.errors import ConfigError
 def as_path(value, argument: str) -> Path:
     """`value`, a path the caller named for `argument`, as a Path; ConfigError (naming
     `argument`) for anything else: None, bytes, a number, or an empty string (which
-    Python would read as the current folder)."""
+    Python would read as the current folder), or a NUL character."""
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(text, str):
         raise ConfigError(argument, f"must be a path (str or os.PathLike), got {value!r:.40}")
     if not text:
         raise ConfigError(argument, "must name a file or folder, got ''")
+    if "\0" in text:  # no system call takes it
+        raise ConfigError(argument, f"must not hold a NUL character, got {text!r:.40}")
     return Path(text)
 
 

@@ -446,3 +446,29 @@ def test_a_full_disk_is_the_librarys_own_error_that_is_also_an_oserror(
     out = tmp_path / "figure.png"
     with pytest.raises(ek.EchoKerasError, match=f"cannot write the figure {out}: No space"):
         ek.plot_run(api_run[0], out)
+
+
+def test_paths_and_values_no_system_call_takes_are_config_errors(api_run, predictor, tmp_path):
+    """A NUL in a path, a name too long, a value past every float: each a ConfigError (or a
+    StateFileError) naming the argument, not Python's ValueError, OSError or OverflowError
+    (generate's temperature alike: test_config.py)."""
+    run_dir, _ = api_run
+    nul = str(tmp_path / "a\0b")
+    refused = [
+        (lambda: ek.load_predictor(nul), ek.ConfigError, "run_dir: must not hold a NUL"),
+        (lambda: ek.evaluate(nul), ek.ConfigError, "run_dir: must not hold a NUL"),
+        (lambda: ek.draw_run(nul), ek.ConfigError, "run_dir: must not hold a NUL"),
+        (lambda: ek.RunFolder(nul).status(), ek.ConfigError, "run_dir: must not hold a NUL"),
+        (lambda: ek.export_saved_model(nul, tmp_path / "o"), ek.ConfigError, "run_dir: .* NUL"),
+        (lambda: ek.export_saved_model(run_dir, nul), ek.ConfigError, "out: must not hold a NUL"),
+        (lambda: predictor.load_state(nul), ek.ConfigError, "path: must not hold a NUL"),
+        (lambda: predictor.load_state("x" * 300), ek.StateFileError, "cannot be read"),
+        (
+            lambda: predictor.predict([0], {n: [[10**400] * 4] for n in predictor.state_names}),
+            ek.ConfigError,
+            "state: must hold float arrays",
+        ),
+    ]
+    for call, error, message in refused:
+        with pytest.raises(error, match=message):
+            call()

@@ -158,3 +158,12 @@ def test_up_front_refusals_import_no_tensorflow(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]
+
+
+def test_generate_temperature_past_every_float_is_a_config_error():
+    from echo_keras.config import check_temperature
+
+    assert check_temperature(0.7) == 0.7
+    for value in (10**400, -(10**400), float("nan"), 0, True, "1"):
+        with pytest.raises(ConfigError, match="temperature: must be"):
+            check_temperature(value)

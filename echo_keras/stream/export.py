@@ -159,7 +159,7 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped the export.
         In every case `out` is left as it was, and no staging folder is left behind.
     """
-    out = as_path(out, "out")
+    out, run_dir = as_path(out, "out"), as_path(run_dir, "run_dir")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", f"must be a whole number from 0, got {seed!r:.40}")
     problem = export_folder.out_problem(out, run_dir)

@@ -183,7 +183,7 @@ class Predictor:
             if any(np.iscomplexobj(state[name]) for name in self.model.names):
                 raise TypeError("complex")
             values = [np.asarray(state[name], np.float32) for name in self.model.names]
-        except (TypeError, ValueError):  # text, ragged or complex values
+        except (TypeError, ValueError, OverflowError):  # text, ragged, complex or huge values
             raise ConfigError("state", f"must hold float arrays of shape {wanted}") from None
         for name, value in zip(self.model.names, values, strict=True):
             if value.shape != wanted or not np.all(np.isfinite(value)):

@@ -54,7 +54,11 @@ def read_state(path: Path, model: StreamModel, same_weights: bool = True) -> lis
             raise ValueError(f"{name} holds {dtype}, not floats")
 
     target = Path(path).resolve()  # a link the user made is fine
-    if target.exists() and not target.is_file():  # the user's mistake, not a damaged file
+    try:
+        exists = target.exists()
+    except OSError as error:  # a name too long, say
+        raise StateFileError(f"{path} cannot be read ({error.strerror})", damaged=False) from None
+    if exists and not target.is_file():  # the user's mistake, not a damaged file
         what = "a folder" if target.is_dir() else "not a regular file"
         raise StateFileError(f"{path} is {what}, not a state file", damaged=False)
     try:
