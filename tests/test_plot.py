@@ -9,6 +9,7 @@ import signal
 import stat
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -129,6 +130,16 @@ def test_a_torn_last_history_line_is_dropped(run_copy):
     result = invoke("plot", "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
     assert (run_dir / "plot.png").stat().st_size > 0
+
+
+def test_a_loss_near_the_floats_limit_is_drawn_without_warnings(run_copy):
+    lines = (run_copy / files.HISTORY).read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",1e308"
+    (run_copy / files.HISTORY).write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's overflow in the log scale
+        result = invoke("plot", "--run-dir", run_copy)
+    assert result.exit_code == 0 and result.stderr == "", result.output
 
 
 @pytest.mark.slow

@@ -137,7 +137,8 @@ def _draw_bits(ax, curve, validation: list[dict], batches_per_epoch: int | None)
         ax.axvline(step, color="grey", ls="--", lw=0.8, label="epoch start" if index == 0 else None)
     finite = bits[np.isfinite(bits) & (bits > 0)]
     if len(finite) and finite.max() / finite.min() > 30:
-        ax.set_yscale("log")  # the loss falls over orders of magnitude
+        with np.errstate(over="ignore"):  # a loss near 1e308 overflows the log scale's margins
+            ax.set_yscale("log")  # the loss falls over orders of magnitude
     ax.set_title("Loss (bits per symbol)")
     ax.set_xlabel("batch (step)")
     ax.set_ylabel("cross-entropy, bits per symbol")

@@ -137,7 +137,8 @@ def _draw_loss(ax, curve: LossCurve) -> None:
     for index, step in enumerate(curve.epoch_starts or []):
         ax.axvline(step, color="grey", ls="--", lw=0.8, label="epoch start" if index == 0 else None)
     if np.any(finite > 0):
-        ax.set_yscale("log")  # the loss falls over orders of magnitude
+        with np.errstate(over="ignore"):  # a loss near 1e308 overflows the log scale's margins
+            ax.set_yscale("log")  # the loss falls over orders of magnitude
     ax.set_title("Loss of every batch")
     ax.set_xlabel("batch (step)")
     ax.set_ylabel("cross-entropy")
