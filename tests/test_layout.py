@@ -49,6 +49,7 @@ ORDER = [
     "cli.stdio", "cli.common",
     "cli.train", "cli.evaluate", "cli.plot", "cli.predict", "cli.export", "cli.sweep",
     "cli.app",
+    "cli.launch",
     "__main__",
 ]  # fmt: skip
 TENSORFLOW_FREE = ORDER[: ORDER.index("backend")] + [
@@ -61,6 +62,7 @@ TENSORFLOW_FREE = ORDER[: ORDER.index("backend")] + [
     "cli.export",
     "cli.sweep",
     "cli.app",
+    "cli.launch",
 ]
 HEAVY = ("tensorflow", "keras", "ray")
 

@@ -4,20 +4,3 @@ Each command module only parses its options, calls the library and prints. Libra
 (`errors.EchoKerasError`) reach `app.py`, which prints each as one line and exits with its
 status, wording config fields as flags (`options.py`).
 """
-
-from __future__ import annotations
-
-import signal
-
-from echo_keras.signals import TRAINING_SIGNALS
-
-
-def main() -> None:
-    """The console script, and `python -m echo_keras`. SIGINT, SIGTERM and SIGHUP are held
-    back while the app and its libraries load; the app takes them as soon as it runs
-    (`app.main`), so a signal at any moment ends the command with one line and exit status
-    128 + signal, never a traceback or a silent death."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, TRAINING_SIGNALS)
-    from echo_keras.cli.app import main as run
-
-    run()
