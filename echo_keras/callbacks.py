@@ -309,26 +309,34 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         """Call Keras's `hook`, unless the logs failed; a failed write ends them."""
         if self.failed:
             return
+        entered = list(self._prev_summary_state)  # a hook that fails may have left one
         try:
             hook(*args)
         except (OSError, tf.errors.OpError) as error:
             self.failed = True
-            self._let_go()
+            self._let_go(entered)
             tell(
                 f"Warning: TensorBoard: cannot write to {self.log_dir}: "
                 f"{write_reason(error)}; training goes on without its logs"
             )
 
-    def _let_go(self) -> None:
-        """Leave the writers Keras made the default ones (each leaves at once, whatever its
-        last flush raises), then close them."""
-        while self._prev_summary_state:
-            for context in reversed(self._prev_summary_state.pop()):
-                with contextlib.suppress(OSError, tf.errors.OpError):
-                    context.__exit__(None, None, None)
+    def _let_go(self, entered: list) -> None:
+        """Close the writers (a closed one flushes nothing more), then leave every context
+        that made one TensorFlow's default: those Keras still holds, and those `entered`
+        before a hook whose leaving a failed flush cut short. No broken writer stays the
+        default."""
         for writer in self._writers.values():
-            with contextlib.suppress(OSError, tf.errors.OpError):
+            with contextlib.suppress(OSError, RuntimeError, tf.errors.OpError):
                 writer.close()
+        held = entered + [pair for pair in self._prev_summary_state if pair not in entered]
+        for pair in reversed(held):
+            for context in reversed(pair):  # leaving one twice does nothing more
+                with contextlib.suppress(OSError, RuntimeError, tf.errors.OpError):
+                    context.__exit__(None, None, None)
+        self._prev_summary_state.clear()
+
+    def set_model(self, model):
+        self._logging(super().set_model, model)  # it writes the graph: a first event
 
     def on_train_begin(self, logs=None):
         self._logging(super().on_train_begin, logs)
