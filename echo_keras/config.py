@@ -67,7 +67,9 @@ def float32(value: float) -> float:
 class TrainConfig:
     """Every setting of a training run, under the tutorial's names; the defaults are its own.
 
-    Frozen: `dataclasses.replace(config, num_epochs=10)` makes a changed copy.
+    Frozen: `dataclasses.replace(config, num_epochs=10)` makes a changed copy (which keeps
+    `config`'s learning rate: to change the optimizer and take its default rate, replace
+    `learning_rate=None` too).
     `validate()` raises ConfigError naming the first field that cannot work.
 
     Example:
@@ -103,7 +105,7 @@ class TrainConfig:
     data_windows: int = 0  # windows per epoch of `data`, set once it is read
 
     def __post_init__(self):
-        if self.learning_rate is None and self.optimizer in DEFAULT_LEARNING_RATES:
+        if self.learning_rate is None and DEFAULT_LEARNING_RATES.get(str(self.optimizer)):
             object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES[self.optimizer])
         for field in (*INTEGER_FIELDS, *NUMBER_FIELDS):  # numpy scalars as Python's own
             value = getattr(self, field)
@@ -310,7 +312,7 @@ DATA_DEFAULTS = {
 def with_default_rate(settings: dict[str, Any]) -> dict[str, Any]:
     """`settings` with the optimizer's default learning rate, unless one is given (a sweep
     records every setting it trains with)."""
-    if settings.get("learning_rate") is not None:
+    if "learning_rate" in settings:  # a null one stays, and is refused as damage
         return settings
     optimizer = settings.get("optimizer", TrainConfig.optimizer)
     rate = DEFAULT_LEARNING_RATES.get(optimizer, DEFAULT_LEARNING_RATES["adagrad"])

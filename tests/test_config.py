@@ -5,6 +5,7 @@ and before anything is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,9 +13,10 @@ import sys
 import pytest
 
 from echo_keras.config import DEFAULT_LEARNING_RATES, OPTIMIZERS, TrainConfig
-from echo_keras.errors import ConfigError
+from echo_keras.errors import ConfigError, UsageError
 from echo_keras.options import flag as flag_of
 from echo_keras.run import files
+from echo_keras.sweep.grid import make_spec
 from tests.helpers import invoke, one_line_error
 
 # --- TrainConfig, its fields worded as flags --------------------------------------------------
@@ -67,6 +69,19 @@ def test_optimizers_get_their_own_default_learning_rate(tmp_path):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     with pytest.raises(ConfigError, match="learning_rate: must be a number, got None"):
         TrainConfig.from_dict({**saved, "learning_rate": None})  # a file says its own rate
+    with pytest.raises(ConfigError, match="optimizer: must be one of"):
+        TrainConfig(optimizer=["adam"]).validate()  # not a TypeError at construction
+    replaced = dataclasses.replace(TrainConfig(), optimizer="adam", learning_rate=None)
+    assert replaced.learning_rate == 0.01
+    spec = make_spec({}, None, {"optimizer": "sgd"})
+    assert spec.settings["learning_rate"] == 0.5  # a sweep records the rate it uses
+    with pytest.raises(UsageError, match="learning_rate must be a number, got None"):
+        make_spec(
+            {},
+            None,
+            {},
+            dataclasses.replace(spec, settings={**spec.settings, "learning_rate": None}),
+        )
 
 
 # --- bad values on the command line: one line, exit 2, nothing written ---------------------

@@ -181,6 +181,8 @@ def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
     unknown = sorted(map(str, set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"}))
     if unknown:
         return f"settings holds {', '.join(unknown)}, which is not a per-run setting"
+    if settings.get("learning_rate", 0) is None:  # a spec records the rate every point uses
+        return "settings' learning_rate must be a number, got None"
     return None
 
 
