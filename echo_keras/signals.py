@@ -3,7 +3,9 @@
 Training (`callbacks.StopOnSignal`) and the sweep (`sweep/runner.py`) catch signals through
 it and stop at their next check; an export (`stream/export.py`) has it raise `Signalled` at
 once, so that its clean-ups run. All report the signal as `errors.Interrupted` (exit status
-128 + signal). Nothing here imports anything heavy.
+128 + signal). Around them, the command line (`cli/app.py`) has every other moment of a
+command raise `Signalled`, and its console script `hold`s the signals until then.
+Nothing here imports anything heavy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,25 @@ class Signalled(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+_held: set[int] = set()  # the signals `hold` blocked, for `release` to unblock
+
+
+def hold() -> None:
+    """Block SIGINT, SIGTERM and SIGHUP (those not blocked already) until `release`: the
+    console script does so while the app loads, so that one sent meanwhile waits for the
+    app's handler instead of killing the process or raising inside an import."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TRAINING_SIGNALS)
+    _held.update(set(TRAINING_SIGNALS) - set(blocked))
+
+
+def release() -> None:
+    """Unblock what `hold` blocked (nothing, if it was not called): a signal sent meanwhile
+    arrives now."""
+    if _held:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _held)
+        _held.clear()
 
 
 def raise_signalled(signum: int) -> None:

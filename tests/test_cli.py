@@ -4,12 +4,14 @@ command's own behaviour is tested with its feature (test_train.py, test_predict.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -132,19 +134,46 @@ def test_an_output_under_a_file_says_the_file_is_in_the_way(tiny_run, tmp_path):
 # --- signals before a command's work ------------------------------------------------------
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.5, 1.5])
-def test_a_signal_while_a_command_starts_is_one_line_and_its_exit_status(delay, tiny_run):
-    """While the app loads (held back until it runs), and while TensorFlow loads: one line,
-    128 + signal, and under --json its object; it was a traceback, or a silent death."""
+def _mask(pid: int, field: str) -> int:
+    """A signal mask of a process: SigBlk (blocked) or SigCgt (caught by a handler)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def _started(argv, phase: str):
+    """`argv` started, and waited for until it is in `phase`: "held" (the console script
+    holds the signals back while the app loads) or "caught" (the app's handler has them)."""
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    term = 1 << (signal.SIGTERM - 1)
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"never {phase}"
+        with contextlib.suppress(OSError):
+            blocked, caught = _mask(process.pid, "SigBlk"), _mask(process.pid, "SigCgt")
+            if (phase == "held" and blocked & term) or (
+                phase == "caught" and caught & term and not blocked & term
+            ):
+                return process
+        time.sleep(0.001)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+@pytest.mark.parametrize("phase", ["held", "caught"])
+def test_a_signal_while_a_command_starts_is_one_line_and_its_exit_status(phase, tiny_run):
+    """While the app loads (the signal waits for it), and once it runs (TensorFlow then
+    loads): one line, 128 + signal, and under --json its object; it was a traceback, or a
+    silent death."""
     for signum, command in ((signal.SIGTERM, ["evaluate"]), (signal.SIGINT, ["predict", "01"])):
-        process = subprocess.Popen(
-            [*ECHO_KERAS, *command, "--run-dir", str(tiny_run), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        time.sleep(delay)
+        process = _started([*ECHO_KERAS, *command, "--run-dir", str(tiny_run), "--json"], phase)
         process.send_signal(signum)
         out, err = process.communicate(timeout=60)
         name = signal.Signals(signum).name
@@ -153,15 +182,11 @@ def test_a_signal_while_a_command_starts_is_one_line_and_its_exit_status(delay, 
         assert json.loads(out) == {"error": f"Interrupted ({name})", "exit_status": 128 + signum}
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_a_signal_before_training_starts_writes_no_run(tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [*ECHO_KERAS, "train", "--run-dir", str(run_dir), *TINY_FLAGS],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(1.0)  # TensorFlow is loading
-    process.send_signal(signal.SIGTERM)
+    process = _started([*ECHO_KERAS, "train", "--run-dir", str(run_dir), *TINY_FLAGS], "caught")
+    process.send_signal(signal.SIGTERM)  # TensorFlow has yet to load
     _, err = process.communicate(timeout=60)
     assert (process.returncode, err.strip()) == (143, "Error: Interrupted (SIGTERM)")
     assert not run_dir.exists()

@@ -1,16 +1,16 @@
 """The `echo-keras` app: registers one module per command, and maps every error to one line.
 
 Command modules never import this one: it imports them and adds their functions (Typer's
-one-file-per-command layout). `main` is the console script: it guards the standard
-streams, runs the app, and turns any library error into `Error: ...` and its exit status
-(`errors.py` holds the table), wording config fields as the flags that set them.
+one-file-per-command layout). `main`, which the console script (`launch.py`) runs, guards
+the standard streams, runs the app, and turns any library error, and any signal, into
+`Error: ...` and its exit status (`errors.py` holds the table), wording config fields as
+the flags that set them.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 
 import typer
@@ -22,7 +22,8 @@ from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import use_private_tempdir
-from echo_keras.signals import TRAINING_SIGNALS, SignalCatcher, Signalled, raise_signalled
+from echo_keras.signals import SignalCatcher, Signalled, raise_signalled
+from echo_keras.signals import release as release_held_signals
 
 
 def error_line(error: EchoKerasError) -> str:
@@ -43,11 +44,11 @@ class _OneLineErrors(TyperGroup):
         JsonOutput.wanted, JsonOutput.printed = "--json" in given, False
         # A signal stops the command where it stands; training, export and the sweep take
         # the signals over while they work, to stop cleanly. Held back while the app loaded
-        # (`cli.main`): one that came meanwhile arrives now.
+        # (`launch.main`): one that came meanwhile arrives now.
         catcher = SignalCatcher(on_signal=raise_signalled)
         try:
             catcher.install()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, TRAINING_SIGNALS)
+            release_held_signals()
             code = super().main(
                 args=args,
                 prog_name=prog_name,
@@ -55,6 +56,8 @@ class _OneLineErrors(TyperGroup):
                 standalone_mode=False,
                 **extra,
             )
+            if catcher.received is not None:  # raised where it was lost (a finalizer)
+                raise Signalled(catcher.received)
         except Signalled as stop:
             _fail(f"Interrupted ({stop})", 128 + stop.signum)
         except EchoKerasError as error:

@@ -3,9 +3,7 @@ the app runs, then the app."""
 
 from __future__ import annotations
 
-import signal
-
-from echo_keras.signals import TRAINING_SIGNALS
+from echo_keras import signals
 
 
 def main() -> None:
@@ -13,7 +11,7 @@ def main() -> None:
     back while the app and its libraries load; the app takes them as soon as it runs
     (`app.main`), so a signal at any moment ends the command with one line and exit status
     128 + signal, never a traceback or a silent death."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, TRAINING_SIGNALS)
+    signals.hold()
     from echo_keras.cli.app import main as run
 
     run()

@@ -102,7 +102,7 @@ def run_sweep(
         UsageError: `spec` is not one `make_spec` would make, or OUT is not empty and
             neither `resume` nor `overwrite` was asked for, or it holds no sweep to replace.
         RunBusy: another sweep writes OUT.
-        Interrupted: SIGINT or SIGTERM stopped it (completed rows kept).
+        Interrupted: SIGINT, SIGTERM or SIGHUP stopped it (completed rows kept).
         SweepError: results.csv is damaged, or the cluster cannot be joined.
     """
     if not isinstance(spec, SweepSpec):
@@ -169,7 +169,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
         if on_row:
             on_row(row, progress["done"], len(points))
 
-    signals = SignalCatcher((signal.SIGINT, signal.SIGTERM))
+    signals = SignalCatcher()  # SIGINT, SIGTERM and SIGHUP
     signals.install()
     earlier = _private_folders()  # the temporary folders of other echo-keras processes
     try:
