@@ -126,7 +126,7 @@ def evaluate(
         SymbolError: a symbol outside the run's vocabulary (naming line and column).
     """
     from echo_keras.loops import PredictLoop
-    from echo_keras.model import load_run, reset_states
+    from echo_keras.model import check_same_run, load_run, reset_states
 
     seed = check_seed(seed)
     if not isinstance(reset_each_window, bool):
@@ -136,7 +136,9 @@ def evaluate(
         return _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window)
     if data is not None:
         raise UsageError(ECHO_RUN_DATA)
-    config, model = load_run(run_dir, checkpoint=True)
+    loaded, model = load_run(run_dir, checkpoint=True)
+    check_same_run(run_dir, (config,), (loaded,))  # not a run on its own data meanwhile
+    config = loaded
     length = evaluation_length(config, series_length)
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length

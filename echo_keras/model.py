@@ -5,6 +5,7 @@ Importing this module imports Keras (and TensorFlow): keep it out of fast paths.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from echo_keras.backend import keras, tf
@@ -250,8 +251,16 @@ def load_run_and_vocabulary(run_dir: Path, checkpoint: bool = False):
 def check_same_run(run_dir: Path, read: tuple, loaded: tuple) -> None:
     """RunFolderError unless what was `loaded` with the model, (config, vocabulary), is what
     was `read` from the run before it: a run replaced in between (`--overwrite`) is never
-    used half old, half new."""
-    if read != loaded:
+    used half old, half new. A resume, which rewrites config.json's `num_epochs` in place,
+    is no replacement."""
+
+    def settings(values: tuple) -> tuple:
+        return tuple(
+            dataclasses.replace(value, num_epochs=1) if isinstance(value, TrainConfig) else value
+            for value in values
+        )
+
+    if settings(read) != settings(loaded):
         raise RunFolderError(
             f"the run in {run_dir} was replaced while it was read (trained again with "
             "overwrite); run this again"

@@ -299,6 +299,11 @@ def test_a_run_replaced_between_its_reads_is_refused_never_mixed(
     swap(echo_text_run)
     with pytest.raises(ek.RunFolderError, match="was replaced while it was read"):
         evaluate_source(run_dir, source)
+    swap(cycle_run)
+    source = evaluation_source(run_dir)
+    saved = json.loads((run_dir / files.CONFIG).read_text())  # a resume began: more epochs
+    (run_dir / files.CONFIG).write_text(json.dumps({**saved, "num_epochs": 9}))
+    assert evaluate_source(run_dir, source).windows > 0  # the same run, not a replacement
 
     swap(cycle_run)
     load = stream_model.load_stream_model
