@@ -11,13 +11,14 @@ from pathlib import Path
 
 import typer
 
+from echo_keras.errors import tell
 from echo_keras.options import OPTIONS, as_flags
 from echo_keras.run.folder import RunFolder
 
 
 def nonempty_path(value: str | Path) -> Path:
-    """The parser of every path option: an empty one is refused, not taken as the current
-    folder (which `Path("")` is)."""
+    """The parser of the path options (`predict --input`, which also takes `-`, checks
+    alike): an empty one is refused, not taken as the current folder (`Path("")` is)."""
     if isinstance(value, Path):
         return value
     if not value.strip():
@@ -77,8 +78,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def notice(message: str) -> None:
     """A line on stderr (errors, notices, warnings); lost, not fatal, if stderr is broken."""
-    with contextlib.suppress(OSError, ValueError):
-        typer.echo(message, err=True)
+    tell(message)
 
 
 def warn_if_unfinished(run_dir: Path, checkpoint: bool = False) -> None:
