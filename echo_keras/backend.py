@@ -53,8 +53,8 @@ def _import_tensorflow_quietly() -> None:
     """
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
+    try:  # from the first moment stderr is silenced: a signal meanwhile still gets it back
+        os.dup2(null, 2)
         with _pyplot_on_demand():
             import tensorflow as tf
 
