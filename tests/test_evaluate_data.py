@@ -307,8 +307,11 @@ def test_a_run_replaced_between_its_reads_is_refused_never_mixed(
 
     swap(cycle_run)
     load = stream_model.load_stream_model
-    monkeypatch.setattr(
-        stream_model, "load_stream_model", lambda path: swap(echo_text_run) or load(path)
-    )
+
+    def swapped_first(path, **read):
+        swap(echo_text_run)
+        return load(path, **read)
+
+    monkeypatch.setattr(stream_model, "load_stream_model", swapped_first)
     result = invoke("predict", "--run-dir", run_dir, "abcd")
     one_line_error(result, f"the run in {run_dir} was replaced while it was read", code=1)

@@ -218,12 +218,10 @@ def _predict(
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
         source.seek(start)
-    from echo_keras.model import check_same_run
     from echo_keras.stream.model import load_stream_model, predict_stream
     from echo_keras.stream.state import write_state
 
-    model = load_stream_model(run_dir)
-    check_same_run(run_dir, (config, vocabulary), (model.config, model.vocabulary))
+    model = load_stream_model(run_dir, read_with=(config, vocabulary))
     state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
@@ -266,13 +264,11 @@ def _predict(
 def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> None:
     """Sample `length` symbols, printing each as it comes; then save the state. `read`:
     the (config, vocabulary) the options were checked with."""
-    from echo_keras.model import check_same_run
     from echo_keras.stream.generate import sample
     from echo_keras.stream.model import load_stream_model
     from echo_keras.stream.state import write_state
 
-    model = load_stream_model(run_dir)
-    check_same_run(run_dir, read, (model.config, model.vocabulary))
+    model = load_stream_model(run_dir, read_with=read)
     state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)

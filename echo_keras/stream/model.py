@@ -31,7 +31,7 @@ import numpy as np
 from echo_keras.backend import graph_function, keras, tf
 from echo_keras.config import TrainConfig
 from echo_keras.errors import RunFolderError, SymbolError
-from echo_keras.model import load_run_and_vocabulary
+from echo_keras.model import check_same_run, load_run_and_vocabulary
 from echo_keras.run import files
 from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser
@@ -180,14 +180,17 @@ def _trained_layer(model: keras.Model, name: str):
         ) from None
 
 
-def load_stream_model(run_dir: Path) -> StreamModel:
+def load_stream_model(run_dir: Path, read_with: tuple | None = None) -> StreamModel:
     """The run's stream model; RunFolderError naming the file if the run cannot give one.
 
     config.json, model.keras and (a run on its own data) vocabulary.json are read from
-    one version of the run folder.
+    one version of the run folder. `read_with`, the (config, vocabulary) a caller read from
+    the run before, must be that run's (`model.check_same_run`).
     """
     config, trained, record = load_run_and_vocabulary(run_dir)
     vocabulary = record[0] if record is not None else None
+    if read_with is not None:
+        check_same_run(run_dir, read_with, (config, vocabulary))
     try:
         return StreamModel(config, trained, vocabulary)
     except ValueError as error:  # weights of other shapes than config.json says
