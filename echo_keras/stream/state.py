@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.errors import ConfigError, StateFileError
+from echo_keras.errors import ConfigError, StateFileError, write_reason
 from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.stream.model import StreamModel
@@ -103,8 +103,7 @@ def write_state(path: Path, model: StreamModel, state: list) -> None:
     try:
         fileio.savez(Path(path), arrays)
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise StateFileError(f"cannot write {path}: {reason}", damaged=True) from None
+        raise StateFileError(f"cannot write {path}: {write_reason(error)}", damaged=True) from None
 
 
 def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) -> Path:
