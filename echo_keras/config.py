@@ -105,8 +105,9 @@ class TrainConfig:
     data_windows: int = 0  # windows per epoch of `data`, set once it is read
 
     def __post_init__(self):
-        if self.learning_rate is None and DEFAULT_LEARNING_RATES.get(str(self.optimizer)):
-            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATES[self.optimizer])
+        if self.learning_rate is None and isinstance(self.optimizer, str):  # else validate says
+            rate = DEFAULT_LEARNING_RATES.get(self.optimizer)
+            object.__setattr__(self, "learning_rate", rate)
         for field in (*INTEGER_FIELDS, *NUMBER_FIELDS):  # numpy scalars as Python's own
             value = getattr(self, field)
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
