@@ -137,8 +137,7 @@ def _draw_bits(ax, curve, validation: list[dict], batches_per_epoch: int | None)
         ax.axvline(step, color="grey", ls="--", lw=0.8, label="epoch start" if index == 0 else None)
     finite = bits[np.isfinite(bits) & (bits > 0)]
     if len(finite) and finite.max() / finite.min() > 30:
-        with np.errstate(over="ignore"):  # a loss near 1e308 overflows the log scale's margins
-            ax.set_yscale("log")  # the loss falls over orders of magnitude
+        log_scale(ax)
     ax.set_title("Loss (bits per symbol)")
     ax.set_xlabel("batch (step)")
     ax.set_ylabel("cross-entropy, bits per symbol")
@@ -160,3 +159,10 @@ def _draw_sample(ax, sample: str) -> None:
         fontsize=9,
         parse_math=False,  # a $ in the text is a dollar, not mathematics
     )
+
+
+def log_scale(ax) -> None:
+    """A loss axis on a log scale (the loss falls over orders of magnitude), without numpy's
+    overflow warnings when a loss near 1e308 pushes the scale's margins past every float."""
+    with np.errstate(over="ignore"):
+        ax.set_yscale("log")

@@ -19,7 +19,7 @@ import numpy as np
 
 from echo_keras.errors import ConfigError, RunFolderError, write_error
 from echo_keras.paths import as_path, real_path
-from echo_keras.plots.data_figure import draw_data_figure, read_sample
+from echo_keras.plots.data_figure import draw_data_figure, log_scale, read_sample
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 
@@ -137,8 +137,7 @@ def _draw_loss(ax, curve: LossCurve) -> None:
     for index, step in enumerate(curve.epoch_starts or []):
         ax.axvline(step, color="grey", ls="--", lw=0.8, label="epoch start" if index == 0 else None)
     if np.any(finite > 0):
-        with np.errstate(over="ignore"):  # a loss near 1e308 overflows the log scale's margins
-            ax.set_yscale("log")  # the loss falls over orders of magnitude
+        log_scale(ax)
     ax.set_title("Loss of every batch")
     ax.set_xlabel("batch (step)")
     ax.set_ylabel("cross-entropy")
