@@ -33,6 +33,7 @@ from tests.helpers import (
     invoke,
     one_line_error,
     run_process,
+    small_tmpfs,
     start,
     wait_for,
 )
@@ -845,23 +846,9 @@ def test_a_run_whose_final_save_failed_is_finished_by_resume_without_training(
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 16 KB tmpfs of our own, mounted inside tmp_path (skipped where mounting is refused),
-    unmounted at the end; `grow` gives it room."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True
-        )
-    except OSError:
-        pytest.skip("no mount command")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    """A 16 KB tmpfs of our own inside tmp_path (`small_tmpfs`); `grow` gives it room."""
+    with small_tmpfs(tmp_path / "disk", "16k") as mount:
         yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def grow(disk):
