@@ -733,20 +733,21 @@ def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path)
 
 @ON_RAY
 @pytest.mark.slow
-def test_sigterm_while_ray_starts_exits_143_with_its_line(ray_tmp, tmp_path):
+def test_sigterm_or_sighup_while_ray_starts_exits_128_plus_it_with_its_line(ray_tmp, tmp_path):
     command = [str(Path(sys.executable).parent / "echo-keras"), "sweep", "--echo-step", "1"]
     command += ["--window", "3", *TINY_SWEEP, "--workers", "1"]
-    for delay in (1.0, 2.5):  # importing Ray; starting its processes and connecting
-        out = tmp_path / f"out-{delay}"
+    # Importing Ray; then starting its processes and connecting (ray.init takes SIGTERM).
+    for delay, number in ((1.0, signal.SIGTERM), (2.5, signal.SIGTERM), (2.5, signal.SIGHUP)):
+        out = tmp_path / f"out-{delay}-{number}"
         process = subprocess.Popen(
             [*command, "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE
         )
         time.sleep(delay)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(number)
         _, stderr = process.communicate(timeout=60)
         last = stderr.decode().strip().splitlines()[-1]
-        assert process.returncode == 143, (delay, stderr.decode())
-        assert last.startswith("Error: Interrupted (SIGTERM)"), (delay, last)
+        assert process.returncode == 128 + number, (delay, stderr.decode())
+        assert last.startswith(f"Error: Interrupted ({number.name})"), (delay, last)
     assert not [p for p in ray_tmp.iterdir() if p.name.startswith("echo-keras-ray-")]
 
 
@@ -937,8 +938,9 @@ def test_a_worker_writes_temporary_files_to_a_folder_of_its_own(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_signal_while_the_heat_map_is_drawn_waits_for_it(tmp_path, monkeypatch):
-    """The sweep catches SIGINT and SIGTERM to its end: one that comes while the heat map is
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_while_the_heat_map_is_drawn_waits_for_it(tmp_path, monkeypatch, number):
+    """The sweep catches SIGINT, SIGTERM and SIGHUP to its end: one that comes while the heat map is
     drawn (here a resumed sweep with nothing left to run, so no Ray) lets the drawing finish,
     and the sweep ends complete instead of dying half-way."""
     from echo_keras.sweep.runner import run_sweep
@@ -952,15 +954,15 @@ def test_a_signal_while_the_heat_map_is_drawn_waits_for_it(tmp_path, monkeypatch
     draw = heatmap.save_heatmap
 
     def signalled_while_drawing(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), number)
         draw(*args, **kwargs)
 
     monkeypatch.setattr(heatmap, "save_heatmap", signalled_while_drawing)
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(number)
     result = run_sweep(spec, out, resume=True)
     assert (result.points, result.ok) == (1, 1)
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    assert signal.getsignal(signal.SIGTERM) == before
+    assert signal.getsignal(number) == before
 
 
 ONE_POINT = {
