@@ -314,9 +314,16 @@ def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Window
         )
     if windows.num_windows == 0:
         need = batch * window + (config.task == "next")
+        after = " (the last one with its next symbol)" if config.task == "next" else ""
         raise ConfigError(
             field,
-            f"{what} has {len(ids)} symbols, too few for one window per row: `batch_size` x "
-            f"`truncated_backprop_length` needs {need}",
+            f"{what} has {len(ids)} symbols, too few for one window per row: the model's "
+            f"{batch} rows x {window} steps need {need}{after}",
+        )
+    if starts is None and config.task == "echo" and len(ids) <= config.echo_step:
+        raise ConfigError(
+            field,
+            f"{what} has {len(ids)} symbols, too few for the echo task: `echo_step` "
+            f"{config.echo_step} needs {config.echo_step + 1} or more",
         )
     return windows

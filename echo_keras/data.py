@@ -150,7 +150,8 @@ def task_pairs(ids: np.ndarray, task: str, echo_step: int) -> tuple[np.ndarray, 
     if task == "next":
         return ids[:-1], ids[1:], 0
     targets = np.zeros_like(ids)
-    targets[echo_step:] = ids[: len(ids) - echo_step]
+    if echo_step < len(ids):  # else no symbol has its echo in the sequence
+        targets[echo_step:] = ids[: len(ids) - echo_step]
     return ids, targets, echo_step
 
 

@@ -93,6 +93,10 @@ def test_too_short_a_file_names_the_field():
     with pytest.raises(ek.ConfigError, match="`data` has 50 symbols, too few") as error:
         laid_out(np.zeros(50, np.uint8), None, config, "data")  # 49 pairs for the next symbol
     assert error.value.field == "data"
+    echo = dataclasses.replace(config, task="echo", echo_step=60)
+    with pytest.raises(ek.ConfigError, match="`data` has 60 symbols, too few for the echo task"):
+        laid_out(np.zeros(60, np.uint8), None, echo, "data")  # windows, yet not one echo
+    assert len(laid_out(np.zeros(61, np.uint8), None, echo, "data").inputs)
 
 
 # --- trained runs --------------------------------------------------------------------------
