@@ -151,6 +151,9 @@ def train(
     if config.data is not None:  # read before the run folder is touched
         vocabulary = _same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
+        problem = memory_problem(config)  # again, with the data's vocabulary and length
+        if problem:
+            raise UsageError(problem)
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
     own += callbacks  # the caller's, after the built-in ones
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
@@ -180,7 +183,7 @@ def train(
                 corpus is not None,
                 stopped=lambda: stopper.received is not None,
             )
-            validation = _validation(corpus, work_dir if resume else None, first_epoch)
+            validation = _validation(corpus, folder if resume else None, first_epoch)
             all_callbacks = [
                 ResetStatesAtEpochStart(),
                 recorder,
@@ -257,12 +260,17 @@ def _same_data(config: TrainConfig, folder: RunFolder):
     return vocabulary
 
 
-def _validation(corpus: Corpus | None, run_dir: Path | None, first_epoch: int) -> list:
+def _validation(corpus: Corpus | None, folder: RunFolder | None, first_epoch: int) -> list:
     """The callback that scores the validation windows after every epoch, if there are any
-    (with the rows of the epochs already completed, when resuming)."""
+    (with the rows of the epochs already completed, when resuming the run in `folder`)."""
     if corpus is None or corpus.validation is None:
         return []
-    rows = files.read_validation(run_dir)[:first_epoch] if run_dir is not None else []
+    rows = files.read_validation(folder.real)[:first_epoch] if folder is not None else []
+    if [row["epoch"] for row in rows] != list(range(first_epoch)):  # written before each
+        raise RunFolderError(  # checkpoint: a row short is a damaged file
+            f"{folder.path / files.VALIDATION} is damaged: it should hold a row for each "
+            f"of the {first_epoch} completed epochs"
+        )
     return [ValidateEachEpoch(corpus.validation, rows)]
 
 
