@@ -155,6 +155,8 @@ def _quoted_flag(name: str) -> str:
 UNUSED = (
     # A config completed from its data (`data_windows`) has its vocabulary's `num_classes`.
     ("num_classes", lambda c: c.data is not None and not c.data_windows, "is set by `data`"),
+    ("total_series_length", lambda c: c.data is not None and not c.data_windows,
+     "is set by `data`: an epoch is the whole file"),
     ("data_format", lambda c: c.data is None, "has no use without `data`: no file is read"),
     ("validation_fraction", lambda c: c.data is None, "has no use without `data`"),
     ("validation_fraction", lambda c: c.validation_data is not None, "has no use with "

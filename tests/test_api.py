@@ -456,6 +456,8 @@ def test_paths_and_values_no_system_call_takes_are_config_errors(api_run, predic
     nul = str(tmp_path / "a\0b")
     refused = [
         (lambda: ek.load_predictor(nul), ek.ConfigError, "run_dir: must not hold a NUL"),
+        (lambda: ek.TrainConfig(data=nul), ek.ConfigError, "^data: must not hold a NUL"),
+        (lambda: ek.TrainConfig(data="x", validation_data=nul), ek.ConfigError, "validation_"),
         (lambda: ek.evaluate(nul), ek.ConfigError, "run_dir: must not hold a NUL"),
         (lambda: ek.draw_run(nul), ek.ConfigError, "run_dir: must not hold a NUL"),
         (lambda: ek.RunFolder(nul).status(), ek.ConfigError, "run_dir: must not hold a NUL"),

@@ -65,6 +65,20 @@ def test_resume_continues_a_data_run_exactly(cycle_file, cycle_run, tmp_path):
     assert resumed.validation == whole.validation
 
 
+def test_resume_refuses_a_damaged_validation_csv(cycle_run, tmp_path):
+    """validation.csv gets each epoch's row before its checkpoint: fewer rows is damage, as
+    a history.csv short of rows is, not rows to drop silently."""
+    from echo_keras.training import train
+
+    config, run_dir, _ = cycle_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / files.VALIDATION).write_text("epoch,loss\nx,y\n")
+    longer = dataclasses.replace(config, num_epochs=3)
+    with pytest.raises(RunFolderError, match="validation.csv is damaged: .* 2 completed epochs"):
+        train(longer, copy, resume=True)
+
+
 def test_a_stop_inside_an_epoch_keeps_only_what_its_completed_epochs_validated(cycle_run, tmp_path):
     """134 batches an epoch: the fast path feeds them in two chunks. Stopped in either, the
     epoch has no end (no callback hears of one) and no validation row; on the plain path,
@@ -112,8 +126,18 @@ def test_the_cli_trains_on_a_file_and_prints_its_validation(cycle_file, tmp_path
         (b"abab" * 10, [], ["--validation-fraction", "held-out end of --data", "too few"]),
         (b"abab" * 10, ["--validation-fraction", "0"], ["--data", "too few"]),
         (b"1 2 x", ["--data-format", "ints"], ["line 1, column 5", "'x'"]),
+        (b"abab" * 100, ["--series-length", "100"], ["--series-length", "is set by --data"]),
+        # The echo task on pieces shorter than its echo: documents, the held-out end, all
+        # (--quiet: not the warning that no window holds an echo).
+        (b"abcde\n\n" * 200, ["--documents", "--task", "echo", "--echo-step", "10", "--quiet"],
+         ["--validation-fraction", "no document of 11 symbols"]),
+        (b"abab" * 1500, ["--task", "echo", "--echo-step", "700", "--quiet"],
+         ["--validation-fraction", "has 600 symbols, too few for the echo task", "701"]),
+        (b"abab" * 500, ["--task", "echo", "--echo-step", "2500", "--validation-fraction", "0",
+                         "--quiet"],
+         ["--data", "has 2000 symbols, too few for the echo task"]),
     ],
-)
+)  # fmt: skip
 def test_bad_data_is_one_line_and_writes_nothing(tmp_path, content, flags, fragments):
     data = tmp_path / "data.txt"
     data.write_bytes(content)
@@ -121,6 +145,32 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, content, flags, fragm
     result = invoke("train", "--data", data, "--run-dir", run_dir, "--window", "10", *flags)
     one_line_error(result, *fragments, code=2)
     assert not run_dir.exists()
+
+
+def test_a_vocabulary_too_large_for_memory_is_refused_once_the_data_is_read(tmp_path, monkeypatch):
+    """Before the file is read, the model has 2 classes and fits; with the file's 3,000
+    it would not: refused then, before the run folder is made."""
+    from echo_keras import memory
+    from echo_keras.errors import UsageError
+    from echo_keras.training import train
+
+    data = tmp_path / "data.txt"
+    data.write_text(" ".join(str(i % 3000) for i in range(60_000)))
+    config = TrainConfig(data=str(data), data_format="ints", batch_size=100, **{
+        "truncated_backprop_length": 100, "validation_fraction": 0})  # fmt: skip
+    monkeypatch.setattr(memory, "available_memory", lambda: 256 * 1024**2)
+    assert memory.memory_problem(dataclasses.replace(config, num_classes=2)) is None
+    with pytest.raises(UsageError, match="`num_classes` 3000.*more than the 256.0 MiB available"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_naming_a_file_with_a_line_break_stays_one_line(tmp_path):
+    data = tmp_path / "bad\nname.txt"
+    data.write_bytes(b"ab\xffcd\n")
+    result = invoke("train", "--data", data, "--run-dir", tmp_path / "run", "--json")
+    one_line_error(result, "bad\\nname.txt line 1, column 3: not UTF-8", code=2)
+    assert json.loads(result.stdout)["error"].startswith(f"{tmp_path}/bad\\nname.txt")
 
 
 def test_resume_on_a_changed_or_another_file_is_refused(cycle_file, tmp_path):

@@ -70,7 +70,9 @@ class JsonOutput:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `Error: message` on stderr (and, under --json, its object on stdout); return
-    the Exit to raise."""
+    the Exit to raise. A line break or other control character in the message (a file's
+    name may hold one) is printed escaped, as `\\n`: the error stays one line."""
+    message = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in message)
     notice(f"Error: {message}")
     JsonOutput.error(message, code)
     return typer.Exit(code)
