@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,14 +55,14 @@ def parse_ints(text: str, field: str) -> list[int]:
     """`1,2,4`, `1-12` or a mix (`1-3,8`) -> sorted distinct integers; ConfigError otherwise."""
     values: set[int] = set()
     for part in text.split(","):
-        low, dash, high = part.strip().partition("-")
-        try:
-            start = int(low)
-            stop = int(high) if dash else start
-        except ValueError:
+        # Digits 0-9 only: int() would also take `1_0` (10), `+1` and other scripts' digits.
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
+        if match is None:
             raise ConfigError(
                 field, f"expected integers or ranges such as 1,2,4 or 1-12, got {text!r}"
-            ) from None
+            )
+        start = int(match[1])
+        stop = int(match[2]) if match[2] else start
         if stop < start:
             raise ConfigError(field, f"the range {part.strip()} runs backwards")
         if stop - start >= MAX_POINTS:
@@ -131,6 +132,8 @@ def make_spec(
     """
     if not isinstance(grid_texts, dict) or not isinstance(settings, dict):
         raise UsageError("make_spec takes the axes' texts and the settings as dicts")
+    if base is not None and not isinstance(base, SweepSpec):
+        raise UsageError(f"base must be a SweepSpec or None, got {base!r:.40}")
     unknown = sorted(map(str, set(grid_texts) - set(AXES)))
     if unknown:
         raise UsageError(f"the grid has no axis {', '.join(unknown)}; its axes: {', '.join(AXES)}")
@@ -154,13 +157,19 @@ def make_spec(
     merged.update({name: value for name, value in settings.items() if value is not None})
     if settings.get("optimizer") is not None and settings.get("learning_rate") is None:
         merged.pop("learning_rate", None)  # another optimizer brings its own default rate
-    merged = with_default_rate(merged)
-    for item in dataclasses.fields(TrainConfig):  # sweep.json records every setting
-        if item.name not in AXES and item.name != "seed" and item.name not in DATA_FIELDS:
-            merged.setdefault(item.name, item.default)
-    spec = SweepSpec(grid, seeds, merged)
+    spec = SweepSpec(grid, seeds, every_setting(merged))
     check_spec(spec)
     return spec
+
+
+def every_setting(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with every per-run setting they leave out at its default (the learning
+    rate at the optimizer's), as sweep.json records them."""
+    merged = with_default_rate(dict(settings))
+    for item in dataclasses.fields(TrainConfig):
+        if item.name not in AXES and item.name != "seed" and item.name not in DATA_FIELDS:
+            merged.setdefault(item.name, item.default)
+    return merged
 
 
 def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
@@ -174,8 +183,15 @@ def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
             return f"grid's {name} must be a non-empty list, got {values!r}"[:300]
         if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
             return f"grid's {name} must hold {kind.__name__}s only, got {values!r}"[:300]
+        if len(set(values)) != len(values):
+            return f"grid's {name} holds a value twice: {values!r}"[:300]
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         return f"seeds must be a positive integer, got {seeds!r}"[:300]
+    sizes = [len(grid[name]) for name in AXES] + [seeds]
+    count = math.prod(sizes)  # counted, never built: a grid may be far too large
+    if count > MAX_POINTS:
+        shown = " x ".join(f"{size} {name}" for size, name in zip(sizes, GRID_WORDS, strict=True))
+        return f"the grid has {count} points ({shown}); at most {MAX_POINTS} allowed"
     if not isinstance(settings, dict):
         return "settings must be an object"
     unknown = sorted(map(str, set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"}))
@@ -191,13 +207,10 @@ def check_spec(spec: SweepSpec) -> None:
     of the wrong kind (UsageError), more than MAX_POINTS points (UsageError), or a point
     that `train` would refuse (ConfigError naming its field, or UsageError)."""
     problem = spec_problem(spec.grid, spec.seeds, spec.settings)
+    if problem and problem.startswith("the grid has"):
+        raise UsageError(problem)
     if problem:
         raise UsageError(f"the sweep's spec: {problem}")
-    sizes = [len(spec.grid[name]) for name in AXES] + [spec.seeds]
-    count = math.prod(sizes)  # counted, never built: a grid may be far too large
-    if count > MAX_POINTS:
-        shown = " x ".join(f"{size} {name}" for size, name in zip(sizes, GRID_WORDS, strict=True))
-        raise UsageError(f"the grid has {count} points ({shown}); at most {MAX_POINTS} allowed")
     available = available_memory()
     for config in spec.points():  # what `train` refuses, refused before anything starts
         config.validate()

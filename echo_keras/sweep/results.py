@@ -10,13 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from echo_keras.errors import ConfigError, SweepError, UsageError
-from echo_keras.run import fileio
-from echo_keras.sweep.grid import SETTINGS, SweepSpec, spec_problem
+from echo_keras.config import TrainConfig
+from echo_keras.errors import ConfigError, EchoKerasError, SweepError, UsageError, write_reason
+from echo_keras.run import fileio, files
+from echo_keras.sweep.grid import SETTINGS, SweepSpec, every_setting, spec_problem
 
 RESULTS, SWEEP_JSON, HEATMAP, RUNS = "results.csv", "sweep.json", "heatmap.png", "runs"
 
@@ -89,6 +93,7 @@ def read_results(path: Path) -> list[dict[str, str]]:
 
 def write_spec(out: Path, spec: SweepSpec, **extra: Any) -> None:
     record = {**spec.to_dict(), "points": len(spec.points()), **extra}
+    record["settings"] = every_setting(spec.settings)  # a spec built by hand may leave some out
     fileio.atomic_write_text(Path(out) / SWEEP_JSON, json.dumps(record, indent=2) + "\n")
 
 
@@ -162,3 +167,59 @@ def clear(out: Path) -> None:
                 shutil.rmtree(entry)
         if not any(runs.iterdir()):
             runs.rmdir()
+
+
+# --- run folders kept (--keep-runs) -------------------------------------------------------
+
+STAGING = ".new-"  # runs/.NAME.new-XXXX: a run folder being unpacked
+
+
+def keep_run(archive: bytes, runs: Path, name: str) -> str | None:
+    """Unpack a point's zipped run folder into runs/NAME, replacing an earlier one whole
+    (never half-written: a failed unpacking leaves nothing behind). None when done, else
+    why not, in one line: the point is then recorded as failed, and runs again on resume."""
+    target = runs / name
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        return f"{target} is not a folder the sweep made; it is left as it is"
+    staging = None
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=runs, prefix=f".{name}{STAGING}"))
+        with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
+            zipped.extractall(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        return write_reason(error)
+    return None
+
+
+def remove_staging(runs: Path) -> None:
+    """Remove what a sweep killed while it unpacked a run folder left in runs/ (the sweep's
+    lock is held: no other sweep writes there)."""
+    if runs.is_dir() and not runs.is_symlink():
+        for entry in runs.glob(f".*{STAGING}*"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def kept_run_conflict(runs: Path, todo: list[TrainConfig]) -> str | None:
+    """Why keeping the run folders of `todo` would replace a kept run of other settings
+    (a resume that changed `num_epochs`, say: run folders are named by the grid's axes and
+    seed alone), or None. A kept folder that is damaged is replaced."""
+    for config in todo:
+        folder = runs / point_name(config.to_dict())
+        try:
+            kept = files.load_config(folder)
+        except (EchoKerasError, OSError):
+            continue  # none, or damaged
+        if kept != config:
+            changed = [n for n in SETTINGS if getattr(kept, n) != getattr(config, n)][:3]
+            return (
+                f"{folder} holds a run of other settings ({', '.join(changed)}), which "
+                "`keep_runs` would replace; keep this sweep's runs in another folder"
+            )
+    return None

@@ -11,15 +11,10 @@ in `results.py`, the heat map in `heatmap.py`.
 
 from __future__ import annotations
 
-import io
-import os
 import platform
-import shutil
 import signal
-import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -38,9 +33,12 @@ from echo_keras.sweep.results import (
     RUNS,
     check_out,
     clear,
+    keep_run,
+    kept_run_conflict,
     point_key,
     point_name,
     read_results,
+    remove_staging,
     write_results,
     write_spec,
 )
@@ -108,6 +106,10 @@ def run_sweep(
     if not isinstance(spec, SweepSpec):
         raise UsageError(f"spec must be a SweepSpec (see make_spec), got {spec!r:.40}")
     check_spec(spec)  # one built by hand, too
+    if address is not None and not isinstance(address, str):
+        raise ConfigError("address", f"must be a Ray address (text) or None, got {address!r:.40}")
+    if on_row is not None and not callable(on_row):
+        raise UsageError(f"on_row must be a function or None, got {on_row!r:.40}")
     problem = workers_problem(workers)
     if problem:
         raise ConfigError("workers", problem)
@@ -150,6 +152,10 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     points = spec.points()
     rows = {point_key(row): row for row in (read_results(out / RESULTS) if resume else [])}
     todo = [p for p in points if rows.get(point_key(p.to_dict()), {}).get("status") != "ok"]
+    if keep_runs:  # before Ray starts
+        conflict = kept_run_conflict(out / RUNS, todo)
+        if conflict:
+            raise UsageError(conflict)
     progress = {
         "started": started,
         "ran": len(todo),
@@ -161,10 +167,11 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     }
 
     def record(row: dict, archive: bytes | None) -> None:
+        problem = keep_run(archive, out / RUNS, point_name(row)) if archive else None
+        if problem:  # recorded as failed, not as done without its run folder
+            row = {**row, "status": "failed", "error": f"cannot keep its run folder: {problem}"}
         rows[point_key(row)] = row
         write_results(out / RESULTS, list(rows.values()))
-        if archive is not None:
-            _unpack_run(archive, out / RUNS / point_name(row))
         progress["done"] += 1
         if on_row:
             on_row(row, progress["done"], len(points))
@@ -186,6 +193,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
                     raise KeyboardInterrupt  # while Ray started: OUT stays as it was
                 # Ray is up (or not needed): only now write, so a failed start leaves OUT as it was.
                 out.mkdir(parents=True, exist_ok=True)
+                remove_staging(out / RUNS)  # what a sweep killed while it kept a run left
                 if not resume:
                     clear(out)  # an earlier sweep's files (the caller allowed it: --overwrite)
                 write_spec(out, spec, address=address or "local", versions=_versions())
@@ -251,17 +259,6 @@ def _finish(spec, out, points, rows, progress, signals, address) -> SweepResult:
         failures=[f"{point_name(row)}: {row['error']}" for row in failed],
         parts=progress["parts"],
     )
-
-
-def _unpack_run(archive: bytes, target: Path) -> None:
-    """Unpack a zipped run folder into `target`, replacing it whole (never half-written)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-    with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
-        zipped.extractall(staging)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
 
 
 def _run_points(ray, todo, keep_runs, signals, record, size, remote) -> dict[str, float]:
