@@ -10,6 +10,7 @@ Rays never start at once (and `ray stop` never stops another test's Ray).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import pytest
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import flag
 from echo_keras.sweep import cluster, grid, heatmap, results, workers
-from tests.helpers import invoke, one_line_error
+from tests.helpers import invoke, one_line_error, small_tmpfs
 
 ON_RAY = pytest.mark.xdist_group("ray")
 TINY_SWEEP = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
@@ -97,11 +98,125 @@ def test_grid_values_take_lists_and_ranges(text, values):
     assert grid.parse_ints(text, "echo_step") == values
 
 
-@pytest.mark.parametrize("text", ["", "a", "1,,2", "3-1", "1-", "-2", "1.5", "2-x"])
+@pytest.mark.parametrize(
+    "text", ["", "a", "1,,2", "3-1", "1-", "-2", "1.5", "2-x", "1_0", "+1", "1-+3", "\u0663"]
+)
 def test_bad_grid_values_raise_config_errors_naming_the_flag(text):
     with pytest.raises(ConfigError) as error:
         grid.parse_ints(text, "truncated_backprop_length")
     assert flag(error.value.field) == "--window"
+
+
+def test_a_spec_make_spec_would_not_make_is_refused_and_a_sweep_json_holding_one_is_damaged(
+    tmp_path,
+):
+    spec = grid.make_spec({}, None, {})
+    twice = grid.SweepSpec({**spec.grid, "echo_step": [1, 1]}, 1, spec.settings)
+    huge = grid.SweepSpec(spec.grid, 10**20, spec.settings)
+    for bad, message in ((twice, "holds a value twice"), (huge, "")):
+        with pytest.raises(
+            UsageError, match=message or "the grid has 3600000000000000000000 points"
+        ):
+            grid.check_spec(bad)
+        record = {**bad.to_dict(), "points": 1}
+        (tmp_path / "sweep.json").write_text(json.dumps(record))
+        with pytest.raises(SweepError, match="sweep.json is damaged"):
+            results.read_spec(tmp_path)
+    with pytest.raises(UsageError, match="base must be a SweepSpec"):
+        grid.make_spec({}, None, {}, base="x")
+    results.write_spec(tmp_path, grid.SweepSpec(spec.grid, 1, {"num_epochs": 1}))
+    assert results.read_spec(tmp_path).settings == {**spec.settings, "num_epochs": 1}
+
+
+def test_run_sweep_refuses_arguments_of_the_wrong_kind_before_anything_starts(tmp_path):
+    from echo_keras.sweep.runner import run_sweep
+
+    spec = grid.make_spec({"echo_step": "1", "truncated_backprop_length": "2"}, None, {})
+    with pytest.raises(ConfigError, match="address: must be a Ray address"):
+        run_sweep(spec, tmp_path / "a", address=5)
+    with pytest.raises(UsageError, match="on_row must be a function"):
+        run_sweep(spec, tmp_path / "b", on_row=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ray_tmpdir_ray_cannot_use_is_one_line_naming_it(tmp_path, monkeypatch):
+    from echo_keras.sweep.cluster import ray_tmpdir_problem
+
+    (tmp_path / "file").write_text("")
+    assert ray_tmpdir_problem("/tmp") is None
+    assert "must be an absolute path" in ray_tmpdir_problem("ray")
+    assert ray_tmpdir_problem(str(tmp_path / "none")).endswith("does not exist")
+    assert ray_tmpdir_problem(str(tmp_path / "file")).endswith("is a file, not a folder")
+    assert "too long for the sockets Ray makes" in ray_tmpdir_problem(str(tmp_path))
+    monkeypatch.setenv("RAY_TMPDIR", "ray")
+    result = invoke("sweep", "--out", tmp_path / "out", "--echo-step", "1", "--window", "2")
+    one_line_error(result, "RAY_TMPDIR must be an absolute path, got 'ray'", code=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_kept_run_that_cannot_be_written_leaves_nothing_and_says_why(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(os.urandom(200_000))  # incompressible
+    archive = workers._zip_folder(run)
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        assert results.keep_run(archive, disk / "runs", "p") == "No space left on device"
+        assert list((disk / "runs").iterdir()) == []
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "q").symlink_to(run)
+    assert "is not a folder the sweep made" in results.keep_run(archive, tmp_path / "runs", "q")
+    assert (tmp_path / "runs" / "q").is_symlink()
+    assert results.keep_run(archive, tmp_path / "runs", "p") is None
+    assert (tmp_path / "runs" / "p" / "model.keras").read_bytes() == (
+        run / "model.keras"
+    ).read_bytes()
+    (tmp_path / "runs" / ".p.new-x1y2").mkdir()  # as a sweep killed while unpacking leaves it
+    results.remove_staging(tmp_path / "runs")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["p", "q"]
+
+
+def test_a_point_whose_run_folder_cannot_be_kept_is_recorded_failed(tmp_path, monkeypatch):
+    """Not `ok` without its run folder, which a resume would then never write: the sweep
+    (here without Ray, its workers' result given) records the point as failed."""
+    import contextlib
+
+    from echo_keras.sweep import runner
+
+    spec = grid.make_spec({"echo_step": "1", "truncated_backprop_length": "2"}, None, {})
+    (point,) = spec.points()
+    name = results.point_name(point.to_dict())
+    fake_ray = type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 1.0})})
+
+    def one_result(ray, todo, keep_runs, signals, record, size, remote):
+        (tmp_path / "out" / "runs").mkdir()
+        (tmp_path / "out" / "runs" / name).symlink_to(tmp_path)  # in the way
+        record({**point.to_dict(), "status": "ok", "accuracy": 1.0}, b"PK\x05\x06" + bytes(18))
+        return {}
+
+    monkeypatch.setattr(runner, "ray_session", lambda *a: contextlib.nullcontext(fake_ray))
+    monkeypatch.setattr(runner, "_run_points", one_result)
+    result = runner.run_sweep(spec, tmp_path / "out", keep_runs=True)
+    (row,) = results.read_results(tmp_path / "out" / "results.csv")
+    assert (result.failed, row["status"]) == (1, "failed")
+    assert row["error"].startswith("cannot keep its run folder: ") and name in row["error"]
+
+
+def test_keeping_runs_refuses_to_replace_a_kept_run_of_other_settings(tmp_path):
+    """Run folders are named by the axes and seed: a resume that changed `num_epochs` would
+    put its run where the earlier one is, whose results.csv row stays."""
+    from echo_keras.run import files
+
+    spec = grid.make_spec({"echo_step": "1", "truncated_backprop_length": "2"}, None, {})
+    (point,) = spec.points()
+    folder = tmp_path / "runs" / results.point_name(point.to_dict())
+    folder.mkdir(parents=True)
+    files.write_config(folder, dataclasses.replace(point, num_epochs=1))
+    conflict = results.kept_run_conflict(tmp_path / "runs", [point])
+    assert "holds a run of other settings (num_epochs)" in conflict
+    files.write_config(folder, point)
+    assert results.kept_run_conflict(tmp_path / "runs", [point]) is None
+    (folder / "config.json").write_text("{")  # damaged: replaced
+    assert results.kept_run_conflict(tmp_path / "runs", [point]) is None
 
 
 def test_the_default_grid_straddles_the_cliff():
@@ -641,6 +756,11 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
     dead, live = (Path(tempfile.mkdtemp(prefix="echo-keras-ray-", dir=ray_tmp)) for _ in "ab")
     (dead / OWNER_LOCK).write_text("12345\n")
     (dead / "session_latest").mkdir()
+    # One of the dead sweep's Ray agents, still running, its log open in the folder.
+    log = dead / "session_latest" / "agent.log"
+    agent = subprocess.Popen(
+        ["bash", "-c", f"exec -a ray::DashboardAgent sleep 120 >> {log}"], start_new_session=True
+    )
     holder = FileLock(live / OWNER_LOCK)
     assert holder.acquire()
     # No token given: the private Ray gets one of its own, and ~/.ray stays untouched.
@@ -650,8 +770,13 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
     os.environ["HOME"] = str(home)
     before = _descendants(os.getpid())  # earlier tests' helpers (the live plot's, say)
     try:
+        deadline = time.monotonic() + 10
+        while not _command_line(agent.pid).startswith("ray::DashboardAgent 120"):  # exec'd:
+            assert time.monotonic() < deadline, "the agent did not start"  # its command line
+            time.sleep(0.01)  # does not name the folder, only its open log lies in it
         with cluster.ray_session(None, 2) as ray:
             assert not dead.exists() and live.is_dir()
+            assert agent.wait(timeout=10) == -signal.SIGKILL
             holder.release()
             shutil.rmtree(live)
             worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
@@ -661,6 +786,8 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
             sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
             commands = [_command_line(pid) for pid in ours]
     finally:
+        agent.kill()
+        agent.wait()
         holder.release()
         shutil.rmtree(live, ignore_errors=True)
         os.environ.update({name: value for name, value in saved.items() if value is not None})

@@ -126,10 +126,11 @@ OWNER_LOCK = "echo-keras-owner.lock"  # held by the process a scratch folder bel
 PRIVATE_PREFIX = "echo-keras-tmp-"
 
 
-def owned_folder(base: str | Path, prefix: str) -> tuple[Path, FileLock]:
+def owned_folder(base: str | Path, prefix: str, on_dead=None) -> tuple[Path, FileLock]:
     """A new folder `base/prefix*` and its owner's lock, held: `remove_dead_folders` never
-    takes a folder whose owner lives. First removes what dead owners left there."""
-    remove_dead_folders(base, prefix)
+    takes a folder whose owner lives. First removes what dead owners left there (`on_dead`:
+    see there)."""
+    remove_dead_folders(base, prefix, on_dead)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     lock = FileLock(folder / OWNER_LOCK)
     lock.acquire(stamp=True)
@@ -155,10 +156,10 @@ def system_tempdir() -> Path:
     return current.parent if current.name.startswith(PRIVATE_PREFIX) else current
 
 
-def remove_dead_folders(base: str | Path, prefix: str) -> None:
+def remove_dead_folders(base: str | Path, prefix: str, on_dead=None) -> None:
     """Remove the folders `base/prefix*` that processes killed with SIGKILL left: those whose
-    owner's lock no process holds. A folder without the lock file (one being made, or not
-    ours) is left alone."""
+    owner's lock no process holds (`on_dead(folder)` is called first, the lock held). A
+    folder without the lock file (one being made, or not ours) is left alone."""
     for folder in Path(base).glob(f"{prefix}*"):
         lock = FileLock(folder / OWNER_LOCK)
         try:
@@ -166,5 +167,9 @@ def remove_dead_folders(base: str | Path, prefix: str) -> None:
                 continue
         except OSError:
             continue
-        shutil.rmtree(folder, ignore_errors=True)  # its owner is gone
-        lock.release()
+        try:
+            if on_dead is not None:
+                on_dead(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # its owner is gone
+        finally:
+            lock.release()

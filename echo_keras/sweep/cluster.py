@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -139,7 +140,11 @@ def ray_session(
         # Read when Ray is imported: Ray then binds to 127.0.0.1, not to the network.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         base = os.environ.get("RAY_TMPDIR") or "/tmp"  # short: Ray's Unix sockets live below
-        folder, owner = owned_folder(base, SESSION_PREFIX)  # removes dead sweeps' folders
+        problem = ray_tmpdir_problem(base)
+        if problem:
+            raise UsageError(problem)
+        # Removes what dead sweeps left: their folders, and Ray's processes still in them.
+        folder, owner = owned_folder(base, SESSION_PREFIX, on_dead=end_ray_processes_in)
         temp_dir = str(folder)
         saved_env = {**_private_token(Path(temp_dir)), **_workers_at_our_priority()}
     else:
@@ -220,6 +225,51 @@ def _forget_cached_token() -> None:
         AuthenticationTokenLoader.instance().reset_cache()
     except (ImportError, AttributeError):
         pass  # a Ray without that cache
+
+
+# Below RAY_TMPDIR: /echo-keras-ray-XXXXXXXX/session_<date>_<time>_<microseconds>_<pid>/
+# sockets/plasma_store, a Unix socket's path, at most 107 bytes (pid: up to 7 digits).
+SOCKET_TAIL = len(f"/{SESSION_PREFIX}XXXXXXXX/session_2026-01-01_00-00-00_000000_1234567")
+SOCKET_TAIL += len("/sockets/plasma_store")
+MAX_SOCKET_PATH = 107
+
+
+def ray_tmpdir_problem(base: str) -> str | None:
+    """Why a local Ray cannot live below `base` (RAY_TMPDIR, or /tmp), or None."""
+    if not os.path.isabs(base):
+        return f"RAY_TMPDIR must be an absolute path, got {base!r:.60}"
+    if not os.path.isdir(base):
+        kind = "is a file, not a folder" if os.path.exists(base) else "does not exist"
+        return f"RAY_TMPDIR {base} {kind}"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"RAY_TMPDIR {base} is not writable"
+    longest = MAX_SOCKET_PATH - SOCKET_TAIL
+    if len(os.fsencode(base)) > longest:
+        return (
+            f"RAY_TMPDIR {base} is too long for the sockets Ray makes below it: at most "
+            f"{longest} bytes, such as /tmp"
+        )
+    return None
+
+
+def end_ray_processes_in(folder: Path) -> None:
+    """SIGKILL the Ray processes that a local sweep killed with SIGKILL left running in its
+    session `folder`: those whose command line names Ray and the folder, or that hold a file
+    in it open (its logs). Ray's agents outlive their raylet by minutes, some ignoring
+    SIGTERM. Linux only (/proc); elsewhere nothing is done."""
+    inside = os.path.realpath(folder)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "ray" not in command.lower() or int(entry.name) == os.getpid():
+                continue
+            holds = inside in command or any(
+                os.readlink(fd).startswith(inside + os.sep) for fd in (entry / "fd").iterdir()
+            )
+            if holds:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
 
 
 def _restore(saved: dict[str, str | None]) -> None:
