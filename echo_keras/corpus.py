@@ -29,7 +29,7 @@ from echo_keras.data import Windows, document_windows, series_windows, symbol_dt
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import available_memory
 from echo_keras.positions import Position
-from echo_keras.vocabulary import Vocabulary, encode_bytes, parse_ints
+from echo_keras.vocabulary import ASCII_SPACES, Vocabulary, encode_bytes, parse_ints
 
 CHUNK_BYTES = 1 << 20
 _BLANK_LINES = re.compile(rb"(?<=\n)(?:[ \t\r\f\v]*\n)+")  # after a line's end
@@ -204,8 +204,9 @@ def _chunks(path: Path, data_format: str, position: Position, hasher) -> Iterato
 
 
 def _cut_without_newline(data: bytes, data_format: str) -> int:
-    if data_format == "ints":
-        return max(data.rfind(b" "), data.rfind(b"\t")) + 1
+    if data_format == "ints":  # any whitespace ends a token (a file may use \r alone)
+        cut = max(data.rfind(space) for space in ASCII_SPACES) + 1
+        return cut or len(data)  # a token as long as a chunk: refused, whole or in part
     cut = len(data)
     if data[-1] >= 0x80:  # cut before the last character that is not ASCII
         cut -= 1

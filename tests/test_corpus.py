@@ -71,6 +71,29 @@ def test_ints_documents_and_chunks(tmp_path, monkeypatch):
     assert symbols.doc_starts.tolist() == [0, 4, 6]
 
 
+def test_an_ints_file_without_line_feeds_is_cut_at_any_whitespace(tmp_path, monkeypatch):
+    """`\r` alone (or `\v`, `\f`) between lines: each chunk is cut there, not read whole."""
+    numbers = [i % 50 for i in range(2000)]
+    path = tmp_path / "cr.txt"
+    path.write_bytes(b"\r".join(b"\f".join(b"%d" % n for n in numbers[i : i + 5])
+                                for i in range(0, 2000, 5)))  # fmt: skip
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 64)
+    sizes = []
+    chunks = corpus._chunks
+
+    def recorded(*args):
+        for chunk in chunks(*args):
+            sizes.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(corpus, "_chunks", recorded)
+    assert read_symbols(path, "ints").ids.tolist() == numbers
+    assert max(sizes) < 2 * 64 and len(sizes) >= path.stat().st_size // 64
+    path.write_bytes(b"1 " + b"7" * 200)  # a token as long as a chunk: refused, not held
+    with pytest.raises(SymbolError, match="line 1, column 3: '77777777777777777777...'"):
+        read_symbols(path, "ints")
+
+
 @pytest.mark.parametrize(
     ("content", "fragments"),
     [
