@@ -761,6 +761,8 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
     agent = subprocess.Popen(
         ["bash", "-c", f"exec -a ray::DashboardAgent sleep 120 >> {log}"], start_new_session=True
     )
+    with log.open("a") as held:  # a process of the user's with the log open: not Ray's
+        reader = subprocess.Popen(["sleep", "120"], stdout=held)
     holder = FileLock(live / OWNER_LOCK)
     assert holder.acquire()
     # No token given: the private Ray gets one of its own, and ~/.ray stays untouched.
@@ -776,7 +778,7 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
             time.sleep(0.01)  # does not name the folder, only its open log lies in it
         with cluster.ray_session(None, 2) as ray:
             assert not dead.exists() and live.is_dir()
-            assert agent.wait(timeout=10) == -signal.SIGKILL
+            assert agent.wait(timeout=10) == -signal.SIGKILL and reader.poll() is None
             holder.release()
             shutil.rmtree(live)
             worker = ray.remote(num_cpus=1)(workers.PointWorker).remote(cluster.TASK_ENV)
@@ -786,8 +788,9 @@ def test_local_ray_stays_on_the_loopback_and_tasks_run_one_thread(ray_tmp, tmp_p
             sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True).stdout
             commands = [_command_line(pid) for pid in ours]
     finally:
-        agent.kill()
-        agent.wait()
+        for process in (agent, reader):
+            process.kill()
+            process.wait()
         holder.release()
         shutil.rmtree(live, ignore_errors=True)
         os.environ.update({name: value for name, value in saved.items() if value is not None})

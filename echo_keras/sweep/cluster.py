@@ -254,15 +254,19 @@ def ray_tmpdir_problem(base: str) -> str | None:
 
 def end_ray_processes_in(folder: Path) -> None:
     """SIGKILL the Ray processes that a local sweep killed with SIGKILL left running in its
-    session `folder`: those whose command line names Ray and the folder, or that hold a file
-    in it open (its logs). Ray's agents outlive their raylet by minutes, some ignoring
+    session `folder`: Ray's programs whose command line names the folder, or that hold a
+    file in it open (their logs). Ray's agents outlive their raylet by minutes, some ignoring
     SIGTERM. Linux only (/proc); elsewhere nothing is done."""
     inside = os.path.realpath(folder)
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if "ray" not in command.lower() or int(entry.name) == os.getpid():
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            # Ray's: a worker or agent (`ray::...`), or a program of the ray package (raylet,
+            # gcs_server, an agent before it names itself); not, say, a `tail` of its logs.
+            ray = argv[0].startswith("ray::") or any("/ray/" in arg for arg in argv[:3])
+            if not ray or int(entry.name) == os.getpid():
                 continue
+            command = " ".join(argv)
             holds = inside in command or any(
                 os.readlink(fd).startswith(inside + os.sep) for fd in (entry / "fd").iterdir()
             )
