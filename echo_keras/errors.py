@@ -138,7 +138,14 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else ""
 
 
+def one_line(text: str) -> str:
+    """`text` with each line break or other control character (a file's name may hold one)
+    written as its escape (`\\n`), tabs kept: it prints as one line."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
 def tell(message: str) -> None:
-    """Print one line on stderr (a notice, a warning); lost, never fatal, if stderr is broken."""
+    """Print one line on stderr (a notice, a warning: `one_line`); lost, never fatal, if
+    stderr is broken."""
     with contextlib.suppress(OSError, ValueError):
-        print(message, file=sys.stderr)
+        print(one_line(message), file=sys.stderr)

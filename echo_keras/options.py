@@ -128,6 +128,7 @@ EXTRA_FLAGS = {
     "overwrite=True": "--overwrite",
     "resume=True": "--resume",
     "plain=True": "--plain",
+    "keep_runs=True": "--keep-runs",
 }
 
 AXES = tuple(name for name, option in OPTIONS.items() if option.sweep == AXIS)

@@ -165,6 +165,9 @@ def train(
                 first_epoch, rows, model = _load_resume(config, folder)
             else:
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
+            # Before anything is written: a resume refused for a damaged validation.csv
+            # leaves the run as it was.
+            validation = _validation(corpus, folder if resume else None, first_epoch)
             versions = files.package_versions("keras", "tensorflow", "numpy")
             files.write_config(work_dir, config, versions=versions, fast_path=not plain)
             if corpus is not None:
@@ -183,7 +186,6 @@ def train(
                 corpus is not None,
                 stopped=lambda: stopper.received is not None,
             )
-            validation = _validation(corpus, folder if resume else None, first_epoch)
             all_callbacks = [
                 ResetStatesAtEpochStart(),
                 recorder,

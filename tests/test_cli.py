@@ -319,3 +319,14 @@ def test_every_placeholder_in_help_has_one_style():
                 assert re.fullmatch(r"<[a-z]+>", words[1]), (command, line)
             elif len(words) > 1:  # a flag: what follows is its help
                 assert words[1] not in ("FILE", "DIR", "PATH", "F", "R"), (command, line)
+
+
+def test_every_line_on_stderr_is_one_line_whatever_a_path_holds(capsys):
+    from echo_keras.errors import one_line, tell
+
+    tell("Note: replacing the unfinished run in a\nb\x1b[2J\u2028c\td")
+    assert (
+        capsys.readouterr().err
+        == "Note: replacing the unfinished run in a\\nb\\x1b[2J\\u2028c\td\n"
+    )
+    assert one_line("é 日本") == "é 日本"

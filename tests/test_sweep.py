@@ -99,7 +99,8 @@ def test_grid_values_take_lists_and_ranges(text, values):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "a", "1,,2", "3-1", "1-", "-2", "1.5", "2-x", "1_0", "+1", "1-+3", "\u0663"]
+    "text",
+    ["", "a", "1,,2", "3-1", "1-", "-2", "1.5", "2-x", "1_0", "+1", "1-+3", "\u0663", "1" * 5000],
 )
 def test_bad_grid_values_raise_config_errors_naming_the_flag(text):
     with pytest.raises(ConfigError) as error:
@@ -154,22 +155,34 @@ def test_a_ray_tmpdir_ray_cannot_use_is_one_line_naming_it(tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
-def test_a_kept_run_that_cannot_be_written_leaves_nothing_and_says_why(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "model.keras").write_bytes(os.urandom(200_000))  # incompressible
-    archive = workers._zip_folder(run)
+def _zipped_run(folder: Path) -> bytes:
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(os.urandom(200_000))  # incompressible
+    return workers._zip_folder(folder)
+
+
+def test_a_kept_run_on_a_full_disk_leaves_nothing_and_says_why(tmp_path):
+    archive = _zipped_run(tmp_path / "run")
     with small_tmpfs(tmp_path / "disk", "64k") as disk:
         assert results.keep_run(archive, disk / "runs", "p") == "No space left on device"
         assert list((disk / "runs").iterdir()) == []
+
+
+def test_a_kept_run_replaces_the_earlier_whole_and_leaves_what_is_in_the_way(tmp_path):
+    run = tmp_path / "run"
+    archive = _zipped_run(run)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "q").symlink_to(run)
     assert "is not a folder the sweep made" in results.keep_run(archive, tmp_path / "runs", "q")
     assert (tmp_path / "runs" / "q").is_symlink()
     assert results.keep_run(archive, tmp_path / "runs", "p") is None
-    assert (tmp_path / "runs" / "p" / "model.keras").read_bytes() == (
-        run / "model.keras"
-    ).read_bytes()
+    (tmp_path / "runs" / "p" / "earlier.txt").write_text("of the run before")
+    assert results.keep_run(archive, tmp_path / "runs", "p") is None  # replaced whole
+    assert [p.name for p in (tmp_path / "runs" / "p").iterdir()] == ["model.keras"]
+    kept = (tmp_path / "runs" / "p" / "model.keras").read_bytes()
+    assert kept == (run / "model.keras").read_bytes()
+    assert "not a zip file" in results.keep_run(b"not a zip", tmp_path / "runs", "r")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["p", "q"]  # no staging
     (tmp_path / "runs" / ".p.new-x1y2").mkdir()  # as a sweep killed while unpacking leaves it
     results.remove_staging(tmp_path / "runs")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["p", "q"]
@@ -201,6 +214,56 @@ def test_a_point_whose_run_folder_cannot_be_kept_is_recorded_failed(tmp_path, mo
     assert row["error"].startswith("cannot keep its run folder: ") and name in row["error"]
 
 
+def test_only_rays_own_processes_in_a_dead_sweeps_folder_are_ended(tmp_path):
+    """Ray's agent (`ray::...`) goes; a user's process with a log of the folder open stays,
+    also where the folder's path holds a `ray` folder of its own."""
+    folder = tmp_path / "ray" / "echo-keras-ray-abcd1234"
+    (folder / "logs").mkdir(parents=True)
+    log = folder / "logs" / "agent.log"
+    log.write_text("")
+    agent = subprocess.Popen(["bash", "-c", f"exec -a ray::RuntimeEnvAgent sleep 120 >> {log}"])
+    reader = subprocess.Popen(["tail", "-f", str(log)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _command_line(agent.pid).startswith("ray::RuntimeEnvAgent"):
+            assert time.monotonic() < deadline, "the agent did not start"
+            time.sleep(0.01)
+        cluster.end_ray_processes_in(folder)
+        assert agent.wait(timeout=10) == -signal.SIGKILL
+        time.sleep(0.2)
+        assert reader.poll() is None
+    finally:
+        for process in (agent, reader):
+            process.kill()
+            process.wait()
+
+
+def test_an_overwrite_keeping_runs_replaces_the_runs_of_other_settings(tmp_path, monkeypatch):
+    """Only a resume is refused: an overwrite removes the earlier sweep's kept runs."""
+    import contextlib
+
+    from echo_keras.run import files
+    from echo_keras.sweep import runner
+
+    axes = {"echo_step": "1", "truncated_backprop_length": "2"}
+    spec = grid.make_spec(axes, None, {})
+    (point,) = spec.points()
+    out = tmp_path / "out"
+    folder = out / "runs" / results.point_name(point.to_dict())
+    folder.mkdir(parents=True)
+    files.write_config(folder, dataclasses.replace(point, num_epochs=1))
+    results.write_spec(out, grid.make_spec(axes, None, {"num_epochs": 1}))
+    results.write_results(out / "results.csv", [])
+    fake_ray = type("Ray", (), {"cluster_resources": staticmethod(lambda: {"CPU": 1.0})})
+    monkeypatch.setattr(runner, "ray_session", lambda *a: contextlib.nullcontext(fake_ray))
+    monkeypatch.setattr(runner, "_run_points", lambda *a: {})
+    with pytest.raises(UsageError, match="holds a run of other settings .*`num_epochs`"):
+        runner.run_sweep(spec, out, resume=True, keep_runs=True)
+    assert folder.is_dir()
+    runner.run_sweep(spec, out, overwrite=True, keep_runs=True)
+    assert not folder.exists()
+
+
 def test_keeping_runs_refuses_to_replace_a_kept_run_of_other_settings(tmp_path):
     """Run folders are named by the axes and seed: a resume that changed `num_epochs` would
     put its run where the earlier one is, whose results.csv row stays."""
@@ -212,7 +275,7 @@ def test_keeping_runs_refuses_to_replace_a_kept_run_of_other_settings(tmp_path):
     folder.mkdir(parents=True)
     files.write_config(folder, dataclasses.replace(point, num_epochs=1))
     conflict = results.kept_run_conflict(tmp_path / "runs", [point])
-    assert "holds a run of other settings (num_epochs)" in conflict
+    assert "holds a run of other settings (`num_epochs`)" in conflict
     files.write_config(folder, point)
     assert results.kept_run_conflict(tmp_path / "runs", [point]) is None
     (folder / "config.json").write_text("{")  # damaged: replaced

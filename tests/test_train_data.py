@@ -74,9 +74,11 @@ def test_resume_refuses_a_damaged_validation_csv(cycle_run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     (copy / files.VALIDATION).write_text("epoch,loss\nx,y\n")
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
     longer = dataclasses.replace(config, num_epochs=3)
     with pytest.raises(RunFolderError, match="validation.csv is damaged: .* 2 completed epochs"):
         train(longer, copy, resume=True)
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
 
 
 def test_a_stop_inside_an_epoch_keeps_only_what_its_completed_epochs_validated(cycle_run, tmp_path):

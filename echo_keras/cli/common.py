@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.errors import tell
+from echo_keras.errors import one_line, tell
 from echo_keras.options import OPTIONS, as_flags
 from echo_keras.run.folder import RunFolder
 
@@ -70,9 +70,8 @@ class JsonOutput:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `Error: message` on stderr (and, under --json, its object on stdout); return
-    the Exit to raise. A line break or other control character in the message (a file's
-    name may hold one) is printed escaped, as `\\n`: the error stays one line."""
-    message = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in message)
+    the Exit to raise. The message is `one_line`, in both."""
+    message = one_line(message)
     notice(f"Error: {message}")
     JsonOutput.error(message, code)
     return typer.Exit(code)

@@ -5,6 +5,7 @@ Ray is imported only inside `ray_session`, so importing this module stays light.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
@@ -236,17 +237,18 @@ MAX_SOCKET_PATH = 107
 
 def ray_tmpdir_problem(base: str) -> str | None:
     """Why a local Ray cannot live below `base` (RAY_TMPDIR, or /tmp), or None."""
+    named = "RAY_TMPDIR" if os.environ.get("RAY_TMPDIR") == base else "the folder"
     if not os.path.isabs(base):
-        return f"RAY_TMPDIR must be an absolute path, got {base!r:.60}"
+        return f"{named} must be an absolute path, got {base!r:.60}"
     if not os.path.isdir(base):
         kind = "is a file, not a folder" if os.path.exists(base) else "does not exist"
-        return f"RAY_TMPDIR {base} {kind}"
+        return f"{named} {base} {kind}"
     if not os.access(base, os.W_OK | os.X_OK):
-        return f"RAY_TMPDIR {base} is not writable"
-    longest = MAX_SOCKET_PATH - SOCKET_TAIL
+        return f"{named} {base} is not writable"
+    longest = MAX_SOCKET_PATH - SOCKET_TAIL  # Linux's limit (107 bytes); macOS's is 103
     if len(os.fsencode(base)) > longest:
         return (
-            f"RAY_TMPDIR {base} is too long for the sockets Ray makes below it: at most "
+            f"{named} {base} is too long for the sockets Ray makes below it: at most "
             f"{longest} bytes, such as /tmp"
         )
     return None
@@ -258,13 +260,15 @@ def end_ray_processes_in(folder: Path) -> None:
     file in it open (their logs). Ray's agents outlive their raylet by minutes, some ignoring
     SIGTERM. Linux only (/proc); elsewhere nothing is done."""
     inside = os.path.realpath(folder)
+    spec = importlib.util.find_spec("ray")  # where Ray is installed; Ray is not imported
+    package = os.path.dirname(spec.origin) + os.sep if spec and spec.origin else None
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             # Ray's: a worker or agent (`ray::...`), or a program of the ray package (raylet,
             # gcs_server, an agent before it names itself); not, say, a `tail` of its logs.
-            ray = argv[0].startswith("ray::") or any("/ray/" in arg for arg in argv[:3])
-            if not ray or int(entry.name) == os.getpid():
+            ours = package is not None and any(arg.startswith(package) for arg in argv[:3])
+            if not (argv[0].startswith("ray::") or ours) or int(entry.name) == os.getpid():
                 continue
             command = " ".join(argv)
             holds = inside in command or any(

@@ -55,8 +55,9 @@ def parse_ints(text: str, field: str) -> list[int]:
     """`1,2,4`, `1-12` or a mix (`1-3,8`) -> sorted distinct integers; ConfigError otherwise."""
     values: set[int] = set()
     for part in text.split(","):
-        # Digits 0-9 only: int() would also take `1_0` (10), `+1` and other scripts' digits.
-        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
+        # Digits 0-9 only: int() would also take `1_0` (10), `+1` and other scripts' digits
+        # (and at most 18 of them: int() refuses thousands).
+        match = re.fullmatch(r"\s*([0-9]{1,18})\s*(?:-\s*([0-9]{1,18})\s*)?", part)
         if match is None:
             raise ConfigError(
                 field, f"expected integers or ranges such as 1,2,4 or 1-12, got {text!r}"

@@ -186,14 +186,15 @@ def keep_run(archive: bytes, runs: Path, name: str) -> str | None:
         runs.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=runs, prefix=f".{name}{STAGING}"))
         with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
-            zipped.extractall(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except OSError as error:
+            zipped.extractall(staging / name)
+        if target.exists():  # the earlier run goes aside, into the staging folder, then goes
+            os.replace(target, staging / f"{name}.old")
+        os.replace(staging / name, target)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        return write_reason(error)
+    finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        return write_reason(error)
     return None
 
 
@@ -217,9 +218,10 @@ def kept_run_conflict(runs: Path, todo: list[TrainConfig]) -> str | None:
         except (EchoKerasError, OSError):
             continue  # none, or damaged
         if kept != config:
-            changed = [n for n in SETTINGS if getattr(kept, n) != getattr(config, n)][:3]
+            changed = [f"`{n}`" for n in SETTINGS if getattr(kept, n) != getattr(config, n)]
             return (
-                f"{folder} holds a run of other settings ({', '.join(changed)}), which "
-                "`keep_runs` would replace; keep this sweep's runs in another folder"
+                f"{folder} holds a run of other settings ({', '.join(changed[:3])}), which "
+                "`keep_runs=True` would replace; resume without it, or start this sweep "
+                "in another folder"
             )
     return None

@@ -152,7 +152,7 @@ def _run_sweep(spec, out, address, workers, resume, keep_runs, on_row) -> SweepR
     points = spec.points()
     rows = {point_key(row): row for row in (read_results(out / RESULTS) if resume else [])}
     todo = [p for p in points if rows.get(point_key(p.to_dict()), {}).get("status") != "ok"]
-    if keep_runs:  # before Ray starts
+    if keep_runs and resume:  # before Ray starts (an overwrite removes the kept runs)
         conflict = kept_run_conflict(out / RUNS, todo)
         if conflict:
             raise UsageError(conflict)
