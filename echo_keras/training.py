@@ -165,8 +165,6 @@ def train(
                 first_epoch, rows, model = _load_resume(config, folder)
             else:
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
-            # Before anything is written: a resume refused for a damaged validation.csv
-            # leaves the run as it was.
             validation = _validation(corpus, folder if resume else None, first_epoch)
             versions = files.package_versions("keras", "tensorflow", "numpy")
             files.write_config(work_dir, config, versions=versions, fast_path=not plain)
@@ -264,15 +262,14 @@ def _same_data(config: TrainConfig, folder: RunFolder):
 
 def _validation(corpus: Corpus | None, folder: RunFolder | None, first_epoch: int) -> list:
     """The callback that scores the validation windows after every epoch, if there are any
-    (with the rows of the epochs already completed, when resuming the run in `folder`)."""
+    (with the rows of the epochs already completed, when resuming the run in `folder`).
+    Called before anything is written: a resume refused here leaves the run as it was."""
     if corpus is None or corpus.validation is None:
         return []
     rows = files.read_validation(folder.real)[:first_epoch] if folder is not None else []
-    if [row["epoch"] for row in rows] != list(range(first_epoch)):  # written before each
-        raise RunFolderError(  # checkpoint: a row short is a damaged file
-            f"{folder.path / files.VALIDATION} is damaged: it should hold a row for each "
-            f"of the {first_epoch} completed epochs"
-        )
+    if [row["epoch"] for row in rows] != list(range(first_epoch)):  # each before its
+        name = folder.path / files.VALIDATION  # checkpoint: a row short is damage
+        raise RunFolderError(f"{name} is damaged: a row of a completed epoch is missing")
     return [ValidateEachEpoch(corpus.validation, rows)]
 
 

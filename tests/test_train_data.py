@@ -76,7 +76,9 @@ def test_resume_refuses_a_damaged_validation_csv(cycle_run, tmp_path):
     (copy / files.VALIDATION).write_text("epoch,loss\nx,y\n")
     before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
     longer = dataclasses.replace(config, num_epochs=3)
-    with pytest.raises(RunFolderError, match="validation.csv is damaged: .* 2 completed epochs"):
+    with pytest.raises(
+        RunFolderError, match="validation.csv is damaged: a row of a completed epoch is missing"
+    ):
         train(longer, copy, resume=True)
     assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
 
