@@ -70,10 +70,9 @@ class JsonOutput:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `Error: message` on stderr (and, under --json, its object on stdout); return
-    the Exit to raise. The message is `one_line`, in both."""
-    message = one_line(message)
+    the Exit to raise. The message is `one_line` in both (`notice` makes it so on stderr)."""
     notice(f"Error: {message}")
-    JsonOutput.error(message, code)
+    JsonOutput.error(one_line(message), code)
     return typer.Exit(code)
 
 

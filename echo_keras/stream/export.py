@@ -40,7 +40,7 @@ from echo_keras.errors import (
     Interrupted,
     RunBusy,
     UsageError,
-    first_line,
+    write_reason,
 )
 from echo_keras.paths import as_path
 from echo_keras.signals import SignalCatcher, Signalled, raise_signalled
@@ -237,17 +237,15 @@ def _write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
 
 
 def _cannot_write(out: Path, error: Exception) -> ExportError:
-    """ExportError for a write that failed, in one line: a full disk said in plain words."""
-    text = str(error)
+    """ExportError for a write that failed, in one line (`write_reason`): a full disk, or a
+    quota, said in plain words."""
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or isinstance(
         error, tf.errors.ResourceExhaustedError
     )
-    if full or "No space left on device" in text:
+    if full or "No space left on device" in str(error):
         reason = "no space left on device"
-    elif isinstance(error, OSError) and error.strerror:
-        reason = error.strerror
     else:
-        reason = first_line(error)
+        reason = write_reason(error)
     return ExportError(f"cannot write {out}: {reason}; nothing was written")
 
 
