@@ -73,12 +73,18 @@ def one_line_error(result, *fragments, code: int | None = None):
 # --- the command line in a child process ---------------------------------------------------
 
 
-def start(run_dir, *flags, command="train"):
-    """`echo-keras COMMAND --run-dir RUN_DIR FLAGS` in a child process, its output piped."""
+def start(run_dir, *flags, command="train", preexec_fn=None):
+    """`echo-keras COMMAND --run-dir RUN_DIR FLAGS` in a child process, its output piped
+    (`preexec_fn` runs in the child first: to ignore a signal, as `nohup` does, say)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [*ECHO_KERAS, command, "--run-dir", str(run_dir), *map(str, flags)]
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -670,15 +670,9 @@ def test_sighup_stops_training_like_sigterm(tmp_path):
 def test_under_nohup_a_hangup_does_not_stop_training(tmp_path):
     """A signal the starter ignored (`nohup` ignores SIGHUP) stays ignored."""
     run_dir = tmp_path / "run"
-    argv = [*ECHO_KERAS, "train", "--run-dir", str(run_dir), "--epochs", "4"]
-    argv += ["--series-length", "15000", "--quiet"]
-    process = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
-    )
+    ignore_hangups = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # noqa: E731
+    flags = ["--epochs", "4", "--series-length", "15000", "--quiet"]
+    process = start(run_dir, *flags, preexec_fn=ignore_hangups)
     wait_for(checkpoint_of(run_dir), process)
     process.send_signal(signal.SIGHUP)
     _, err = process.communicate(timeout=120)
