@@ -11,6 +11,7 @@ Nothing here imports anything heavy.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -50,13 +51,23 @@ def raise_signalled(signum: int) -> None:
     raise Signalled(signum)
 
 
+def _hide_lost_signals(unraisable) -> None:
+    """`sys.unraisablehook` while a catcher raises: a `Signalled` raised inside a finalizer
+    (a `__del__` of TensorFlow's, say), where Python cannot raise it, is not printed as
+    "Exception ignored ..." with its traceback; its catcher's `received` still holds the
+    signal, for `raise_if_received` to raise where it can. Anything else is printed as ever."""
+    if not isinstance(unraisable.exc_value, Signalled):
+        _hide_lost_signals.previous(unraisable)
+
+
 class SignalCatcher:
     """Handle `signals` by recording them in `received` (main thread only; elsewhere a no-op).
 
     `install` takes the handlers (again, if a library took one meanwhile); `restore`
     puts back the ones found first. A signal found ignored is left ignored, as the
     process's starter asked (`nohup` ignores SIGHUP; a script's `&` job, SIGINT).
-    `on_signal(signum)` is called from the handler.
+    `on_signal(signum)` is called from the handler; if it raises, and the raise is lost in a
+    finalizer, `raise_if_received` raises it again where the work can stop.
 
     Example:
 
@@ -77,6 +88,7 @@ class SignalCatcher:
         self.received: int | None = None
         self._previous: dict = {}
         self._ignored: set[int] = set()  # ignored when first installed: never taken
+        self._hook_set = False  # this catcher set `_hide_lost_signals` as the unraisable hook
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
@@ -92,11 +104,23 @@ class SignalCatcher:
                     continue
                 previous = signal.signal(signum, self._handle)
                 self._previous.setdefault(signum, previous)
+            if self.on_signal is not None and sys.unraisablehook is not _hide_lost_signals:
+                _hide_lost_signals.previous = sys.unraisablehook
+                sys.unraisablehook, self._hook_set = _hide_lost_signals, True
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        if self._hook_set and sys.unraisablehook is _hide_lost_signals:
+            sys.unraisablehook = _hide_lost_signals.previous
+        self._hook_set = False
+
+    def raise_if_received(self) -> None:
+        """Raise `Signalled` if a signal came: for a catcher whose `on_signal` raises, one
+        whose raise was lost in a finalizer."""
+        if self.received is not None:
+            raise Signalled(self.received)
 
     def __enter__(self) -> SignalCatcher:
         self.install()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from echo_keras.run import files
-from tests.helpers import ECHO_KERAS, TINY_FLAGS, invoke, one_line_error
+from tests.helpers import ECHO_KERAS, TINY_FLAGS, SignalInFinalizer, invoke, one_line_error
 
 # --- help ----------------------------------------------------------------------------------
 
@@ -190,6 +190,31 @@ def test_a_signal_before_training_starts_writes_no_run(tmp_path):
     _, err = process.communicate(timeout=60)
     assert (process.returncode, err.strip()) == (143, "Error: Interrupted (SIGTERM)")
     assert not run_dir.exists()
+
+
+def test_a_signal_whose_raise_a_finalizer_swallowed_is_raised_after_and_not_printed(
+    monkeypatch,
+):
+    """Python runs a signal handler wherever the main thread is, a `__del__` too, and prints a
+    raise there as "Exception ignored" with a traceback. A catcher that raises keeps such a
+    `Signalled` off stderr and raises it again at `raise_if_received`; other unraisable
+    errors are printed as ever, and the hook goes back when the catcher does."""
+    from echo_keras.signals import SignalCatcher, Signalled, raise_signalled
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("a finalizer's own error")
+
+    printed = []
+    hook = lambda unraisable: printed.append(type(unraisable.exc_value).__name__)  # noqa: E731
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    with SignalCatcher((signal.SIGTERM,), on_signal=raise_signalled) as catcher:
+        SignalInFinalizer(signal.SIGTERM)  # dropped at once: its __del__ runs now
+        Broken()
+        with pytest.raises(Signalled, match="SIGTERM"):
+            catcher.raise_if_received()
+    assert printed == ["ValueError"]
+    assert sys.unraisablehook is hook
 
 
 # --- closed or broken standard streams -----------------------------------------------------

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import invoke, one_line_error, random_symbols, small_tmpfs, start
+from tests.helpers import (
+    SignalInFinalizer,
+    invoke,
+    one_line_error,
+    random_symbols,
+    small_tmpfs,
+    start,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # The tests that read every variant's export run in one xdist worker: the other need not wait
@@ -260,6 +267,24 @@ def test_sigterm_in_the_middle_of_an_export_leaves_nothing_behind(tiny_run, tmp_
     process, err = signal_while_staging(tiny_run, out, signal.SIGTERM)
     assert process.returncode == 143, err
     assert err.strip().splitlines() == [f"Error: Interrupted (SIGTERM); {out} is as it was"]
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no lock, no export
+
+
+def test_a_signal_lost_in_a_finalizer_still_stops_the_export(tiny_run, tmp_path, monkeypatch):
+    """The export's handler raises at the signal; inside a finalizer Python prints that raise
+    as "Exception ignored" with a traceback and goes on. The export still stops before its
+    rename, with its one line and 143, and nothing printed besides."""
+    from echo_keras.stream import export
+
+    def verify_meeting_a_signal(*args, **kwargs):
+        SignalInFinalizer(signal.SIGTERM)  # dropped at once: its __del__ runs now
+        return verify(*args, **kwargs)
+
+    verify = export.verify
+    monkeypatch.setattr(export, "verify", verify_meeting_a_signal)
+    result = invoke("export", "--run-dir", tiny_run, "--out", tmp_path / "e")
+    one_line_error(result, f"Interrupted (SIGTERM); {tmp_path / 'e'} is as it was", code=143)
+    assert "Exception ignored" not in result.output + result.stderr
     assert list(tmp_path.iterdir()) == []  # no staging folder, no lock, no export
 
 

@@ -56,8 +56,7 @@ class _OneLineErrors(TyperGroup):
                 standalone_mode=False,
                 **extra,
             )
-            if catcher.received is not None:  # raised where it was lost (a finalizer)
-                raise Signalled(catcher.received)
+            catcher.raise_if_received()  # one whose raise was lost in a finalizer
         except Signalled as stop:
             _fail(f"Interrupted ({stop})", 128 + stop.signum)
         except EchoKerasError as error:

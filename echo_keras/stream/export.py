@@ -28,6 +28,7 @@ import errno
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,8 +168,9 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         raise UsageError(f"out: {problem}")
     model = load_stream_model(run_dir)
     try:  # SIGINT, SIGTERM or SIGHUP: the staging folder and the lock go on the way out
-        with SignalCatcher(on_signal=raise_signalled):
-            difference, checked = _locked_write(model, out, seed)
+        with SignalCatcher(on_signal=raise_signalled) as catcher:
+            difference, checked = _locked_write(model, out, seed, catcher.raise_if_received)
+            catcher.raise_if_received()  # one whose raise was lost in a finalizer
     except Signalled as stop:
         done = (out / "saved_model.pb").exists()  # renamed into place just before the signal
         what = f"the export in {out} is complete" if done else f"{out} is as it was"
@@ -184,7 +186,9 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     )
 
 
-def _locked_write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
+def _locked_write(
+    model: StreamModel, out: Path, seed: int, check_signals: Callable[[], None]
+) -> tuple[float, int]:
     """`_write` with the lock on `out` held; RunBusy if another export holds it."""
     lock = export_folder.lock(out)
     try:
@@ -197,14 +201,17 @@ def _locked_write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]
         raise _cannot_write(out, error) from None
     try:
         export_folder.remove_dead_staging(out)
-        return _write(model, out, seed)
+        return _write(model, out, seed, check_signals)
     finally:
         lock.release()
 
 
-def _write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
+def _write(
+    model: StreamModel, out: Path, seed: int, check_signals: Callable[[], None]
+) -> tuple[float, int]:
     """Save, verify and rename the export into place (the lock held); (difference, checked).
-    The staging folder is removed whatever happens."""
+    `check_signals` raises for a signal that came meanwhile, before the rename. The staging
+    folder is removed whatever happens."""
     try:
         staging = export_folder.new_staging(out)
     except OSError as error:
@@ -224,6 +231,7 @@ def _write(model: StreamModel, out: Path, seed: int) -> tuple[float, int]:
         except (OSError, tf.errors.OpError) as error:
             raise _cannot_write(out, error) from None
         result = verify(staging, model, seed)
+        check_signals()  # one whose raise was lost in a finalizer: nothing is renamed
         try:
             if out.exists():
                 out.rmdir()  # an empty folder (the CLI refuses any other): replaced by the export
