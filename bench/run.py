@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 from bench_env import whole_number
@@ -104,10 +105,17 @@ def main() -> None:
         )
         warm[who] = 1000 * extra / (15 * TUTORIAL_BATCHES)
 
-    help_time = statistics.median(measure(echo_keras("--help"))["wall"] for _ in range(5))
-    plot_time = statistics.median(
+    startup = {"help": statistics.median(measure(echo_keras("--help"))["wall"] for _ in range(5))}
+    startup["plot"] = statistics.median(
         measure(echo_keras("plot", "--run-dir", WORK / "ours-5"))["wall"] for _ in range(3)
     )
+    # A command that loads TensorFlow, and what loading TensorFlow and Keras alone takes.
+    startup["predict"] = statistics.median(
+        measure(echo_keras("predict", "--run-dir", WORK / "ours-5", "011010011101"))["wall"]
+        for _ in range(5)
+    )
+    load = [str(BIN / "python"), "-c", "import echo_keras.backend"]
+    startup["tensorflow"] = statistics.median(measure(load)["wall"] for _ in range(5))
     scale_flags = ["--state-size", 128, "--batch-size", 64, "--window", 50, "--quiet"]
     scale = measure(
         echo_keras(
@@ -142,10 +150,10 @@ def main() -> None:
                 50,
             )
         )
-    print(report(results, warm, accuracy, help_time, plot_time, scale, memory))
+    print(report(results, warm, accuracy, startup, scale, memory))
 
 
-def report(results, warm, accuracy, help_time, plot_time, scale, memory) -> str:
+def report(results, warm, accuracy, startup, scale, memory) -> str:
     def wall(name):
         return median(results[name], lambda r: r["wall"])
 
@@ -188,7 +196,11 @@ def report(results, warm, accuracy, help_time, plot_time, scale, memory) -> str:
         "with `--plot-every 100` (20 epochs)",
         "- evaluation of the 5-epoch runs (accuracy / boundary accuracy): "
         f"echo-keras {scores('ours')}, baseline {scores('baseline')}",
-        f"- start-up: `echo-keras --help` {help_time:.2f} s, `echo-keras plot` {plot_time:.2f} s",
+        f"- start-up: `echo-keras --help` {startup['help']:.2f} s, `echo-keras plot` "
+        f"{startup['plot']:.2f} s, `echo-keras predict 011010011101` {startup['predict']:.2f} s, "
+        "of which loading TensorFlow and Keras (`python -c 'import echo_keras.backend'`) "
+        f"{startup['tensorflow']:.2f} s; "
+        f"ml_dtypes {package_version('ml_dtypes')}",
     ]
     scale_json = scale["json"]
     time_steps = scale_json["steps"] * 64 * 50
