@@ -11,8 +11,11 @@ Keras 3.15's JAX trainer drops stateful-RNN state updates inside `fit` and
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
+
+from echo_keras.startup import is_own_process
 
 BACKEND = "tensorflow"
 
@@ -45,7 +48,8 @@ def use_tensorflow_backend(notify=None) -> None:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with native stderr silenced.
+    """Import TensorFlow with native stderr silenced and the garbage collector off (frozen
+    after, in a process of our own: see `startup`).
 
     Its C++ start-up writes lines (oneDNN, missing CUDA drivers) to stderr before
     its log level applies; they are noise on a CPU machine. Python errors still
@@ -53,13 +57,19 @@ def _import_tensorflow_quietly() -> None:
     """
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    collecting = gc.isenabled()
     try:  # from the first moment stderr is silenced: a signal meanwhile still gets it back
         os.dup2(null, 2)
+        gc.disable()  # the import makes objects that live as long as the process
         with _pyplot_on_demand():
             import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe logs here, once
+        if is_own_process():
+            gc.freeze()  # what the import made: no collection walks it again (see startup)
     finally:
+        if collecting:
+            gc.enable()
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)

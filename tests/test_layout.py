@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "echo_keras"
 # Lowest first. Each line is one layer of the plan.
 ORDER = [
     "errors", "signals",  # the error table; signal catching
+    "startup",  # whether this process is ours: TensorFlow's import then frozen for the collector
     "positions",  # the line and column of a text read in pieces, for messages
     "paths",  # a path the caller names: checked, and placed relative to a folder
     "config",  # TrainConfig and its validation
@@ -151,11 +152,13 @@ def test_importing_the_package_and_the_tensorflow_free_layer_loads_no_heavy_libr
 
 
 def test_loading_tensorflow_leaves_out_matplotlib_yet_keras_can_still_draw_with_it(tmp_path):
-    """Keras would import pyplot (0.8 s a command) for a function echo-keras never calls."""
+    """Keras would import pyplot (0.8 s a command) for a function echo-keras never calls.
+    In a user's process the collector is left as it was: on, nothing frozen."""
     code = (
-        "import sys, numpy as np\n"
+        "import gc, sys, numpy as np\n"
         "import echo_keras.backend\n"
         "assert 'keras' in sys.modules and 'matplotlib' not in sys.modules\n"
+        "assert gc.isenabled() and gc.get_freeze_count() == 0\n"
         "import matplotlib\n"
         "matplotlib.use('Agg')\n"
         "from keras.src.visualization.plot_image_gallery import plot_image_gallery\n"
@@ -163,6 +166,21 @@ def test_loading_tensorflow_leaves_out_matplotlib_yet_keras_can_still_draw_with_
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tmp_path)
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_in_a_process_of_our_own_tensorflows_import_is_frozen_for_the_collector():
+    """The command line and a sweep's worker: what the import made is never walked again
+    by the collector, which is left on or off as it was."""
+    code = (
+        "import gc\n"
+        "from echo_keras import startup\n"
+        "startup.own_process()\n"
+        "gc.disable()\n"
+        "import echo_keras.backend\n"
+        "assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n"
+        "assert not gc.isenabled()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # --- the one table of options ---------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 from echo_keras.config import TrainConfig
 from echo_keras.run.lock import use_private_tempdir
+from echo_keras.startup import own_process
 from echo_keras.sweep.cluster import TASK_ENV, error_line
 from echo_keras.sweep.grid import shape_key
 from echo_keras.sweep.results import point_name
@@ -88,6 +89,7 @@ class PointWorker:
 
     def __init__(self, env: dict[str, str]):
         os.environ.update(env)  # before TensorFlow's import, which reads it
+        own_process()  # this process is the sweep's alone (see startup)
         self.trainer = None
         # Ray ends a worker without the clean-up at exit that would remove TensorFlow's
         # temporary files; the sweep removes this folder once the worker is gone.
