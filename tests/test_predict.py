@@ -494,6 +494,14 @@ def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
         assert done.returncode == 1, done.stderr
         assert "cannot write the predictions" in done.stderr and "Traceback" not in done.stderr
         assert not state.exists()
+    # A closed stdout (`>&-`) is no place for predictions either: the state would move on
+    # while what it predicted went nowhere.
+    done = subprocess.run(
+        command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1)
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: cannot write the predictions: stdout is closed\n"
+    assert not state.exists()
 
 
 def test_a_full_stderr_loses_the_accuracy_line_but_not_the_prediction(run_dir, tmp_path):

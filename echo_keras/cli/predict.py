@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from echo_keras.cli import stdio
 from echo_keras.cli.common import (
     AS_JSON,
     RUN_DIR,
@@ -319,10 +320,14 @@ def _start_state(model, state_in, state_out) -> list:
 
 
 def _writer():
-    """write(data): to stdout, flushed at once; an OSError but a broken pipe is _OutputError."""
+    """write(data): to stdout, flushed at once; an OSError but a broken pipe is _OutputError,
+    and so is any write to a stdout that was closed (`>&-`): what predict prints is its
+    work, and a state saved after it went nowhere would move the stream on for nothing."""
     out = sys.stdout.buffer
 
     def write(data: bytes) -> None:
+        if "stdout" in stdio.CLOSED:
+            raise _OutputError("stdout is closed")
         try:
             out.write(data)
             out.flush()

@@ -11,9 +11,11 @@ import os
 import sys
 from contextlib import contextmanager, redirect_stdout
 
+CLOSED: set[str] = set()  # the standard streams found closed at start ("stdout", ...)
+
 
 def open_standard_streams() -> None:
-    """Give a closed stdin, stdout or stderr (`>&-`) /dev/null.
+    """Give a closed stdin, stdout or stderr (`>&-`) /dev/null, and note it in CLOSED.
 
     Otherwise the next file opened would take its descriptor, and whatever is
     printed (by us, or by TensorFlow's C++ logging to fd 2) would land in a run file.
@@ -22,6 +24,7 @@ def open_standard_streams() -> None:
         try:
             os.fstat(fd)
         except OSError:
+            CLOSED.add(name)
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
                 os.dup2(null, fd)
