@@ -588,6 +588,8 @@ def test_more_than_ten_classes_are_whitespace_separated_integers(block):
         (b"012\n\n  3", 3, "line 3, column 3: symbol 3 is outside 0..2"),
         (b"0,1", 2, "line 1, column 2: ',' is not a symbol"),
         ("0é".encode(), 2, "line 1, column 2: '"),  # 'é', or '\ufffd' if a block cuts it
+        (b"01\xff1", 2, "line 1, column 3: the input is not UTF-8 text (byte 0xff)"),
+        (b"1 \xfe2", 12, "line 1, column 3: the input is not UTF-8 text (byte 0xfe)"),
         (b"1 11 12", 12, "line 1, column 6: symbol 12 is outside 0..11"),
         (b"1\n 3a 4", 12, "line 2, column 2: '3a' is not a symbol"),
         (b"1 -1", 12, "line 1, column 3: '-1' is not a symbol"),

@@ -11,6 +11,7 @@ Everything here is numpy; nothing imports TensorFlow.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +109,12 @@ class SymbolParser:
                 raise SymbolError(
                     f"{where}: symbol {chr(raw[index])} is outside 0..{self.num_classes - 1}"
                 )
-            char = _show(block[index : index + 4], first_character=True)
+            try:
+                char = _show(block[index : index + 4], first_character=True)
+            except UnicodeDecodeError:  # as a text run says it
+                raise SymbolError(
+                    f"{where}: the input is not UTF-8 text (byte 0x{raw[index]:02x})"
+                ) from None
             raise SymbolError(f"{where}: {char} is not a symbol ({self._expected()})")
         symbols = (raw[digits] - ord("0")).astype(np.int32)
         counts = np.cumsum(digits, dtype=np.int64)
@@ -129,7 +135,13 @@ class SymbolParser:
                     raise SymbolError(
                         f"{where}: symbol {_show(token)[1:-1]} is outside 0..{self.num_classes - 1}"
                     )
-                raise SymbolError(f"{where}: {_show(token)} is not a symbol ({self._expected()})")
+                try:
+                    shown = _show(token, first_character=True) and _show(token)
+                except UnicodeDecodeError:  # at its first character, as a text run says it
+                    raise SymbolError(
+                        f"{where}: the input is not UTF-8 text (byte 0x{token[0]:02x})"
+                    ) from None
+                raise SymbolError(f"{where}: {shown} is not a symbol ({self._expected()})")
             symbols.append(value)
         breaks.extend([len(symbols)] * data.count(b"\n", position))
         return Piece(np.asarray(symbols, dtype=np.int32), np.asarray(breaks, dtype=np.int64))
@@ -140,10 +152,17 @@ def _empty_piece() -> Piece:
 
 
 def _show(text: bytes, first_character: bool = False) -> str:
-    """`text` quoted for a message; only its first character if asked (bytes cut at any point)."""
-    shown = text.decode("utf-8", errors="replace")
+    """`text` quoted for a message; only its first character if asked (bytes cut at any point:
+    UnicodeDecodeError if they do not start with one)."""
     if first_character:
-        return repr(shown[0])
+        try:
+            first = codecs.getincrementaldecoder("utf-8")().decode(text)  # a cut one: ""
+        except UnicodeDecodeError as error:
+            if error.start == 0:
+                raise
+            first = text[: error.start].decode("utf-8")
+        return repr(first[0] if first else text.decode("utf-8", errors="replace")[0])
+    shown = text.decode("utf-8", errors="replace")
     return repr(shown[:20] + ("..." if len(shown) > 20 else ""))
 
 
