@@ -9,6 +9,7 @@ seconds and little memory.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterable
@@ -189,15 +190,22 @@ def _runs_own_file(target: Path, run_dir: Path) -> bool:
 def save_figure(figure, path: Path, image_format: str = "png") -> None:
     """Write the figure atomically (a temporary file, then a rename). A character that the
     font lacks (in a data run's sample: an emoji, say) is drawn as a box, without a warning
-    per character."""
+    per character; PostScript draws the translucent lines opaque, without matplotlib's
+    line about it on stderr."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fileio.atomic_write(
-            Path(path), lambda tmp: figure.savefig(tmp, format=image_format, dpi=100)
-        )
+    postscript = logging.getLogger("matplotlib.backends.backend_ps")
+    level = postscript.level
+    postscript.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+            fileio.atomic_write(
+                Path(path), lambda tmp: figure.savefig(tmp, format=image_format, dpi=100)
+            )
+    finally:
+        postscript.setLevel(level)
 
 
 def _run_figure(run_dir: Path):
