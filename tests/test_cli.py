@@ -120,6 +120,31 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_folder(args, tiny_run
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plot", "--out", "plot.png/"],
+        ["predict", "01", "--state-out", "state.npz/"],
+        ["predict", "01", "--state-in", "state.npz/"],
+        ["evaluate", "--data", "corpus.txt/"],
+        ["train", "--data", "corpus.txt/"],
+        ["train", "--data", "corpus.txt", "--validation", "corpus.txt/"],
+    ],
+)
+def test_a_file_named_with_a_trailing_slash_is_refused(args, tiny_run, tmp_path):
+    """`Path` drops the slash: the state went to state.npz, the figure to plot.png."""
+    for name in ("corpus.txt", "state.npz", "plot.png"):
+        (tmp_path / name).write_text("abc abc\n")
+    named = [
+        f"{tmp_path}/{arg}" if arg.endswith((".txt", ".npz", ".png", "/")) else arg for arg in args
+    ]
+    run_dir = tmp_path / "new" if args[0] == "train" else tiny_run
+    result = invoke(*named[:1], "--run-dir", run_dir, *named[1:])
+    one_line_error(result, f"{tmp_path / args[-1]}", "ends in /, so it names a folder", code=2)
+    assert not (tmp_path / "new").exists()
+    assert all((tmp_path / name).read_text() == "abc abc\n" for name in ("state.npz", "plot.png"))
+
+
 def test_an_output_under_a_file_says_the_file_is_in_the_way(tiny_run, tmp_path):
     (tmp_path / "f").touch()
     for args in (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -24,6 +25,15 @@ def nonempty_path(value: str | Path) -> Path:
     if not value.strip():
         raise typer.BadParameter("must not be empty")
     return Path(value)
+
+
+def file_path(value: str | Path) -> Path:
+    """The parser of the options that name a file: `nonempty_path`, and a path ending in /
+    refused (it names a folder; `Path` would drop the slash and take the file)."""
+    path = nonempty_path(value)
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{value} ends in /, so it names a folder: give a file")
+    return path
 
 
 RUN_DIR = typer.Option(

@@ -13,7 +13,7 @@ from echo_keras.cli.common import (
     RUN_DIR,
     JsonOutput,
     bad_parameter,
-    nonempty_path,
+    file_path,
     notice,
     warn_if_unfinished,
 )
@@ -26,7 +26,7 @@ def evaluate(
     data: Path | None = typer.Option(
         None,
         "--data",
-        parser=nonempty_path,
+        parser=file_path,
         metavar="<file>",
         help="A run on its own data: evaluate on this file, read through the run's "
         "vocabulary.  [default: the run's validation data]",

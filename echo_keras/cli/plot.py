@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import RUN_DIR, nonempty_path, warn_if_unfinished
+from echo_keras.cli.common import RUN_DIR, file_path, warn_if_unfinished
 
 
 def plot(
     run_dir: Path = RUN_DIR,
     out: Path | None = typer.Option(
         None,
-        parser=nonempty_path,
+        parser=file_path,
         metavar="<file>",
         help="Where to write the figure; the extension picks the format (png, svg, pdf, "
         "jpg, ...).  [default: RUN_DIR/plot.png]",

@@ -21,7 +21,7 @@ from echo_keras.cli.common import (
     JsonOutput,
     bad_parameter,
     fail,
-    nonempty_path,
+    file_path,
     notice,
     warn_if_unfinished,
 )
@@ -54,14 +54,14 @@ def predict(
     state_in: Path | None = typer.Option(
         None,
         "--state-in",
-        parser=nonempty_path,
+        parser=file_path,
         metavar="<file>",
         help="Start from the state saved by an earlier --state-out.",
     ),
     state_out: Path | None = typer.Option(
         None,
         "--state-out",
-        parser=nonempty_path,
+        parser=file_path,
         metavar="<file>",
         help="Save the state after the last symbol (written on success).",
     ),

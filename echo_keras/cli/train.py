@@ -16,6 +16,7 @@ from echo_keras.cli.common import (
     RUN_DIR,
     JsonOutput,
     bad_parameter,
+    file_path,
     given_settings,
     nonempty_path,
     notice,
@@ -45,12 +46,12 @@ def train(
     num_layers: int | None = setting("num_layers"),
     dropout: float | None = setting("dropout"),
     optimizer: str | None = setting("optimizer"),
-    data: Path | None = setting("data", parser=nonempty_path),
+    data: Path | None = setting("data", parser=file_path),
     data_format: str | None = setting("data_format"),
     task: str | None = setting("task"),
     input_encoding: str | None = setting("input_encoding"),
     documents: bool | None = setting("documents"),
-    validation_data: Path | None = setting("validation_data", parser=nonempty_path),
+    validation_data: Path | None = setting("validation_data", parser=file_path),
     validation_fraction: float | None = setting("validation_fraction"),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing run (once the new one is done)."
