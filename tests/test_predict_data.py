@@ -10,6 +10,7 @@ low-temperature generation can be checked exactly.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import warnings
 
@@ -198,6 +199,20 @@ def test_generate_prints_each_symbol_as_it_comes(text_run):
     finally:
         process.kill()
         process.communicate()
+
+
+def test_generate_to_a_closed_stdout_is_a_failed_write_and_saves_no_state(text_run, tmp_path):
+    """`>&-`: the text would go nowhere while the state moved on."""
+    state = tmp_path / "state.npz"
+    argv = [*ECHO_KERAS, "predict", "--run-dir", str(text_run), "--generate", "5"]
+    done = subprocess.run(
+        [*argv, "--state-out", str(state)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert (done.returncode, done.stderr) == (1, "Error: cannot write the text: stdout is closed\n")
+    assert not state.exists()
 
 
 def test_generate_refuses_what_cannot_work(text_run, tiny_run):
