@@ -51,13 +51,16 @@ def raise_signalled(signum: int) -> None:
     raise Signalled(signum)
 
 
+_previous_unraisablehook = sys.unraisablehook  # what `_hide_lost_signals` hands the rest
+
+
 def _hide_lost_signals(unraisable) -> None:
     """`sys.unraisablehook` while a catcher raises: a `Signalled` raised inside a finalizer
     (a `__del__` of TensorFlow's, say), where Python cannot raise it, is not printed as
     "Exception ignored ..." with its traceback; its catcher's `received` still holds the
     signal, for `raise_if_received` to raise where it can. Anything else is printed as ever."""
     if not isinstance(unraisable.exc_value, Signalled):
-        _hide_lost_signals.previous(unraisable)
+        _previous_unraisablehook(unraisable)
 
 
 class SignalCatcher:
@@ -105,7 +108,8 @@ class SignalCatcher:
                 previous = signal.signal(signum, self._handle)
                 self._previous.setdefault(signum, previous)
             if self.on_signal is not None and sys.unraisablehook is not _hide_lost_signals:
-                _hide_lost_signals.previous = sys.unraisablehook
+                global _previous_unraisablehook
+                _previous_unraisablehook = sys.unraisablehook
                 sys.unraisablehook, self._hook_set = _hide_lost_signals, True
 
     def restore(self) -> None:
@@ -113,7 +117,7 @@ class SignalCatcher:
             signal.signal(signum, handler)
         self._previous = {}
         if self._hook_set and sys.unraisablehook is _hide_lost_signals:
-            sys.unraisablehook = _hide_lost_signals.previous
+            sys.unraisablehook = _previous_unraisablehook
         self._hook_set = False
 
     def raise_if_received(self) -> None:

@@ -323,10 +323,10 @@ def _writer():
     """write(data): to stdout, flushed at once; an OSError but a broken pipe is _OutputError,
     and so is any write to a stdout that was closed (`>&-`): what predict prints is its
     work, and a state saved after it went nowhere would move the stream on for nothing."""
-    out = sys.stdout.buffer
+    out, closed = sys.stdout.buffer, "stdout" in stdio.CLOSED
 
     def write(data: bytes) -> None:
-        if "stdout" in stdio.CLOSED:
+        if closed:
             raise _OutputError("stdout is closed")
         try:
             out.write(data)

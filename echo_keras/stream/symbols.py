@@ -109,13 +109,7 @@ class SymbolParser:
                 raise SymbolError(
                     f"{where}: symbol {chr(raw[index])} is outside 0..{self.num_classes - 1}"
                 )
-            try:
-                char = _show(block[index : index + 4], first_character=True)
-            except UnicodeDecodeError:  # as a text run says it
-                raise SymbolError(
-                    f"{where}: the input is not UTF-8 text (byte 0x{raw[index]:02x})"
-                ) from None
-            raise SymbolError(f"{where}: {char} is not a symbol ({self._expected()})")
+            raise _not_a_symbol(where, block[index : index + 4], self._expected(), whole=False)
         symbols = (raw[digits] - ord("0")).astype(np.int32)
         counts = np.cumsum(digits, dtype=np.int64)
         newlines = np.flatnonzero(raw == ord("\n"))
@@ -135,13 +129,7 @@ class SymbolParser:
                     raise SymbolError(
                         f"{where}: symbol {_show(token)[1:-1]} is outside 0..{self.num_classes - 1}"
                     )
-                try:
-                    shown = _show(token, first_character=True) and _show(token)
-                except UnicodeDecodeError:  # at its first character, as a text run says it
-                    raise SymbolError(
-                        f"{where}: the input is not UTF-8 text (byte 0x{token[0]:02x})"
-                    ) from None
-                raise SymbolError(f"{where}: {shown} is not a symbol ({self._expected()})")
+                raise _not_a_symbol(where, token, self._expected(), whole=True)
             symbols.append(value)
         breaks.extend([len(symbols)] * data.count(b"\n", position))
         return Piece(np.asarray(symbols, dtype=np.int32), np.asarray(breaks, dtype=np.int64))
@@ -151,17 +139,25 @@ def _empty_piece() -> Piece:
     return Piece(np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64))
 
 
-def _show(text: bytes, first_character: bool = False) -> str:
-    """`text` quoted for a message; only its first character if asked (bytes cut at any point:
-    UnicodeDecodeError if they do not start with one)."""
-    if first_character:
-        try:
-            first = codecs.getincrementaldecoder("utf-8")().decode(text)  # a cut one: ""
-        except UnicodeDecodeError as error:
-            if error.start == 0:
-                raise
-            first = text[: error.start].decode("utf-8")
-        return repr(first[0] if first else text.decode("utf-8", errors="replace")[0])
+def not_utf8(where: str, byte: int) -> str:
+    """The message for input that is not UTF-8 at `where`, naming its first bad byte."""
+    return f"{where}: the input is not UTF-8 text (byte 0x{byte:02x})"
+
+
+def _not_a_symbol(where: str, text: bytes, expected: str, whole: bool) -> SymbolError:
+    """The error for `text` (bytes cut at any point) where a symbol should be: its first
+    character shown (or all of it, if `whole`), or the byte that starts no UTF-8 character."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(text[:4])  # one cut at the end: fine
+    except UnicodeDecodeError as error:
+        if error.start == 0:
+            return SymbolError(not_utf8(where, text[0]))
+    shown = _show(text) if whole else repr(text.decode("utf-8", errors="replace")[0])
+    return SymbolError(f"{where}: {shown} is not a symbol ({expected})")
+
+
+def _show(text: bytes) -> str:
+    """`text` quoted for a message (bytes cut at any point)."""
     shown = text.decode("utf-8", errors="replace")
     return repr(shown[:20] + ("..." if len(shown) > 20 else ""))
 

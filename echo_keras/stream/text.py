@@ -27,6 +27,7 @@ from echo_keras.stream.symbols import (
     Piece,
     complete_tokens,
     count_parsed,
+    not_utf8,
 )
 from echo_keras.vocabulary import ASCII_SPACES, Vocabulary, not_text
 
@@ -63,9 +64,7 @@ class VocabularyParser:
             # What is not yet behind the position: an open token (ints), then these bytes.
             ahead = self._carry.encode() + error.object
             place = self._position.of(ahead, len(ahead) - len(error.object) + error.start)
-            raise SymbolError(
-                f"{place}: the input is not UTF-8 text (byte 0x{error.object[error.start]:02x})"
-            ) from None
+            raise SymbolError(not_utf8(place, error.object[error.start])) from None
 
     def _text(self, text: str, final: bool) -> Piece:
         if self.vocabulary.kind == "text":
