@@ -3,10 +3,12 @@
 Two grids: the default one (36 points) and six points (`--echo-step 1,2,8 --window 4,12`).
 Each sweep runs as a whole process (`echo-keras sweep --workers W`: Ray start-up, every
 point, the heat map) with 1 and with 2 workers, BENCH_SWEEP_REPEATS times (default 3; the
-median is shown); BENCH_SWEEP_GRIDS=six (or default) runs one grid. The loop
-(`bench/sweep_loop.sh`: `train` + `evaluate` + `evaluate --reset-each-window` per point,
-`xargs -P 2`) runs once per grid: it takes minutes (BENCH_SWEEP_LOOP=0 skips it). Then, per
-point, where a 2-worker sweep's time went, as the sweep itself reports it (`--json`).
+median is shown), one after the other in pairs (1 then 2, 2 then 1, ...) so that the
+machine's drift hits both alike; each pair's ratio is printed too. BENCH_SWEEP_GRIDS=six
+(or default) runs one grid. The loop (`bench/sweep_loop.sh`: `train` + `evaluate` +
+`evaluate --reset-each-window` per point, `xargs -P 2`) runs once per grid: it takes minutes
+(BENCH_SWEEP_LOOP=0 skips it). Then, per point, where a 2-worker sweep's time went, as the
+sweep itself reports it (`--json`).
 """
 
 from __future__ import annotations
@@ -100,7 +102,10 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     table = {}
     for name, args in GRIDS.items():
-        runs = {workers: [sweep(name, args, workers) for _ in range(REPEATS)] for workers in (1, 2)}
+        runs: dict[int, list[dict]] = {1: [], 2: []}
+        for repeat in range(REPEATS):  # 1 and 2 workers alternated: drift hits both alike
+            for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
+                runs[workers].append(sweep(name, args, workers))
         table[name] = {"runs": runs, "loop": loop(name, args) if LOOP else None}
 
     print(
@@ -120,6 +125,14 @@ def main() -> None:
             else "not run | (BENCH_SWEEP_LOOP=0)"
         )
         print(f"| {name} | {points} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x | {against} |")
+    for name, result in table.items():
+        pairs = zip(result["runs"][1], result["runs"][2], strict=True)
+        ratios = [one["wall"] / two["wall"] for one, two in pairs]
+        print(
+            f"\n1 -> 2 workers, {name}, each pair run back to back: "
+            + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+            + f" (median {statistics.median(ratios):.2f}x)"
+        )
 
     for name, result in table.items():
         run = median_run(result["runs"][2])
