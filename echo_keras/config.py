@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from echo_keras.errors import ConfigError, UsageError
-from echo_keras.paths import as_path
+from echo_keras.paths import file_path
 
 CELLS = ("lstm", "gru", "simple")
 TASKS = ("echo", "next")  # the tutorial's echo, or predicting each symbol's successor
@@ -117,7 +117,7 @@ class TrainConfig:
         for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
             value = getattr(self, field)
             if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
-                object.__setattr__(self, field, os.path.realpath(as_path(value, field)))
+                object.__setattr__(self, field, os.path.realpath(file_path(value, field)))
         if self.task is None:
             object.__setattr__(self, "task", "next" if self.data is not None else "echo")
         if self.input_encoding is None:

@@ -20,7 +20,7 @@ from echo_keras.data import eval_rng, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import memory_problem
-from echo_keras.paths import as_path
+from echo_keras.paths import file_path
 from echo_keras.run import files
 from echo_keras.run.folder import RunFolder
 
@@ -152,7 +152,7 @@ def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:
     """The windows a run on its own data is evaluated on, and where they come from
     (see `evaluate`); read before the model is loaded, so a bad file costs nothing."""
     folder = RunFolder(run_dir)
-    data = None if data is None else as_path(data, "data")
+    data = None if data is None else file_path(data, "data")
 
     def read(view: Path):
         config = files.load_config(view, folder.path)

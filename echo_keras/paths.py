@@ -1,7 +1,8 @@
 """Paths a caller names: checked to be paths, and placed relative to a folder.
 
 The library takes a path as a `str` or an `os.PathLike`; `as_path` turns anything else
-into a `ConfigError` naming the argument, as a wrong setting is. `inside` is the one
+into a `ConfigError` naming the argument, as a wrong setting is, and `file_path` also a
+file's path written as a folder's. `inside` is the one
 test of "this output would land in that folder" (a run folder an overwrite replaces
 whole). Nothing here touches the disk but to follow symlinks.
 """
@@ -26,6 +27,20 @@ def as_path(value, argument: str) -> Path:
     if "\0" in text:  # no system call takes it
         raise ConfigError(argument, f"must not hold a NUL character, got {text!r:.40}")
     return Path(text)
+
+
+def file_path(value, argument: str) -> Path:
+    """`as_path` for an argument that names a file: a path that ends in a separator is
+    refused too, as naming a folder (a Path would drop the slash and take the file)."""
+    path = as_path(value, argument)
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        raise ConfigError(argument, names_a_folder(value))
+    return path
+
+
+def names_a_folder(text: str) -> str:
+    """The words for a file's path that ends in a separator."""
+    return f"{text} ends in /, so it names a folder: give a file"
 
 
 def inside(path: Path | str, folder: Path | str) -> bool:

@@ -448,6 +448,32 @@ def test_a_full_disk_is_the_librarys_own_error_that_is_also_an_oserror(
         ek.plot_run(api_run[0], out)
 
 
+def test_a_files_path_written_as_a_folders_is_refused_not_read_as_the_file(
+    api_run, predictor, tmp_path
+):
+    """A file's path that ends in / names a folder, as the command line's file options say:
+    a ConfigError naming the argument (exit status 2), never the file of that name read,
+    written or replaced (evaluate's data: test_evaluate_data.py)."""
+    run_dir, _ = api_run
+    image, state, data = tmp_path / "p.png", tmp_path / "s.npz", tmp_path / "d.txt"
+    data.write_text("abcabc\n")
+    predictor.save_state(state, predictor.zero_state())
+    kept = state.read_bytes()
+    refused = [
+        (lambda: ek.plot_run(run_dir, f"{image}/"), "^out: .*p.png/ ends in /, so it names"),
+        (lambda: predictor.save_state(f"{state}/", predictor.zero_state()), "^path: .*folder"),
+        (lambda: predictor.load_state(f"{state}/"), "^path: .*s.npz/ ends in /"),
+        (lambda: ek.TrainConfig(data=f"{data}/"), "^data: .*d.txt/ ends in /"),
+        (lambda: ek.TrainConfig(data=str(data), validation_data=f"{data}/"), "^validation_d"),
+    ]  # fmt: skip
+    for call, message in refused:
+        with pytest.raises(ek.ConfigError, match=message) as raised:
+            call()
+        assert raised.value.exit_status == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.txt", "s.npz"]
+    assert state.read_bytes() == kept
+
+
 def test_paths_and_values_no_system_call_takes_are_config_errors(api_run, predictor, tmp_path):
     """A NUL in a path, a name too long, a value past every float: each a ConfigError (or a
     StateFileError) naming the argument, not Python's ValueError, OSError or OverflowError

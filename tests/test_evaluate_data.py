@@ -174,6 +174,8 @@ def test_a_symbol_outside_the_vocabulary_names_line_and_column(cycle_run, tmp_pa
     assert {path.name: path.stat().st_mtime_ns for path in cycle_run.iterdir()} == before
     with pytest.raises(ek.UsageError, match="line 21, column 3"):
         ek.evaluate(cycle_run, data=bad)
+    with pytest.raises(ek.ConfigError, match="^data: .*bad.txt/ ends in /, so it names a fo"):
+        ek.evaluate(cycle_run, data=f"{bad}/")  # not the file bad.txt
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import typer
 
 from echo_keras.errors import one_line, tell
 from echo_keras.options import OPTIONS, as_flags
+from echo_keras.paths import names_a_folder
 from echo_keras.run.folder import RunFolder
 
 
@@ -32,7 +33,7 @@ def file_path(value: str | Path) -> Path:
     refused (it names a folder; `Path` would drop the slash and take the file)."""
     path = nonempty_path(value)
     if isinstance(value, str) and value.endswith(("/", os.sep)):
-        raise typer.BadParameter(f"{value} ends in /, so it names a folder: give a file")
+        raise typer.BadParameter(names_a_folder(value))
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import ConfigError, RunFolderError, write_error
-from echo_keras.paths import as_path, real_path
+from echo_keras.paths import file_path, real_path
 from echo_keras.plots.data_figure import draw_data_figure, log_scale, read_sample
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
@@ -275,11 +275,11 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
 
     Raises:
         RunFolderError: a file of the run is missing or damaged.
-        ConfigError: `out` cannot be an image (see `figure_target`), is (or links to) a
-            file of the run, or it or `run_dir` is not a path.
+        ConfigError: `out` cannot be an image (see `figure_target`), ends in / (a folder),
+            is (or links to) a file of the run, or it or `run_dir` is not a path.
         WriteError: the image could not be written (also an OSError).
     """
-    out = as_path(out, "out") if out is not None else None
+    out = file_path(out, "out") if out is not None else None
     try:  # refused before any reading
         target = figure_target(out) if out is not None else None
     except ValueError as error:

@@ -14,7 +14,7 @@ import numpy as np
 
 from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, UsageError
-from echo_keras.paths import as_path
+from echo_keras.paths import file_path
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
 from echo_keras.vocabulary import Vocabulary
@@ -141,19 +141,19 @@ class Predictor:
 
         Raises:
             ConfigError: `path` must not be replaced: a file that is not a state file of
-                this run, a folder, device or FIFO, a symlink that leads nowhere, a place
-                inside the run folder, or a folder that does not exist.
+                this run, a folder (or a path ending in /), device or FIFO, a symlink that
+                leads nowhere, a place inside the run folder, or a folder that does not exist.
             StateFileError: it could not be written (a full disk, no permission); the
                 file there, if any, is as it was.
         """
         values = self._state(state)
-        target = state_files.state_target(as_path(path, "path"), self.model, self.run_dir)
+        target = state_files.state_target(file_path(path, "path"), self.model, self.run_dir)
         state_files.write_state(target, self.model, values)
 
     def load_state(self, path: Path | str) -> State:
         """The state in an npz file (`predict --state-out`); StateFileError if unusable:
         damaged, of other states or shapes, or computed with other weights than this run's."""
-        return self._named(state_files.read_state(as_path(path, "path"), self.model))
+        return self._named(state_files.read_state(file_path(path, "path"), self.model))
 
     def _named(self, values) -> State:
         """The state arrays under their names, in the model's order."""
