@@ -137,6 +137,11 @@ def test_the_predictor_refuses_symbols_and_states_that_are_not_the_runs(predicto
             predictor.predict([0, 1], state)
     probabilities, state = predictor.predict([])
     assert probabilities.shape == (0, 2) and set(state) == set(zero)
+    for symbols, hint in (("0110", r"such as \[0, 1, 1, 0\], got '0110'$"), (3, "symbols, got 3$")):
+        with pytest.raises(ek.ConfigError, match="must be a 1-D sequence of integer symbols"):
+            predictor.predict(symbols)
+        with pytest.raises(ek.ConfigError, match=hint):
+            predictor.predict(symbols)
 
 
 def test_export_writes_a_verified_saved_model(api_run, tmp_path):

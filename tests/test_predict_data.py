@@ -120,6 +120,8 @@ def test_predict_json_and_probabilities_of_a_text_run(text_run, predictor):
     assert shown["predicted_text"] == "bcde" and shown["accuracy"] == 1.0
     expected, _ = predictor.predict(predictor.vocabulary.encode("abcd"))
     np.testing.assert_allclose(shown["probabilities"], expected, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"\(a text's: predictor.vocabulary.encode\(text\)\)"):
+        predictor.predict("abcd")  # text is encoded first
     plain = invoke("predict", "--run-dir", text_run, "abcd", "--probabilities")
     rows = [[float(p) for p in line.split(",")] for line in plain.stdout.splitlines()]
     np.testing.assert_allclose(rows, expected, atol=2e-6)  # one line a symbol, 6 decimals

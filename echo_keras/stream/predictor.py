@@ -164,6 +164,14 @@ class Predictor:
             values = np.asarray(symbols)
         except ValueError:  # ragged
             raise ConfigError("symbols", "must be a 1-D sequence of integers") from None
+        if values.ndim == 0:  # a text, or one number
+            hint = ""
+            if isinstance(symbols, str) and self.vocabulary is not None:
+                hint = " (a text's: predictor.vocabulary.encode(text))"
+            elif isinstance(symbols, str) and symbols.isdecimal():
+                hint = f" such as {[int(digit) for digit in symbols[:6]]}"
+            problem = f"must be a 1-D sequence of integer symbols{hint}, got {symbols!r:.20}"
+            raise ConfigError("symbols", problem)
         if values.ndim != 1:
             raise ConfigError("symbols", f"must be 1-D, got shape {values.shape}")
         if values.size and values.dtype.kind not in "iu":
