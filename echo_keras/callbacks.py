@@ -132,20 +132,29 @@ class ProgressBar(keras.callbacks.Callback):
     def _draw(self, done: int) -> None:
         filled = self.width * done // self.num_batches
         bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
-        self.stream.write(
+        self._write(
             f"\rEpoch {self.epoch + 1}/{self.epochs} [{bar[: self.width]}] "
             f"{done}/{self.num_batches}  loss {self.recent:.4f}"
         )
-        self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.started
         mean = (logs or {}).get("loss", math.nan)
-        self.stream.write(
+        self._write(
             f"\rEpoch {epoch + 1}/{self.epochs}: mean batch loss {float(mean):.4f}  "
             f"({seconds:.1f} s){' ' * 30}\n"
         )
-        self.stream.flush()
+
+    def _write(self, text: str) -> None:
+        """Draw `text`. The bar is only a display: a stream that cannot take it (None,
+        closed, a pipe whose reader left) ends the drawing, never the training."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = None
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

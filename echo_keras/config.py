@@ -353,6 +353,14 @@ def check_seed(seed, field: str = "seed") -> int | None:
     return int(seed)
 
 
+def check_switch(value, field: str) -> bool:
+    """`value` as a bool (numpy's too); ConfigError for anything else, so that neither
+    "no" nor 1 is taken for a yes."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(field, f"must be True or False, got {value!r:.40}")
+    return bool(value)
+
+
 def check_temperature(temperature) -> float:
     """`temperature` as a float; ConfigError unless it is a finite number above 0."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):

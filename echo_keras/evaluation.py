@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import check_seed
+from echo_keras.config import check_seed, check_switch
 from echo_keras.data import eval_rng, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
 from echo_keras.errors import ConfigError, UsageError
@@ -129,8 +129,7 @@ def evaluate(
     from echo_keras.model import check_same_run, load_run, reset_states
 
     seed = check_seed(seed)
-    if not isinstance(reset_each_window, bool):
-        raise ConfigError("reset_each_window", f"must be True or False, got {reset_each_window!r}")
+    reset_each_window = check_switch(reset_each_window, "reset_each_window")
     config = RunFolder(run_dir).read_config()
     if config.data is not None:
         return _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window)

@@ -121,6 +121,7 @@ OPTIONS = {
 
 # Names that are not config fields but reach messages: arguments of the library's functions.
 EXTRA_FLAGS = {
+    "run_dir": "--run-dir",
     "out": "--out",
     "seeds": "--seeds",
     "temperature": "--temperature",

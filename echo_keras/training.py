@@ -26,7 +26,7 @@ from echo_keras.callbacks import (
     StopOnSignal,
     ValidateEachEpoch,
 )
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, check_switch
 from echo_keras.corpus import Corpus, file_digest, load_corpus
 from echo_keras.errors import (
     ConfigError,
@@ -42,7 +42,7 @@ from echo_keras.errors import (
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.memory import memory_problem
 from echo_keras.options import new_run_problem
-from echo_keras.paths import as_path
+from echo_keras.paths import as_path, inside
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
 from echo_keras.stream.generate import sample
@@ -124,22 +124,26 @@ def train(
         RunFolderError: the run to resume is damaged.
         WriteError: a file could not be written (a full disk); also an OSError.
     """
+    overwrite, resume = check_switch(overwrite, "overwrite"), check_switch(resume, "resume")
+    progress, plain = check_switch(progress, "progress"), check_switch(plain, "plain")
     if overwrite and resume:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
     if not isinstance(config, TrainConfig):
         raise UsageError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
-    callbacks, plot_every = _check_arguments(run_dir, plot_every, callbacks)
+    callbacks, plot_every = _check_arguments(run_dir, plot_every, callbacks, notify)
     problem = memory_problem(config)  # before anything is built, as the command line does
     if problem:
         raise UsageError(problem)
     if plain and config.documents:
         raise UsageError("`plain=True` cannot train `documents`: model.fit cannot zero one row")
-    if tensorboard_dir is not None:
+    if tensorboard_dir is not None:  # refused before the run folder is touched
         tensorboard_dir = as_path(tensorboard_dir, "tensorboard_dir")
-    problem = fileio.folder_problem(tensorboard_dir) if tensorboard_dir is not None else None
-    if problem:  # refused before the run folder is touched
-        raise ConfigError("tensorboard_dir", problem)
+        problem = fileio.folder_problem(tensorboard_dir)
+        if not problem and overwrite and inside(tensorboard_dir, run_dir):
+            problem = f"{tensorboard_dir} is inside the run folder, which `overwrite=True` replaces"
+        if problem:
+            raise ConfigError("tensorboard_dir", problem)
     folder = RunFolder(run_dir)
     problem = folder.unwritable()
     if problem:
@@ -226,12 +230,14 @@ def train(
             raise
 
 
-def _check_arguments(run_dir, plot_every, callbacks) -> tuple[list, int | None]:
+def _check_arguments(run_dir, plot_every, callbacks, notify) -> tuple[list, int | None]:
     """The caller's callbacks as a list (None: none) and plot_every as an int (a numpy one
     too); ConfigError for a run folder that is not named, a plot_every that is not a whole
-    number from 1 (the command line checks its flags the same way), or a callback that is
-    not a Keras callback."""
+    number from 1 (the command line checks its flags the same way), a callback that is
+    not a Keras callback, or a notify that is not a function."""
     as_path(run_dir, "run_dir")
+    if notify is not None and not callable(notify):
+        raise ConfigError("notify", f"must be a function or None, got {notify!r:.40}")
     callbacks = () if callbacks is None else callbacks
     single = isinstance(callbacks, (str, bytes, keras.callbacks.Callback))
     if single or not isinstance(callbacks, Iterable):

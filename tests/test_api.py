@@ -146,7 +146,7 @@ def test_the_predictor_refuses_symbols_and_states_that_are_not_the_runs(predicto
 
 def test_export_writes_a_verified_saved_model(api_run, tmp_path):
     run_dir, _ = api_run
-    report = ek.export_saved_model(run_dir, tmp_path / "export")
+    report = ek.export_saved_model(run_dir, tmp_path / "export", seed=np.int64(0))  # numpy's too
     assert isinstance(report, ek.ExportReport)
     assert report.state_names == ("lstm_0_h", "lstm_0_c") and report.max_difference <= 1e-5
     assert (tmp_path / "export" / "saved_model.pb").is_file()
@@ -328,6 +328,10 @@ def test_save_state_replaces_only_a_state_file_of_this_run_outside_the_run_folde
     link.symlink_to(saved)
     predictor.save_state(link, state)  # written through; the link stays a link
     assert link.is_symlink() and predictor.load_state(link).keys() == state.keys()
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(ek.StateFileError, match="loop1 is a symlink that leads nowhere"):
+        predictor.load_state(tmp_path / "loop1")
 
 
 def test_train_and_evaluate_check_their_arguments_before_building_anything(api_run, tmp_path):
@@ -344,10 +348,19 @@ def test_train_and_evaluate_check_their_arguments_before_building_anything(api_r
         (lambda: ek.evaluate(run_dir, reset_each_window="no"), ek.ConfigError, "reset_each"),
         (lambda: ek.export_saved_model(run_dir, run_dir / "exp"), ek.UsageError, "inside the run"),
     ]
+    small = ek.TrainConfig(**SMALL)
+    for name in ("overwrite", "resume", "progress", "plain"):  # "no" is not a yes
+        refusal = f"^{name}: must be True or False, got 'no'$"
+        call = lambda n=name: ek.train(small, run_dir, **{n: "no"})  # noqa: E731
+        refused.append((call, ek.ConfigError, refusal))
+    refused.append((lambda: ek.train(small, run_dir, overwrite=1), ek.ConfigError, "^overwrite: "))
+    refused.append((lambda: ek.train(small, new, notify=5), ek.ConfigError, "^notify: must be a f"))
     for call, error, message in refused:
         with pytest.raises(error, match=message):
             call()
     assert not new.exists() and not (run_dir / "exp").exists()
+    assert ek.RunFolder(run_dir).status()["status"] == "complete"  # not replaced by "no"
+    assert ek.evaluate(run_dir, reset_each_window=np.True_).reset_each_window is True
     assert not any(path.name in ("config.json", "status.json") for path in Path.cwd().iterdir())
     config = ek.TrainConfig(num_epochs=np.int64(2), learning_rate=np.float32(0.5)).validate()
     assert (type(config.num_epochs), type(config.learning_rate)) == (int, float)

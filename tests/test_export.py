@@ -231,7 +231,7 @@ def staging_folders(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", ["x", -1, 1.5, True])
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, True, None])
 def test_a_seed_that_is_not_a_whole_number_from_0_is_refused(tiny_run, tmp_path, seed):
     from echo_keras.errors import ConfigError
     from echo_keras.stream.export import export_saved_model

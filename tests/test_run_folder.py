@@ -96,7 +96,14 @@ def test_the_run_folder_may_be_named_dot(tmp_path, monkeypatch):
     assert invoke("train", "--run-dir", ".", *TINY_FLAGS).exit_code == 0
     assert files.read_status(empty)["status"] == "complete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    result = invoke("train", "--run-dir", ".", *TINY_FLAGS, "--epochs", "3", "--resume")
+    assert result.exit_code == 0, result.output  # resumed in place
+    assert files.read_status(empty)["status"] == "complete"
+    # Replacing it would leave the shell that ran the command in a deleted folder.
     result = invoke("train", "--run-dir", ".", *TINY_FLAGS, "--overwrite", "--seed", "4")
+    one_line_error(result, "--run-dir", "holds the current folder", code=2)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--run-dir", "empty", *TINY_FLAGS, "--overwrite", "--seed", "4")
     assert result.exit_code == 0, result.output
     assert files.load_config(empty).seed == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -129,6 +129,21 @@ def test_a_spec_make_spec_would_not_make_is_refused_and_a_sweep_json_holding_one
     assert results.read_spec(tmp_path).settings == {**spec.settings, "num_epochs": 1}
 
 
+def test_numpy_numbers_in_a_spec_are_taken_as_pythons_own_as_train_config_takes_them():
+    import numpy as np
+
+    settings = {"num_epochs": np.int64(1), "learning_rate": np.float32(0.5), "batch_size": 5}
+    spec = grid.make_spec({"echo_step": "1"}, np.int64(2), settings)
+    assert spec.seeds == 2 and type(spec.seeds) is int
+    assert spec.settings["num_epochs"] == 1 and type(spec.settings["num_epochs"]) is int
+    assert type(spec.settings["learning_rate"]) is float
+    json.dumps(spec.to_dict())  # what sweep.json is written from
+    assert grid.workers_problem(np.int64(1)) is None
+    by_hand = grid.SweepSpec(spec.grid, 1, {**spec.settings, "num_epochs": np.int64(1)})
+    with pytest.raises(UsageError, match="settings' num_epochs must be a number, text or a bo"):
+        grid.check_spec(by_hand)  # refused before Ray starts, not when sweep.json is written
+
+
 def test_run_sweep_refuses_arguments_of_the_wrong_kind_before_anything_starts(tmp_path):
     from echo_keras.sweep.runner import run_sweep
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -331,6 +332,16 @@ def test_progress_bar_shows_epoch_batch_and_recent_loss(tiny_config, plain):
     assert text.count("mean batch loss") == 2 and text.endswith("\n")
 
 
+def test_a_progress_bar_with_nowhere_to_draw_never_stops_training(tmp_path, monkeypatch):
+    """stdout None (a GUI's pythonw) or closed: the bar is only a display."""
+    closed = io.StringIO()
+    closed.close()
+    for name, stdout in (("none", None), ("closed", closed)):
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert train(TINY, tmp_path / name, progress=True).epochs == TINY.num_epochs
+        assert files.read_status(tmp_path / name)["status"] == "complete"
+
+
 def test_echo_beyond_the_window_is_warned_and_evaluated_in_its_own_words(tmp_path):
     run_dir = tmp_path / "run"
     flags = ["--epochs", "1", "--series-length", "300", "--window", "6", "--echo-step", "8"]
@@ -600,6 +611,27 @@ def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(run_copy):
         "train", "--run-dir", run_copy, *TINY_FLAGS, "--overwrite", "--tensorboard", run_copy / "tb"
     )
     one_line_error(result, "--tensorboard", "--overwrite", code=2)
+    before = sorted(path.name for path in run_copy.iterdir())
+    with pytest.raises(ConfigError, match="^tensorboard_dir: .*inside the run folder, which `ov"):
+        train(TINY, run_copy, overwrite=True, tensorboard_dir=run_copy / "tb")
+    assert sorted(path.name for path in run_copy.iterdir()) == before
+
+
+def test_a_run_holding_the_current_folder_is_never_replaced(run_copy, tmp_path, monkeypatch):
+    """Replacing the run would delete the process's current folder under it."""
+    before = sorted(path.name for path in run_copy.iterdir())
+    for here in (run_copy, run_copy / files.CHECKPOINT):
+        monkeypatch.chdir(here)
+        result = invoke("train", "--run-dir", run_copy, *TINY_FLAGS, "--overwrite")
+        one_line_error(result, "--run-dir", "holds the current folder", code=2)
+        with pytest.raises(ConfigError, match="^run_dir: .* holds the current folder, which"):
+            train(TINY, "." if here == run_copy else run_copy, overwrite=True)
+        assert Path.cwd() == here.resolve()
+    assert sorted(path.name for path in run_copy.iterdir()) == before
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fresh").mkdir()
+    monkeypatch.chdir(tmp_path / "fresh")  # an empty folder is trained in, not replaced
+    assert train(TINY, ".").epochs == TINY.num_epochs
 
 
 def test_a_run_inside_another_run_folder_is_refused(run_copy, tmp_path):

@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from echo_keras.errors import RunBusy, RunExists, RunFolderError, tell
-from echo_keras.paths import as_path, real_path
+from echo_keras.errors import ConfigError, RunBusy, RunExists, RunFolderError, tell
+from echo_keras.paths import as_path, inside, real_path
 from echo_keras.run import fileio, files
 from echo_keras.run.lock import FileLock
 
@@ -251,6 +251,13 @@ class RunFolder:
                 f"{self.path} already holds a run; pass `overwrite=True` to replace it "
                 "or `resume=True` to continue it"
             )
+        with contextlib.suppress(OSError):  # a current folder deleted already: none to keep
+            if occupied and not resume and inside(Path.cwd(), self.real):
+                raise ConfigError(
+                    "run_dir",
+                    f"{self.path} holds the current folder, which replacing its run "
+                    "would delete; train from outside it",
+                )
 
     def begin(
         self,

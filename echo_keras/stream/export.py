@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.backend import graph_function, tf
+from echo_keras.config import check_seed
 from echo_keras.errors import (
     ConfigError,
     ExportError,
@@ -161,8 +162,9 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
         In every case `out` is left as it was, and no staging folder is left behind.
     """
     out, run_dir = as_path(out, "out"), as_path(run_dir, "run_dir")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError("seed", f"must be a whole number from 0, got {seed!r:.40}")
+    seed = check_seed(seed)
+    if seed is None:
+        raise ConfigError("seed", "must be a whole number from 0, got None")
     problem = export_folder.out_problem(out, run_dir)
     if problem:
         raise UsageError(f"out: {problem}")

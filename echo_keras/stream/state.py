@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import ConfigError, StateFileError, write_reason
-from echo_keras.paths import inside
+from echo_keras.paths import inside, real_path
 from echo_keras.run import fileio
 from echo_keras.stream.model import StreamModel
 
@@ -53,11 +53,13 @@ def read_state(path: Path, model: StreamModel, same_weights: bool = True) -> lis
         if dtype.kind != "f":
             raise ValueError(f"{name} holds {dtype}, not floats")
 
-    target = Path(path).resolve()  # a link the user made is fine
+    target = real_path(path)  # a link the user made is fine; a loop fails to open below
     try:
         exists = target.exists()
     except OSError as error:  # a name too long, say
         raise StateFileError(f"{path} cannot be read ({error.strerror})", damaged=False) from None
+    if not exists and target.is_symlink():
+        raise StateFileError(f"{path} is a symlink that leads nowhere (a loop?)", damaged=False)
     if exists and not target.is_file():  # the user's mistake, not a damaged file
         what = "a folder" if target.is_dir() else "not a regular file"
         raise StateFileError(f"{path} is {what}, not a state file", damaged=False)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from echo_keras.config import (
     CELLS,
@@ -141,8 +144,9 @@ def make_spec(
     for name, text in grid_texts.items():
         if text is not None and not isinstance(text, str):
             raise ConfigError(name, f"expected text such as 1,2,4 or 1-12, got {text!r:.40}")
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int)):
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral)):
         raise ConfigError("seeds", f"must be a positive whole number, got {seeds!r:.40}")
+    seeds = None if seeds is None else int(seeds)
     grid = {}
     for name in AXES:
         text = grid_texts.get(name)
@@ -155,12 +159,23 @@ def make_spec(
     if seeds <= 0:
         raise ConfigError("seeds", f"must be positive, got {seeds}")
     merged = dict(base.settings) if base else {}
-    merged.update({name: value for name, value in settings.items() if value is not None})
+    merged.update({name: plain(value) for name, value in settings.items() if value is not None})
     if settings.get("optimizer") is not None and settings.get("learning_rate") is None:
         merged.pop("learning_rate", None)  # another optimizer brings its own default rate
     spec = SweepSpec(grid, seeds, every_setting(merged))
     check_spec(spec)
     return spec
+
+
+def plain(value: Any) -> Any:
+    """A numpy number or bool as Python's own (as TrainConfig takes them); else `value`."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):
+        return float(value)
+    return value
 
 
 def every_setting(settings: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +213,10 @@ def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
     unknown = sorted(map(str, set(settings) - set(SETTINGS) | set(settings) & {*AXES, "seed"}))
     if unknown:
         return f"settings holds {', '.join(unknown)}, which is not a per-run setting"
+    kinds = (str, int, float, bool, type(None))  # what sweep.json can hold
+    odd = sorted(name for name, value in settings.items() if not isinstance(value, kinds))
+    if odd:
+        return f"settings' {odd[0]} must be a number, text or a bool, got {settings[odd[0]]!r}"
     if settings.get("learning_rate", 0) is None:  # a spec records the rate every point uses
         return "settings' learning_rate must be a number, got None"
     return None
@@ -222,7 +241,7 @@ def check_spec(spec: SweepSpec) -> None:
 
 def workers_problem(workers: Any) -> str | None:
     """Why `workers` cannot size a local Ray (None, the usable cores, can), or None."""
-    whole = isinstance(workers, int) and not isinstance(workers, bool)
+    whole = isinstance(workers, numbers.Integral) and not isinstance(workers, bool)
     if workers is None or (whole and 0 < workers <= MAX_WORKERS):
         return None
     shown = readable(workers) if whole else repr(workers)[:40]

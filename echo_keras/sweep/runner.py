@@ -113,6 +113,7 @@ def run_sweep(
     problem = workers_problem(workers)
     if problem:
         raise ConfigError("workers", problem)
+    workers = None if workers is None else int(workers)
     out = as_path(out, "out")
     if resume and overwrite:
         raise UsageError("`overwrite=True` and `resume=True` cannot be used together")
