@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,13 @@ def test_the_predictor_refuses_symbols_and_states_that_are_not_the_runs(predicto
             predictor.predict([0, 1], state)
     probabilities, state = predictor.predict([])
     assert probabilities.shape == (0, 2) and set(state) == set(zero)
+    with pytest.raises(ek.ConfigError, match="^symbols: must be from 0 to 1$"):
+        predictor.predict([1, 2**70])  # an integer past 64 bits is out of range, not "object"
+    huge = {name: np.full((1, 4), 1e300) for name in zero}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning before the error
+        with pytest.raises(ek.ConfigError, match="^state: lstm_0_h must be finite"):
+            predictor.predict([0], huge)
     for symbols, hint in (("0110", r"such as \[0, 1, 1, 0\], got '0110'$"), (3, "symbols, got 3$")):
         with pytest.raises(ek.ConfigError, match="must be a 1-D sequence of integer symbols"):
             predictor.predict(symbols)

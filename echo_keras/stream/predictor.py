@@ -7,6 +7,7 @@ last symbol, so a stream can be fed in pieces, and the state kept anywhere in be
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,7 +175,10 @@ class Predictor:
             raise ConfigError("symbols", problem)
         if values.ndim != 1:
             raise ConfigError("symbols", f"must be 1-D, got shape {values.shape}")
-        if values.size and values.dtype.kind not in "iu":
+        whole = values.dtype.kind == "O" and all(  # Python's ints past 64 bits
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values
+        )
+        if values.size and values.dtype.kind not in "iu" and not whole:
             raise ConfigError("symbols", f"must be integers, got {values.dtype}")
         classes = self.config.num_classes
         if values.size and (values.min() < 0 or values.max() >= classes):
@@ -190,7 +194,8 @@ class Predictor:
         try:
             if any(np.iscomplexobj(state[name]) for name in self.model.names):
                 raise TypeError("complex")
-            values = [np.asarray(state[name], np.float32) for name in self.model.names]
+            with np.errstate(over="ignore"):  # past float32: infinite, refused below
+                values = [np.asarray(state[name], np.float32) for name in self.model.names]
         except (TypeError, ValueError, OverflowError):  # text, ragged, complex or huge values
             raise ConfigError("state", f"must hold float arrays of shape {wanted}") from None
         for name, value in zip(self.model.names, values, strict=True):
