@@ -68,7 +68,7 @@ def score(losses: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) 
 
 
 def evaluation_length(config, series_length: int | None) -> int:
-    """The series length to evaluate on; ConfigError (naming `total_series_length`) if it
+    """The series length to evaluate on; ConfigError (naming `series_length`) if it
     cannot work."""
     length = config.total_series_length if series_length is None else series_length
     try:
@@ -76,13 +76,13 @@ def evaluation_length(config, series_length: int | None) -> int:
     except ConfigError as error:
         if error.field == "echo_step":  # the run's echo step is fine: the length is not
             reason = f"must be longer than the run's `echo_step` ({config.echo_step}), got {length}"
-            raise ConfigError("total_series_length", reason) from None
+            raise ConfigError("series_length", reason) from None
         if error.field == "total_series_length":
-            raise ConfigError("total_series_length", error.reason) from None
+            raise ConfigError("series_length", error.reason) from None
         raise
     problem = memory_problem(scaled)
     if problem:
-        raise ConfigError("total_series_length", problem)
+        raise ConfigError("series_length", problem.replace("`total_series_length` ", ""))
     return length
 
 

@@ -122,6 +122,7 @@ OPTIONS = {
 # Names that are not config fields but reach messages: arguments of the library's functions.
 EXTRA_FLAGS = {
     "run_dir": "--run-dir",
+    "series_length": "--series-length",
     "out": "--out",
     "seeds": "--seeds",
     "temperature": "--temperature",

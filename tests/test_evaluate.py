@@ -11,6 +11,7 @@ import pytest
 
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
+from echo_keras.errors import ConfigError
 from echo_keras.evaluation import evaluate, score
 from echo_keras.model import build_model
 from echo_keras.run import files
@@ -112,6 +113,15 @@ def test_evaluate_bad_values(tiny_run, args, flag):
 def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run, length):
     result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", str(length))
     one_line_error(result, "--series-length", "memory", code=2)
+    with pytest.raises(ConfigError, match=r"^series_length: \S+ needs .*memory") as refused:
+        evaluate(tiny_run, series_length=length)  # the library names its own argument, once
+    assert "total_series_length" not in str(refused.value)
+
+
+def test_the_library_names_series_length_as_its_caller_wrote_it(tiny_run):
+    for length, reason in ((2000.0, "must be an integer"), (1, "must be longer than the r")):
+        with pytest.raises(ConfigError, match=f"^series_length: {reason}"):
+            evaluate(tiny_run, series_length=length)
 
 
 def test_an_interrupted_run_is_evaluated_at_its_checkpoint_with_a_warning(run_copy):
