@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import MAX_CLASSES, TrainConfig
+from echo_keras.config import MAX_CLASSES, TrainConfig, readable
 from echo_keras.data import Windows, document_windows, series_windows, symbol_dtype, task_pairs
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import available_memory
@@ -274,7 +274,12 @@ def load_corpus(
         held_ids = ids[cut:]
         validation = laid_out(held_ids, held_starts, config, "validation_fraction")
         ids = ids[:cut]
-    train = laid_out(ids, starts, config, "data")
+    if validation is not None and config.validation_data is None:  # a fraction held out
+        fraction = readable(config.validation_fraction)
+        what = f"`data` less the end `validation_fraction` {fraction} holds out"
+        train = laid_out(ids, starts, config, "validation_fraction", what)
+    else:
+        train = laid_out(ids, starts, config, "data")
     config = dataclasses.replace(
         config,
         num_classes=vocabulary.size,
@@ -295,17 +300,20 @@ def read_laid_out(
     return laid_out(symbols.ids, symbols.doc_starts, config, field), symbols.digest
 
 
-def laid_out(ids: np.ndarray, starts, config: TrainConfig, field: str) -> Windows:
+def laid_out(
+    ids: np.ndarray, starts, config: TrainConfig, field: str, what: str | None = None
+) -> Windows:
     """`Windows` of symbols (documents starting at `starts`, or None) for `config`'s model,
-    as training lays them out; ConfigError naming `field` when they are too few for one
-    window per row."""
+    as training lays them out; ConfigError naming `field` (and `what` the symbols are)
+    when they are too few for one window per row."""
     batch, window = config.batch_size, config.truncated_backprop_length
     if starts is not None:
         windows = document_windows(ids, starts, batch, window, config.task, config.echo_step)
     else:
         x, y, _ = task_pairs(ids, config.task, config.echo_step)
         windows = series_windows(x, y, batch, window)
-    what = {"validation_fraction": "the held-out end of `data`"}.get(field, f"`{field}`")
+    if what is None:
+        what = {"validation_fraction": "the held-out end of `data`"}.get(field, f"`{field}`")
     if windows.num_windows == 0 and starts is not None:  # each document too short for a target
         least = config.echo_step + 1 if config.task == "echo" else 2
         raise ConfigError(

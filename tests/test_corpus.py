@@ -278,6 +278,10 @@ def test_load_corpus_completes_the_config_from_the_data(tmp_path):
     tiny = dataclasses.replace(config, batch_size=100)
     with pytest.raises(ConfigError, match="too few for one window per row"):
         load_corpus(tiny)
+    greedy = dataclasses.replace(config, validation_fraction=0.99)  # the fraction is at fault
+    with pytest.raises(ConfigError, match="`validation_fraction` 0.99 holds out has 20 symb") as e:
+        load_corpus(greedy)
+    assert e.value.field == "validation_fraction"
 
 
 def test_the_echo_series_config_json_is_unchanged_by_the_data_fields():
