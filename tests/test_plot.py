@@ -5,6 +5,7 @@ test_train.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import threading
@@ -14,7 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-from echo_keras.plots.figure import draw_figure, loss_curve
+from echo_keras.errors import ConfigError
+from echo_keras.plots.figure import draw_figure, loss_curve, plot_run
 from echo_keras.run import files
 from tests.helpers import invoke, one_line_error, png_size, run_process
 
@@ -322,12 +324,19 @@ def test_a_drawing_process_that_stalls_never_holds_training_up(tmp_path, monkeyp
 
 def test_out_never_replaces_a_file_of_the_run_even_through_a_link(run_copy, tmp_path):
     history = (run_copy / "history.csv").read_bytes()
+    other = tmp_path / "other"  # another run: its files are no image either
+    shutil.copytree(run_copy, other)
     (tmp_path / "link.png").symlink_to(run_copy / "history.csv")
-    for out in (tmp_path / "link.png", run_copy / "checkpoint" / "state.png"):
-        if out.parent.name == "checkpoint":
-            (out.parent / "state.png").write_bytes(b"the run's")  # a file of the run's, named so
+    (tmp_path / "other.png").symlink_to(other / "history.csv")
+    for out in (tmp_path / "link.png", tmp_path / "other.png"):
         result = invoke("plot", "--run-dir", run_copy, "--out", out)
-        one_line_error(result, "a file of the run", code=2)
+        one_line_error(result, f"{out} leads to ", "history.csv, which is not an image", code=2)
+        with pytest.raises(ConfigError, match="^out: .* which is not an image; choose another"):
+            plot_run(run_copy, out)
+    out = run_copy / "checkpoint" / "state.png"
+    out.write_bytes(b"the run's")  # a file of the run's, named as an image
+    one_line_error(invoke("plot", "--run-dir", run_copy, "--out", out), "a file of the run", code=2)
+    assert (run_copy / "history.csv").read_bytes() == (other / "history.csv").read_bytes()
     assert (run_copy / "history.csv").read_bytes() == history
     for _ in range(2):  # an image of the user's beside the run's files: written, then replaced
         assert invoke("plot", "--run-dir", run_copy, "--out", run_copy / "plot.svg").exit_code == 0

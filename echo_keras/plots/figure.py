@@ -161,7 +161,8 @@ def figure_target(out: Path, follow: bool = True) -> Path:
     stays); without, the link itself is replaced (a run folder's own plot.png,
     which a hostile folder could point anywhere). An existing device, FIFO,
     socket or folder is refused, never replaced; the extension must name a
-    format matplotlib writes.
+    format matplotlib writes, and so must that of the file a link leads to (a link to
+    another run's history.csv is never replaced by an image).
     """
     out = Path(out)
     formats = image_formats()
@@ -173,7 +174,10 @@ def figure_target(out: Path, follow: bool = True) -> Path:
         )
     if not follow and out.is_symlink():
         return out
-    return fileio.output_path(out)
+    target = fileio.output_path(out)
+    if target.suffix.lower().lstrip(".") not in formats:  # through a link: another file
+        raise ValueError(f"{out} leads to {target}, which is not an image; choose another")
+    return target
 
 
 def _runs_own_file(target: Path, run_dir: Path) -> bool:
