@@ -349,7 +349,7 @@ def check_seed(seed, field: str = "seed") -> int | None:
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ConfigError(field, f"must be a whole number from 0, got {seed!r}")
+        raise ConfigError(field, f"must be a whole number from 0, got {seed!r:.40}")
     return int(seed)
 
 

@@ -276,7 +276,7 @@ def load_corpus(
         ids = ids[:cut]
     if validation is not None and config.validation_data is None:  # a fraction held out
         fraction = readable(config.validation_fraction)
-        what = f"`data` less the end `validation_fraction` {fraction} holds out"
+        what = f"what `validation_fraction` {fraction} leaves of `data`"
         train = laid_out(ids, starts, config, "validation_fraction", what)
     else:
         train = laid_out(ids, starts, config, "data")

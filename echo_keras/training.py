@@ -110,8 +110,11 @@ def train(
         A `TrainResult`.
 
     Raises:
-        ConfigError: a setting that cannot work (or a `run_dir` or `tensorboard_dir` that
-            cannot be written: a file in the way, a symlink loop).
+        ConfigError: a setting that cannot work; a `run_dir` or `tensorboard_dir` that
+            cannot be written (a file in the way, a symlink loop), a `run_dir` that holds the
+            current folder or a `tensorboard_dir` inside it when its run would be replaced;
+            `overwrite`, `resume`, `progress` or `plain` not True or False; a `notify` that
+            is not a function.
         UsageError: a resume that would change the run's settings, or a config that
             cannot fit in memory.
         RunRefused: RunBusy (another process trains it), RunExists (it holds a run and
@@ -137,14 +140,15 @@ def train(
         raise UsageError(problem)
     if plain and config.documents:
         raise UsageError("`plain=True` cannot train `documents`: model.fit cannot zero one row")
+    folder = RunFolder(run_dir)
     if tensorboard_dir is not None:  # refused before the run folder is touched
         tensorboard_dir = as_path(tensorboard_dir, "tensorboard_dir")
         problem = fileio.folder_problem(tensorboard_dir)
-        if not problem and overwrite and inside(tensorboard_dir, run_dir):
-            problem = f"{tensorboard_dir} is inside the run folder, which `overwrite=True` replaces"
+        replaced = folder.replaced_by(overwrite=overwrite, resume=resume)
+        if not problem and replaced and inside(tensorboard_dir, run_dir):
+            problem = f"{tensorboard_dir} is inside the run folder, which replacing its run deletes"
         if problem:
             raise ConfigError("tensorboard_dir", problem)
-    folder = RunFolder(run_dir)
     problem = folder.unwritable()
     if problem:
         raise ConfigError("run_dir", problem)

@@ -432,6 +432,27 @@ def test_what_is_not_a_path_or_a_callback_is_named_as_the_librarys_own_error(
     assert ek.train(config, tmp_path / "r", callbacks=None).epochs == 2  # None: no callbacks
 
 
+def test_no_output_goes_inside_another_runs_folder_which_its_overwrite_would_delete(
+    api_run, predictor, tmp_path
+):
+    """A state file, an export or a sweep inside any run folder, not only the one in hand."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(api_run[0], other)
+    spec = ek.make_spec({"echo_step": "1", "truncated_backprop_length": "3"}, None, {})
+    refused = [
+        (lambda: predictor.save_state(other / "s.npz", predictor.zero_state()), ek.ConfigError),
+        (lambda: ek.export_saved_model(api_run[0], other / "exp"), ek.UsageError),
+        (lambda: ek.run_sweep(spec, other / "sweep"), ek.ConfigError),  # before Ray starts
+    ]
+    before = sorted(path.name for path in other.iterdir())
+    for call, error in refused:
+        with pytest.raises(error, match=f"inside the run folder {other}"):
+            call()
+    assert sorted(path.name for path in other.iterdir()) == before
+
+
 def test_a_state_that_cannot_be_written_is_a_state_file_error(predictor, tmp_path, monkeypatch):
     """A full disk: the library's own error (exit status 1, as `predict --state-out`), and
     the state file there stays as it was."""

@@ -279,7 +279,7 @@ def test_load_corpus_completes_the_config_from_the_data(tmp_path):
     with pytest.raises(ConfigError, match="too few for one window per row"):
         load_corpus(tiny)
     greedy = dataclasses.replace(config, validation_fraction=0.99)  # the fraction is at fault
-    with pytest.raises(ConfigError, match="`validation_fraction` 0.99 holds out has 20 symb") as e:
+    with pytest.raises(ConfigError, match="0.99 leaves of `data` has 20 symbols") as e:
         load_corpus(greedy)
     assert e.value.field == "validation_fraction"
 

@@ -140,8 +140,10 @@ def test_numpy_numbers_in_a_spec_are_taken_as_pythons_own_as_train_config_takes_
     json.dumps(spec.to_dict())  # what sweep.json is written from
     assert grid.workers_problem(np.int64(1)) is None
     by_hand = grid.SweepSpec(spec.grid, 1, {**spec.settings, "num_epochs": np.int64(1)})
-    with pytest.raises(UsageError, match="settings' num_epochs must be a number, text or a bo"):
-        grid.check_spec(by_hand)  # refused before Ray starts, not when sweep.json is written
+    assert type(grid.plain_spec(by_hand).settings["num_epochs"]) is int  # as run_sweep takes it
+    odd = grid.SweepSpec(spec.grid, 1, {**spec.settings, "num_epochs": [1]})
+    with pytest.raises(UsageError, match=r"settings' num_epochs must be a number, text or a bo"):
+        grid.check_spec(odd)  # refused before Ray starts, not when sweep.json is written
 
 
 def test_run_sweep_refuses_arguments_of_the_wrong_kind_before_anything_starts(tmp_path):
@@ -152,6 +154,9 @@ def test_run_sweep_refuses_arguments_of_the_wrong_kind_before_anything_starts(tm
         run_sweep(spec, tmp_path / "a", address=5)
     with pytest.raises(UsageError, match="on_row must be a function"):
         run_sweep(spec, tmp_path / "b", on_row=5)
+    for name in ("overwrite", "resume", "keep_runs"):  # "no" is not a yes
+        with pytest.raises(ConfigError, match=f"^{name}: must be True or False, got 'no'"):
+            run_sweep(spec, tmp_path / "c", **{name: "no"})
     assert list(tmp_path.iterdir()) == []
 
 

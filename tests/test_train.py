@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -612,9 +613,26 @@ def test_tensorboard_inside_the_run_folder_is_refused_with_overwrite(run_copy):
     )
     one_line_error(result, "--tensorboard", "--overwrite", code=2)
     before = sorted(path.name for path in run_copy.iterdir())
-    with pytest.raises(ConfigError, match="^tensorboard_dir: .*inside the run folder, which `ov"):
+    with pytest.raises(ConfigError, match="^tensorboard_dir: .*inside the run folder, which rep"):
         train(TINY, run_copy, overwrite=True, tensorboard_dir=run_copy / "tb")
     assert sorted(path.name for path in run_copy.iterdir()) == before
+    unfinished(run_copy)  # replaced without --overwrite: the same swap
+    result = invoke("train", "--run-dir", run_copy, *TINY_FLAGS, "--tensorboard", run_copy / "tb")
+    one_line_error(result, "--tensorboard", "inside the run folder", code=2)
+    with pytest.raises(ConfigError, match="^tensorboard_dir: .*inside the run folder"):
+        train(TINY, run_copy, tensorboard_dir=run_copy / "tb")
+    assert not (run_copy / "tb").exists()
+    fresh = run_copy.parent / "fresh"  # a new run's logs in its own folder: nothing replaced
+    result = invoke("train", "--run-dir", fresh, *TINY_FLAGS, "--tensorboard", fresh / "tb")
+    assert result.exit_code == 0, result.output
+    assert any((fresh / "tb").iterdir())
+
+
+def unfinished(run_dir):
+    """Make `run_dir` a run that failed in its first epoch (a new run replaces it)."""
+    (run_dir / files.MODEL).unlink()
+    shutil.rmtree(run_dir / files.CHECKPOINT)
+    files.write_status(run_dir, "failed", "failed in its first epoch")
 
 
 def test_a_run_holding_the_current_folder_is_never_replaced(run_copy, tmp_path, monkeypatch):
@@ -628,6 +646,9 @@ def test_a_run_holding_the_current_folder_is_never_replaced(run_copy, tmp_path, 
             train(TINY, "." if here == run_copy else run_copy, overwrite=True)
         assert Path.cwd() == here.resolve()
     assert sorted(path.name for path in run_copy.iterdir()) == before
+    unfinished(run_copy)  # replaced without --overwrite: the same swap
+    monkeypatch.chdir(run_copy)
+    one_line_error(invoke("train", "--run-dir", ".", *TINY_FLAGS), "holds the current", code=2)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fresh").mkdir()
     monkeypatch.chdir(tmp_path / "fresh")  # an empty folder is trained in, not replaced

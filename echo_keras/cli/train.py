@@ -92,9 +92,10 @@ def train(
     problem = fileio.folder_problem(tensorboard) if tensorboard is not None else None
     if problem:
         raise bad_parameter("--tensorboard", problem)
-    if overwrite and tensorboard is not None and inside(tensorboard, run_dir):
+    replaced = folder.replaced_by(overwrite=overwrite, resume=resume)
+    if tensorboard is not None and replaced and inside(tensorboard, run_dir):
         raise bad_parameter(
-            "--tensorboard", "inside the run folder, --overwrite would delete it with the old run"
+            "--tensorboard", "inside the run folder, replacing its run (--overwrite) deletes it"
         )
     folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
     config = resumed_config(folder.read_config(), given) if resume else new_config(given)

@@ -36,6 +36,7 @@ import numpy as np
 from echo_keras.config import DATA_FIELDS, TrainConfig
 from echo_keras.errors import ConfigError, RunFolderError
 from echo_keras.memory import memory_problem
+from echo_keras.paths import real_path
 from echo_keras.run import fileio
 from echo_keras.vocabulary import Vocabulary
 
@@ -118,6 +119,13 @@ def is_written_config(run_dir: Path) -> bool:
         return False
     fields = {field.name for field in dataclasses.fields(TrainConfig)} - set(DATA_FIELDS)
     return isinstance(data, dict) and fields <= set(data)
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run folder that `path` is, or lies in (symlinks followed), or None: an output
+    there would go with the run when an overwrite replaces it whole."""
+    real = real_path(path)
+    return next((folder for folder in (real, *real.parents) if is_written_config(folder)), None)
 
 
 # --- vocabulary.json ----------------------------------------------------------------------

@@ -96,7 +96,7 @@ class RunFolder:
         if self.real.exists() and not self.real.is_dir():
             return f"{self.path} is a file, not a folder"
         # A run's config.json marks it (its other names, checkpoint say, are common ones).
-        above = next((p for p in self.real.parents if files.is_written_config(p)), None)
+        above = files.enclosing_run(self.real.parent)
         if above is not None:  # replacing that run (overwrite) would delete this one with it
             return f"{self.path} lies inside the run folder {above}"
         problem = fileio.nearest_folder_problem(self.real.parent)
@@ -231,8 +231,16 @@ class RunFolder:
 
     # --- starting and finishing a run (with the lock held) --------------------------------
 
+    def replaced_by(self, *, overwrite: bool, resume: bool) -> bool:
+        """Whether training here as asked replaces the folder whole: an overwrite of the run
+        it holds, or a new run in place of an unfinished one (see `begin`)."""
+        if resume or not holds_run(self.real) or not self.is_run():
+            return False
+        return overwrite or self.restartable()
+
     def check(self, *, overwrite: bool = False, resume: bool = False) -> None:
-        """Whether training may start as asked: RunBusy, RunExists, or RunFolderError.
+        """Whether training may start as asked: RunBusy, RunExists, RunFolderError, or
+        ConfigError (the folder holds the current folder, and would be replaced).
 
         The CLI calls it before importing TensorFlow; `begin` again under the lock.
         """
@@ -251,13 +259,17 @@ class RunFolder:
                 f"{self.path} already holds a run; pass `overwrite=True` to replace it "
                 "or `resume=True` to continue it"
             )
-        with contextlib.suppress(OSError):  # a current folder deleted already: none to keep
-            if occupied and not resume and inside(Path.cwd(), self.real):
-                raise ConfigError(
-                    "run_dir",
-                    f"{self.path} holds the current folder, which replacing its run "
-                    "would delete; train from outside it",
-                )
+        try:
+            here = Path.cwd()
+        except OSError:  # deleted already: no current folder to keep
+            here = None
+        replaced = self.replaced_by(overwrite=overwrite, resume=resume)
+        if here is not None and replaced and inside(here, self.real):
+            raise ConfigError(
+                "run_dir",
+                f"{self.path} holds the current folder, which replacing its run would delete; "
+                "train from outside it",
+            )
 
     def begin(
         self,

@@ -153,7 +153,8 @@ class Predictor:
 
     def load_state(self, path: Path | str) -> State:
         """The state in an npz file (`predict --state-out`); StateFileError if unusable:
-        damaged, of other states or shapes, or computed with other weights than this run's."""
+        damaged, of other states or shapes, or computed with other weights than this run's;
+        ConfigError if `path` is not a file's path (None, or one ending in /)."""
         return self._named(state_files.read_state(file_path(path, "path"), self.model))
 
     def _named(self, values) -> State:
@@ -164,14 +165,14 @@ class Predictor:
         try:
             values = np.asarray(symbols)
         except ValueError:  # ragged
-            raise ConfigError("symbols", "must be a 1-D sequence of integers") from None
+            raise ConfigError("symbols", "must be a 1-D sequence of integer symbols") from None
         if values.ndim == 0:  # a text, or one number
             hint = ""
             if isinstance(symbols, str) and self.vocabulary is not None:
                 hint = " (a text's: predictor.vocabulary.encode(text))"
             elif isinstance(symbols, str) and symbols.isdecimal():
                 hint = f" such as {[int(digit) for digit in symbols[:6]]}"
-            problem = f"must be a 1-D sequence of integer symbols{hint}, got {symbols!r:.20}"
+            problem = f"must be a 1-D sequence of integer symbols{hint}, got {symbols!r:.40}"
             raise ConfigError("symbols", problem)
         if values.ndim != 1:
             raise ConfigError("symbols", f"must be 1-D, got shape {values.shape}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from echo_keras.errors import ConfigError, StateFileError, write_reason
 from echo_keras.paths import inside, real_path
-from echo_keras.run import fileio
+from echo_keras.run import fileio, files
 from echo_keras.stream.model import StreamModel
 
 DIGEST = "weights_digest"  # the array that names the weights a state was computed with
@@ -117,8 +117,12 @@ def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) ->
         target = fileio.output_path(path)
     except ValueError as error:
         raise ConfigError("path", str(error)) from None
-    if run_dir is not None and inside(target, run_dir):
-        raise ConfigError("path", f"{path} is inside the run folder; keep state files beside it")
+    above = files.enclosing_run(target.parent)  # this run's, or another's
+    if above is not None or (run_dir is not None and inside(target, run_dir)):
+        where = f" {above}" if above is not None else ""
+        raise ConfigError(
+            "path", f"{path} is inside the run folder{where}; keep state files beside it"
+        )
     if target.exists():
         try:
             read_state(target, model, same_weights=False)

@@ -178,6 +178,13 @@ def plain(value: Any) -> Any:
     return value
 
 
+def plain_spec(spec: SweepSpec) -> SweepSpec:
+    """`spec` with numpy numbers in its settings as Python's own (see `plain`)."""
+    if not isinstance(spec.settings, dict):
+        return spec  # check_spec says what is wrong
+    return dataclasses.replace(spec, settings={k: plain(v) for k, v in spec.settings.items()})
+
+
 def every_setting(settings: dict[str, Any]) -> dict[str, Any]:
     """`settings` with every per-run setting they leave out at its default (the learning
     rate at the optimizer's), as sweep.json records them."""
@@ -216,7 +223,8 @@ def spec_problem(grid: Any, seeds: Any, settings: Any) -> str | None:
     kinds = (str, int, float, bool, type(None))  # what sweep.json can hold
     odd = sorted(name for name, value in settings.items() if not isinstance(value, kinds))
     if odd:
-        return f"settings' {odd[0]} must be a number, text or a bool, got {settings[odd[0]]!r}"
+        shown = repr(settings[odd[0]])[:40]
+        return f"settings' {odd[0]} must be a number, text or a bool (as JSON), got {shown}"
     if settings.get("learning_rate", 0) is None:  # a spec records the rate every point uses
         return "settings' learning_rate must be a number, got None"
     return None

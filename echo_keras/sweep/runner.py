@@ -20,13 +20,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from echo_keras.config import check_switch
 from echo_keras.errors import ConfigError, Interrupted, RunBusy, UsageError
 from echo_keras.paths import as_path
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders, system_tempdir
 from echo_keras.signals import SignalCatcher
 from echo_keras.sweep.cluster import ray_session, usable_cores
-from echo_keras.sweep.grid import SweepSpec, check_spec, workers_problem
+from echo_keras.sweep.grid import SweepSpec, check_spec, plain_spec, workers_problem
 from echo_keras.sweep.results import (
     HEATMAP,
     RESULTS,
@@ -95,8 +96,9 @@ def run_sweep(
         A `SweepResult`; a failed point is a row with its error, not an exception.
 
     Raises:
-        ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS, or
-            an OUT that cannot be made or written.
+        ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS,
+            `resume`, `overwrite` or `keep_runs` not True or False, or an OUT that cannot be
+            made or written (or lies in a run folder).
         UsageError: `spec` is not one `make_spec` would make, or OUT is not empty and
             neither `resume` nor `overwrite` was asked for, or it holds no sweep to replace.
         RunBusy: another sweep writes OUT.
@@ -105,7 +107,10 @@ def run_sweep(
     """
     if not isinstance(spec, SweepSpec):
         raise UsageError(f"spec must be a SweepSpec (see make_spec), got {spec!r:.40}")
+    spec = plain_spec(spec)  # numpy numbers as Python's own, as make_spec takes them
     check_spec(spec)  # one built by hand, too
+    resume, overwrite = check_switch(resume, "resume"), check_switch(overwrite, "overwrite")
+    keep_runs = check_switch(keep_runs, "keep_runs")
     if address is not None and not isinstance(address, str):
         raise ConfigError("address", f"must be a Ray address (text) or None, got {address!r:.40}")
     if on_row is not None and not callable(on_row):
