@@ -172,6 +172,10 @@ def test_generate_continues_the_prime(text_run):
     assert once.exit_code == 0 and once.stdout == again.stdout and len(once.stdout) >= 20
     shown = json.loads(invoke(*args, "--seed", 7, "--json").stdout)
     assert shown["text"] == once.stdout[:20] and shown["seed"] == 7
+    fresh = json.loads(invoke(*args, "--json").stdout)  # the seed drawn, to give it again
+    assert isinstance(fresh["seed"], int) and fresh["seed"] >= 0
+    again = json.loads(invoke(*args, "--json", "--seed", fresh["seed"]).stdout)
+    assert again == fresh
 
 
 def test_generate_state_out_then_state_in_goes_on_as_one_longer_call(text_run, tmp_path):

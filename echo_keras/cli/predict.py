@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def predict(
         None,
         "--seed",
         metavar="<int>",
-        help="With --generate: the same seed gives the same text.  [default: fresh]",
+        help="With --generate: the same seed, the same text.  [default: fresh; --json shows it]",
     ),
     as_json: bool = AS_JSON,
 ) -> None:
@@ -147,6 +148,8 @@ def predict(
             raise UsageError("--probabilities goes with predicting, not --generate")
         if prime:
             parse_text(prime, vocabulary, "--prime: ")  # before TensorFlow loads
+        # A fresh seed is drawn here, so that --json can say which one gives this text again.
+        seed = secrets.randbelow(2**32) if seed is None else seed
         options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed}
         _generate(run_dir, (config, vocabulary), generate, options, state_in, state_out, as_json)
         return
