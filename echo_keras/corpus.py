@@ -148,15 +148,18 @@ def _survey(path: Path, data_format: str, field: str) -> tuple[Vocabulary, int, 
     position = Position(str(path))
     count = 0
     if data_format == "ints":
-        largest = -1
+        largest, smallest = -1, MAX_CLASSES
         for chunk in _chunks(path, data_format, position, hasher):
             values = parse_ints(chunk, position)
             if len(values):
                 largest = max(largest, int(values.max()))
+                smallest = min(smallest, int(values.min()))
             count += len(values)
             position.advance(chunk)
         if count == 0:
             raise UsageError(f"`{field}` {path} holds no symbols")
+        if smallest == largest:  # as a text of one character
+            raise UsageError(f"`{field}` {path} has 1 distinct symbol: nothing to predict")
         if largest + 1 > MAX_CLASSES:
             raise UsageError(
                 f"`{field}` {path} holds the symbol {largest}: at most {MAX_CLASSES} symbols "
@@ -258,27 +261,29 @@ def load_corpus(
     )
     vocabulary, digests = symbols.vocabulary, {"data": symbols.digest}
     ids, starts = symbols.ids, symbols.doc_starts
-    validation = None
+    validation = train = None
     if config.validation_data is not None:
         validation, digests["validation_data"] = read_laid_out(
             config.validation_data, config, vocabulary, "validation_data"
         )
     elif config.validation_fraction > 0:
         cut = len(ids) - int(len(ids) * config.validation_fraction)
-        held_starts = None
+        held_starts, kept_starts = None, starts
         if starts is not None:  # cut at the next document's start, if there is one
             later = starts[starts >= cut]
             cut = int(later[0]) if len(later) else cut
             held_starts = np.append(0, starts[starts > cut] - cut).astype(np.int64)
-            starts = starts[starts < cut]
-        held_ids = ids[cut:]
-        validation = laid_out(held_ids, held_starts, config, "validation_fraction")
-        ids = ids[:cut]
-    if validation is not None and config.validation_data is None:  # a fraction held out
+            kept_starts = starts[starts < cut]
         fraction = readable(config.validation_fraction)
         what = f"what `validation_fraction` {fraction} leaves of `data`"
-        train = laid_out(ids, starts, config, "validation_fraction", what)
-    else:
+        try:
+            train = laid_out(ids[:cut], kept_starts, config, "validation_fraction", what)
+        except ConfigError:
+            laid_out(ids, starts, config, "data")  # too short even whole: the file's fault
+            raise
+        validation = laid_out(ids[cut:], held_starts, config, "validation_fraction")
+        ids = ids[:cut]
+    if train is None:
         train = laid_out(ids, starts, config, "data")
     config = dataclasses.replace(
         config,

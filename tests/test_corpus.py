@@ -114,6 +114,14 @@ def test_bad_text_files_are_one_line_naming_where(tmp_path, content, fragments):
         assert fragment in message
 
 
+@pytest.mark.parametrize("content", ["0 0 0 0", "3\n3 3\n"])
+def test_an_ints_file_of_one_repeated_symbol_is_refused_as_a_text_of_one_is(tmp_path, content):
+    path = write(tmp_path, "one.txt", content)
+    with pytest.raises(UsageError, match="has 1 distinct symbol: nothing to predict"):
+        read_symbols(path, "ints")
+    assert read_symbols(write(tmp_path, "two.txt", "3 0 3"), "ints").vocabulary.size == 4
+
+
 def test_a_vocabulary_over_the_limit_is_refused(tmp_path):
     text = "".join(chr(point) for point in range(0x10000, 0x10000 + MAX_CLASSES + 1))
     path = write(tmp_path, "many.txt", text)
@@ -282,6 +290,9 @@ def test_load_corpus_completes_the_config_from_the_data(tmp_path):
     with pytest.raises(ConfigError, match="0.99 leaves of `data` has 20 symbols") as e:
         load_corpus(greedy)
     assert e.value.field == "validation_fraction"
+    short = dataclasses.replace(config, data=str(write(tmp_path, "s.txt", "abababab")))
+    with pytest.raises(ConfigError, match="^data: `data` has 8 symbols, too few") as e:
+        load_corpus(short)  # too short held out or not: the file's fault, not the fraction's
 
 
 def test_the_echo_series_config_json_is_unchanged_by_the_data_fields():
