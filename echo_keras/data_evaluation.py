@@ -23,7 +23,7 @@ import numpy as np
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import file_digest, load_corpus, read_laid_out
 from echo_keras.data import Windows
-from echo_keras.errors import ConfigError, UsageError
+from echo_keras.errors import ConfigError, RunFolderError, UsageError
 from echo_keras.vocabulary import Vocabulary
 
 EVAL_WINDOWS = 200  # windows fed to the compiled loop at a time
@@ -90,6 +90,7 @@ def data_source(
         A `Source`: the windows, where they come from, and a note for stderr (or "").
 
     Raises:
+        RunFolderError: the run's own file (`data` None) is no longer there.
         UsageError: a file that cannot be read.
         SymbolError: a symbol outside the run's vocabulary (naming line and column).
         ConfigError: a file too short for one window per row.
@@ -97,6 +98,12 @@ def data_source(
     if data is not None:
         return Source(read_laid_out(data, config, vocabulary, "data")[0], f"{data}")
     own = config.validation_data is not None  # its own file: the training data is not read
+    field = "validation_data" if own else "data"
+    if not os.path.isfile(getattr(config, field)):  # the run's file, not one the caller named
+        raise RunFolderError(
+            f"{shown(getattr(config, field))}, the file the run was trained on (`{field}`), is "
+            "no longer there; evaluate the run on a file given as `data`"
+        )
     try:
         if own:
             validation, digest = read_laid_out(

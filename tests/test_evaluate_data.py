@@ -239,6 +239,19 @@ def test_data_too_changed_to_evaluate_says_it_changed(cycle_run, tmp_path):
     assert "Invalid value" not in result.stderr  # no flag of evaluate's is at fault
 
 
+def test_a_runs_own_data_file_gone_is_said_so_not_blamed_on_a_flag_never_given(cycle_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cycle_run, run_dir)
+    gone = tmp_path / "gone.txt"
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "data": str(gone)}))
+    result = invoke("evaluate", "--run-dir", run_dir)
+    one_line_error(result, f"{gone}, the file the run was trained on (--data), is no lo", code=1)
+    assert "Invalid value" not in result.stderr
+    with pytest.raises(ek.RunFolderError, match="evaluate the run on a file given as `data`"):
+        ek.evaluate(run_dir)
+
+
 def test_a_vocabulary_that_config_json_contradicts_is_the_run_folders_fault(cycle_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(cycle_run, run_dir)
