@@ -100,8 +100,9 @@ def predict(
     accuracy of the echo (positions from echo_step on) ends on stderr.
 
     A run on its own data (train --data) reads its text (every character a symbol,
-    newlines too) or integers, and prints the predicted symbols (for the next task,
-    the symbol predicted to follow each one). With --generate N it samples N symbols,
+    newlines too: its output does not follow the lines) or integers, and prints the
+    predicted symbols as they come (for the next task, the symbol predicted to follow
+    each one). With --generate N it samples N symbols,
     each fed back in, from the state after --state-in and --prime.
     """
     if generate is None:
