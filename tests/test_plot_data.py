@@ -111,6 +111,26 @@ def test_a_long_sample_is_cut_and_wrapped():
     assert len(sample_lines("\n" * 100)) == SAMPLE_LINES
 
 
+def test_a_sample_of_wide_characters_is_wrapped_by_columns_and_never_squeezes_the_loss():
+    """CJK characters take two columns of a monospace font, combining ones none; glyphs the
+    font lacks (drawn as boxes, wider than measured) must not squeeze the loss panel."""
+    wide = "".join(chr(0x4E00 + (7 * i) % 5000) for i in range(400))
+    lines = sample_lines(wide)
+    assert all(len(line) <= SAMPLE_WIDTH // 2 for line in lines) and len(lines) > 1
+    assert "".join(lines).rstrip(" .") == wide[: sum(len(line) for line in lines)].rstrip(" .")
+    accents = sample_lines("e\u0301" * 100)  # 100 columns: 90 and 10
+    assert [len(line) for line in accents] == [180, 20]
+    curve = loss_curve([(0, b, b, 1.0) for b in range(20)])
+    widths = []
+    for sample in ("plain text " * 60, wide + "\U0001f600" * 50):
+        figure = draw_data_figure(curve, [], sample)
+        with warnings.catch_warnings():  # the glyphs the font lacks, drawn as boxes
+            warnings.simplefilter("ignore")
+            figure.draw_without_rendering()  # the constrained layout is made when drawn
+        widths.append(figure.axes[0].get_position().width)
+    assert widths[1] == pytest.approx(widths[0], rel=0.02) and widths[0] > 0.8
+
+
 # --- a trained run -------------------------------------------------------------------------
 
 

@@ -57,12 +57,31 @@ def sample_lines(text: str) -> list[str]:
         shown = "".join(readable(c) for c in line)
         if number < len(logical) - 1:
             shown += SHOWN["\n"]
-        marked.extend(textwrap.wrap(shown, SAMPLE_WIDTH, drop_whitespace=False) or [""])
+        marked.extend(_wrapped(shown) or [""])
     cut = len(text) > SAMPLE_CHARACTERS or len(marked) > SAMPLE_LINES
     marked = marked[:SAMPLE_LINES]
     if cut:
         marked[-1] += " ..."
     return marked
+
+
+def _wrapped(line: str) -> list[str]:
+    """`line` in lines of at most SAMPLE_WIDTH columns of a monospace font: at spaces when
+    every character is one column wide; else character by character, a wide one (CJK)
+    two columns, a combining one none."""
+    widths = [
+        2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+        for c in line
+    ]
+    if all(width == 1 for width in widths):
+        return textwrap.wrap(line, SAMPLE_WIDTH, drop_whitespace=False)
+    lines, start, used = [], 0, 0
+    for index, width in enumerate(widths):
+        if used + width > SAMPLE_WIDTH:
+            lines.append(line[start:index])
+            start, used = index, 0
+        used += width
+    return [*lines, line[start:]] if line[start:] else lines
 
 
 def smoothed(losses: np.ndarray, stride: int = 1, batches: int | None = None) -> np.ndarray:
@@ -158,6 +177,7 @@ def _draw_sample(ax, sample: str) -> None:
         family="monospace",
         fontsize=9,
         parse_math=False,  # a $ in the text is a dollar, not mathematics
+        in_layout=False,  # text wider than measured (glyphs a font lacks) never squeezes the plot
     )
 
 
