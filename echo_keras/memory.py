@@ -35,9 +35,12 @@ def memory_problem(config: TrainConfig, available: int | None = None) -> str | N
         what = f"`num_epochs` {epochs} of {batches} batches each need"
         need = f"{_about(estimate['history'])} of memory for the loss of every batch"
     elif estimate["model"] > available:
+        classes = f"`num_classes` {config.num_classes}, "
+        if config.data is not None:  # not a setting but the data's: unknown until it is read
+            classes = f"{config.num_classes} symbols, " if config.data_windows else ""
         what = (
             f"the model (`state_size` {readable(config.state_size)}, "
-            f"`num_layers` {config.num_layers}, `num_classes` {config.num_classes}, "
+            f"`num_layers` {config.num_layers}, {classes}"
             f"`batch_size` {config.batch_size}, "
             f"`truncated_backprop_length` {config.truncated_backprop_length}) needs"
         )

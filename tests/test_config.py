@@ -164,6 +164,19 @@ def test_configurations_that_cannot_work_are_refused_up_front(tmp_path, flags, f
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_data_runs_model_too_large_is_named_without_a_symbol_count_it_does_not_set():
+    """--num-classes cannot go with --data: the message names what the data gives, once
+    it is read, and nothing before."""
+    from echo_keras.memory import memory_problem
+
+    echo = TrainConfig(state_size=10**6)
+    assert "`num_classes` 2, " in memory_problem(echo)
+    unread = TrainConfig(data="/x.txt", state_size=10**6)
+    assert "num_classes" not in memory_problem(unread) and "symbols" not in memory_problem(unread)
+    read = dataclasses.replace(unread, num_classes=82, data_windows=10)
+    assert "`num_layers` 1, 82 symbols, `batch_size`" in memory_problem(read)
+
+
 def test_up_front_refusals_import_no_tensorflow(tmp_path):
     code = (
         "import sys; from typer.testing import CliRunner; from echo_keras.cli.app import app; "

@@ -165,7 +165,7 @@ def test_a_vocabulary_too_large_for_memory_is_refused_once_the_data_is_read(tmp_
         "truncated_backprop_length": 100, "validation_fraction": 0})  # fmt: skip
     monkeypatch.setattr(memory, "available_memory", lambda: 256 * 1024**2)
     assert memory.memory_problem(dataclasses.replace(config, num_classes=2)) is None
-    with pytest.raises(UsageError, match="`num_classes` 3000.*more than the 256.0 MiB available"):
+    with pytest.raises(UsageError, match="3000 symbols, .*more than the 256.0 MiB available"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
