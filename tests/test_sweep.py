@@ -72,18 +72,23 @@ EARLIER_POINT = "echo9-window2-state4-lstm-seed0"  # of its grid: echo 9, window
 @pytest.fixture(scope="module")
 def tiny_sweep(ray_tmp, tmp_path_factory):
     """A sweep of 6 points on 2 local workers over an earlier sweep (--overwrite); the point
-    FAILING raises."""
+    FAILING raises, the point CRASHING kills its worker, and one worker fails to start (its
+    point goes to the next worker)."""
     out = tmp_path_factory.mktemp("sweep") / "out"
     results.write_spec(out.mkdir() or out, grid.make_spec({"echo_step": "9"}, None, {}))
     results.write_results(out / "results.csv", [{"echo_step": 9, "status": "ok"}])
     (out / "runs" / EARLIER_POINT).mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
+    start_fail = out.parent / "start-fail"
+    start_fail.write_text("")
     os.environ.update({workers.FAIL_ENV: FAILING, workers.CRASH_ENV: CRASHING})
+    os.environ[workers.START_FAIL_ENV] = str(start_fail)
     try:
         args = ["--echo-step", "1,2,6", "--window", "3,6", *TINY_SWEEP, "--workers", "2"]
         result = invoke("sweep", "--out", out, *args, "--keep-runs", "--json", "--overwrite")
     finally:
-        del os.environ[workers.FAIL_ENV], os.environ[workers.CRASH_ENV]
+        for name in workers.TEST_ENV:
+            del os.environ[name]
     return out, result
 
 
@@ -743,6 +748,7 @@ def test_a_worker_that_dies_fails_its_point_and_is_replaced(tiny_sweep):
     rows = {results.point_name(row): row for row in results.read_results(out / "results.csv")}
     assert rows[CRASHING]["status"] == "failed"
     assert "died" in rows[CRASHING]["error"].lower(), rows[CRASHING]["error"]
+    assert not (out.parent / "start-fail").exists()  # a worker failed to start, no point
     # The points after it ran on a fresh worker: all the others are ok.
     assert sum(row["status"] == "ok" for row in rows.values()) == 4
 

@@ -12,6 +12,7 @@ too, which bounds its memory (TensorFlow keeps what it compiled for the life of 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -34,9 +35,15 @@ SHAPES_PER_WORKER = 24  # then a fresh worker: about 15 MB of compiled code per 
 # of it are still waiting: a compilation costs about as much as three points.
 STEAL_AT = 5
 # For testing failure handling: the point of this name (see point_name) raises, or its
-# worker process dies on the spot.
+# worker process dies on the spot; the first worker to remove the file START_FAIL_ENV
+# names fails to start.
 FAIL_ENV = "ECHO_KERAS_SWEEP_FAIL"
 CRASH_ENV = "ECHO_KERAS_SWEEP_CRASH"
+START_FAIL_ENV = "ECHO_KERAS_SWEEP_START_FAIL"
+TEST_ENV = (FAIL_ENV, CRASH_ENV, START_FAIL_ENV)
+# Workers that may fail to start in a sweep before the point given to one fails with it:
+# a point that never started is not at fault, and goes to the next worker.
+MAX_START_FAILURES = 3
 PARTS = ("worker start", "compilation", "initialisation", "training", "evaluation", "saving")
 
 
@@ -90,6 +97,9 @@ class PointWorker:
     def __init__(self, env: dict[str, str]):
         os.environ.update(env)  # before TensorFlow's import, which reads it
         own_process()  # this process is the sweep's alone (see startup)
+        with contextlib.suppress(OSError):  # no such file: no failure to inject
+            os.unlink(os.environ.get(START_FAIL_ENV) or "")
+            raise RuntimeError(f"start failure injected by {START_FAIL_ENV}")
         self.trainer = None
         # Ray ends a worker without the clean-up at exit that would remove TensorFlow's
         # temporary files; the sweep removes this folder once the worker is gone.
@@ -109,6 +119,15 @@ class PointWorker:
         value = run_point(settings, keep_run, self.trainer)
         value["seconds"]["worker start"] = start_seconds
         return value
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """What a Ray error wraps: a worker's own exception (one its start raised), else the
+    error itself."""
+    cause = getattr(error, "cause", None)
+    while isinstance(cause, BaseException) and getattr(cause, "cause", None) is not None:
+        cause = cause.cause  # a RayTaskError wraps the exception the worker raised
+    return cause if isinstance(cause, BaseException) else error
 
 
 class _Slot:
@@ -132,7 +151,7 @@ class WorkerPool:
     def __init__(self, ray, todo: list[TrainConfig], size: int, keep_run: bool):
         self.ray, self.keep_run = ray, keep_run
         env = dict(TASK_ENV)
-        env.update({name: os.environ[name] for name in (FAIL_ENV, CRASH_ENV) if name in os.environ})
+        env.update({name: os.environ[name] for name in TEST_ENV if name in os.environ})
         # The environment is set by the worker itself rather than as Ray's runtime_env, so
         # that a worker Ray has already started can take it: no process started in vain.
         actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(PointWorker)
@@ -147,6 +166,7 @@ class WorkerPool:
         self.busy: dict[Any, tuple[_Slot, TrainConfig, float]] = {}  # ref -> its point
         self.slots = [_Slot(self._new_actor()) for _ in range(min(size, len(todo)))]
         self.seconds = dict.fromkeys((*PARTS, "scheduling"), 0.0)  # summed over points
+        self.start_failures = 0
 
     def done(self) -> bool:
         return not self.queue and not self.busy
@@ -196,10 +216,15 @@ class WorkerPool:
             try:
                 value = ray.get(ref)
             except ray.exceptions.RayError as error:  # the worker died (killed, out of memory)
-                cause = getattr(error, "cause", None) or error
+                self._replace(slot)
+                if getattr(error, "actor_init_failed", False):  # it never ran the point
+                    self.start_failures += 1
+                    if self.start_failures <= MAX_START_FAILURES:
+                        self.queue.setdefault(shape_key(config), deque()).appendleft(config)
+                        continue
+                cause = _innermost(error)
                 row = {**config.to_dict(), "status": "failed", "error": error_line(cause)}
                 value = {"row": row, "archive": None, "seconds": {}, "shapes": 0}
-                self._replace(slot)
             else:
                 if value["shapes"] >= SHAPES_PER_WORKER:
                     self._replace(slot)
