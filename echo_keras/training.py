@@ -42,7 +42,7 @@ from echo_keras.errors import (
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.memory import memory_problem
 from echo_keras.options import new_run_problem
-from echo_keras.paths import as_path, inside
+from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
 from echo_keras.stream.generate import sample
@@ -144,8 +144,9 @@ def train(
     if tensorboard_dir is not None:  # refused before the run folder is touched
         tensorboard_dir = as_path(tensorboard_dir, "tensorboard_dir")
         problem = fileio.folder_problem(tensorboard_dir)
-        replaced = folder.replaced_by(overwrite=overwrite, resume=resume)
-        if not problem and replaced and inside(tensorboard_dir, run_dir):
+        if not problem and folder.replacing_deletes(
+            tensorboard_dir, overwrite=overwrite, resume=resume
+        ):
             problem = f"{tensorboard_dir} is inside the run folder, which replacing its run deletes"
         if problem:
             raise ConfigError("tensorboard_dir", problem)

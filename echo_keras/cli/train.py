@@ -26,7 +26,6 @@ from echo_keras.config import TrainConfig, new_config, resumed_config
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import memory_problem
 from echo_keras.options import as_flags, new_run_problem
-from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 
@@ -92,8 +91,9 @@ def train(
     problem = fileio.folder_problem(tensorboard) if tensorboard is not None else None
     if problem:
         raise bad_parameter("--tensorboard", problem)
-    replaced = folder.replaced_by(overwrite=overwrite, resume=resume)
-    if tensorboard is not None and replaced and inside(tensorboard, run_dir):
+    if tensorboard is not None and folder.replacing_deletes(
+        tensorboard, overwrite=overwrite, resume=resume
+    ):
         raise bad_parameter(
             "--tensorboard", "inside the run folder, replacing its run (--overwrite) deletes it"
         )

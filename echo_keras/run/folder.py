@@ -231,12 +231,13 @@ class RunFolder:
 
     # --- starting and finishing a run (with the lock held) --------------------------------
 
-    def replaced_by(self, *, overwrite: bool, resume: bool) -> bool:
-        """Whether training here as asked replaces the folder whole: an overwrite of the run
-        it holds, or a new run in place of an unfinished one (see `begin`)."""
-        if resume or not holds_run(self.real) or not self.is_run():
+    def replacing_deletes(self, path: Path, *, overwrite: bool, resume: bool) -> bool:
+        """Whether training here as asked would delete `path`: it lies in the folder, and the
+        folder is replaced whole (an overwrite of the run it holds, or a new run in place of
+        an unfinished one: see `begin`)."""
+        if resume or not inside(path, self.real) or not holds_run(self.real):
             return False
-        return overwrite or self.restartable()
+        return self.is_run() and (overwrite or self.restartable())
 
     def check(self, *, overwrite: bool = False, resume: bool = False) -> None:
         """Whether training may start as asked: RunBusy, RunExists, RunFolderError, or
@@ -263,8 +264,7 @@ class RunFolder:
             here = Path.cwd()
         except OSError:  # deleted already: no current folder to keep
             here = None
-        replaced = self.replaced_by(overwrite=overwrite, resume=resume)
-        if here is not None and replaced and inside(here, self.real):
+        if here is not None and self.replacing_deletes(here, overwrite=overwrite, resume=resume):
             raise ConfigError(
                 "run_dir",
                 f"{self.path} holds the current folder, which replacing its run would delete; "
