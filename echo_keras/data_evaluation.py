@@ -99,10 +99,11 @@ def data_source(
         return Source(read_laid_out(data, config, vocabulary, "data")[0], f"{data}")
     own = config.validation_data is not None  # its own file: the training data is not read
     field = "validation_data" if own else "data"
-    if not os.path.isfile(getattr(config, field)):  # the run's file, not one the caller named
+    path = getattr(config, field)
+    if not os.path.isfile(path):  # the run's file, not one the caller named
         raise RunFolderError(
-            f"{shown(getattr(config, field))}, the file the run was trained on (`{field}`), is "
-            "no longer there; evaluate the run on a file given as `data`"
+            f"{shown(path)}, the file the run was trained on (`{field}`), is no longer there; "
+            "evaluate the run on a file given as `data`"
         )
     try:
         if own:

@@ -97,9 +97,10 @@ class PointWorker:
     def __init__(self, env: dict[str, str]):
         os.environ.update(env)  # before TensorFlow's import, which reads it
         own_process()  # this process is the sweep's alone (see startup)
-        with contextlib.suppress(OSError):  # no such file: no failure to inject
-            os.unlink(os.environ.get(START_FAIL_ENV) or "")
-            raise RuntimeError(f"start failure injected by {START_FAIL_ENV}")
+        if os.environ.get(START_FAIL_ENV):
+            with contextlib.suppress(OSError):  # gone: another worker took the failure
+                os.unlink(os.environ[START_FAIL_ENV])
+                raise RuntimeError(f"start failure injected by {START_FAIL_ENV}")
         self.trainer = None
         # Ray ends a worker without the clean-up at exit that would remove TensorFlow's
         # temporary files; the sweep removes this folder once the worker is gone.
