@@ -17,7 +17,7 @@ from echo_keras.backend import keras, tf
 from echo_keras.errors import ConfigError, tell, write_reason
 from echo_keras.loops import PredictLoop, score_windows
 from echo_keras.model import reset_states, save_checkpoint
-from echo_keras.run import files
+from echo_keras.run import arrays, files
 from echo_keras.signals import SignalCatcher
 
 
@@ -197,7 +197,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._rows_written = len(self.recorder.rows)
         if self.validation is not None:
             files.write_validation(self.run_dir, self.validation.rows)
-        files.write_last_batch(self.run_dir, *self.tap.batch(self.recorder.num_batches - 1))
+        arrays.write_last_batch(self.run_dir, *self.tap.batch(self.recorder.num_batches - 1))
         save_checkpoint(self.run_dir, self.model, epoch + 1)
 
 

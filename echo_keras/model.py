@@ -11,7 +11,7 @@ from pathlib import Path
 from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
 from echo_keras.errors import RunFolderError, first_line
-from echo_keras.run import files
+from echo_keras.run import arrays, files
 from echo_keras.run.folder import RunFolder
 
 layers, ops = keras.layers, keras.ops
@@ -236,7 +236,7 @@ def load_run_and_vocabulary(run_dir: Path, checkpoint: bool = False):
         path = view / files.MODEL
         if not path.exists():
             status = folder.status()
-            if status["status"] != "complete" and checkpoint and files.has_checkpoint(view):
+            if status["status"] != "complete" and checkpoint and arrays.has_checkpoint(view):
                 return config, _checkpoint_model(view, config, folder.path), vocabulary
             if status["status"] != "complete":
                 raise RunFolderError(
@@ -270,7 +270,7 @@ def check_same_run(run_dir: Path, read: tuple, loaded: tuple) -> None:
 def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.Model:
     """The model of a run's last checkpoint (its weights only)."""
     model = build_model(config)
-    _, weights, _ = files.read_checkpoint(run_dir, None, name)
+    _, weights, _ = arrays.read_checkpoint(run_dir, None, name)
     if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
         raise RunFolderError(
             f"{name / files.CHECKPOINT / files.CHECKPOINT_STATE} is damaged: its weights do "
@@ -283,7 +283,7 @@ def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.M
 
 def _way_forward(run_dir: Path) -> str:
     """How an unfinished run gets its model: resume it, or (no epoch kept) train it again."""
-    if files.has_checkpoint(run_dir):
+    if arrays.has_checkpoint(run_dir):
         return "(resume it with `resume=True`)"
     return "(no epoch was completed, so there is nothing to resume: train it again)"
 
@@ -298,7 +298,7 @@ def checkpoint_variables(model: keras.Model) -> tuple[list, list]:
 def save_checkpoint(run_dir: Path, model: keras.Model, epochs_completed: int) -> None:
     """Write the checkpoint of `model` (weights, optimizer state) after `epochs_completed`."""
     weights, optimizer_variables = checkpoint_variables(model)
-    files.write_checkpoint(
+    arrays.write_checkpoint(
         run_dir,
         [v.numpy() for v in weights],
         [v.numpy() for v in optimizer_variables],
@@ -310,8 +310,8 @@ def restore_checkpoint(run_dir: Path, model: keras.Model, name: Path | None = No
     """Load the run's checkpoint into a compiled model built from its config; return the
     epochs it completed. RunFolderError (naming the file as `name`) if missing or damaged."""
     variables = checkpoint_variables(model)
-    shapes = files.checkpoint_shapes(*variables)
-    completed, *values = files.read_checkpoint(run_dir, shapes, name)
+    shapes = arrays.checkpoint_shapes(*variables)
+    completed, *values = arrays.read_checkpoint(run_dir, shapes, name)
     for own, saved in zip(variables, values, strict=True):
         for variable, value in zip(own, saved, strict=True):
             variable.assign(value)

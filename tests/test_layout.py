@@ -30,7 +30,7 @@ ORDER = [
     "data",  # the echo series and the stateful window layout
     "vocabulary",  # a run's symbols, and text or integers turned into their ids
     "corpus",  # a user's own sequence: its file, symbols and vocabulary
-    "run.fileio", "run.lock", "run.files", "run.folder",  # the run folder
+    "run.fileio", "run.lock", "run.files", "run.arrays", "run.folder",  # the run folder
     "stream.symbols",  # parsing and laying out symbol text
     "stream.text",  # a data run's text or integers through its vocabulary, and their output
     "stream.export_folder",  # where an export may go; its lock and staging folders

@@ -13,7 +13,7 @@ import pytest
 
 from echo_keras.backend import keras
 from echo_keras.errors import Interrupted
-from echo_keras.run import files
+from echo_keras.run import arrays, files
 from echo_keras.run.folder import RunFolder
 from echo_keras.training import train
 from tests.helpers import (
@@ -54,7 +54,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
     assert len(err.strip().splitlines()) == 1
     status = files.read_status(run_dir)
     assert status["status"] == "interrupted"
-    completed, _, _ = files.read_checkpoint(run_dir)
+    completed, _, _ = arrays.read_checkpoint(run_dir)
     assert 1 <= completed < 12
     rows = files.read_history(run_dir)
     assert len(rows) == completed * 200  # history.csv holds the completed epochs, whole

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
-from echo_keras.run import fileio, files
+from echo_keras.run import arrays, fileio, files
 from echo_keras.run import folder as runfolder
 from echo_keras.run.folder import RunBusy, RunFolder
 from tests.helpers import (
@@ -538,7 +538,7 @@ def _write_npz(path, members, compression=zipfile.ZIP_STORED):
 
 
 def test_an_array_larger_than_the_config_allows_is_refused_from_its_header(run_copy):
-    batch = files.read_last_batch(run_copy, files.load_config(run_copy))
+    batch = arrays.read_last_batch(run_copy, files.load_config(run_copy))
     members = [
         _npz_member("inputs", (100000, 100000), b"\0" * 64),  # 80 GB promised
         _npz_member("targets", batch["targets"].shape, batch["targets"].astype("<i8").tobytes()),
@@ -704,9 +704,9 @@ def assert_nothing_torn(run_dir):
     if (run_dir / files.HISTORY).exists():
         list(files.iter_history(run_dir))
     if (run_dir / files.LAST_BATCH).exists():
-        files.read_last_batch(run_dir, config)
-    if files.has_checkpoint(run_dir):
-        files.read_checkpoint(run_dir)
+        arrays.read_last_batch(run_dir, config)
+    if arrays.has_checkpoint(run_dir):
+        arrays.read_checkpoint(run_dir)
     if (run_dir / files.MODEL).exists():
         from echo_keras.model import load_model
 
@@ -804,7 +804,7 @@ def test_a_full_disk_at_any_write_of_a_fresh_run(
         # The disk has room again: resume what can be resumed, else simply train again.
         status = RunFolder(run_dir).status()["status"] if run_dir.exists() else "none"
         assert status != "running", what
-        again = train(run_dir, "--resume") if files.has_checkpoint(run_dir) else train(run_dir)
+        again = train(run_dir, "--resume") if arrays.has_checkpoint(run_dir) else train(run_dir)
         assert again.exit_code == 0, (what, again.output)
         assert_complete(run_dir)
 

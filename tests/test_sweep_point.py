@@ -11,7 +11,7 @@ import pytest
 
 from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, TrainingDiverged
-from echo_keras.run import files
+from echo_keras.run import arrays, files
 from echo_keras.sweep.grid import shape_key
 from tests.helpers import TINY
 
@@ -69,7 +69,7 @@ def test_a_kept_point_is_a_run_folder_the_commands_read(trainer, tmp_path):
     assert files.load_config(run) == config
     assert json.loads((run / files.CONFIG).read_text())["fast_path"] is True
     assert len(files.read_history(run)) == config.num_batches
-    assert files.read_last_batch(run, config)["probabilities"].shape == (5, 6, 2)
+    assert arrays.read_last_batch(run, config)["probabilities"].shape == (5, 6, 2)
     assert evaluate(run).accuracy == pytest.approx(result.carried.accuracy, abs=1e-6)
 
 

@@ -35,7 +35,7 @@ from echo_keras.model import (
     state_variables,
     stateful_layers,
 )
-from echo_keras.run import files
+from echo_keras.run import arrays, files
 from echo_keras.training import build_compiled_model, fit_epochs, train
 from tests.helpers import (
     ECHO_KERAS,
@@ -219,7 +219,7 @@ def test_train_writes_every_artifact(tiny_run, tiny_config):
     assert len(rows) == tiny_config.num_epochs * tiny_config.num_batches
     assert [row[2] for row in rows] == list(range(len(rows)))
     assert rows[-1][:2] == (tiny_config.num_epochs - 1, tiny_config.num_batches - 1)
-    batch = files.read_last_batch(tiny_run, tiny_config)
+    batch = arrays.read_last_batch(tiny_run, tiny_config)
     shape = (tiny_config.batch_size, tiny_config.truncated_backprop_length)
     assert batch["inputs"].shape == batch["targets"].shape == shape
     assert batch["probabilities"].shape == (*shape, tiny_config.num_classes)

@@ -21,7 +21,7 @@ import numpy as np
 from echo_keras.errors import ConfigError, RunFolderError, write_error
 from echo_keras.paths import file_path, real_path
 from echo_keras.plots.data_figure import draw_data_figure, log_scale, read_sample
-from echo_keras.run import fileio, files
+from echo_keras.run import arrays, fileio, files
 from echo_keras.run.folder import RunFolder
 
 MAX_ROW_PANELS = 5  # the tutorial shows the 5 rows of its batch
@@ -221,7 +221,7 @@ def _run_figure(run_dir: Path):
         if config.data is not None:  # a run on its own data: no echo panels
             extra = files.read_validation(view), read_sample(view)
         else:
-            extra = files.read_last_batch(view, config, folder.path)
+            extra = arrays.read_last_batch(view, config, folder.path)
         curve = loss_curve(files.iter_history(view, folder.path))
         return config, extra, curve
 

@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from echo_keras.errors import ConfigError, RunBusy, RunExists, RunFolderError, tell
 from echo_keras.paths import as_path, inside, real_path
-from echo_keras.run import fileio, files
+from echo_keras.run import arrays, fileio, files
 from echo_keras.run.lock import FileLock
 
 T = TypeVar("T")
@@ -152,7 +152,7 @@ class RunFolder:
             if record["status"] == "running":
                 hint = (
                     f"; resume with: {resume_command(self.path)}"
-                    if files.has_checkpoint(self.real)
+                    if arrays.has_checkpoint(self.real)
                     else "; no epoch was completed"
                 )
                 record = {**record, "status": "interrupted"}
@@ -204,7 +204,7 @@ class RunFolder:
         if (self.real / files.MODEL).exists():
             return None
         try:
-            return self.read(lambda view: files.read_checkpoint(view, None, self.path)[0])
+            return self.read(lambda view: arrays.read_checkpoint(view, None, self.path)[0])
         except RunFolderError:
             return None
 
@@ -218,7 +218,7 @@ class RunFolder:
     def restartable(self) -> bool:
         """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
         before completing an epoch. Anything else, other files above all, stays."""
-        if files.has_checkpoint(self.real) or (self.real / files.MODEL).exists():
+        if arrays.has_checkpoint(self.real) or (self.real / files.MODEL).exists():
             return False
         if files.read_status(self.real)["status"] not in ("failed", "interrupted", "running"):
             if not self._config_only():

@@ -32,7 +32,7 @@ from echo_keras.evaluation import Metrics, score
 from echo_keras.fitting import build_compiled_model, probabilities
 from echo_keras.loops import PairedPredictLoop, TrainLoop
 from echo_keras.memory import memory_problem
-from echo_keras.run import fileio, files
+from echo_keras.run import arrays, fileio, files
 from echo_keras.sweep.grid import shape_key
 from echo_keras.training import DIVERGED
 
@@ -159,7 +159,7 @@ def _write_run(run_dir: Path, config: TrainConfig, model, rows, last) -> None:
     versions = files.package_versions("keras", "tensorflow", "numpy")
     files.write_config(run_dir, config, versions=versions, fast_path=True)
     files.write_history(run_dir, files.history_lines(rows))
-    files.write_last_batch(run_dir, *last)
+    arrays.write_last_batch(run_dir, *last)
     model_lib.save_checkpoint(run_dir, model, config.num_epochs)
     fileio.atomic_write(run_dir / files.MODEL, lambda tmp: model.save(tmp))
     files.write_status(run_dir, "complete")
