@@ -1,12 +1,12 @@
 """Training: `train(config, run_dir)` runs a whole training job into a run folder.
 
 It owns the run folder's life cycle (lock, status, checkpoints, resume, the final
-swap); `fitting.py` trains the epochs, on the fast or the plain path.
+swap); `fitting.py` trains the epochs, on the fast or the plain path, and `resuming.py`
+reads and checks what a resumed run continues from.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,6 +15,7 @@ from numbers import Integral
 from pathlib import Path
 
 from echo_keras import model as model_lib
+from echo_keras import resuming
 from echo_keras.backend import keras
 from echo_keras.callbacks import (
     BatchLossRecorder,
@@ -24,16 +25,13 @@ from echo_keras.callbacks import (
     RunTensorBoard,
     StopOnNaN,
     StopOnSignal,
-    ValidateEachEpoch,
 )
 from echo_keras.config import TrainConfig, check_switch
-from echo_keras.corpus import Corpus, file_digest, load_corpus
+from echo_keras.corpus import load_corpus
 from echo_keras.errors import (
     ConfigError,
     EchoKerasError,
     Interrupted,
-    RunFolderError,
-    RunRefused,
     TrainingDiverged,
     TrainingError,
     UsageError,
@@ -158,7 +156,7 @@ def train(
     if problem:  # refused before the run folder is touched
         raise ConfigError(*problem)
     if config.data is not None:  # read before the run folder is touched
-        vocabulary = _same_data(config, folder) if resume else None
+        vocabulary = resuming.same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
@@ -171,10 +169,10 @@ def train(
         changed = False
         try:
             if resume:
-                first_epoch, rows, model = _load_resume(config, folder)
+                first_epoch, rows, model = resuming.load(config, folder)
             else:
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
-            validation = _validation(corpus, folder if resume else None, first_epoch)
+            validation = resuming.validation(corpus, folder if resume else None, first_epoch)
             versions = files.package_versions("keras", "tensorflow", "numpy")
             files.write_config(work_dir, config, versions=versions, fast_path=not plain)
             if corpus is not None:
@@ -257,33 +255,6 @@ def _check_arguments(run_dir, plot_every, callbacks, notify) -> tuple[list, int 
     return callbacks, None if plot_every is None else int(plot_every)
 
 
-def _same_data(config: TrainConfig, folder: RunFolder):
-    """The vocabulary of the run to resume; UsageError if its data files changed since."""
-    saved = files.load_config(folder.real, folder.path)
-    vocabulary, digests = files.read_vocabulary(folder.real, folder.path, saved.num_classes)
-    for name in ("data", "validation_data"):
-        path = getattr(config, name)
-        if path is not None and digests.get(name) != file_digest(path, name):
-            raise UsageError(
-                f"`{name}` {path} is not the file the run in {folder.path} was trained on "
-                "(its contents changed)"
-            )
-    return vocabulary
-
-
-def _validation(corpus: Corpus | None, folder: RunFolder | None, first_epoch: int) -> list:
-    """The callback that scores the validation windows after every epoch, if there are any
-    (with the rows of the epochs already completed, when resuming the run in `folder`).
-    Called before anything is written: a resume refused here leaves the run as it was."""
-    if corpus is None or corpus.validation is None:
-        return []
-    rows = files.read_validation(folder.real)[:first_epoch] if folder is not None else []
-    if [row["epoch"] for row in rows] != list(range(first_epoch)):  # each before its
-        name = folder.path / files.VALIDATION  # checkpoint: a row short is damage
-        raise RunFolderError(f"{name} is damaged: a row of a completed epoch is missing")
-    return [ValidateEachEpoch(corpus.validation, rows)]
-
-
 def _try_write_status(work_dir: Path, status: str, message: str) -> None:
     """Record a failure if the disk lets us; a `running` left behind reads as interrupted."""
     try:
@@ -309,48 +280,6 @@ def _optional_callbacks(
         # would fail on the link itself), as every output path is.
         extras.append(RunTensorBoard(Path(tensorboard_dir).resolve(), first_step))
     return extras
-
-
-def _load_resume(config: TrainConfig, folder: RunFolder):
-    """(completed epochs, their history rows, the model with its optimizer) of a run to resume.
-
-    history.csv may hold rows beyond the checkpoint (a failure between the two
-    writes, or a torn last line): they are dropped, so the run continues from
-    exactly the checkpoint.
-    """
-    run_dir, name = folder.real, folder.path
-    saved = files.load_config(run_dir, name)
-    if config != dataclasses.replace(saved, num_epochs=config.num_epochs):
-        raise UsageError(
-            f"`resume=True` continues the run in {name} with its own settings; only "
-            "`num_epochs` may change"
-        )
-    model = build_compiled_model(config)
-    completed = model_lib.restore_checkpoint(run_dir, model, name)
-    if completed > config.num_epochs:
-        raise RunRefused(
-            f"{name} already completed {completed} epochs; `num_epochs` {config.num_epochs} "
-            "would end it before that"
-        )
-    if completed == config.num_epochs and folder.status()["status"] == "complete":
-        raise RunRefused(
-            f"{name} already completed {completed} of {config.num_epochs} epochs; "
-            "pass a larger `num_epochs` to train further"
-        )
-    expected = completed * config.num_batches
-    rows = []
-    for row in files.iter_history(run_dir, name):
-        if len(rows) == expected:
-            break
-        rows.append(row)
-    if len(rows) != expected:
-        raise RunFolderError(
-            f"{name / files.HISTORY} is damaged: it has {len(rows)} rows for "
-            f"{completed} completed epochs, expected {expected}"
-        )
-    # Rows beyond the checkpoint (a failure between the two writes, a torn line) go.
-    files.write_history(run_dir, files.history_lines(rows))
-    return completed, rows, model
 
 
 def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus):

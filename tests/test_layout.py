@@ -42,7 +42,7 @@ ORDER = [
     "model",  # build, compile, load, checkpoint, a run's model
     "loops", "callbacks", "plots.live", "fitting",
     "stream.model", "stream.generate",  # the batch-1 step; sampling (a data run's sample)
-    "training", "data_evaluation", "evaluation",
+    "resuming", "training", "data_evaluation", "evaluation",
     "stream.state", "stream.predictor", "stream.export",
     "sweep.point",  # a sweep point trained in memory, compiled once per shape
     "sweep.cluster", "sweep.workers", "sweep.runner",  # Ray: the session, warm workers, the sweep
