@@ -6,6 +6,7 @@ Importing this module imports Keras (and TensorFlow): keep it out of fast paths.
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 
 from echo_keras.backend import keras, tf
@@ -169,9 +170,17 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
     if path.is_symlink() or not path.is_file():
         raise RunFolderError(f"{shown} is damaged: it is not a regular file")
     try:
+        # Keras calls a file that is not a zip archive "not found"; say what it is.
+        with open(path, "rb") as handle:  # an OSError is its own reason, below
+            archive = zipfile.is_zipfile(handle)
+        if not archive:
+            raise RunFolderError(f"{shown} is damaged: it is not a .keras archive (a zip file)")
         model = keras.models.load_model(path, compile=False)
+    except RunFolderError:
+        raise
     except Exception as error:  # Keras raises many types for a damaged archive
         reason = first_line(error) or type(error).__name__
+        reason = reason.replace(str(path), str(shown))  # not the handle it was read through
         raise RunFolderError(f"{shown} is damaged: {reason[:200]}") from None
     if config is not None:
         mismatch = _mismatch(model, config)

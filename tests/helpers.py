@@ -58,9 +58,9 @@ def invoke(*args, input=None, env=None):
     return runner.invoke(app, [str(arg) for arg in args], input=input, env=env)
 
 
-def one_line_error(result, *fragments, code: int | None = None):
-    """The command failed with exactly one line, `Error: ...`, holding every fragment; and,
-    when `code` is given, with that exit status."""
+def one_line_error(result, *fragments, code: int | None = None) -> str:
+    """The command failed with exactly one line, `Error: ...`, holding every fragment (and,
+    when `code` is given, with that exit status); that line."""
     if code is not None:
         assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
@@ -68,6 +68,7 @@ def one_line_error(result, *fragments, code: int | None = None):
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 # --- the command line in a child process ---------------------------------------------------

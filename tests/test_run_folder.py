@@ -471,7 +471,10 @@ RESUME = ["train", "--resume", "--epochs", "3", "--quiet"]
 def test_a_damaged_file_is_named_in_one_line(run_copy, command, name, how):
     damage(run_copy, name, how)
     result = invoke(*command, "--run-dir", run_copy)
-    one_line_error(result, name.split("/")[-1], code=1)
+    line = one_line_error(result, name.split("/")[-1], code=1)
+    # The file as the user names it, never the handle it was read through, nor "not found".
+    assert "/proc/" not in line
+    assert how == "missing" or "not found" not in line.lower()
 
 
 # --- hostile run files: config.json --------------------------------------------------------
