@@ -279,7 +279,7 @@ def check_same_run(run_dir: Path, read: tuple, loaded: tuple) -> None:
 def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.Model:
     """The model of a run's last checkpoint (its weights only)."""
     model = build_model(config)
-    _, weights, _ = arrays.read_checkpoint(run_dir, None, name)
+    _, weights, _, _ = arrays.read_checkpoint(run_dir, None, name)
     if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
         raise RunFolderError(
             f"{name / files.CHECKPOINT / files.CHECKPOINT_STATE} is damaged: its weights do "
@@ -297,22 +297,23 @@ def _way_forward(run_dir: Path) -> str:
     return "(no epoch was completed, so there is nothing to resume: train it again)"
 
 
-def checkpoint_variables(model: keras.Model) -> tuple[list, list]:
-    """The variables a checkpoint holds: the model's weights and its optimizer's."""
+def checkpoint_variables(model: keras.Model) -> tuple[list, list, list]:
+    """The variables a checkpoint holds: the model's weights, its optimizer's, and its other
+    variables, the state of its random generators (dropout's: without it, a resumed run
+    would draw its first epoch's dropout masks again)."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    return list(model.weights), list(model.optimizer.variables)
+    weights = list(model.weights)
+    kept = {id(variable) for variable in weights}
+    random = [variable for variable in model.variables if id(variable) not in kept]
+    return weights, list(model.optimizer.variables), random
 
 
 def save_checkpoint(run_dir: Path, model: keras.Model, epochs_completed: int) -> None:
-    """Write the checkpoint of `model` (weights, optimizer state) after `epochs_completed`."""
-    weights, optimizer_variables = checkpoint_variables(model)
-    arrays.write_checkpoint(
-        run_dir,
-        [v.numpy() for v in weights],
-        [v.numpy() for v in optimizer_variables],
-        epochs_completed,
-    )
+    """Write the checkpoint of `model` (weights, optimizer, random generators) after
+    `epochs_completed`."""
+    groups = [[v.numpy() for v in group] for group in checkpoint_variables(model)]
+    arrays.write_checkpoint(run_dir, *groups[:2], epochs_completed, random=groups[2])
 
 
 def restore_checkpoint(run_dir: Path, model: keras.Model, name: Path | None = None) -> int:
@@ -321,6 +322,8 @@ def restore_checkpoint(run_dir: Path, model: keras.Model, name: Path | None = No
     variables = checkpoint_variables(model)
     shapes = arrays.checkpoint_shapes(*variables)
     completed, *values = arrays.read_checkpoint(run_dir, shapes, name)
+    if not values[2]:  # kept no random state (written before they were): as built
+        variables, values = variables[:2], values[:2]
     for own, saved in zip(variables, values, strict=True):
         for variable, value in zip(own, saved, strict=True):
             variable.assign(value)

@@ -54,7 +54,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
     assert len(err.strip().splitlines()) == 1
     status = files.read_status(run_dir)
     assert status["status"] == "interrupted"
-    completed, _, _ = arrays.read_checkpoint(run_dir)
+    completed, *_ = arrays.read_checkpoint(run_dir)
     assert 1 <= completed < 12
     rows = files.read_history(run_dir)
     assert len(rows) == completed * 200  # history.csv holds the completed epochs, whole
@@ -159,3 +159,34 @@ def test_resuming_a_run_whose_checkpoint_was_removed_says_the_folder_is_damaged(
         "damaged; train it again with --overwrite",
         code=1,
     )
+
+
+def test_a_resumed_run_draws_the_dropout_masks_an_uninterrupted_one_draws(tmp_path):
+    """The checkpoint keeps the random generators' state: without it, a resumed run drew its
+    first epoch's dropout masks again, and its losses parted from the uninterrupted run's."""
+    flags = ["--dropout", "0.3", "--layers", "2", "--series-length", "1500", "--window", "10"]
+    first, straight = tmp_path / "first", tmp_path / "straight"
+    assert invoke("train", "--run-dir", first, "--epochs", 1, *flags, "--quiet").exit_code == 0
+    assert invoke("train", "--run-dir", straight, "--epochs", 2, *flags, "--quiet").exit_code == 0
+    state = first / files.CHECKPOINT / files.CHECKPOINT_STATE
+    saved = dict(np.load(state))
+    assert sorted(k for k in saved if k.startswith("random_")) == ["random_0000", "random_0001"]
+
+    def resumed(name, **changes):
+        run_dir = tmp_path / name
+        shutil.copytree(first, run_dir)
+        arrays_ = {k: v for k, v in {**saved, **changes}.items() if v is not None}
+        np.savez(run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE, **arrays_)
+        return run_dir, invoke("train", "--run-dir", run_dir, "--resume", "--epochs", 2)
+
+    run_dir, result = resumed("resumed")
+    assert result.exit_code == 0, result.output
+    assert files.read_history(run_dir) == files.read_history(straight)  # to the last digit
+    # A checkpoint that keeps no random state (written before they were kept) resumes.
+    run_dir, result = resumed("older", random_0000=None, random_0001=None)
+    assert result.exit_code == 0, result.output
+    assert len(files.read_history(run_dir)) == len(files.read_history(straight))
+    _, result = resumed("half", random_0001=None)
+    one_line_error(result, "state.npz is damaged: it has only some of the random states", code=1)
+    _, result = resumed("floats", random_0000=saved["random_0000"].astype(np.float32))
+    one_line_error(result, "state.npz is damaged: random_0000 holds float32, not integers", code=1)

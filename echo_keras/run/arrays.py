@@ -17,6 +17,8 @@ from echo_keras.errors import RunFolderError
 from echo_keras.run import fileio
 from echo_keras.run.files import CHECKPOINT, CHECKPOINT_STATE, LAST_BATCH, MODEL
 
+RANDOM = "random_"  # the checkpoint's arrays of the model's random generators' states
+
 # --- npz files, read as untrusted ----------------------------------------------------------
 
 
@@ -65,8 +67,11 @@ def read_last_batch(
 # --- checkpoint/ --------------------------------------------------------------------------
 
 
-def write_checkpoint(run_dir: Path, weights, optimizer_variables, epochs_completed: int) -> None:
-    """Keep the model's weights, the optimizer's state and the epoch count in one file.
+def write_checkpoint(
+    run_dir: Path, weights, optimizer_variables, epochs_completed: int, random=()
+) -> None:
+    """Keep the model's weights, the optimizer's state, the state of the model's random
+    generators (`random`: dropout's) and the epoch count in one file.
 
     A single npz of arrays takes about a millisecond, against tens for a `.keras`
     archive, which matters at one checkpoint per epoch. history.csv is appended
@@ -77,6 +82,7 @@ def write_checkpoint(run_dir: Path, weights, optimizer_variables, epochs_complet
     folder.mkdir(exist_ok=True)
     arrays = {f"weight_{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
     arrays.update({f"optimizer_{i:04d}": np.asarray(v) for i, v in enumerate(optimizer_variables)})
+    arrays.update({f"{RANDOM}{i:04d}": np.asarray(v) for i, v in enumerate(random)})
     arrays["epochs_completed"] = np.asarray(epochs_completed)
     fileio.savez(folder / CHECKPOINT_STATE, arrays)
 
@@ -87,11 +93,13 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def read_checkpoint(
     run_dir: Path, shapes: dict[str, tuple] | None = None, name: Path | None = None
-) -> tuple[int, list, list]:
-    """(epochs_completed, weights, optimizer variables); RunFolderError if missing or damaged.
+) -> tuple[int, list, list, list]:
+    """(epochs_completed, weights, optimizer variables, random generators' states);
+    RunFolderError if missing or damaged.
 
     `shapes` maps each array name to the shape the model expects (`checkpoint_shapes`);
-    without it any shapes are accepted.
+    without it any shapes are accepted. A checkpoint that keeps no random generator's state
+    (written before they were kept) gives [] for them: the model's stay as built.
     """
     path = Path(run_dir) / CHECKPOINT / CHECKPOINT_STATE
     shown = Path(name or run_dir) / CHECKPOINT / CHECKPOINT_STATE
@@ -102,6 +110,9 @@ def read_checkpoint(
             raise ValueError(f"it holds {key}, which the model does not have")
         if key in expected and shape != tuple(expected[key]):
             raise ValueError(f"{key} has shape {shape}, the model needs {tuple(expected[key])}")
+        kinds, wanted = ("iu", "integers") if key.startswith(RANDOM) else ("iuf", "numbers")
+        if dtype.kind not in kinds:
+            raise ValueError(f"{key} holds {dtype}, not {wanted}")
 
     missing = (
         "is missing: no epoch of this run was completed, so there is nothing to resume; "
@@ -112,7 +123,11 @@ def read_checkpoint(
             "is missing, yet the run has its model: the run folder is damaged; "
             "train it again with `overwrite=True`"
         )
-    data = _read_arrays(path, shown, check, expected, missing)
+    required = [key for key in expected if not key.startswith(RANDOM)]
+    data = _read_arrays(path, shown, check, required, missing)
+    random = [data[k] for k in sorted(data) if k.startswith(RANDOM)]
+    if random and shapes is not None and len(random) != len(expected) - len(required):
+        raise RunFolderError(f"{shown} is damaged: it has only some of the random states")
     try:
         epochs = int(data["epochs_completed"])  # its shape, (), was checked
     except (ValueError, TypeError, OverflowError) as error:
@@ -121,11 +136,12 @@ def read_checkpoint(
         raise RunFolderError(f"{shown} is damaged: epochs_completed is {epochs}")
     weights = [data[k] for k in sorted(data) if k.startswith("weight_")]
     optimizer = [data[k] for k in sorted(data) if k.startswith("optimizer_")]
-    return epochs, weights, optimizer
+    return epochs, weights, optimizer, random
 
 
-def checkpoint_shapes(weights, optimizer_variables) -> dict[str, tuple]:
+def checkpoint_shapes(weights, optimizer_variables, random=()) -> dict[str, tuple]:
     """The array names and shapes `write_checkpoint` gives these variables."""
     shapes = {f"weight_{i:04d}": tuple(w.shape) for i, w in enumerate(weights)}
     shapes.update({f"optimizer_{i:04d}": tuple(v.shape) for i, v in enumerate(optimizer_variables)})
+    shapes.update({f"{RANDOM}{i:04d}": tuple(v.shape) for i, v in enumerate(random)})
     return shapes

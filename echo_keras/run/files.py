@@ -7,7 +7,7 @@ Layout of a run folder::
     history.csv      one row per batch: epoch,batch,step,loss (appended at every epoch end)
     last_batch.npz   inputs, targets, probabilities of the last trained batch (for the plot)
     model.keras      the trained model (written only when training completed)
-    checkpoint/      weights, optimizer state and epoch count after the last completed epoch
+    checkpoint/      weights, optimizer and random state, epoch count after the last epoch
     vocabulary.json  a run on its own data: the symbols, and the SHA-256 of the files
     validation.csv   a run on its own data: one row per epoch, the validation loss
     sample.txt       a run on its own data (next task): text the trained model generated
