@@ -26,11 +26,12 @@ LARGE_WINDOW_WORK = 50_000_000
 # loop, for windows of up to this many steps: char-rnn's model then trains 30-50% faster on
 # one thread (the loop's bookkeeping at every step, forward and backward, is what costs),
 # for about 5 s more of graph building once; past it, building grows too long. Not on a
-# GPU, where Keras runs looped layers with cuDNN's fused kernels; nor for a run of fewer
-# windows (all epochs) than UNROLL_MIN_WINDOWS, which would not win the building time back
-# (char-rnn's model saves about 25 ms a window; 312 windows broke about even).
+# GPU, where Keras runs looped layers with cuDNN's fused kernels. The number of epochs has
+# no say, though a short run may not win the building time back (char-rnn's model saves
+# about 25 ms a window; 312 windows broke about even): a run is built the same way whatever
+# its epochs, so one resumed with more epochs computes, to the last digit, what an
+# uninterrupted run computes (unrolled and looped layers differ in rounding).
 UNROLL_MAX_STEPS = 64
-UNROLL_MIN_WINDOWS = 400
 
 
 def build_model(config: TrainConfig) -> keras.Model:
@@ -57,8 +58,7 @@ def build_model(config: TrainConfig) -> keras.Model:
     logits = layers.Dense(config.num_classes, name="logits")(hidden)
     model = keras.Model(inputs, logits, name="echo")
     large = window_work(model) > LARGE_WINDOW_WORK and inputs.shape[1] <= UNROLL_MAX_STEPS
-    long_run = config.num_batches * config.num_epochs >= UNROLL_MIN_WINDOWS
-    if large and long_run and not tf.config.list_physical_devices("GPU"):  # else cuDNN's
+    if large and not tf.config.list_physical_devices("GPU"):  # else cuDNN's
         for layer in stateful_layers(model):
             layer.unroll = True  # read when the layer runs, and saved with its config
     return model

@@ -29,7 +29,6 @@ from echo_keras.evaluation import evaluate
 from echo_keras.loops import PredictLoop, TrainLoop
 from echo_keras.model import (
     UNROLL_MAX_STEPS,
-    UNROLL_MIN_WINDOWS,
     loss_function,
     reset_states,
     state_variables,
@@ -178,19 +177,20 @@ def test_the_xla_loop_and_tensorflows_own_kernels_train_alike(tiny_config):
 
 def test_a_large_models_layers_run_unrolled_and_train_as_the_looped_ones_do(tiny_config, tmp_path):
     """A model past LARGE_WINDOW_WORK runs its recurrent layers unrolled, for windows of up
-    to UNROLL_MAX_STEPS steps and runs of UNROLL_MIN_WINDOWS windows or more, and is saved
-    so; unrolled, a model trains as looped does."""
+    to UNROLL_MAX_STEPS steps, whatever its number of epochs (a run resumed with more epochs
+    is built as the uninterrupted run is), and is saved so; unrolled, a model trains as
+    looped does."""
 
     def unrolled(config):
         return [layer.unroll for layer in stateful_layers(build_compiled_model(config))]
 
     assert unrolled(tiny_config) == [False]
-    wide = dataclasses.replace(  # 50 x 10 x 0.5M weights a window, 4 epochs of 100 windows
+    wide = dataclasses.replace(  # 50 x 10 x 0.5M weights a window
         tiny_config, state_size=200, batch_size=50, num_layers=2, total_series_length=50_000
     )
-    wide = dataclasses.replace(wide, num_epochs=UNROLL_MIN_WINDOWS // wide.num_batches)
     assert unrolled(wide) == [True, True]
-    assert unrolled(dataclasses.replace(wide, num_epochs=wide.num_epochs - 1)) == [False] * 2
+    assert unrolled(dataclasses.replace(wide, num_epochs=1)) == [True, True]
+    assert unrolled(dataclasses.replace(wide, num_epochs=50)) == [True, True]
     longer = dataclasses.replace(wide, truncated_backprop_length=UNROLL_MAX_STEPS + 1)
     assert unrolled(longer) == [False, False]
     x, y = epoch_windows(tiny_config, 0)
