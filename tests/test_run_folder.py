@@ -131,6 +131,18 @@ def test_an_existing_run_is_refused_without_overwrite_or_resume(run_copy):
     assert {p.name: p.stat().st_mtime_ns for p in run_copy.iterdir()} == before
 
 
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [(["--cell", "foo"], "--cell"), (["--data", "x.txt", "--num-classes", "3"], "--num-classes")],
+)
+def test_a_setting_that_cannot_work_is_named_before_an_existing_run_is(run_copy, flags, fragment):
+    """Told the run exists, a user who adds --overwrite would only then meet the bad flag."""
+    (run_copy.parent / "x.txt").write_text("some text\n" * 50)
+    with contextlib.chdir(run_copy.parent):
+        result = invoke("train", "--run-dir", run_copy, *flags)
+    one_line_error(result, fragment, code=2)
+
+
 def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
     run_dir = tmp_path / "run"
     failed = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--learning-rate", "1e38")

@@ -360,6 +360,9 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     (out / "mine.txt").write_text("mine")
     result = invoke("sweep", "--out", out)
     assert result.exit_code == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
+    # A grid that cannot work is named first: adding --overwrite would only then meet it.
+    result = invoke("sweep", "--out", out, "--echo-step", "3-1")
+    one_line_error(result, "--echo-step", code=2)
     result = invoke("sweep", "--out", out, "--resume")
     assert result.exit_code == 2 and "holds no sweep" in result.stderr
     (out / "sweep.json").write_text("{")

@@ -103,26 +103,14 @@ def sweep(
         raise bad_parameter("--workers", problem)
     if resume and overwrite:
         raise UsageError("--overwrite and --resume cannot be used together")
-    check_out(out, resume=resume, overwrite=overwrite)
-    base = None
-    if resume:
-        try:
-            base = read_spec(out)
-        except SweepError as error:
-            if (out / SWEEP_JSON).exists():
-                raise  # damaged: exit 1
-            raise UsageError(str(error)) from None  # nothing to resume
     given = given_settings(locals())
     grid_texts = {name: value for name, value in given.items() if name in AXES}
     settings = {name: value for name, value in given.items() if name not in AXES}
-    try:
-        spec = make_spec(grid_texts, seeds, settings, base)
-    except ConfigError as error:
-        from_file = error.field not in given and not (error.field == "seeds" and seeds)
-        if base is not None and from_file:  # a value of sweep.json's, not a flag's
-            damaged = f"{out / SWEEP_JSON} is damaged: {error.field}: {error.reason}"
-            raise SweepError(damaged) from None
-        raise
+    if not resume:  # a grid that cannot work is named before --out is looked at
+        spec = make_spec(grid_texts, seeds, settings)
+    check_out(out, resume=resume, overwrite=overwrite)
+    if resume:
+        spec = _resumed_spec(out, given, grid_texts, seeds, settings)
 
     from echo_keras.sweep import runner as sweep_lib
     from echo_keras.sweep.cluster import check_address, usable_cores
@@ -234,3 +222,22 @@ class _Progress:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def _resumed_spec(out: Path, given: dict, grid_texts: dict, seeds: int | None, settings: dict):
+    """The spec of the sweep in `out` to resume, with the flags given; UsageError if it holds
+    none, SweepError (exit 1) if its sweep.json is damaged."""
+    try:
+        base = read_spec(out)
+    except SweepError as error:
+        if (out / SWEEP_JSON).exists():
+            raise  # damaged: exit 1
+        raise UsageError(str(error)) from None  # nothing to resume
+    try:
+        return make_spec(grid_texts, seeds, settings, base)
+    except ConfigError as error:
+        from_file = error.field not in given and not (error.field == "seeds" and seeds)
+        if from_file:  # a value of sweep.json's, not a flag's
+            damaged = f"{out / SWEEP_JSON} is damaged: {error.field}: {error.reason}"
+            raise SweepError(damaged) from None
+        raise

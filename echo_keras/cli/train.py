@@ -84,6 +84,11 @@ def train(
         raise UsageError("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
         raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
+    if not resume:  # a setting that cannot work is named before the run folder is looked at
+        config = new_config(given)
+        problem = new_run_problem(config, run_dir, given)
+        if problem:
+            raise ConfigError(*problem)
     folder = RunFolder(run_dir)
     problem = folder.unwritable()
     if problem:
@@ -98,10 +103,8 @@ def train(
             "--tensorboard", "inside the run folder, replacing its run (--overwrite) deletes it"
         )
     folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
-    config = resumed_config(folder.read_config(), given) if resume else new_config(given)
-    problem = None if resume else new_run_problem(config, run_dir, given)
-    if problem:
-        raise ConfigError(*problem)
+    if resume:
+        config = resumed_config(folder.read_config(), given)
     problem = memory_problem(config)
     if problem:
         raise UsageError(problem)
