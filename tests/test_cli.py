@@ -285,6 +285,20 @@ def test_a_closed_stdout_or_stderr_gives_no_traceback(tmp_path, closed):
     assert json.loads((run_dir / files.CONFIG).read_text())["seed"] == 0  # no stray output
 
 
+def test_evaluate_with_a_closed_stdout_says_so_and_exits_1(tiny_run, tmp_path):
+    """Its metrics are all it makes: exit 0 would report a result nobody can see."""
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as stderr:
+        done = subprocess.run(
+            [*ECHO_KERAS, "evaluate", "--run-dir", str(tiny_run)],
+            stderr=stderr,
+            preexec_fn=lambda: os.close(1),
+            timeout=300,
+        )
+    assert done.returncode == 1
+    assert err.read_text() == "Error: cannot print the evaluation: stdout is closed\n"
+
+
 def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody will read: every write gets EPIPE

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from echo_keras.cli import stdio
 from echo_keras.cli.common import (
     AS_JSON,
     RUN_DIR,
@@ -17,6 +18,7 @@ from echo_keras.cli.common import (
     notice,
     warn_if_unfinished,
 )
+from echo_keras.errors import WriteError
 from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 
@@ -51,6 +53,8 @@ def evaluate(
     """
     if seed is not None and seed < 0:
         raise bad_parameter("--seed", f"must not be negative, got {seed}")
+    if "stdout" in stdio.CLOSED:  # the metrics are all evaluate makes: none would be seen
+        raise WriteError("cannot print the evaluation: stdout is closed")
     config = RunFolder(run_dir).read_config()
     if config.data is not None:
         _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window, as_json)
