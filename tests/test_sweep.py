@@ -779,7 +779,7 @@ def test_resume_runs_only_the_points_not_done(tiny_sweep, tmp_path):
     # The grid comes from sweep.json; one worker (one TensorFlow to load) runs both points.
     result = invoke("sweep", "--out", out, "--resume", "--workers", "1")
     assert result.exit_code == 0, result.output
-    assert "Swept 6 points (6 ok, 0 failed, 4 already done)" in result.stdout
+    assert "Swept 2 of 6 points, the other 4 done already (6 ok, 0 failed)" in result.stdout
     assert "\r" not in result.stdout and "━" not in result.stdout  # no bar off a terminal
     after = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
     assert after[FAILING]["status"] == "ok" and after[CRASHING]["status"] == "ok"
@@ -794,7 +794,7 @@ def test_resume_runs_only_the_points_not_done(tiny_sweep, tmp_path):
     words = invoke("sweep", "--out", out, "--resume")
     assert f"All 6 points are done already; results in {out}" in words.stderr
     assert "Sweeping" not in words.stderr
-    assert "Swept 6 points (6 ok, 0 failed, 6 already done) in " in words.stdout
+    assert "Swept 0 of 6 points, 6 done already (6 ok, 0 failed) in " in words.stdout
     assert words.stdout.splitlines()[0].endswith("s (no Ray)")
 
 

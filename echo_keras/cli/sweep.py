@@ -170,9 +170,12 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         )
         JsonOutput.echo(json.dumps(summary))
     elif not quiet:
-        skipped = f", {result.skipped} already done" if result.skipped else ""
+        swept = f"{result.points} points"
+        if result.skipped:  # resumed: what this call ran, of the whole sweep's
+            other = "the other " if result.ran else ""
+            swept = f"{result.ran} of {swept}, {other}{result.skipped} done already"
         typer.echo(
-            f"Swept {result.points} points ({result.ok} ok, {result.failed} failed{skipped}) "
+            f"Swept {swept} ({result.ok} ok, {result.failed} failed) "
             f"in {result.seconds:.1f} s "
             + (f"on {result.cpus:g} CPU{'s' * (result.cpus != 1)}" if result.cpus else "(no Ray)")
         )
