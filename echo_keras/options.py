@@ -169,6 +169,9 @@ UNUSED = (
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 
+PLAIN_DOCUMENTS = "`plain=True` cannot train `documents`: model.fit cannot zero one row"
+
+
 def new_run_problem(
     config: TrainConfig, run_dir: Path, given: Collection[str] | None = None
 ) -> tuple[str, str] | None:

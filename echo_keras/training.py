@@ -39,7 +39,7 @@ from echo_keras.errors import (
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.memory import memory_problem
-from echo_keras.options import new_run_problem
+from echo_keras.options import PLAIN_DOCUMENTS, new_run_problem
 from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder, resume_command
@@ -137,7 +137,7 @@ def train(
     if problem:
         raise UsageError(problem)
     if plain and config.documents:
-        raise UsageError("`plain=True` cannot train `documents`: model.fit cannot zero one row")
+        raise UsageError(PLAIN_DOCUMENTS)
     folder = RunFolder(run_dir)
     if tensorboard_dir is not None:  # refused before the run folder is touched
         tensorboard_dir = as_path(tensorboard_dir, "tensorboard_dir")

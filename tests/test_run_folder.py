@@ -133,7 +133,12 @@ def test_an_existing_run_is_refused_without_overwrite_or_resume(run_copy):
 
 @pytest.mark.parametrize(
     "flags, fragment",
-    [(["--cell", "foo"], "--cell"), (["--data", "x.txt", "--num-classes", "3"], "--num-classes")],
+    [
+        (["--cell", "foo"], "--cell"),
+        (["--data", "x.txt", "--num-classes", "3"], "--num-classes"),
+        (["--series-length", "100000000000"], "memory"),
+        (["--data", "x.txt", "--documents", "--plain"], "--plain cannot train --documents"),
+    ],
 )
 def test_a_setting_that_cannot_work_is_named_before_an_existing_run_is(run_copy, flags, fragment):
     """Told the run exists, a user who adds --overwrite would only then meet the bad flag."""

@@ -25,7 +25,7 @@ from echo_keras.cli.common import (
 from echo_keras.config import TrainConfig, new_config, resumed_config
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import memory_problem
-from echo_keras.options import as_flags, new_run_problem
+from echo_keras.options import PLAIN_DOCUMENTS, as_flags, new_run_problem
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 
@@ -86,9 +86,7 @@ def train(
         raise bad_parameter("--plot-every", f"must be positive, got {plot_every}")
     if not resume:  # a setting that cannot work is named before the run folder is looked at
         config = new_config(given)
-        problem = new_run_problem(config, run_dir, given)
-        if problem:
-            raise ConfigError(*problem)
+        _check_new_run(config, run_dir, given, plain)
     folder = RunFolder(run_dir)
     problem = folder.unwritable()
     if problem:
@@ -105,9 +103,9 @@ def train(
     folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
     if resume:
         config = resumed_config(folder.read_config(), given)
-    problem = memory_problem(config)
-    if problem:
-        raise UsageError(problem)
+        problem = memory_problem(config)
+        if problem:
+            raise UsageError(problem)
 
     notices = not (quiet or as_json)
     if notices:
@@ -132,6 +130,19 @@ def train(
     # broken stdout), the exit status still says so.
     with contextlib.suppress(OSError):
         _report(result, as_json, quiet)
+
+
+def _check_new_run(config: TrainConfig, run_dir: Path, given: dict, plain: bool) -> None:
+    """ConfigError or UsageError for settings a new run cannot train with, as `train` would
+    raise them once the run folder is taken: here they come first."""
+    problem = new_run_problem(config, run_dir, given)
+    if problem:
+        raise ConfigError(*problem)
+    problem = memory_problem(config)
+    if problem:
+        raise UsageError(problem)
+    if plain and config.documents:
+        raise UsageError(PLAIN_DOCUMENTS)
 
 
 def _notes(config: TrainConfig) -> None:
