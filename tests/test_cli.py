@@ -297,6 +297,14 @@ def test_evaluate_with_a_closed_stdout_says_so_and_exits_1(tiny_run, tmp_path):
         )
     assert done.returncode == 1
     assert err.read_text() == "Error: cannot print the evaluation: stdout is closed\n"
+    with open(err, "w") as stderr:  # a bad flag is named first, as with any stdout
+        done = subprocess.run(
+            [*ECHO_KERAS, "evaluate", "--run-dir", str(tiny_run), "--series-length", "-5"],
+            stderr=stderr,
+            preexec_fn=lambda: os.close(1),
+            timeout=300,
+        )
+    assert done.returncode == 2 and "--series-length" in err.read_text()
 
 
 def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):

@@ -53,8 +53,6 @@ def evaluate(
     """
     if seed is not None and seed < 0:
         raise bad_parameter("--seed", f"must not be negative, got {seed}")
-    if "stdout" in stdio.CLOSED:  # the metrics are all evaluate makes: none would be seen
-        raise WriteError("cannot print the evaluation: stdout is closed")
     config = RunFolder(run_dir).read_config()
     if config.data is not None:
         _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window, as_json)
@@ -68,6 +66,7 @@ def evaluate(
     from echo_keras.evaluation import evaluation_length, format_table
 
     evaluation_length(config, series_length)  # a bad length is refused before loading
+    _check_stdout()
     metrics = run_evaluation(
         run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
     )
@@ -94,6 +93,7 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
     source = evaluation_source(run_dir, data)  # a bad file is refused before loading
     if source.note:
         notice(as_flags(f"Note: {source.note}"))
+    _check_stdout()
     metrics = evaluate_source(run_dir, source, reset_each_window)
     if not as_json:
         warn_if_unfinished(run_dir, checkpoint=True)
@@ -101,3 +101,10 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
         typer.echo(format_data_table(metrics, config))
     else:
         JsonOutput.echo(json.dumps(metrics.to_dict()))
+
+
+def _check_stdout() -> None:
+    """WriteError for a closed stdout (`>&-`), once the flags are found good: the metrics
+    are all that evaluate makes, and none of them would be seen."""
+    if "stdout" in stdio.CLOSED:
+        raise WriteError("cannot print the evaluation: stdout is closed")
