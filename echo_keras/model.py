@@ -18,6 +18,7 @@ from echo_keras.run.folder import RunFolder
 layers, ops = keras.layers, keras.ops
 
 RECURRENT_LAYERS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple": layers.SimpleRNN}
+SEED_STATE = "seed_generator_state"  # a Keras SeedGenerator's variable: where its draws stand
 # Above this many multiply-adds per window (`window_work`) a model is large: XLA's CPU loops
 # lose to TensorFlow's own kernels on it (char-rnn's 2 x LSTM(128), batch 50 x window 50:
 # 22,000 against 32,000 symbols/s on one thread), and its recurrent layers are unrolled.
@@ -170,11 +171,14 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
     if path.is_symlink() or not path.is_file():
         raise RunFolderError(f"{shown} is damaged: it is not a regular file")
     try:
-        # Keras calls a file that is not a zip archive "not found"; say what it is.
-        with open(path, "rb") as handle:  # an OSError is its own reason, below
-            archive = zipfile.is_zipfile(handle)
-        if not archive:
-            raise RunFolderError(f"{shown} is damaged: it is not a .keras archive (a zip file)")
+        # Keras calls a file that is not a zip archive "not found"; say what it is. (Not
+        # zipfile.is_zipfile, which would call an I/O error that too.)
+        try:
+            zipfile.ZipFile(path).close()
+        except zipfile.BadZipFile:
+            raise RunFolderError(
+                f"{shown} is damaged: it is not a .keras archive (a zip file)"
+            ) from None
         model = keras.models.load_model(path, compile=False)
     except RunFolderError:
         raise
@@ -298,15 +302,13 @@ def _way_forward(run_dir: Path) -> str:
 
 
 def checkpoint_variables(model: keras.Model) -> tuple[list, list, list]:
-    """The variables a checkpoint holds: the model's weights, its optimizer's, and its other
-    variables, the state of its random generators (dropout's: without it, a resumed run
-    would draw its first epoch's dropout masks again)."""
+    """The variables a checkpoint holds: the model's weights, its optimizer's, and the state
+    of its random generators (dropout's: without it, a resumed run would draw its first
+    epoch's dropout masks again)."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    weights = list(model.weights)
-    kept = {id(variable) for variable in weights}
-    random = [variable for variable in model.variables if id(variable) not in kept]
-    return weights, list(model.optimizer.variables), random
+    random = [variable for variable in model.variables if variable.path.endswith(SEED_STATE)]
+    return list(model.weights), list(model.optimizer.variables), random
 
 
 def save_checkpoint(run_dir: Path, model: keras.Model, epochs_completed: int) -> None:

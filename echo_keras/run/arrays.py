@@ -8,6 +8,7 @@ TensorFlow.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from echo_keras.run import fileio
 from echo_keras.run.files import CHECKPOINT, CHECKPOINT_STATE, LAST_BATCH, MODEL
 
 RANDOM = "random_"  # the checkpoint's arrays of the model's random generators' states
+GROUPS = ("weight_", "optimizer_", RANDOM)  # the prefixes of its names, in order
 
 # --- npz files, read as untrusted ----------------------------------------------------------
 
@@ -80,9 +82,8 @@ def write_checkpoint(
     """
     folder = Path(run_dir) / CHECKPOINT
     folder.mkdir(exist_ok=True)
-    arrays = {f"weight_{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
-    arrays.update({f"optimizer_{i:04d}": np.asarray(v) for i, v in enumerate(optimizer_variables)})
-    arrays.update({f"{RANDOM}{i:04d}": np.asarray(v) for i, v in enumerate(random)})
+    groups = (weights, optimizer_variables, random)
+    arrays = {key: np.asarray(value) for key, value in _named(groups)}
     arrays["epochs_completed"] = np.asarray(epochs_completed)
     fileio.savez(folder / CHECKPOINT_STATE, arrays)
 
@@ -134,14 +135,19 @@ def read_checkpoint(
         raise RunFolderError(f"{shown} is damaged: {error}") from None
     if epochs < 1:
         raise RunFolderError(f"{shown} is damaged: epochs_completed is {epochs}")
-    weights = [data[k] for k in sorted(data) if k.startswith("weight_")]
-    optimizer = [data[k] for k in sorted(data) if k.startswith("optimizer_")]
+    weights, optimizer = ([data[k] for k in sorted(data) if k.startswith(p)] for p in GROUPS[:2])
     return epochs, weights, optimizer, random
 
 
 def checkpoint_shapes(weights, optimizer_variables, random=()) -> dict[str, tuple]:
     """The array names and shapes `write_checkpoint` gives these variables."""
-    shapes = {f"weight_{i:04d}": tuple(w.shape) for i, w in enumerate(weights)}
-    shapes.update({f"optimizer_{i:04d}": tuple(v.shape) for i, v in enumerate(optimizer_variables)})
-    shapes.update({f"{RANDOM}{i:04d}": tuple(v.shape) for i, v in enumerate(random)})
-    return shapes
+    groups = (weights, optimizer_variables, random)
+    return {key: tuple(value.shape) for key, value in _named(groups)}
+
+
+def _named(groups) -> Iterator[tuple[str, object]]:
+    """(array name, value) of the weights, optimizer variables and random states, in order:
+    `weight_0000`, ..., `optimizer_0000`, ..., `random_0000`, ..."""
+    for prefix, values in zip(GROUPS, groups, strict=True):
+        for index, value in enumerate(values):
+            yield f"{prefix}{index:04d}", value
