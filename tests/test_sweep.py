@@ -1160,6 +1160,20 @@ def test_a_worker_writes_temporary_files_to_a_folder_of_its_own(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_whose_owner_has_not_yet_locked_it_is_not_taken_for_a_dead_ones(tmp_path):
+    """Its owner creates the lock file, locks it, then stamps its pid in it: a look between
+    the first two took the lock and removed a live process's folder (of two workers started
+    together, one could then fail to start)."""
+    from echo_keras.run.lock import OWNER_LOCK, PRIVATE_PREFIX, remove_dead_folders
+
+    being_made, dead = tmp_path / f"{PRIVATE_PREFIX}new", tmp_path / f"{PRIVATE_PREFIX}dead"
+    for folder, stamp in ((being_made, ""), (dead, "12345\n")):  # dead: stamped, then killed
+        folder.mkdir()
+        (folder / OWNER_LOCK).write_text(stamp)
+    remove_dead_folders(tmp_path, PRIVATE_PREFIX)
+    assert [p.name for p in tmp_path.iterdir()] == [being_made.name]
+
+
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_while_the_heat_map_is_drawn_waits_for_it(tmp_path, monkeypatch, number):
     """The sweep catches SIGINT, SIGTERM and SIGHUP to its end: one that comes while the heat map is

@@ -159,11 +159,16 @@ def system_tempdir() -> Path:
 def remove_dead_folders(base: str | Path, prefix: str, on_dead=None) -> None:
     """Remove the folders `base/prefix*` that processes killed with SIGKILL left: those whose
     owner's lock no process holds (`on_dead(folder)` is called first, the lock held). A
-    folder without the lock file (one being made, or not ours) is left alone."""
+    folder whose lock file holds no pid yet is being made (its owner creates the file, then
+    locks it, then stamps it), or is not ours: it is left alone. (Taking the lock between
+    the owner's creating and locking it removed a live process's folder: two of a sweep's
+    workers, started together, could fail so.)"""
     for folder in Path(base).glob(f"{prefix}*"):
         lock = FileLock(folder / OWNER_LOCK)
         try:
-            if folder.is_symlink() or not lock.path.is_file() or not lock.acquire():
+            if folder.is_symlink() or not lock.path.is_file() or lock.holder() is None:
+                continue
+            if not lock.acquire():
                 continue
         except OSError:
             continue
