@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from echo_keras.errors import ConfigError, UsageError
-from echo_keras.paths import file_path
+from echo_keras.paths import file_path, kept_path
 
 CELLS = ("lstm", "gru", "simple")
 TASKS = ("echo", "next")  # the tutorial's echo, or predicting each symbol's successor
@@ -117,7 +117,7 @@ class TrainConfig:
         for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
             value = getattr(self, field)
             if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
-                object.__setattr__(self, field, os.path.realpath(file_path(value, field)))
+                object.__setattr__(self, field, kept_path(file_path(value, field)))
         if self.task is None:
             object.__setattr__(self, "task", "next" if self.data is not None else "echo")
         if self.input_encoding is None:
@@ -169,7 +169,9 @@ class TrainConfig:
             raise ConfigError("num_layers", f"must be at most {MAX_LAYERS}, got {self.num_layers}")
         if self.echo_step < 0:
             raise ConfigError("echo_step", f"must not be negative, got {self.echo_step}")
-        if self.echo_step >= self.total_series_length:
+        # A run on its own data: its length is known once it is read (`corpus`), and the
+        # next task has no echo step.
+        if self.data is None and self.echo_step >= self.total_series_length:
             raise ConfigError(
                 "echo_step",
                 f"must be shorter than the series ({self.total_series_length}), "

@@ -43,6 +43,14 @@ def names_a_folder(text: str) -> str:
     return f"{text} ends in /, so it names a folder: give a file"
 
 
+def kept_path(place: Path | str) -> str:
+    """`place` made whole, to be kept (a run's data file): through symlinks when it leads to
+    a regular file; else as written, made absolute, so that opening it names what it is (a
+    pipe such as /dev/fd/63 would resolve to a name no one can open, a symlink loop to
+    nothing at all)."""
+    return os.path.realpath(place) if os.path.isfile(place) else os.path.abspath(place)
+
+
 def inside(path: Path | str, folder: Path | str) -> bool:
     """Whether `path` is `folder` or lies in it, both followed through symlinks (a link
     that leads nowhere is taken as written)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -141,6 +142,9 @@ def test_the_cli_trains_on_a_file_and_prints_its_validation(cycle_file, tmp_path
         (b"abab" * 500, ["--task", "echo", "--echo-step", "2500", "--validation-fraction", "0",
                          "--quiet"],
          ["--data", "has 2000 symbols, too few for the echo task"]),
+        # An echo step past the default series length: the data's length is what counts.
+        (b"abab" * 500, ["--task", "echo", "--echo-step", "9999999999", "--quiet"],
+         ["--data", "has 2000 symbols, too few for the echo task", "10000000000"]),
     ],
 )  # fmt: skip
 def test_bad_data_is_one_line_and_writes_nothing(tmp_path, content, flags, fragments):
@@ -150,6 +154,41 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, content, flags, fragm
     result = invoke("train", "--data", data, "--run-dir", run_dir, "--window", "10", *flags)
     one_line_error(result, *fragments, code=2)
     assert not run_dir.exists()
+
+
+def test_a_file_of_fewer_symbols_than_the_default_echo_step_trains_the_next_task(tmp_path):
+    """The next task has no echo step: its default (3) is no bar to a 3-symbol file."""
+    (tmp_path / "t.txt").write_bytes(b"abc")
+    flags = ["--batch-size", "1", "--window", "1", "--state-size", "1", "--epochs", "1"]
+    result = invoke("train", "--data", tmp_path / "t.txt", "--run-dir", tmp_path / "run",
+                    "--validation-fraction", "0", *flags, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "pipe"])
+def test_a_data_path_that_is_no_file_is_named_as_given(tmp_path, kind):
+    """Resolved, a loop raised Python's RuntimeError, and /dev/fd/N became a name no one
+    can open ("No such file")."""
+    if kind == "symlink loop":
+        data = tmp_path / "loop1"
+        data.symlink_to(tmp_path / "loop2")
+        (tmp_path / "loop2").symlink_to(data)
+        fragment = f"--data {data} cannot be read: Too many levels of symbolic links"
+    else:
+        read_end, write_end = os.pipe()
+        os.close(write_end)
+        data = Path(f"/dev/fd/{read_end}")
+        fragment = f"--data {data} is not a regular file"
+    try:
+        for flag in ("--data", "--validation"):
+            flags = ["--data", tmp_path / "x.txt"] if flag == "--validation" else []
+            (tmp_path / "x.txt").write_text("some text\n" * 50)
+            result = invoke("train", *flags, flag, data, "--run-dir", tmp_path / "run")
+            one_line_error(result, fragment.replace("--data", flag), code=2)
+    finally:
+        if kind == "pipe":
+            os.close(read_end)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_vocabulary_too_large_for_memory_is_refused_once_the_data_is_read(tmp_path, monkeypatch):

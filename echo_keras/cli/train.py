@@ -26,6 +26,7 @@ from echo_keras.config import TrainConfig, new_config, resumed_config
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import memory_problem
 from echo_keras.options import PLAIN_DOCUMENTS, as_flags, new_run_problem
+from echo_keras.paths import kept_path
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 
@@ -79,7 +80,7 @@ def train(
     given = given_settings(locals())
     for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
         if field in given:
-            given[field] = str(given[field].resolve())
+            given[field] = kept_path(given[field])
     if overwrite and resume:
         raise UsageError("--overwrite and --resume cannot be used together")
     if plot_every is not None and plot_every <= 0:
