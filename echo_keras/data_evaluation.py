@@ -131,7 +131,10 @@ def data_source(
         where = f"its validation data ({shown(config.validation_data)})"
     elif corpus.validation is not None:
         share = f"{config.validation_fraction * 100:.3g}%"  # 10%, 12.5%, 0.4%
-        windows, where = corpus.validation, f"the held-out last {share} of {shown(config.data)}"
+        where = f"the held-out last {share} of {shown(config.data)}"
+        if config.documents:  # cut at a document's start: the documents that start there
+            where = f"the documents that start in the last {share} of {shown(config.data)}"
+        windows = corpus.validation
     else:
         windows, where = corpus.train, f"its training data ({shown(config.data)})"
         notes.append(

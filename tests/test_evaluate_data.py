@@ -334,3 +334,20 @@ def test_a_run_replaced_between_its_reads_is_refused_never_mixed(
     monkeypatch.setattr(stream_model, "load_stream_model", swapped_first)
     result = invoke("predict", "--run-dir", run_dir, "abcd")
     one_line_error(result, f"the run in {run_dir} was replaced while it was read", code=1)
+
+
+def test_the_held_out_documents_are_named_as_what_they_are(tmp_path):
+    """A documents run's held-out end starts at a document's start, past the fraction's cut:
+    the header says which documents, not the fraction alone (a long first document left
+    almost nothing held out while it said "the last 50%")."""
+    data = tmp_path / "documents.txt"
+    data.write_text("abcd\n" * 60 + "\n" + "abcd\n" * 4)
+    flags = ["--batch-size", "1", "--window", "4", "--state-size", "4", "--epochs", "1"]
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--data", data, "--documents", "--validation-fraction", "0.5",
+                    "--run-dir", run_dir, *flags, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = invoke("evaluate", "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    shown = f"on the documents that start in the last 50% of {data}:"
+    assert result.stdout.splitlines()[0] == f"Evaluation of {run_dir} {shown}"
