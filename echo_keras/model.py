@@ -28,9 +28,9 @@ LARGE_WINDOW_WORK = 50_000_000
 # one thread (the loop's bookkeeping at every step, forward and backward, is what costs),
 # for about 5 s more of graph building once; past it, building grows too long. Not on a
 # GPU, where Keras runs looped layers with cuDNN's fused kernels. The number of epochs has
-# no say, though a short run may not win the building time back (char-rnn's model saves
-# about 25 ms a window; 312 windows broke about even): a run is built the same way whatever
-# its epochs, so one resumed with more epochs computes, to the last digit, what an
+# no say, though a short run may not win the building time back (the scale bench's one
+# epoch of 312 windows trains about 4 s slower): a run is built the same way whatever its
+# epochs, so one resumed with more epochs computes, to the last digit, what an
 # uninterrupted run computes (unrolled and looped layers differ in rounding).
 UNROLL_MAX_STEPS = 64
 

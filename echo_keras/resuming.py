@@ -6,6 +6,7 @@ run as it was. `training` owns the life cycle; this module reads what it continu
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from echo_keras import model as model_lib
 from echo_keras.callbacks import ValidateEachEpoch
@@ -23,6 +24,11 @@ def same_data(config: TrainConfig, folder: RunFolder):
     vocabulary, digests = files.read_vocabulary(folder.real, folder.path, saved.num_classes)
     for name in ("data", "validation_data"):
         path = getattr(config, name)
+        if path is not None and not os.path.lexists(path):  # moved: say where it must be
+            raise UsageError(
+                f"`{name}` {path}, which the run in {folder.path} was trained on, is gone; "
+                "a resume reads it where it was: put it back there"
+            )
         if path is not None and digests.get(name) != file_digest(path, name):
             raise UsageError(
                 f"`{name}` {path} is not the file the run in {folder.path} was trained on "

@@ -229,6 +229,9 @@ def test_resume_on_a_changed_or_another_file_is_refused(cycle_file, tmp_path):
     data.write_text("abcd" * 301)
     changed = invoke("train", "--data", data, *flags, "--epochs", "2", "--resume")
     one_line_error(changed, "--data", "not the file the run", "was trained on", code=2)
+    data.rename(tmp_path / "moved.txt")  # no way on but to put it back: say so
+    moved = invoke("train", *flags, "--epochs", "2", "--resume")
+    one_line_error(moved, f"--data {data}, which the run in", "put it back there", code=2)
     after = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
     assert after == before
 
