@@ -112,8 +112,7 @@ class TrainConfig:
         for field in (*INTEGER_FIELDS, *NUMBER_FIELDS):  # numpy scalars as Python's own
             value = getattr(self, field)
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
-                kind = int if isinstance(value, numbers.Integral) else float
-                object.__setattr__(self, field, kind(value))
+                object.__setattr__(self, field, plain(value))
         for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
             value = getattr(self, field)
             if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
@@ -353,6 +352,18 @@ def check_seed(seed, field: str = "seed") -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ConfigError(field, f"must be a whole number from 0, got {seed!r:.40}")
     return int(seed)
+
+
+def plain(value: Any) -> Any:
+    """A numpy number or bool as Python's own (what a config holds and JSON writes); else
+    `value` as it is."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):
+        return float(value)
+    return value
 
 
 def check_switch(value, field: str) -> bool:

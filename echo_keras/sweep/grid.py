@@ -15,12 +15,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from echo_keras.config import (
     CELLS,
     DATA_FIELDS,
     TrainConfig,
+    plain,
     readable,
     with_default_rate,
 )
@@ -165,17 +164,6 @@ def make_spec(
     spec = SweepSpec(grid, seeds, every_setting(merged))
     check_spec(spec)
     return spec
-
-
-def plain(value: Any) -> Any:
-    """A numpy number or bool as Python's own (as TrainConfig takes them); else `value`."""
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):
-        return float(value)
-    return value
 
 
 def plain_spec(spec: SweepSpec) -> SweepSpec:
