@@ -34,7 +34,7 @@ from pathlib import Path
 from echo_keras.config import DATA_FIELDS, TrainConfig
 from echo_keras.errors import ConfigError, RunFolderError
 from echo_keras.memory import memory_problem
-from echo_keras.paths import real_path
+from echo_keras.paths import inside, real_path
 from echo_keras.run import fileio
 from echo_keras.vocabulary import Vocabulary
 
@@ -124,6 +124,18 @@ def enclosing_run(path: Path) -> Path | None:
     there would go with the run when an overwrite replaces it whole."""
     real = real_path(path)
     return next((folder for folder in (real, *real.parents) if is_written_config(folder)), None)
+
+
+def run_folder_around(path: Path, run_dir: Path | None = None) -> str | None:
+    """How a message names the run folder an output at `path` would lie in: "the run folder
+    R" for any run's (`enclosing_run`), "the run folder" for `run_dir` when it holds no
+    run's config yet; None when it lies in neither."""
+    above = enclosing_run(path)
+    if above is not None:
+        return f"the run folder {above}"
+    if run_dir is not None and inside(path, run_dir):
+        return "the run folder"
+    return None
 
 
 # --- vocabulary.json ----------------------------------------------------------------------

@@ -16,7 +16,6 @@ import secrets
 import shutil
 from pathlib import Path
 
-from echo_keras.paths import inside
 from echo_keras.run import fileio, files
 from echo_keras.run.lock import FileLock
 
@@ -37,10 +36,9 @@ def out_problem(out: Path, run_dir: Path | None = None) -> str | None:
         limit = 255
     if len(os.fsencode(out.name)) + _SUFFIX_BYTES > limit:
         return f"the name {out.name[:16]}... is too long for the staging folder beside it"
-    above = files.enclosing_run(out)  # this run's, or another's
-    if above is not None or (run_dir is not None and inside(out, run_dir)):
-        where = f" {above}" if above is not None else ""
-        return f"{out} is inside the run folder{where}, which `overwrite=True` replaces whole"
+    around = files.run_folder_around(out, run_dir)  # this run's, or another's
+    if around is not None:
+        return f"{out} is inside {around}, which `overwrite=True` replaces whole"
     if out.name in ("", ".", ".."):
         return f"{out} names no new folder; give a new folder's name"
     if out.is_symlink():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.errors import ConfigError, StateFileError, write_reason
-from echo_keras.paths import inside, real_path
+from echo_keras.paths import real_path
 from echo_keras.run import fileio, files
 from echo_keras.stream.model import StreamModel
 
@@ -117,12 +117,9 @@ def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) ->
         target = fileio.output_path(path)
     except ValueError as error:
         raise ConfigError("path", str(error)) from None
-    above = files.enclosing_run(target.parent)  # this run's, or another's
-    if above is not None or (run_dir is not None and inside(target, run_dir)):
-        where = f" {above}" if above is not None else ""
-        raise ConfigError(
-            "path", f"{path} is inside the run folder{where}; keep state files beside it"
-        )
+    around = files.run_folder_around(target, run_dir)  # this run's, or another's
+    if around is not None:
+        raise ConfigError("path", f"{path} is inside {around}; keep state files beside it")
     if target.exists():
         try:
             read_state(target, model, same_weights=False)

@@ -132,9 +132,9 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
             raise ConfigError("out", f"{missing} is a symbolic link that leads nowhere")
         missing = missing.parent
     problem = fileio.folder_problem(out)
-    above = files.enclosing_run(out)
-    if problem is None and above is not None:
-        problem = f"{out} is inside the run folder {above}, which `overwrite=True` replaces whole"
+    around = files.run_folder_around(out)
+    if problem is None and around is not None:
+        problem = f"{out} is inside {around}, which `overwrite=True` replaces whole"
     if problem:
         raise ConfigError("out", problem)
     if resume or not out.is_dir() or not any(out.iterdir()):
