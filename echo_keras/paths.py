@@ -33,14 +33,18 @@ def file_path(value, argument: str) -> Path:
     """`as_path` for an argument that names a file: a path that ends in a separator is
     refused too, as naming a folder (a Path would drop the slash and take the file)."""
     path = as_path(value, argument)
-    if isinstance(value, str) and value.endswith(("/", os.sep)):
-        raise ConfigError(argument, names_a_folder(value))
+    problem = names_a_folder(value)
+    if problem:
+        raise ConfigError(argument, problem)
     return path
 
 
-def names_a_folder(text: str) -> str:
-    """The words for a file's path that ends in a separator."""
-    return f"{text} ends in /, so it names a folder: give a file"
+def names_a_folder(value) -> str | None:
+    """Why `value`, given for a file, names a folder (a text that ends in a separator), or
+    None."""
+    if isinstance(value, str) and value.endswith(("/", os.sep)):
+        return f"{value} ends in /, so it names a folder: give a file"
+    return None
 
 
 def kept_path(place: Path | str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -32,8 +31,9 @@ def file_path(value: str | Path) -> Path:
     """The parser of the options that name a file: `nonempty_path`, and a path ending in /
     refused (it names a folder; `Path` would drop the slash and take the file)."""
     path = nonempty_path(value)
-    if isinstance(value, str) and value.endswith(("/", os.sep)):
-        raise typer.BadParameter(names_a_folder(value))
+    problem = names_a_folder(value)
+    if problem:
+        raise typer.BadParameter(problem)
     return path
 
 
