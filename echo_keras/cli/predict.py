@@ -102,8 +102,9 @@ def predict(
     A run on its own data (train --data) reads its text (every character a symbol,
     newlines too: its output does not follow the lines) or integers, and prints the
     predicted symbols as they come (for the next task, the symbol predicted to follow
-    each one). With --generate N it samples N symbols,
-    each fed back in, from the state after --state-in and --prime.
+    each one). A run trained with --documents leaves blank lines out and starts the
+    symbol after one from a zeroed state, as training did. With --generate N it samples
+    N symbols, each fed back in, from the state after --state-in and --prime.
     """
     if generate is None:
         for flag, value in (("--prime", prime), ("--temperature", temperature), ("--seed", seed)):

@@ -21,8 +21,8 @@ import numpy as np
 from echo_keras.backend import keras
 from echo_keras.config import TrainConfig, check_seed, check_temperature
 from echo_keras.errors import UsageError
-from echo_keras.stream.model import StreamModel
-from echo_keras.stream.text import parse_text
+from echo_keras.stream.model import StreamModel, run_documents
+from echo_keras.stream.text import read_text
 from echo_keras.vocabulary import Vocabulary
 
 
@@ -97,10 +97,11 @@ def sample(
     stream = stream_model(model, config, vocabulary)
     state = stream.zero_state() if state is None else [np.asarray(s, np.float32) for s in state]
     probabilities = None
-    if prime:
-        ids = parse_text(prime, vocabulary, "prime: ")
-        if len(ids):
-            probs, state = stream.run(ids, state)
+    if prime:  # a run on documents: a blank line in it ends one, the next starts from zeros
+        piece = read_text(prime, vocabulary, "prime: ", config.documents)
+        probs, state = run_documents(stream, piece.symbols, piece.starts, state)
+        last_start = piece.starts[-1] if piece.starts else 0
+        if len(piece.symbols) > last_start:
             probabilities = probs[-1]
     if probabilities is None:
         probabilities = stream.next_probabilities(state)

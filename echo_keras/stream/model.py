@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,24 @@ def load_stream_model(run_dir: Path, read_with: tuple | None = None) -> StreamMo
 # --- the stream loop ------------------------------------------------------------------------
 
 
+def run_documents(model: StreamModel, symbols: np.ndarray, starts, state: list, score=None):
+    """`model.run` over `symbols` from `state`, the state zeroed (and `score`, if given,
+    restarted) at every index in `starts`, where a document starts; (probabilities, state).
+    The predictions are scored as they come."""
+    outputs = []
+    edges = [0, *starts, len(symbols)]
+    for index, (begin, end) in enumerate(pairwise(edges)):
+        if index:  # a document starts at `begin`
+            state = model.zero_state()
+            if score is not None:
+                score.restart()
+        probabilities, state = model.run(symbols[begin:end], state)
+        if score is not None:
+            score.update(symbols[begin:end], probabilities.argmax(axis=-1).astype(np.int32))
+        outputs.append(probabilities)
+    return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs)), state
+
+
 @dataclass
 class StreamResult:
     state: list  # the state after the last symbol
@@ -237,7 +256,7 @@ def predict_stream(
         parser = SymbolParser(model.config.num_classes)
         layout = Layout(parser.digit_mode)
     else:  # a run on its own data: its vocabulary's text or integers (`text.py`)
-        parser = VocabularyParser(model.vocabulary)
+        parser = VocabularyParser(model.vocabulary, documents=model.config.documents)
         layout = VocabularyLayout(model.vocabulary)
     score = NextScore() if model.config.task == "next" else EchoScore(model.config.echo_step)
     kept: dict[str, list] = {"symbols": [], "predictions": [], "probabilities": []}
@@ -246,9 +265,8 @@ def predict_stream(
         block = read(BLOCK)
         finished = not block
         piece = parser.finish() if finished else parser.parse(block)
-        probs, state = model.run(piece.symbols, state)
+        probs, state = run_documents(model, piece.symbols, piece.starts, state, score)
         predictions = probs.argmax(axis=-1).astype(np.int32)
-        score.update(piece.symbols, predictions)
         if write is not None:
             if probabilities:
                 out = layout.probabilities(piece, probs)

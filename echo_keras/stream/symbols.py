@@ -47,12 +47,15 @@ class Piece:
 
     `breaks[j]` is the number of symbols of this block before its j-th newline.
     `raw` and `digits` (digit mode only) let the output keep the block's exact layout.
+    `starts` (a run trained on documents): the indices at which a document starts, where
+    the state is zeroed; one equal to the number of symbols zeroes it after the last.
     """
 
     symbols: np.ndarray
     breaks: np.ndarray
     raw: np.ndarray | None = None
     digits: np.ndarray | None = None
+    starts: tuple[int, ...] = ()
 
 
 class SymbolParser:
@@ -217,6 +220,10 @@ class EchoScore:
         self._tail = np.zeros(0, dtype=np.int32)
         self.scored = 0
         self.correct = 0
+
+    def restart(self) -> None:
+        """A document starts: its first `echo_step` positions have no echo in it."""
+        self._tail = np.zeros(0, dtype=np.int32)
 
     def update(self, symbols: np.ndarray, predictions: np.ndarray) -> None:
         step, seen = self.echo_step, len(self._tail)

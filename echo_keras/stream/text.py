@@ -22,6 +22,7 @@ import numpy as np
 from echo_keras.config import LONGEST_SYMBOL
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
+from echo_keras.stream.documents import DocumentSplitter
 from echo_keras.stream.symbols import (
     Layout,
     Piece,
@@ -39,11 +40,14 @@ class VocabularyParser:
     """Turn blocks of input bytes into a vocabulary's symbol ids, tracking lines and columns.
 
     The same interface as `symbols.SymbolParser`: `parse` every block in order, then
-    `finish` once. Columns count characters, from 1.
+    `finish` once. Columns count characters, from 1. With `documents` (a run trained on
+    documents), blank lines are left out and each piece says where documents start
+    (`documents.py`).
     """
 
-    def __init__(self, vocabulary: Vocabulary):
+    def __init__(self, vocabulary: Vocabulary, documents: bool = False):
         self.vocabulary = vocabulary
+        self._documents = DocumentSplitter() if documents else None
         self._position = Position()  # of the next character, for messages
         self.count = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -70,12 +74,19 @@ class VocabularyParser:
         if self.vocabulary.kind == "text":
             piece = self._characters(text)
             self._position.advance(text)
+            if self._documents is not None:  # checked whole above, for the right positions
+                kept, starts = self._documents.split(text, final)
+                piece = Piece(self._characters(kept).symbols, piece.breaks, starts=tuple(starts))
         else:
             data = self._carry + text
             end = len(data) if final else complete_tokens(data, _SPACES.__contains__)
             piece = self._tokens(data[:end])
             self._position.advance(data[:end])
             self._carry = data[end:]
+            if self._documents is not None:  # blank lines hold no integers: only the starts
+                kept, starts = self._documents.split(data[:end], final)
+                tokens = [match.start() for match in _TOKEN.finditer(kept)]
+                piece.starts = tuple(np.searchsorted(tokens, starts).tolist())
         self.count += len(piece.symbols)
         return piece
 
@@ -150,6 +161,10 @@ class NextScore:
         self.scored = 0
         self.correct = 0
 
+    def restart(self) -> None:
+        """A document starts: the prediction before it is not scored against its symbol."""
+        self._pending = None
+
     def update(self, symbols: np.ndarray, predictions: np.ndarray) -> None:
         if not len(symbols):
             return
@@ -172,12 +187,21 @@ def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary) -> int:
 
 def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray:
     """The symbol ids of `text` (a prime, say); SymbolError naming line and column."""
-    parser = VocabularyParser(vocabulary)
+    return read_text(text, vocabulary, where).symbols
+
+
+def read_text(text: str, vocabulary: Vocabulary, where: str = "", documents: bool = False):
+    """`text` as one Piece: its symbol ids and, with `documents`, where documents start
+    (blank lines left out); SymbolError naming line and column, after `where`."""
+    parser = VocabularyParser(vocabulary, documents)
     try:  # bytes a command line could not decode come back as they were given
         data = text.encode("utf-8", "surrogateescape")
-        ids = [parser.parse(data).symbols, parser.finish().symbols]
+        pieces = [parser.parse(data), parser.finish()]
     except UnicodeEncodeError as error:
         raise SymbolError(f"{where}{not_text(text, error.start, Position())}") from None
     except SymbolError as error:
         raise SymbolError(f"{where}{error}") from None
-    return np.concatenate(ids)
+    size = len(pieces[0].symbols)
+    starts = (*pieces[0].starts, *(size + start for start in pieces[1].starts))
+    symbols = np.concatenate([piece.symbols for piece in pieces])
+    return Piece(symbols, pieces[0].breaks, starts=starts)

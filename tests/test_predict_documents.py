@@ -1,0 +1,178 @@
+"""`predict` and `generate` of a run trained on documents (`train --documents`): a stream is
+split into documents as training splits its file — blank lines left out, every document
+started from a zeroed state, the accuracy scored within documents — however it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from echo_keras.config import TrainConfig
+from echo_keras.corpus import read_symbols
+from echo_keras.stream.documents import DocumentSplitter
+from echo_keras.stream.text import NextScore, VocabularyParser, read_text
+from echo_keras.vocabulary import Vocabulary
+from tests.helpers import invoke
+
+TEXT = Vocabulary("text", tuple(" \t\r\nabé"))
+INTS = Vocabulary("ints", tuple(range(4)))
+DOC_A, DOC_B = "abab\nba", "bba\naab ab\n"
+
+
+def _random_text(rng, alphabet) -> str:
+    return "".join(rng.choice(alphabet, size=int(rng.integers(0, 40))).tolist())
+
+
+def _cut_anywhere(data: bytes, rng) -> list[bytes]:
+    cuts = sorted(rng.integers(0, len(data) + 1, size=int(rng.integers(0, 6))).tolist())
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+def _streamed(vocabulary, blocks) -> tuple[np.ndarray, list[int]]:
+    """The symbols a documents parser reads from `blocks`, and every document start."""
+    parser = VocabularyParser(vocabulary, documents=True)
+    symbols, starts = [], []
+    for piece in [*(parser.parse(block) for block in blocks), parser.finish()]:
+        starts += [sum(map(len, symbols)) + start for start in piece.starts]
+        symbols.append(piece.symbols)
+    return np.concatenate(symbols), starts
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "alphabet", "data_format"),
+    [
+        (TEXT, list(" \t\r\n\n\nabé"), "text"),
+        (INTS, ["0 ", "3\n", "2\t", " ", "\t", "\r", "\n", "\n"], "ints"),
+    ],
+)
+def test_a_stream_cut_anywhere_is_split_as_training_splits_the_file(
+    tmp_path, vocabulary, alphabet, data_format
+):
+    """Whatever the text and wherever its blocks are cut (inside a blank line, between the
+    bytes of a character), the parser keeps the symbols training reads from the same file
+    and starts documents where training does."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.txt"
+    checked = 0
+    for _ in range(400):
+        text = _random_text(rng, alphabet)
+        path.write_text(text, encoding="utf-8", newline="")
+        symbols, starts = _streamed(vocabulary, _cut_anywhere(text.encode(), rng))
+        if not len(symbols):
+            continue  # training refuses a file without symbols
+        file = read_symbols(path, data_format, vocabulary=vocabulary, documents=True)
+        assert symbols.tolist() == file.ids.tolist(), repr(text)
+        inside = {start for start in starts if start < len(symbols)}
+        assert sorted(inside | {0}) == file.doc_starts.tolist(), repr(text)
+        assert starts == sorted(set(starts)), repr(text)
+        checked += 1
+    assert checked > 300
+
+
+def test_blank_lines_at_the_end_mark_the_next_symbol_as_a_new_document():
+    splitter = DocumentSplitter()
+    assert splitter.split("ab\n \n", final=False) == ("ab\n", [])
+    assert splitter.split("  ", final=False) == ("", [])  # a line of spaces so far: held
+    assert splitter.split("\n", final=True) == ("", [0])  # blank: whatever follows starts anew
+    splitter = DocumentSplitter()
+    assert splitter.split("ab\n\n  ", final=True) == ("ab\n  ", [3])  # spaces, no newline: kept
+
+
+def test_the_next_symbol_is_not_scored_across_a_document_start():
+    score = NextScore()
+    score.update(np.array([1, 2]), np.array([2, 0]))
+    score.restart()
+    score.update(np.array([0, 1]), np.array([1, 1]))
+    assert (score.scored, score.correct) == (2, 2)  # 1->2 and 0->1; not 2->0
+
+
+def test_a_prime_ending_in_a_blank_line_leaves_nothing_of_its_document():
+    piece = read_text("ab\n\nba\n\n", TEXT, documents=True)
+    assert TEXT.decode(piece.symbols) == "ab\nba\n"
+    assert piece.starts == (3, 6)
+
+
+# --- a trained documents run ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def documents_run(shared):
+    def make(folder):
+        from echo_keras.training import train
+
+        folder.mkdir(parents=True)
+        data = folder / "data.txt"
+        data.write_text((DOC_A + "\n\n" + DOC_B + "\n \t\n") * 40)
+        config = TrainConfig(
+            data=str(data),
+            documents=True,
+            num_epochs=1,
+            truncated_backprop_length=5,
+            batch_size=4,
+            state_size=8,
+            validation_fraction=0.0,
+        )
+        train(config, folder / "run")
+
+    folder, _ = shared.get("data-documents", make)
+    return folder / "run"
+
+
+def _probabilities(run, text: str, *flags) -> list[str]:
+    result = invoke("predict", "--run-dir", run, "--probabilities", *flags, input=text)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_predict_starts_every_document_from_a_zeroed_state(documents_run):
+    """Two documents streamed together, a blank line between them, give what each gives
+    alone; the blank line is left out, as training leaves it out."""
+    alone = _probabilities(documents_run, DOC_A) + _probabilities(documents_run, DOC_B)
+    together = _probabilities(documents_run, f"\n{DOC_A}\n \t\n\n{DOC_B}\n\n")
+    assert len(together) == len(DOC_A) + 1 + len(DOC_B)  # each keeps its last line end
+    assert together[: len(DOC_A)] == alone[: len(DOC_A)]
+    assert together[len(DOC_A) + 1 :] == alone[len(DOC_A) :]
+
+
+def test_the_accuracy_of_a_documents_stream_is_scored_within_its_documents(documents_run):
+    result = invoke("predict", "--run-dir", documents_run, "--json", input=f"{DOC_A}\n\n{DOC_B}")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert len(payload["symbols"]) == len(DOC_A) + 1 + len(DOC_B)
+    within = [
+        (pred == sym)
+        for doc_start, doc_end in ((0, len(DOC_A) + 1), (len(DOC_A) + 1, len(payload["symbols"])))
+        for pred, sym in zip(
+            payload["predictions"][doc_start : doc_end - 1],
+            payload["symbols"][doc_start + 1 : doc_end],
+            strict=True,
+        )
+    ]
+    assert payload["accuracy"] == pytest.approx(sum(within) / len(within))
+
+
+def test_a_state_saved_after_a_blank_line_is_zeros_and_a_blank_line_ends_a_state_read(
+    documents_run, tmp_path
+):
+    after_blank = tmp_path / "blank.npz"
+    invoke("predict", "--run-dir", documents_run, "--state-out", after_blank, input=DOC_A + "\n\n")
+    with np.load(after_blank) as saved:
+        assert all(not saved[name].any() for name in saved.files if name.endswith(("_h", "_c")))
+    carried = tmp_path / "carried.npz"
+    invoke("predict", "--run-dir", documents_run, "--state-out", carried, input=DOC_A)
+    fresh = _probabilities(documents_run, DOC_B)
+    assert _probabilities(documents_run, "\n\n" + DOC_B, "--state-in", carried) == fresh
+    assert _probabilities(documents_run, DOC_B, "--state-in", carried) != fresh
+
+
+def test_generate_after_a_prime_that_ends_its_document_starts_afresh(documents_run):
+    from echo_keras import load_predictor
+
+    predictor = load_predictor(documents_run)
+    fresh, _ = predictor.generate(30, seed=3)
+    after, _ = predictor.generate(30, prime=DOC_A + "\n\n", seed=3)
+    assert after == fresh
+    assert predictor.generate(30, prime=DOC_A, seed=3)[0] != fresh
