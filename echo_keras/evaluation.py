@@ -155,7 +155,7 @@ def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:
 
     def read(view: Path):
         config = files.load_config(view, folder.path)
-        return config, files.read_vocabulary(view, folder.path, config.num_classes)
+        return config, files.read_vocabulary(view, folder.path, config)
 
     config, (vocabulary, digests) = folder.read(read)
     source = data_source(config, vocabulary, data, digests)

@@ -245,7 +245,7 @@ def load_run_and_vocabulary(run_dir: Path, checkpoint: bool = False):
         config = files.load_config(view, folder.path)
         vocabulary = None
         if config.data is not None:
-            vocabulary = files.read_vocabulary(view, folder.path, config.num_classes)
+            vocabulary = files.read_vocabulary(view, folder.path, config)
         path = view / files.MODEL
         if not path.exists():
             status = folder.status()

@@ -21,7 +21,7 @@ from echo_keras.run.folder import RunFolder
 def same_data(config: TrainConfig, folder: RunFolder):
     """The vocabulary of the run to resume; UsageError if its data files changed since."""
     saved = files.load_config(folder.real, folder.path)
-    vocabulary, digests = files.read_vocabulary(folder.real, folder.path, saved.num_classes)
+    vocabulary, digests = files.read_vocabulary(folder.real, folder.path, saved)
     for name in ("data", "validation_data"):
         path = getattr(config, name)
         if path is not None and not os.path.lexists(path):  # moved: say where it must be

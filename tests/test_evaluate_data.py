@@ -261,6 +261,18 @@ def test_a_vocabulary_that_config_json_contradicts_is_the_run_folders_fault(cycl
     for command in ("evaluate", "predict"):
         result = invoke(command, "--run-dir", run_dir, *(["ab"] if command == "predict" else []))
         one_line_error(result, "vocabulary.json holds 4 symbols; config.json says 5", code=1)
+    # The same number of symbols, of another kind: integers for a text run.
+    count = len(vocabulary["symbols"]) + 1
+    (run_dir / files.VOCABULARY).write_text(
+        json.dumps({**vocabulary, "kind": "ints", "symbols": list(range(count))})
+    )
+    for command in ("evaluate", "predict"):
+        result = invoke(command, "--run-dir", run_dir, *(["ab"] if command == "predict" else []))
+        one_line_error(
+            result, "vocabulary.json holds a vocabulary of ints; config.json says the data is text"
+        )
+    with pytest.raises(ek.RunFolderError, match="vocabulary of ints"):
+        ek.load_predictor(run_dir)
 
 
 def test_a_small_held_out_share_is_shown_as_it_is(cycle_run, tmp_path):

@@ -167,7 +167,7 @@ def _vocabulary(run_dir: Path, config):
     """The run's vocabulary (a run on its own data), or None (the echo series)."""
     if config.data is None:
         return None
-    return RunFolder(run_dir).read_vocabulary(config.num_classes)
+    return RunFolder(run_dir).read_vocabulary(config)
 
 
 def _state_out_target(state_out: Path, run_dir: Path, input_path: str | None) -> Path:

@@ -146,11 +146,11 @@ def write_vocabulary(run_dir: Path, record: dict) -> None:
 
 
 def read_vocabulary(
-    run_dir: Path, name: Path | None = None, classes: int | None = None
+    run_dir: Path, name: Path | None = None, config: TrainConfig | None = None
 ) -> tuple[Vocabulary, dict]:
     """(vocabulary, SHA-256 of each data file) of a run on its own data; RunFolderError
-    naming the file when it is missing or damaged, or when it does not hold `classes`
-    symbols (config.json's `num_classes`), if given."""
+    naming the file when it is missing or damaged, or when it disagrees with `config`
+    (config.json's), if given: another number of symbols, or of another data format."""
     path = Path(name or run_dir) / VOCABULARY
     try:
         data = fileio.read_json(Path(run_dir) / VOCABULARY, MAX_VOCABULARY_BYTES)
@@ -158,9 +158,14 @@ def read_vocabulary(
         if not isinstance(digests, dict):
             raise ValueError('"sha256" must be an object')
         vocabulary = Vocabulary.from_json(data)
-        if classes is not None and vocabulary.size != classes:
+        if config is not None and vocabulary.size != config.num_classes:
             raise RunFolderError(
-                f"{path} holds {vocabulary.size} symbols; config.json says {classes}"
+                f"{path} holds {vocabulary.size} symbols; config.json says {config.num_classes}"
+            )
+        if config is not None and vocabulary.kind != config.data_format:
+            raise RunFolderError(
+                f"{path} holds a vocabulary of {vocabulary.kind}; config.json says the data "
+                f"is {config.data_format}"
             )
         return vocabulary, digests
     except FileNotFoundError:

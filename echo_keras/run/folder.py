@@ -403,10 +403,10 @@ class RunFolder:
         """The run's TrainConfig, read as `read` reads (RunFolderError names the file)."""
         return self.read(lambda view: files.load_config(view, self.path))
 
-    def read_vocabulary(self, classes: int | None = None):
+    def read_vocabulary(self, config=None):
         """The Vocabulary of a run on its own data, read as `read` reads (RunFolderError
-        unless it holds `classes` symbols, if given)."""
-        return self.read(lambda view: files.read_vocabulary(view, self.path, classes))[0]
+        unless it agrees with `config`, config.json's TrainConfig, if given)."""
+        return self.read(lambda view: files.read_vocabulary(view, self.path, config))[0]
 
     def _swapped(self, fd: int) -> bool:
         try:
