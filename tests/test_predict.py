@@ -28,6 +28,7 @@ from tests.helpers import (
     invoke,
     one_line_error,
     random_symbols,
+    small_tmpfs,
 )
 
 # --- the carried state: chunks, lines, calls ------------------------------------------------
@@ -502,6 +503,34 @@ def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr == "Error: cannot write the predictions: stdout is closed\n"
     assert not state.exists()
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_output_a_disk_takes_only_in_part_is_a_failed_write_and_saves_no_state(
+    run_dir, tmp_path, unbuffered
+):
+    """A disk that fills up in the middle of a write takes part of it: the rest is written
+    after it, and fails, whether Python's stdout is buffered or not (PYTHONUNBUFFERED,
+    under which Python's own stdout drops the rest of a partial write without a word)."""
+    symbols, state = tmp_path / "in.txt", tmp_path / "state.npz"
+    symbols.write_text("0110" * 5000)  # 20,000 lines of probabilities: about 360 kB
+    command = [*ECHO_KERAS, "predict", "--run-dir", run_dir, "--input", symbols]
+    command += ["--probabilities", "--state-out", state]
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        for extra in ([], ["--json"]):  # many writes; one write, the last
+            with open(disk / "out.txt", "w") as out:
+                done = subprocess.run(
+                    [*map(str, command), *extra],
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            assert done.returncode == 1, done.stderr
+            assert done.stderr.startswith("Error: cannot write the predictions: No space left")
+            assert not state.exists()
+            (disk / "out.txt").unlink()
 
 
 def test_a_full_stderr_loses_the_accuracy_line_but_not_the_prediction(run_dir, tmp_path):

@@ -34,8 +34,6 @@ from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
 from echo_keras.stream.text import check_text, parse_text
 
-EXIT_BROKEN_PIPE = 128 + 13  # what a process killed by SIGPIPE reports
-
 
 def predict(
     symbols: str | None = typer.Argument(
@@ -231,7 +229,7 @@ def _predict(
     state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
-    write = _writer()
+    write = stdio.stdout_writer()
 
     try:
         result = predict_stream(
@@ -243,9 +241,9 @@ def _predict(
             collect=as_json,
         )
     except BrokenPipeError:
-        _quiet_broken_pipe()
-        raise typer.Exit(EXIT_BROKEN_PIPE) from None
-    except _OutputError as error:
+        stdio.quiet_broken_pipe()
+        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
+    except stdio.OutputError as error:
         raise fail(f"cannot write the predictions: {error}") from None
     except OSError as error:
         raise fail(f"cannot read the input: {error}") from None
@@ -255,9 +253,9 @@ def _predict(
             JsonOutput.printed = True
             write(_json_text(result, probabilities, model.vocabulary).encode() + b"\n")
     except BrokenPipeError:
-        _quiet_broken_pipe()
-        raise typer.Exit(EXIT_BROKEN_PIPE) from None
-    except _OutputError as error:
+        stdio.quiet_broken_pipe()
+        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
+    except stdio.OutputError as error:
         raise fail(f"cannot write the predictions: {error}") from None
     if state_out is not None:
         write_state(state_out, model, result.state)
@@ -278,7 +276,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
     state = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
-    write = _writer()
+    write = stdio.stdout_writer()
     try:
         text, state = sample(
             model,
@@ -295,9 +293,9 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         elif not text.endswith("\n"):
             write(b"\n")
     except BrokenPipeError:
-        _quiet_broken_pipe()
-        raise typer.Exit(EXIT_BROKEN_PIPE) from None
-    except _OutputError as error:
+        stdio.quiet_broken_pipe()
+        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
+    except stdio.OutputError as error:
         raise fail(f"cannot write the text: {error}") from None
     if state_out is not None:
         write_state(state_out, model, state)
@@ -324,36 +322,6 @@ def _start_state(model, state_in, state_out) -> list:
     return state
 
 
-def _writer():
-    """write(data): to stdout, flushed at once; an OSError but a broken pipe is _OutputError,
-    and so is any write to a stdout that was closed (`>&-`): what predict prints is its
-    work, and a state saved after it went nowhere would move the stream on for nothing."""
-    out, closed = sys.stdout.buffer, "stdout" in stdio.CLOSED
-
-    def write(data: bytes) -> None:
-        if closed:
-            raise _OutputError("stdout is closed")
-        try:
-            out.write(data)
-            out.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise _OutputError(str(error)) from None
-
-    return write
-
-
-def _quiet_broken_pipe() -> None:
-    """The reader went away (`| head`): point stdout at /dev/null so no flush complains."""
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-    except (OSError, ValueError, io.UnsupportedOperation):
-        pass
-
-
 def _accuracy_line(result, config) -> str:
     if config.task == "next":
         if result.accuracy is None:
@@ -373,10 +341,6 @@ def _accuracy_line(result, config) -> str:
         f"{'s' * (result.scored != 1)} (the echo of this input's symbols, from position "
         f"{echo_step} on)"
     )
-
-
-class _OutputError(OSError):
-    """Writing the predictions failed (a full disk, say), as opposed to reading the input."""
 
 
 def _json_text(result, probabilities: bool, vocabulary=None) -> str:

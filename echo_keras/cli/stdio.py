@@ -7,11 +7,18 @@ descriptor 1 or 2.
 
 from __future__ import annotations
 
+import io
 import os
+import select
 import sys
 from contextlib import contextmanager, redirect_stdout
 
 CLOSED: set[str] = set()  # the standard streams found closed at start ("stdout", ...)
+EXIT_BROKEN_PIPE = 128 + 13  # what a process killed by SIGPIPE reports
+
+
+class OutputError(OSError):
+    """Writing the output failed (a full disk, say), as opposed to reading the input."""
 
 
 def open_standard_streams() -> None:
@@ -74,3 +81,53 @@ def stdout_to_stderr(ours: bool):
         sys.stderr.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def stdout_writer():
+    """write(data): to stdout's file descriptor, whole and at once; an OSError but a broken
+    pipe is OutputError, and so is any write to a stdout that was closed (`>&-`): what
+    predict prints is its work, and a state saved after it went nowhere would move the
+    stream on for nothing. The bytes go to the descriptor until all are written: a write
+    that takes only part of them (a disk filling up; Python's own stdout drops the rest
+    when unbuffered, `python -u` or PYTHONUNBUFFERED) is followed by one for the rest."""
+    closed = "stdout" in CLOSED
+
+    def write(data: bytes) -> None:
+        if closed:
+            raise OutputError("stdout is closed")
+        try:
+            sys.stdout.flush()  # whatever was printed before goes first
+            _write_whole(sys.stdout.buffer, data)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(error.strerror or str(error)) from None
+
+    return write
+
+
+def _write_whole(out, data: bytes) -> None:
+    """Write every byte of `data` to `out`'s file descriptor (or, for a stream without
+    one, to `out` itself), a write after each partial one, waiting while it is full."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not a file: a stream in memory
+        out.write(data)
+        out.flush()
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # a descriptor left non-blocking by whoever opened it
+            select.select([], [fd], [])
+
+
+def quiet_broken_pipe() -> None:
+    """The reader went away (`| head`): point stdout at /dev/null so no flush complains."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
