@@ -61,6 +61,18 @@ def test_a_runs_figure_names_its_settings(tiny_run):
     assert "echo step 3, window 10, LSTM of 4 units; 2 epochs, 60 batches" in title
 
 
+def test_a_dollar_in_a_runs_name_is_drawn_as_a_dollar(tiny_run, tmp_path):
+    """Matplotlib reads text between two $ as mathematics, and fails on `$x^$`."""
+    from echo_keras.plots.figure import draw_run
+
+    run_dir = tmp_path / "e$x^$"
+    shutil.copytree(tiny_run, run_dir)
+    result = invoke("plot", "--run-dir", run_dir, "--out", tmp_path / "p.png")
+    assert result.exit_code == 0, result.output
+    assert png_size(tmp_path / "p.png")
+    assert "e$x^$" in draw_run(run_dir)._suptitle.get_text()
+
+
 @pytest.mark.parametrize("rows, panels", [(1, 2), (3, 4), (8, 6)])
 def test_grid_adapts_to_the_batch_size(rows, panels):
     batch = {

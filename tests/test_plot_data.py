@@ -4,6 +4,7 @@ live plot of such a run."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -49,6 +50,16 @@ def data_run(tmp_path_factory):
     # Training wrote its sample; the tests below add their own, so it moves aside.
     (folder / "run" / files.SAMPLE).rename(folder / "trained-sample.txt")
     return folder / "run"
+
+
+def test_a_dollar_in_a_data_files_name_is_drawn_as_a_dollar(data_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(data_run, run_dir)
+    config = json.loads((run_dir / files.CONFIG).read_text())
+    (run_dir / files.CONFIG).write_text(json.dumps({**config, "data": "/data/pay$\\frac$.txt"}))
+    result = invoke("plot", "--run-dir", run_dir, "--out", tmp_path / "p.png")
+    assert result.exit_code == 0, result.output
+    assert png_size(tmp_path / "p.png")
 
 
 @pytest.mark.slow

@@ -132,7 +132,7 @@ def draw_data_figure(
         _draw_sample(sample_axis, sample)
     _draw_bits(loss_axis, curve, validation or [], batches_per_epoch)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, parse_math=False)  # a $ in a name is a dollar
     return figure
 
 

@@ -127,7 +127,7 @@ def draw_figure(curve: LossCurve, batch: dict, title: str = ""):
         title_fontsize="small",
     )
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, parse_math=False)  # a $ in a name is a dollar
     return figure
 
 
