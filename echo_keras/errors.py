@@ -54,6 +54,9 @@ class ConfigError(UsageError, ValueError):
         self.field = field
         self.reason = reason
 
+    def __reduce__(self):  # pickled by its arguments: it crosses to and from processes
+        return type(self), (self.field, self.reason)
+
 
 class SymbolError(UsageError, ValueError):
     """A symbol that is not one of the run's, or an input without symbols; says where."""
@@ -91,6 +94,9 @@ class StateFileError(EchoKerasError):
         super().__init__(message)
         self.damaged = damaged
         self.exit_status = 1 if damaged else 2
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.damaged)
 
 
 class ExportError(EchoKerasError):
@@ -130,6 +136,9 @@ class Interrupted(EchoKerasError):
         super().__init__(message)
         self.signal = signum
         self.exit_status = 128 + signum
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.signal)
 
 
 def first_line(error: BaseException) -> str:

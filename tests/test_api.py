@@ -191,6 +191,30 @@ def test_library_errors_carry_the_exit_status_of_the_command_line(api_run, tmp_p
     assert ek.Interrupted("stopped", 15).exit_status == 143
 
 
+def test_every_error_crosses_a_process_boundary_whole():
+    """A process pool pickles an error to hand it back: each class comes back the same,
+    its message, fields and exit status kept."""
+    import pickle
+
+    errors = [
+        ek.ConfigError("state_size", "must be positive, got 0"),
+        ek.StateFileError("s.npz holds other states", damaged=False),
+        ek.Interrupted("Interrupted (SIGTERM) after 1 of 2 epochs", 15),
+        ek.WriteError("cannot write the run r: No space left on device"),
+        *(
+            getattr(ek, name)("it went wrong")
+            for name in ek.__all__
+            if name.endswith("Error")
+            and name not in ("ConfigError", "StateFileError", "WriteError")
+        ),
+    ]
+    for error in errors:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error)
+        assert back.exit_status == error.exit_status
+        assert vars(back) == vars(error)
+
+
 def test_library_errors_name_fields_and_the_command_line_names_flags(tmp_path):
     with pytest.raises(ek.ConfigError) as error:
         ek.TrainConfig(truncated_backprop_length=0).validate()
