@@ -399,6 +399,21 @@ def test_train_and_evaluate_check_their_arguments_before_building_anything(api_r
     assert ek.evaluate(run_dir, series_length=np.int32(1000)).windows > 0
 
 
+def test_states_and_probabilities_are_arrays_of_the_callers_own(predictor, tmp_path):
+    """Writable numpy arrays, as zero_state's are: a caller may edit a state in place."""
+    probabilities, state = predictor.predict([0, 1, 1])
+    predictor.save_state(tmp_path / "s.npz", state)
+    for values in (
+        probabilities,
+        *state.values(),
+        *predictor.load_state(tmp_path / "s.npz").values(),
+    ):
+        assert isinstance(values, np.ndarray) and values.flags.writeable
+    state["lstm_0_h"][:] = 0  # and the next call starts from the edited state
+    again, _ = predictor.predict([1], state)
+    assert np.allclose(again, predictor.predict([1], {**state, "lstm_0_h": np.zeros((1, 4))})[0])
+
+
 def test_odd_symbols_states_and_paths_are_the_librarys_own_errors(api_run, predictor, tmp_path):
     from echo_keras.callbacks import BatchLossRecorder
     from echo_keras.errors import StateFileError

@@ -88,7 +88,7 @@ class Predictor:
         values = self._symbols(symbols)
         carried = self._state(state)
         probabilities, after = self.model.run(values, carried)
-        return probabilities, self._named(np.asarray(s) for s in after)
+        return probabilities, self._named(after)
 
     def generate(
         self,
@@ -158,8 +158,10 @@ class Predictor:
         return self._named(state_files.read_state(file_path(path, "path"), self.model))
 
     def _named(self, values) -> State:
-        """The state arrays under their names, in the model's order."""
-        return dict(zip(self.model.names, values, strict=True))
+        """The state arrays under their names, in the model's order: numpy arrays of the
+        caller's own (writable; TensorFlow's own are read-only views)."""
+        arrays = (np.array(value, np.float32) for value in values)
+        return dict(zip(self.model.names, arrays, strict=True))
 
     def _symbols(self, symbols) -> np.ndarray:
         try:
