@@ -9,6 +9,7 @@ symbol that is not the run's is named by line and column. Numpy only.
 from __future__ import annotations
 
 import functools
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from echo_keras.config import DATA_FORMATS, LONGEST_SYMBOL, MAX_CLASSES
 from echo_keras.data import symbol_dtype
-from echo_keras.errors import SymbolError
+from echo_keras.errors import ConfigError, SymbolError
 from echo_keras.positions import Position
 
 # ASCII whitespace, which integer symbols are split at everywhere: in training files, and by
@@ -73,9 +74,12 @@ class Vocabulary:
             raise ValueError('"symbols" of a text vocabulary must be UTF-8 characters, not NUL')
         return cls(data["kind"], tuple(symbols))
 
-    def encode(self, text: str, where: str = "the input") -> np.ndarray:
+    def encode(self, text: str, where: str = "") -> np.ndarray:
         """The symbol ids of `text` (characters, or whitespace-separated integers);
-        SymbolError naming line and column of the first symbol not in the vocabulary."""
+        SymbolError naming line and column (after `where`) of the first symbol not in the
+        vocabulary; ConfigError if `text` is not a str."""
+        if not isinstance(text, str):
+            raise ConfigError("text", f"must be a str, got {type(text).__name__}")
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError as error:
@@ -83,10 +87,32 @@ class Vocabulary:
         return encode_bytes(self, data, Position(where))
 
     def decode(self, ids) -> str:
-        """The text of symbol ids: characters joined, or integers separated by spaces."""
+        """The text of symbol ids: characters joined, or integers separated by spaces.
+        SymbolError for an id outside 0..size-1; ConfigError for what is not a 1-D
+        sequence of integers."""
+        values = np.asarray(ids) if not isinstance(ids, (str, bytes)) else np.asarray(None)
+        whole = values.dtype.kind in "iu" or all(  # or Python's ints past 64 bits
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values.flat
+        )
+        if values.ndim != 1 or (values.size and not whole):
+            raise ConfigError("ids", f"must be a 1-D sequence of integer ids, got {ids!r:.40}")
+        problem = out_of_range(values, self.size, "ids")
+        if problem:
+            raise SymbolError(problem)
         if self.kind == "ints":
-            return " ".join(str(int(i)) for i in ids)
-        return "".join(self.symbols[int(i)] for i in ids)
+            return " ".join(map(str, values.tolist()))
+        return "".join(self.symbols[i] for i in values.tolist())
+
+
+def out_of_range(values: np.ndarray, size: int, name: str) -> str | None:
+    """Why integer `values` are not all symbols 0..size-1 (the first one that is not,
+    named as `name[index]`), or None."""
+    if not values.size:
+        return None
+    bad = np.flatnonzero((values < 0) | (values >= size))
+    if not len(bad):
+        return None
+    return f"{name}[{bad[0]}] = {values[bad[0]]} is not a symbol of the run (0..{size - 1})"
 
 
 def not_text(text: str, index: int, position: Position) -> SymbolError:

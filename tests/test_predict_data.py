@@ -345,6 +345,24 @@ def test_the_layout_of_text_predictions_and_the_next_symbol_score():
     assert (score.correct, score.scored) == (3, 3)
 
 
+def test_a_vocabulary_encodes_and_decodes_only_what_is_its_own():
+    text, ints = Vocabulary("text", tuple("ab\n")), Vocabulary("ints", (0, 1, 2))
+    assert text.decode(np.array([1, 0, 2])) == "ba\n" and ints.decode([2, 0]) == "2 0"
+    assert text.decode([]) == "" and text.encode("ab").tolist() == [0, 1]
+    for vocabulary in (text, ints):
+        for ids in ([-1], [0, 3], [2**70]):
+            with pytest.raises(SymbolError, match=r"^ids\[\d\] = .* is not a symbol of the run"):
+                vocabulary.decode(ids)
+        for ids in ("ab", b"ab", [0.5], [[0, 1]], 3):
+            with pytest.raises(ConfigError, match="^ids: must be a 1-D sequence of integer ids"):
+                vocabulary.decode(ids)
+        for not_text in (None, ["a"], b"ab"):
+            with pytest.raises(ConfigError, match="^text: must be a str"):
+                vocabulary.encode(not_text)
+    with pytest.raises(SymbolError, match="^line 1, column 2: 'Z' is not in the run's vocab"):
+        text.encode("aZ")
+
+
 def test_generate_refuses_a_bad_seed_or_prime_in_one_line(text_run):
     result = invoke("predict", "--run-dir", text_run, "--generate", "3", "--seed", "-1")
     one_line_error(result, "--seed", "a whole number from 0, got -1", code=2)

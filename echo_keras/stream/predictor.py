@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError, UsageError
+from echo_keras.errors import ConfigError, SymbolError, UsageError
 from echo_keras.paths import file_path
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
-from echo_keras.vocabulary import Vocabulary
+from echo_keras.vocabulary import Vocabulary, out_of_range
 
 State = dict[str, np.ndarray]
 
@@ -83,7 +83,9 @@ class Predictor:
             the state after the last symbol.
 
         Raises:
-            ConfigError: symbols that are not the run's, or a state of another shape.
+            SymbolError: a symbol outside 0..num_classes-1 (named with its index).
+            ConfigError: symbols that are not a 1-D sequence of integers, or a state of
+                another shape.
         """
         values = self._symbols(symbols)
         carried = self._state(state)
@@ -183,9 +185,9 @@ class Predictor:
         )
         if values.size and values.dtype.kind not in "iu" and not whole:
             raise ConfigError("symbols", f"must be integers, got {values.dtype}")
-        classes = self.config.num_classes
-        if values.size and (values.min() < 0 or values.max() >= classes):
-            raise ConfigError("symbols", f"must be from 0 to {classes - 1}")
+        problem = out_of_range(values, self.config.num_classes, "symbols")
+        if problem:
+            raise SymbolError(problem)
         return values.astype(np.int32)
 
     def _state(self, state: State | None) -> list[np.ndarray]:
