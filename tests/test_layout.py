@@ -32,6 +32,7 @@ ORDER = [
     "corpus",  # a user's own sequence: its file, symbols and vocabulary
     "run.fileio", "run.lock", "run.files", "run.arrays", "run.folder",  # the run folder
     "stream.symbols",  # parsing and laying out symbol text
+    "stream.documents",  # a stream split into documents as training splits a file
     "stream.text",  # a data run's text or integers through its vocabulary, and their output
     "stream.export_folder",  # where an export may go; its lock and staging folders
     "plots.data_figure",  # the figure of a run on its own data
