@@ -144,8 +144,15 @@ def flag(field: str) -> str:
     return EXTRA_FLAGS.get(field, field)
 
 
-def as_flags(message: str) -> str:
-    """A library message worded for the command line: each `field` it quotes becomes its flag."""
+# How the library says that a run or a sweep can go on; the command line names the command.
+RESUME_HINT = "resume with `resume=True`"
+
+
+def as_flags(message: str, resume: str | None = None) -> str:
+    """A library message worded for the command line: each `field` it quotes becomes its
+    flag, and RESUME_HINT names `resume`, the command that resumes, when the caller knows it."""
+    if resume:
+        message = message.replace(RESUME_HINT, f"resume with {resume}")
     return re.sub(r"`([^`]+)`", lambda m: _quoted_flag(m.group(1)), message)
 
 

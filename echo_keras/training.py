@@ -39,10 +39,10 @@ from echo_keras.errors import (
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
 from echo_keras.memory import memory_problem
-from echo_keras.options import PLAIN_DOCUMENTS, new_run_problem
+from echo_keras.options import PLAIN_DOCUMENTS, RESUME_HINT, new_run_problem
 from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
-from echo_keras.run.folder import RunFolder, resume_command
+from echo_keras.run.folder import RunFolder
 from echo_keras.stream.generate import sample
 
 SAMPLE_LENGTH = 500  # symbols of text generated into sample.txt at the end of a data run
@@ -297,7 +297,7 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
                 f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
                 stopper.received,
             )
-        hint = f"resume with: {resume_command(folder.path)}"
+        hint = RESUME_HINT
         if completed == 0:
             hint = "no epoch was completed: train again to start over"
         raise Interrupted(

@@ -264,8 +264,10 @@ def test_the_predictor_of_a_text_run(predictor, tiny_run):
         predictor.generate(3, temperature=-1.0)
     echo = load_predictor(tiny_run)
     assert echo.vocabulary is None
-    with pytest.raises(UsageError, match="own data"):
-        echo.generate(3)
+    with pytest.raises(
+        UsageError, match=r"^generating needs a run trained on its own data \(a `data` file\)$"
+    ):
+        echo.generate(3)  # in the library's own terms, not a command line's
 
 
 def test_the_export_of_a_text_run_has_its_vocabulary_and_generates_as_predict(

@@ -50,7 +50,8 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
     process = start(run_dir, *flags)
     out, err = signal_after_first_checkpoint(process, run_dir, signal.SIGINT)
     assert process.returncode == 130, err
-    assert "Traceback" not in err and "--resume" in err
+    assert "Traceback" not in err
+    assert err.rstrip().endswith(f"; resume with echo-keras train --run-dir {run_dir} --resume")
     assert len(err.strip().splitlines()) == 1
     status = files.read_status(run_dir)
     assert status["status"] == "interrupted"
@@ -82,7 +83,7 @@ def test_after_kill_9_the_run_reads_as_interrupted_and_resumes(tmp_path):
     status = RunFolder(run_dir).status()
     assert status["status"] == "interrupted"
     assert "the training process is gone" in status["message"]
-    assert "--resume" in status["message"]  # a checkpoint exists, so resume is offered
+    assert "resume with `resume=True`" in status["message"]  # a checkpoint: resume is offered
     again = invoke("train", "--run-dir", run_dir, *LONG_FLAGS)
     assert again.exit_code == 2  # it holds completed epochs: not silently replaced
     one_line_error(again, "--resume")
@@ -136,17 +137,27 @@ def test_resuming_a_run_whose_epochs_all_ended_but_not_its_save_only_saves_it(ru
     assert files.read_status(run_copy)["status"] == "complete"
 
 
-def test_an_interrupt_in_the_first_epoch_says_to_train_again(tmp_path):
-    class SigtermAtBatch3(keras.callbacks.Callback):
+def test_an_interrupt_says_in_the_librarys_terms_how_the_run_goes_on(tmp_path):
+    class SigtermAtBatch(keras.callbacks.Callback):
+        def __init__(self, at):
+            super().__init__()
+            self.at, self.seen = at, 0
+
         def on_train_batch_end(self, batch, logs=None):
-            if batch == 3:
+            self.seen += 1
+            if self.seen == self.at:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(Interrupted) as stopped:
-        train(TINY, tmp_path / "run", callbacks=[SigtermAtBatch3()])
+        train(TINY, tmp_path / "run", callbacks=[SigtermAtBatch(3)])
     assert str(stopped.value) == (
         "Interrupted (SIGTERM) after 0 of 2 epochs; no epoch was completed: "
         "train again to start over"
+    )
+    with pytest.raises(Interrupted) as stopped:  # in the second epoch
+        train(TINY, tmp_path / "run2", callbacks=[SigtermAtBatch(TINY.num_batches + 3)])
+    assert str(stopped.value) == (
+        "Interrupted (SIGTERM) after 1 of 2 epochs; resume with `resume=True`"
     )
 
 

@@ -282,7 +282,7 @@ def test_a_running_status_without_its_process_reads_as_interrupted(run_copy):
     shutil.rmtree(run_copy / files.CHECKPOINT)
     status = RunFolder(run_copy).status()
     assert status["status"] == "interrupted"
-    assert "gone" in status["message"] and "--resume" not in status["message"]
+    assert "gone" in status["message"] and "resume" not in status["message"]
     with RunFolder(run_copy).writing():  # while a writer holds the lock, it is running
         assert RunFolder(run_copy).status()["status"] == "running"
     result = invoke("evaluate", "--run-dir", run_copy)
@@ -298,14 +298,17 @@ def test_evaluate_and_plot_say_when_a_run_is_not_complete(run_copy):
         assert "is interrupted" in result.stderr
 
 
-def test_the_resume_hint_quotes_the_folder(tmp_path):
+def test_the_resume_hint_quotes_the_folder(tmp_path, capsys):
+    from echo_keras.cli.common import warn_if_unfinished
+
     run_dir = tmp_path / "my run"
     run_dir.mkdir()
     files.write_status(run_dir, "running")
     (run_dir / files.CHECKPOINT).mkdir()
     (run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE).write_bytes(b"")
-    message = RunFolder(run_dir).status()["message"]
-    assert f"--run-dir '{run_dir}' --resume" in message
+    assert RunFolder(run_dir).status()["message"].endswith("; resume with `resume=True`")
+    warn_if_unfinished(run_dir)  # the command line names the command, its folder quoted
+    assert f"resume with echo-keras train --run-dir '{run_dir}' --resume" in capsys.readouterr().err
 
 
 # --- the --overwrite swap ------------------------------------------------------------------

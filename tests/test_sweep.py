@@ -941,7 +941,7 @@ def test_ctrl_c_cancels_the_rest_keeps_the_rows_and_exits_130(ray_tmp, tmp_path)
     error = stderr.strip().splitlines()[-1]
     assert error == (
         f"Error: Interrupted (SIGINT) after {len(rows)} of 16 points; "
-        f"resume with: echo-keras sweep --out {out} --resume"
+        f"resume with echo-keras sweep --out {out} --resume"
     )
     assert 1 <= len(rows) < 16 and all(row["status"] == "ok" for row in rows)
     assert not (out / "heatmap.png").exists()

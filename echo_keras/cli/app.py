@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from echo_keras.cli import evaluate, export, plot, predict, stdio, sweep, train
-from echo_keras.cli.common import JsonOutput, fail, notice
+from echo_keras.cli.common import JsonOutput, Resume, fail, notice
 from echo_keras.errors import ConfigError, EchoKerasError, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
@@ -29,8 +29,8 @@ from echo_keras.signals import release as release_held_signals
 def error_line(error: EchoKerasError) -> str:
     """How the command line words a library error (without `Error: `)."""
     if isinstance(error, ConfigError):
-        return f"Invalid value for '{flag(error.field)}': {as_flags(error.reason)}"
-    return as_flags(str(error))
+        return f"Invalid value for '{flag(error.field)}': {as_flags(error.reason, Resume.command)}"
+    return as_flags(str(error), Resume.command)
 
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -42,6 +42,7 @@ class _OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         given = sys.argv[1:] if args is None else list(args)
         JsonOutput.wanted, JsonOutput.printed = "--json" in given, False
+        Resume.command = None
         # A signal stops the command where it stands; training, export and the sweep take
         # the signals over while they work, to stop cleanly. Held back while the app loaded
         # (`launch.main`): one that came meanwhile arrives now.

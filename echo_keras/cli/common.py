@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -87,6 +88,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+class Resume:
+    """The command that resumes what this command works on (its run or sweep), once it
+    knows it: the library's `resume=True` is worded as that command (`error_line`)."""
+
+    command: str | None = None
+
+    @staticmethod
+    def training(run_dir: Path) -> str:
+        return f"echo-keras train --run-dir {shlex.quote(str(run_dir))} --resume"
+
+    @staticmethod
+    def sweep(out: Path) -> str:
+        return f"echo-keras sweep --out {shlex.quote(str(out))} --resume"
+
+
 def notice(message: str) -> None:
     """A line on stderr (errors, notices, warnings); lost, not fatal, if stderr is broken."""
     tell(message)
@@ -101,7 +117,7 @@ def warn_if_unfinished(run_dir: Path, checkpoint: bool = False) -> None:
         epochs = folder.checkpoint_epochs() if checkpoint else None
         if epochs:
             warning += f"; evaluated at its checkpoint, after epoch {epochs}"
-        notice(as_flags(warning))
+        notice(as_flags(warning, Resume.training(run_dir)))
 
 
 def bad_parameter(flag: str, reason: str) -> typer.BadParameter:

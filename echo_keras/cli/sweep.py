@@ -16,6 +16,7 @@ from echo_keras.cli.common import (
     AS_JSON,
     QUIET,
     JsonOutput,
+    Resume,
     bad_parameter,
     fail,
     given_settings,
@@ -103,6 +104,7 @@ def sweep(
         raise bad_parameter("--workers", problem)
     if resume and overwrite:
         raise UsageError("--overwrite and --resume cannot be used together")
+    Resume.command = Resume.sweep(out)
     given = given_settings(locals())
     grid_texts = {name: value for name, value in given.items() if name in AXES}
     settings = {name: value for name, value in given.items() if name not in AXES}

@@ -15,6 +15,7 @@ from echo_keras.cli.common import (
     QUIET,
     RUN_DIR,
     JsonOutput,
+    Resume,
     bad_parameter,
     file_path,
     given_settings,
@@ -77,6 +78,7 @@ def train(
     quiet: bool = QUIET,
 ) -> None:
     """Train a stateful LSTM on the echo task (or your own sequence) into a run folder."""
+    Resume.command = Resume.training(run_dir)
     given = given_settings(locals())
     for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
         if field in given:

@@ -25,7 +25,6 @@ import contextlib
 import os
 import re
 import secrets
-import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from echo_keras.errors import ConfigError, RunBusy, RunExists, RunFolderError, tell
+from echo_keras.options import RESUME_HINT
 from echo_keras.paths import as_path, inside, real_path
 from echo_keras.run import arrays, fileio, files
 from echo_keras.run.lock import FileLock
@@ -151,7 +151,7 @@ class RunFolder:
             record = files.read_status(self.real)  # it may have just finished
             if record["status"] == "running":
                 hint = (
-                    f"; resume with: {resume_command(self.path)}"
+                    f"; {RESUME_HINT}"
                     if arrays.has_checkpoint(self.real)
                     else "; no epoch was completed"
                 )
@@ -413,8 +413,3 @@ class RunFolder:
             return os.stat(self.real).st_ino != os.fstat(fd).st_ino
         except OSError:
             return True
-
-
-def resume_command(path: Path) -> str:
-    """The command that resumes the run in `path`, quoted for a shell."""
-    return f"echo-keras train --run-dir {shlex.quote(str(path))} --resume"

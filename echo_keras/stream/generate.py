@@ -88,7 +88,7 @@ def sample(
         SymbolError: a prime with a symbol outside the vocabulary (line and column).
     """
     if config.task != "next":
-        raise UsageError("generating needs a run trained on the next task (train --task next)")
+        raise UsageError("generating needs a run trained on the `next` task")
     if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
         raise UsageError(f"length must be a whole number from 0, got {length!r}")
     temperature, seed = check_temperature(temperature), check_seed(seed)

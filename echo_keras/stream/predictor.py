@@ -126,7 +126,7 @@ class Predictor:
         from echo_keras.stream.generate import sample
 
         if self.vocabulary is None:
-            raise UsageError("generating needs a run trained on its own data (train --data)")
+            raise UsageError("generating needs a run trained on its own data (a `data` file)")
         text, after = sample(
             self.model,
             self.config,

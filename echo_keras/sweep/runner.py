@@ -22,6 +22,7 @@ from pathlib import Path
 
 from echo_keras.config import check_switch
 from echo_keras.errors import ConfigError, Interrupted, RunBusy, UsageError
+from echo_keras.options import RESUME_HINT
 from echo_keras.paths import as_path
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import PRIVATE_PREFIX, FileLock, remove_dead_folders, system_tempdir
@@ -242,7 +243,7 @@ def _finish(spec, out, points, rows, progress, signals, address) -> SweepResult:
             raise Interrupted(f"Interrupted ({name}) before the sweep started", signals.received)
         raise Interrupted(
             f"Interrupted ({name}) after {progress['done']} of {len(points)} points; "
-            f"resume with: echo-keras sweep --out {out} --resume",
+            + RESUME_HINT,
             signals.received,
         )
     keys = [point_key(p.to_dict()) for p in points]
