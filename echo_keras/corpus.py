@@ -240,6 +240,9 @@ class Corpus:
     train: Windows
     validation: Windows | None
     digests: dict  # field ("data", "validation_data") -> SHA-256 of the file's bytes
+    # With documents and `validation_fraction`, when no document starts in the held-out
+    # end: it is the end of the last document, validated from a zeroed state.
+    tail_of_a_document: bool = False
 
     def record(self) -> dict:
         """What the run folder keeps of it (vocabulary.json): the vocabulary and digests."""
@@ -262,6 +265,7 @@ def load_corpus(
     vocabulary, digests = symbols.vocabulary, {"data": symbols.digest}
     ids, starts = symbols.ids, symbols.doc_starts
     validation = train = None
+    tail_of_a_document = False
     if config.validation_data is not None:
         validation, digests["validation_data"] = read_laid_out(
             config.validation_data, config, vocabulary, "validation_data"
@@ -272,6 +276,7 @@ def load_corpus(
         if starts is not None:  # cut at the next document's start, if there is one
             later = starts[starts >= cut]
             cut = int(later[0]) if len(later) else cut
+            tail_of_a_document = not len(later)
             held_starts = np.append(0, starts[starts > cut] - cut).astype(np.int64)
             kept_starts = starts[starts < cut]
         fraction = readable(config.validation_fraction)
@@ -291,7 +296,7 @@ def load_corpus(
         total_series_length=len(ids),
         data_windows=train.num_windows,
     ).validate()
-    return config, Corpus(vocabulary, train, validation, digests)
+    return config, Corpus(vocabulary, train, validation, digests, tail_of_a_document)
 
 
 def read_laid_out(

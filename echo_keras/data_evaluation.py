@@ -134,6 +134,11 @@ def data_source(
         where = f"the held-out last {share} of {shown(config.data)}"
         if config.documents:  # cut at a document's start: the documents that start there
             where = f"the documents that start in the last {share} of {shown(config.data)}"
+        if corpus.tail_of_a_document:
+            where = (
+                f"the held-out last {share} of {shown(config.data)}, where no document "
+                "starts: the end of its last document, read from a zeroed state"
+            )
         windows = corpus.validation
     else:
         windows, where = corpus.train, f"its training data ({shown(config.data)})"

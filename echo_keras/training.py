@@ -158,6 +158,11 @@ def train(
     if config.data is not None:  # read before the run folder is touched
         vocabulary = resuming.same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
+        if corpus.tail_of_a_document and notify is not None and not resume:
+            notify(
+                f"Note: no document starts in the last {config.validation_fraction * 100:.3g}% "
+                "of `data`: the end of its last document validates, read from a zeroed state"
+            )
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
             raise UsageError(problem)

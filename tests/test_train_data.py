@@ -334,6 +334,29 @@ def test_a_documents_run_trains_and_validates(tmp_path):
     assert files.load_config(tmp_path / "run").documents is True
 
 
+def test_a_held_out_end_where_no_document_starts_is_said_to_be_a_documents_end(tmp_path):
+    """With no document starting in the held-out end, the end of the last document
+    validates: training notes it, and evaluate does not claim documents that start there."""
+    data = tmp_path / "one.txt"
+    rng = np.random.default_rng(2)
+    data.write_text("\n".join("".join(rng.choice(list("xyz"), size=20)) for _ in range(60)))
+    run_dir = tmp_path / "run"
+    flags = ["--epochs", "1", "--batch-size", "4", "--window", "10", "--state-size", "8"]
+    trained = invoke("train", "--data", data, "--documents", "--run-dir", run_dir, *flags)
+    assert trained.exit_code == 0, trained.output
+    assert (
+        "Note: no document starts in the last 10% of --data: the end of its last document "
+        "validates, read from a zeroed state"
+    ) in trained.stderr
+    evaluated = invoke("evaluate", "--run-dir", run_dir)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert (
+        f"on the held-out last 10% of {data}, where no document starts: the end of its last "
+        "document, read from a zeroed state"
+    ) in evaluated.stdout
+    assert "documents that start" not in evaluated.stdout
+
+
 @pytest.mark.parametrize(
     ("flags", "flag"),
     [
