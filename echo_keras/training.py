@@ -98,7 +98,7 @@ def train(
             and its weights (a stop inside an epoch drops that epoch's batches);
             the status says so, and `resume=True` continues it. The saved model is
             always the last checkpoint: EarlyStopping's `restore_best_weights` is not
-            followed.
+            followed. An error one raises reaches the caller as it is (the run: failed).
         plain: train with `model.fit`, one window per step (slow; for debugging).
         plot_every: redraw RUN_DIR/live.png every this many batches.
         tensorboard_dir: write TensorBoard logs (per-batch loss) here.
@@ -231,11 +231,25 @@ def train(
             if changed and not isinstance(error, (TrainingError, Interrupted)):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
-            if isinstance(error, OSError) and not isinstance(
-                error, (EchoKerasError, BrokenPipeError)
+            ours = not _raised_in(error, callbacks)  # a caller's callback's error is its own
+            if (
+                ours
+                and isinstance(error, OSError)
+                and not isinstance(error, (EchoKerasError, BrokenPipeError))
             ):
                 raise write_error(f"the run {folder.path}", error) from error
             raise
+
+
+def _raised_in(error: BaseException, objects: list) -> bool:
+    """Whether `error` was raised inside a method of one of `objects` (a caller's callbacks)."""
+    trace = error.__traceback__
+    while trace is not None:
+        owner = trace.tb_frame.f_locals.get("self")
+        if any(owner is candidate for candidate in objects):
+            return True
+        trace = trace.tb_next
+    return False
 
 
 def _check_arguments(run_dir, plot_every, callbacks, notify) -> tuple[list, int | None]:

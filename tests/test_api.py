@@ -278,6 +278,20 @@ def test_the_callbacks_serve_a_users_own_model_fit(nested):
     assert len({round(row[3], 6) for row in recorder.rows}) > 1
 
 
+def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path):
+    import keras
+
+    class Refused(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise PermissionError(13, "not allowed", "/the/callers/file")
+
+    with pytest.raises(PermissionError) as raised:
+        ek.train(ek.TrainConfig(**SMALL), tmp_path / "run", callbacks=[Refused()])
+    assert not isinstance(raised.value, ek.WriteError)
+    assert raised.value.filename == "/the/callers/file"
+    assert ek.RunFolder(tmp_path / "run").status()["status"] == "failed"
+
+
 def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch(tmp_path):
     """Stopped at an epoch's end or inside the next one, the run is the same: two completed
     epochs, their rows, their weights; it says so and resumes. Stopped inside the first epoch,
