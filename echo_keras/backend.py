@@ -125,7 +125,13 @@ def graph_function(python_function, **options):
     their conditions are on Python values. AutoGraph would only rewrite their source (and
     every function they call) at each trace, about 0.3 s a function, for nothing.
     """
-    return tf.function(python_function, autograph=False, **options)
+    function = tf.function(python_function, autograph=False, **options)
+    # Each loop object (one per model: per evaluate, per predictor) traces its own
+    # function once; TensorFlow counts the traces of every object's function together and
+    # would warn of "retracing" after a notebook's fifth evaluate. Its own loaded
+    # functions opt out the same way.
+    function._omit_frequent_tracing_warning = True
+    return function
 
 
 __all__ = ["graph_function", "keras", "tf", "use_tensorflow_backend"]

@@ -278,6 +278,15 @@ def test_the_callbacks_serve_a_users_own_model_fit(nested):
     assert len({round(row[3], 6) for row in recorder.rows}) > 1
 
 
+def test_evaluating_and_loading_again_and_again_in_a_notebook_warns_of_nothing(api_run, caplog):
+    """Each evaluate and predictor compiles its own loop once, by design: TensorFlow, which
+    counts them together, must not warn of retracing after the fifth."""
+    for _ in range(7):
+        ek.evaluate(api_run[0], series_length=1500)
+        ek.load_predictor(api_run[0]).predict([0, 1])
+    assert "retracing" not in caplog.text
+
+
 def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path):
     import keras
 
