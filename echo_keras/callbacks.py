@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import sys
 import time
 
@@ -65,9 +66,10 @@ class BatchLossRecorder(keras.callbacks.Callback):
 
     def __init__(self, num_batches: int, rows=None):
         super().__init__()
-        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        whole = isinstance(num_batches, numbers.Integral) and not isinstance(num_batches, bool)
+        if not whole or num_batches < 1:
             raise ConfigError("num_batches", f"must be a whole number from 1, got {num_batches!r}")
-        self.num_batches = num_batches
+        self.num_batches = int(num_batches)  # numpy's too
         self.rows = list(rows or [])
         self.epoch = 0
         self._mean = 0.0  # the epoch's running mean after the previous batch

@@ -462,11 +462,14 @@ def test_odd_symbols_states_and_paths_are_the_librarys_own_errors(api_run, predi
         (lambda: ek.train(config, a_file / "sub"), ek.ConfigError, "is a file, not a folder"),
         (lambda: BatchLossRecorder(num_batches=1.5), ek.ConfigError, "num_batches"),
         (lambda: predictor.load_state(tmp_path), StateFileError, "is a folder, not a state"),
+        (lambda: predictor.save_state(tmp_path / "s.npz", None), ek.ConfigError, "state: must be"),
     ]  # fmt: skip
     for call, error, message in refused:
         with pytest.raises(error, match=message) as raised:
             call()
         assert raised.value.exit_status == 2
+    assert not (tmp_path / "s.npz").exists()
+    assert BatchLossRecorder(num_batches=np.int64(40)).num_batches == 40  # numpy's ints too
 
 
 def test_what_is_not_a_path_or_a_callback_is_named_as_the_librarys_own_error(

@@ -149,6 +149,8 @@ class Predictor:
             StateFileError: it could not be written (a full disk, no permission); the
                 file there, if any, is as it was.
         """
+        if state is None:  # `predict`'s None means zeros; a state to save must be given
+            raise ConfigError("state", "must be a state (from predict, generate or zero_state)")
         values = self._state(state)
         target = state_files.state_target(file_path(path, "path"), self.model, self.run_dir)
         state_files.write_state(target, self.model, values)
