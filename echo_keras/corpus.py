@@ -196,14 +196,14 @@ def _chunks(path: Path, data_format: str, position: Position, hasher) -> Iterato
             data = carry + block
             if not block:
                 if data:
-                    yield _checked(data, decoder, position, final=True)
+                    yield from _checked_pieces(data, decoder, position, final=True)
                 return
             cut = data.rfind(b"\n") + 1
             if cut == 0:  # no line end: cut at whitespace (ints) or a character boundary
                 cut = _cut_without_newline(data, data_format)
             carry = data[cut:]
             if cut:
-                yield _checked(data[:cut], decoder, position, final=False)
+                yield from _checked_pieces(data[:cut], decoder, position, final=False)
 
 
 def _cut_without_newline(data: bytes, data_format: str) -> int:
@@ -218,18 +218,35 @@ def _cut_without_newline(data: bytes, data_format: str) -> int:
     return cut
 
 
-def _checked(chunk: bytes, decoder, position: Position, final: bool) -> bytes:
+def _checked_pieces(chunk: bytes, decoder, position: Position, final: bool) -> Iterator[bytes]:
+    """The chunk; or, if it holds a byte that is not text, what comes before it, then the
+    UsageError that names the byte (a symbol before it, not the run's, is named first)."""
+    good, error = _checked(chunk, decoder, position, final)
+    if error is None:
+        yield chunk
+        return
+    if good:
+        yield good
+    raise error
+
+
+def _checked(chunk: bytes, decoder, position: Position, final: bool) -> tuple[bytes, Exception]:
+    """(the chunk, None), or (the text before its first byte that is not UTF-8 text or
+    is NUL, the UsageError that names that byte)."""
     try:
         decoder.decode(chunk, final)
+        bad = len(chunk)
     except UnicodeDecodeError as error:
-        raise UsageError(
-            f"{position.of(chunk, error.start)}: not UTF-8 text (byte "
-            f"0x{chunk[error.start]:02x}); is it a binary file?"
-        ) from None
-    nul = chunk.find(b"\0")
+        bad = error.start
+    nul = chunk.find(b"\0", 0, bad)
     if nul >= 0:
-        raise UsageError(f"{position.of(chunk, nul)}: a NUL character; is it a binary file?")
-    return chunk
+        where, what = nul, "a NUL character"
+    elif bad < len(chunk):
+        where, what = bad, f"not UTF-8 text (byte 0x{chunk[bad]:02x})"
+    else:
+        return chunk, None
+    error = UsageError(f"{position.of(chunk, where)}: {what}; is it a binary file?")
+    return chunk[:where], error
 
 
 @dataclass

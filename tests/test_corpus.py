@@ -158,6 +158,24 @@ def test_a_bad_integer_or_an_unknown_symbol_names_line_and_column(tmp_path):
         ints.encode("0 3")
 
 
+def test_the_first_bad_place_is_named_whichever_its_kind(tmp_path, monkeypatch):
+    """A symbol outside the vocabulary before a byte that is not text (or NUL) is named
+    first, in a chunk and across chunks; a NUL before a bad byte too."""
+    vocabulary = Vocabulary("text", ("a", "b", "\n"))
+    path = tmp_path / "bad.txt"
+    for chunk in (corpus.CHUNK_BYTES, 4):
+        monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
+        path.write_bytes(b"ab\nab\nxb\xff\n")
+        with pytest.raises(SymbolError, match=r"line 3, column 1: 'x' is not in"):
+            read_symbols(path, vocabulary=vocabulary)
+        path.write_bytes(b"ab\nab\nb\0\xff\n")
+        with pytest.raises(UsageError, match=r"line 3, column 2: a NUL character"):
+            read_symbols(path)
+        path.write_bytes(b"ab\nab\nb\xff\0\n")
+        with pytest.raises(UsageError, match=r"line 3, column 2: not UTF-8 text \(byte 0xff\)"):
+            read_symbols(path)
+
+
 @pytest.mark.parametrize("token", ["+1", "-0", "1_1", "0x1", "é1", "9" * 19])
 def test_an_integer_is_ascii_digits_alone_as_predict_reads_it(tmp_path, token):
     """numpy would read "+1", "-0" and "1_1" (as 11), and fail on 20 digits; `predict`

@@ -309,6 +309,20 @@ def test_the_parser_reads_blocks_cut_anywhere():
         parser.parse(b"ax")
 
 
+def test_a_symbol_outside_the_vocabulary_before_a_byte_that_is_not_text_is_named_first():
+    vocabulary = Vocabulary("text", tuple("ab\n"))
+    for blocks in ([b"ab\nxb\xff\n"], [b"ab\nx", b"b\xff"], [b"ab\n\xc3", b"\xa9x\xff"]):
+        parser = VocabularyParser(vocabulary)
+        with pytest.raises(SymbolError, match=r"^line 2, column 1: '(x|é)' is not in the run"):
+            for block in blocks:
+                parser.parse(block)
+    ints = Vocabulary("ints", (0, 1, 2))
+    parser = VocabularyParser(ints)
+    parser.parse(b"0 1\n1")  # a token left open, then a bad byte: the token is read first
+    with pytest.raises(SymbolError, match=r"^line 2, column 2: the input is not UTF-8"):
+        parser.parse(b"\xff")
+
+
 def test_the_parser_reads_integer_tokens_cut_between_blocks():
     vocabulary = Vocabulary("ints", tuple(range(12)))
     parser = VocabularyParser(vocabulary)
@@ -318,7 +332,7 @@ def test_the_parser_reads_integer_tokens_cut_between_blocks():
         parse_text("4 12", vocabulary)
     with pytest.raises(SymbolError, match="line 2, column 1: 'a' is not a symbol"):
         parse_text("4\na", vocabulary)
-    for blocks, column in (([b"11 3", b"4 5\xff"], 8), ([b"11 10", b"\xff"], 6)):
+    for blocks, column in (([b"11 1", b"0 5\xff"], 8), ([b"11 10", b"\xff"], 6)):
         parser = VocabularyParser(vocabulary)  # a token left open, then a bad byte
         with pytest.raises(SymbolError, match=f"line 1, column {column}: .* not UTF-8"):
             for block in blocks:

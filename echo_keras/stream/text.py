@@ -65,9 +65,12 @@ class VocabularyParser:
         try:
             return self._decoder.decode(block, final)
         except UnicodeDecodeError as error:
-            # What is not yet behind the position: an open token (ints), then these bytes.
-            ahead = self._carry.encode() + error.object
-            place = self._position.of(ahead, len(ahead) - len(error.object) + error.start)
+            # The text before the bad byte first: a symbol there that is not the run's is
+            # the first error. Then what is not yet behind the position: an open token
+            # (ints), then the bad byte.
+            self._text(error.object[: error.start].decode("utf-8"), final=False)
+            carried = self._carry.encode()
+            place = self._position.of(carried + error.object[error.start :], len(carried))
             raise SymbolError(not_utf8(place, error.object[error.start])) from None
 
     def _text(self, text: str, final: bool) -> Piece:
