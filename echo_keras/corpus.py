@@ -301,12 +301,12 @@ def load_corpus(
         try:
             train = laid_out(ids[:cut], kept_starts, config, "validation_fraction", what)
         except ConfigError:
-            laid_out(ids, starts, config, "data")  # too short even whole: the file's fault
+            laid_out(ids, starts, config, "data", config.data)  # too short even whole
             raise
         validation = laid_out(ids[cut:], held_starts, config, "validation_fraction")
         ids = ids[:cut]
     if train is None:
-        train = laid_out(ids, starts, config, "data")
+        train = laid_out(ids, starts, config, "data", config.data)
     config = dataclasses.replace(
         config,
         num_classes=vocabulary.size,
@@ -324,7 +324,7 @@ def read_laid_out(
     symbols = read_symbols(
         path, config.data_format, vocabulary=vocabulary, documents=config.documents, field=field
     )
-    return laid_out(symbols.ids, symbols.doc_starts, config, field), symbols.digest
+    return laid_out(symbols.ids, symbols.doc_starts, config, field, str(path)), symbols.digest
 
 
 def laid_out(
@@ -353,13 +353,17 @@ def laid_out(
         after = " (the last one with its next symbol)" if config.task == "next" else ""
         raise ConfigError(
             field,
-            f"{what} has {len(ids)} symbols, too few for one window per row: the model's "
+            f"{what} has {_symbols(len(ids))}, too few for one window per row: the model's "
             f"{batch} rows x {window} steps need {need}{after}",
         )
     if starts is None and config.task == "echo" and len(ids) <= config.echo_step:
         raise ConfigError(
             field,
-            f"{what} has {len(ids)} symbols, too few for the echo task: `echo_step` "
+            f"{what} has {_symbols(len(ids))}, too few for the echo task: `echo_step` "
             f"{config.echo_step} needs {config.echo_step + 1} or more",
         )
     return windows
+
+
+def _symbols(count: int) -> str:
+    return f"{count} symbol{'s' * (count != 1)}"

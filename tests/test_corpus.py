@@ -309,7 +309,7 @@ def test_load_corpus_completes_the_config_from_the_data(tmp_path):
         load_corpus(greedy)
     assert e.value.field == "validation_fraction"
     short = dataclasses.replace(config, data=str(write(tmp_path, "s.txt", "abababab")))
-    with pytest.raises(ConfigError, match="^data: `data` has 8 symbols, too few") as e:
+    with pytest.raises(ConfigError, match=f"^data: {short.data} has 8 symbols, too few") as e:
         load_corpus(short)  # too short held out or not: the file's fault, not the fraction's
 
 

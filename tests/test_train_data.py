@@ -129,7 +129,7 @@ def test_the_cli_trains_on_a_file_and_prints_its_validation(cycle_file, tmp_path
         (b"abab" * 100, ["--num-classes", "3"], ["--num-classes", "--data"]),
         (b"abab" * 100, ["--documents", "--plain"], ["--plain", "--documents"]),
         # Too short even whole: the file's fault, whatever the fraction held out.
-        (b"abab" * 10, [], ["'--data'", "--data has 40 symbols, too few"]),
+        (b"abab" * 10, [], ["'--data': /", "data.txt has 40 symbols, too few"]),
         (b"abab" * 10, ["--validation-fraction", "0"], ["--data", "too few"]),
         (b"1 2 x", ["--data-format", "ints"], ["line 1, column 5", "'x'"]),
         (b"abab" * 100, ["--series-length", "100"], ["--series-length", "is set by --data"]),
