@@ -194,6 +194,19 @@ def test_generate_state_out_then_state_in_goes_on_as_one_longer_call(text_run, t
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_generate_0_reads_the_prime_and_saves_the_state_after_it(text_run, predictor, tmp_path):
+    """As the library's generate(0) does: nothing printed, the state that the prime leaves."""
+    saved = tmp_path / "prime.npz"
+    result = invoke("predict", "--run-dir", text_run, "--generate", 0, "--prime", "abc",
+                    "--state-out", saved)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    _, expected = predictor.predict(predictor.vocabulary.encode("abc"))
+    for name, value in predictor.load_state(saved).items():
+        np.testing.assert_allclose(value, expected[name], atol=1e-6)
+    assert predictor.generate(0, prime="abc")[0] == ""
+
+
 @pytest.mark.slow
 def test_generate_prints_each_symbol_as_it_comes(text_run):
     """The first symbols reach a pipe while the process is still generating the rest."""
@@ -227,7 +240,7 @@ def test_generate_refuses_what_cannot_work(text_run, tiny_run):
     one_line_error(invoke(*run, "--generate", 5, "abc"), "--prime", code=2)
     one_line_error(invoke(*run, "--generate", 5, "--temperature", 0), "--temperature", code=2)
     one_line_error(invoke(*run, "--generate", 5, "--temperature", "nan"), "above 0", code=2)
-    one_line_error(invoke(*run, "--generate", 0), "--generate", code=2)
+    one_line_error(invoke(*run, "--generate", -1), "--generate", code=2)
     one_line_error(invoke(*run, "--prime", "abc"), "--generate", code=2)
     one_line_error(invoke(*run, "--generate", 5, "--seed", 1, "--prime", "abq"), "column 3", code=2)
 

@@ -71,8 +71,9 @@ def predict(
         None,
         "--generate",
         metavar="<int>",
-        min=1,
-        help="Generate N symbols instead (a run on its own data), each printed as it comes.",
+        min=0,
+        help="Generate N symbols instead (a run on its own data), each printed as it comes "
+        "(0: none, say to save the state after --prime with --state-out).",
     ),
     prime: str | None = typer.Option(
         None, "--prime", metavar="<text>", help="With --generate: read this text first."
@@ -290,7 +291,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         if as_json:
             JsonOutput.printed = True
             write(json.dumps({"text": text, "seed": options["seed"]}).encode() + b"\n")
-        elif not text.endswith("\n"):
+        elif text and not text.endswith("\n"):
             write(b"\n")
     except BrokenPipeError:
         stdio.quiet_broken_pipe()
