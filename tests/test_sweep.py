@@ -375,6 +375,15 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     result = invoke("sweep", "--out", tmp_path / "file")
     assert result.exit_code == 2 and "--out" in result.stderr
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    # In Python too, as train(resume=True) refuses a run that is not there: nothing starts.
+    from echo_keras.errors import UsageError
+    from echo_keras.sweep.grid import make_spec
+    from echo_keras.sweep.runner import run_sweep
+
+    spec = make_spec({"echo_step": "1", "truncated_backprop_length": "3"}, None, {})
+    with pytest.raises(UsageError, match="holds no sweep to resume"):
+        run_sweep(spec, tmp_path / "none", resume=True)
+    assert not (tmp_path / "none").exists()
 
 
 def test_overwrite_never_touches_a_folder_that_holds_no_sweep(tmp_path):

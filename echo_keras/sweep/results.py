@@ -124,7 +124,7 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
     that leads nowhere, a file in the way, no permission); refuse (UsageError) to write a
     sweep into `out` when that would lose a user's files: a folder with anything in it
     takes a new sweep only with `overwrite`, and only when it holds an earlier sweep (a
-    valid sweep.json); `resume` needs that sweep."""
+    valid sweep.json); `resume` needs that sweep (its sweep.json, at least)."""
     out = Path(out)
     missing = out
     while not missing.exists():  # a sweep folder is made, never written through a link
@@ -137,6 +137,8 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
         problem = f"{out} is inside {around}, which `overwrite=True` replaces whole"
     if problem:
         raise ConfigError("out", problem)
+    if resume and not (out / SWEEP_JSON).is_file():  # as train refuses a run that is not there
+        raise UsageError(f"{out / SWEEP_JSON} is missing: {out} holds no sweep to resume")
     if resume or not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
