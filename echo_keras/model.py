@@ -254,7 +254,8 @@ def load_run_and_vocabulary(run_dir: Path, checkpoint: bool = False):
             if status["status"] != "complete":
                 raise RunFolderError(
                     f"{folder.path / files.MODEL} is missing: the run is {status['status']}, "
-                    "and a model is saved only once training completes " + _way_forward(view)
+                    "and a model is saved only once training completes "
+                    + _way_forward(view, status["status"])
                 )
         return config, load_model(path, config, folder.path / files.MODEL), vocabulary
 
@@ -294,8 +295,11 @@ def _checkpoint_model(run_dir: Path, config: TrainConfig, name: Path) -> keras.M
     return model
 
 
-def _way_forward(run_dir: Path) -> str:
-    """How an unfinished run gets its model: resume it, or (no epoch kept) train it again."""
+def _way_forward(run_dir: Path, status: str) -> str:
+    """How an unfinished run gets its model: wait for it, resume it, or (no epoch kept)
+    train it again."""
+    if status == "running":
+        return "(it is training now: wait for it to finish)"
     if arrays.has_checkpoint(run_dir):
         return "(resume it with `resume=True`)"
     return "(no epoch was completed, so there is nothing to resume: train it again)"

@@ -287,6 +287,32 @@ def test_evaluating_and_loading_again_and_again_in_a_notebook_warns_of_nothing(a
     assert "retracing" not in caplog.text
 
 
+def test_a_run_being_trained_by_this_very_process_is_said_to_be(tmp_path):
+    """From a callback (or another thread): the run is being trained here, not by "another
+    process", and its model is coming, not to be resumed."""
+    import keras
+
+    run_dir, seen = tmp_path / "run", {}
+
+    class Meddle(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2 and not seen:
+                for name, call in (
+                    ("train", lambda: ek.train(ek.TrainConfig(**SMALL), run_dir, overwrite=True)),
+                    ("load", lambda: ek.load_predictor(run_dir)),
+                ):
+                    try:
+                        call()
+                    except ek.EchoKerasError as error:
+                        seen[name] = error
+
+    ek.train(ek.TrainConfig(**SMALL), run_dir, callbacks=[Meddle()])
+    assert isinstance(seen["train"], ek.RunBusy)
+    assert str(seen["train"]) == f"{run_dir} is being trained by this process, in another call"
+    assert isinstance(seen["load"], ek.RunFolderError)
+    assert str(seen["load"]).endswith("(it is training now: wait for it to finish)")
+
+
 def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path):
     import keras
 

@@ -108,6 +108,8 @@ class RunFolder:
 
     def _busy(self) -> RunBusy:
         pid = self.lock.holder()
+        if pid == os.getpid():  # another thread of ours, or a callback of this very training
+            return RunBusy(f"{self.path} is being trained by this process, in another call")
         return RunBusy(f"{self.path} is being trained by another process (pid {pid or 'unknown'})")
 
     def _held(self) -> bool:
