@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,6 +285,8 @@ class TrainConfig:
 
         A field of a user's own data that is missing keeps its default: the echo task,
         a scalar input (every run written before those fields existed)."""
+        if not isinstance(data, Mapping):
+            raise UsageError(f"a config must be a mapping of fields, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         given = {k: v for k, v in data.items() if k in names}
         if given.get("learning_rate", 0) is None:  # a file says what it trained with

@@ -69,6 +69,9 @@ def test_optimizers_get_their_own_default_learning_rate(tmp_path):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     with pytest.raises(ConfigError, match="learning_rate: must be a number, got None"):
         TrainConfig.from_dict({**saved, "learning_rate": None})  # a file says its own rate
+    for not_a_mapping in (None, [("num_epochs", 2)], "config.json"):
+        with pytest.raises(UsageError, match="a config must be a mapping of fields, got"):
+            TrainConfig.from_dict(not_a_mapping)
     with pytest.raises(ConfigError, match="optimizer: must be one of"):
         TrainConfig(optimizer=["adam"]).validate()  # not a TypeError at construction
     replaced = dataclasses.replace(TrainConfig(), optimizer="adam", learning_rate=None)
