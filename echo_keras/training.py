@@ -241,12 +241,20 @@ def train(
             raise
 
 
-def _raised_in(error: BaseException, objects: list) -> bool:
-    """Whether `error` was raised inside a method of one of `objects` (a caller's callbacks)."""
+def _raised_in(error: BaseException, callbacks: list) -> bool:
+    """Whether `error` was raised inside a hook of one of `callbacks` (a caller's): one of
+    its methods, or a function it holds as a hook (LambdaCallback's), or what they call."""
+    hooks = set()
+    for callback in callbacks:
+        for name in dir(callback):
+            if name.startswith("on_"):
+                hook = getattr(callback, name, None)
+                code = getattr(getattr(hook, "__func__", hook), "__code__", None)
+                if code is not None:
+                    hooks.add(code)
     trace = error.__traceback__
     while trace is not None:
-        owner = trace.tb_frame.f_locals.get("self")
-        if any(owner is candidate for candidate in objects):
+        if trace.tb_frame.f_code in hooks:
             return True
         trace = trace.tb_next
     return False

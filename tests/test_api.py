@@ -320,11 +320,16 @@ def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path
         def on_train_batch_end(self, batch, logs=None):
             raise PermissionError(13, "not allowed", "/the/callers/file")
 
-    with pytest.raises(PermissionError) as raised:
-        ek.train(ek.TrainConfig(**SMALL), tmp_path / "run", callbacks=[Refused()])
-    assert not isinstance(raised.value, ek.WriteError)
-    assert raised.value.filename == "/the/callers/file"
-    assert ek.RunFolder(tmp_path / "run").status()["status"] == "failed"
+    def refuse(epoch, logs):
+        raise PermissionError(13, "not allowed", "/the/callers/file")
+
+    lambda_callback = keras.callbacks.LambdaCallback(on_epoch_end=refuse)
+    for name, callback in (("run", Refused()), ("lambda", lambda_callback)):
+        with pytest.raises(PermissionError) as raised:
+            ek.train(ek.TrainConfig(**SMALL), tmp_path / name, callbacks=[callback])
+        assert not isinstance(raised.value, ek.WriteError)
+        assert raised.value.filename == "/the/callers/file"
+        assert ek.RunFolder(tmp_path / name).status()["status"] == "failed"
 
 
 def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch(tmp_path):
