@@ -55,7 +55,7 @@ class ConfigError(UsageError, ValueError):
         self.reason = reason
 
     def __reduce__(self):  # pickled by its arguments: it crosses to and from processes
-        return type(self), (self.field, self.reason)
+        return type(self), (self.field, self.reason), self.__dict__
 
 
 class SymbolError(UsageError, ValueError):
@@ -96,7 +96,7 @@ class StateFileError(EchoKerasError):
         self.exit_status = 1 if damaged else 2
 
     def __reduce__(self):
-        return type(self), (self.args[0], self.damaged)
+        return type(self), (self.args[0], self.damaged), self.__dict__
 
 
 class ExportError(EchoKerasError):
@@ -138,7 +138,7 @@ class Interrupted(EchoKerasError):
         self.exit_status = 128 + signum
 
     def __reduce__(self):
-        return type(self), (self.args[0], self.signal)
+        return type(self), (self.args[0], self.signal), self.__dict__
 
 
 def first_line(error: BaseException) -> str:
