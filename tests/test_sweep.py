@@ -369,6 +369,10 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     result = invoke("sweep", "--out", out, "--resume")
     assert result.exit_code == 1 and "sweep.json is damaged" in result.stderr
     (out / "sweep.json").unlink()
+    (out / "sweep.json").mkdir()  # there, but no file: damaged too, not missing
+    result = invoke("sweep", "--out", out, "--resume")
+    assert result.exit_code == 1 and "sweep.json is damaged" in result.stderr
+    (out / "sweep.json").rmdir()
     result = invoke("sweep", "--out", out, "--resume", "--overwrite")
     assert result.exit_code == 2 and "cannot be used together" in result.stderr
     (tmp_path / "file").write_text("x")

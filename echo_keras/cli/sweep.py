@@ -230,14 +230,9 @@ class _Progress:
 
 
 def _resumed_spec(out: Path, given: dict, grid_texts: dict, seeds: int | None, settings: dict):
-    """The spec of the sweep in `out` to resume, with the flags given; UsageError if it holds
-    none, SweepError (exit 1) if its sweep.json is damaged."""
-    try:
-        base = read_spec(out)
-    except SweepError as error:
-        if (out / SWEEP_JSON).exists():
-            raise  # damaged: exit 1
-        raise UsageError(str(error)) from None  # nothing to resume
+    """The spec of the sweep in `out` to resume (`check_out` found its sweep.json), with the
+    flags given; SweepError (exit 1) if its sweep.json is damaged."""
+    base = read_spec(out)
     try:
         return make_spec(grid_texts, seeds, settings, base)
     except ConfigError as error:

@@ -97,13 +97,17 @@ def write_spec(out: Path, spec: SweepSpec, **extra: Any) -> None:
     fileio.atomic_write_text(Path(out) / SWEEP_JSON, json.dumps(record, indent=2) + "\n")
 
 
+def _no_sweep(out: Path) -> str:
+    return f"{Path(out) / SWEEP_JSON} is missing: {out} holds no sweep to resume"
+
+
 def read_spec(out: Path) -> SweepSpec:
     """The spec of the sweep in `out` (from sweep.json); SweepError if missing or damaged."""
     path = Path(out) / SWEEP_JSON
     try:
         data = fileio.read_json(path)
     except FileNotFoundError:
-        raise SweepError(f"{path} is missing: {out} holds no sweep to resume") from None
+        raise SweepError(_no_sweep(out)) from None
     except (ValueError, OSError) as error:
         raise SweepError(f"{path} is damaged: {error}") from None
     problem = _spec_problem(data)
@@ -137,8 +141,8 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
         problem = f"{out} is inside {around}, which `overwrite=True` replaces whole"
     if problem:
         raise ConfigError("out", problem)
-    if resume and not (out / SWEEP_JSON).is_file():  # as train refuses a run that is not there
-        raise UsageError(f"{out / SWEEP_JSON} is missing: {out} holds no sweep to resume")
+    if resume and not os.path.lexists(out / SWEEP_JSON):  # as train refuses a missing run
+        raise UsageError(_no_sweep(out))  # (one that is there but damaged: read_spec says)
     if resume or not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
