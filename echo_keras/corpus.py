@@ -32,7 +32,10 @@ from echo_keras.positions import Position
 from echo_keras.vocabulary import ASCII_SPACES, Vocabulary, encode_bytes, parse_ints
 
 CHUNK_BYTES = 1 << 20
-_BLANK_LINES = re.compile(rb"(?<=\n)(?:[ \t\r\f\v]*\n)+")  # after a line's end
+BLANK_LINE_SPACES = " \t\r\f\v"  # what a blank line may hold before its newline
+_BLANK_LINES = re.compile(  # one or more, after a line's end
+    rb"(?<=\n)(?:[%s]*\n)+" % re.escape(BLANK_LINE_SPACES.encode())
+)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import read_symbols
+from echo_keras.errors import SymbolError, UsageError
 from echo_keras.stream.documents import DocumentSplitter
 from echo_keras.stream.text import NextScore, VocabularyParser, read_text
 from echo_keras.vocabulary import Vocabulary
@@ -70,6 +71,37 @@ def test_a_stream_cut_anywhere_is_split_as_training_splits_the_file(
         assert starts == sorted(set(starts)), repr(text)
         checked += 1
     assert checked > 300
+
+
+def test_a_blank_lines_whitespace_is_not_read_as_symbols_yet_kept_whitespace_is(tmp_path):
+    """As training reads a file through a run's vocabulary: a blank line's spaces and tabs
+    are left out unread, those of a document are symbols, and the first one that is not
+    the run's is named where it stands, wherever the blocks are cut (held whitespace too)."""
+    narrow = Vocabulary("text", tuple("\nabx"))  # no space, tab or CR
+    rng = np.random.default_rng(1)
+    path = tmp_path / "data.txt"
+    for _ in range(300):
+        text = _random_text(rng, list(" \t\r\n\n\nabx"))
+        path.write_text(text, encoding="utf-8", newline="")
+        try:
+            file = read_symbols(path, vocabulary=narrow, documents=True)
+        except SymbolError as error:
+            with pytest.raises(SymbolError) as streamed:
+                _streamed(narrow, _cut_anywhere(text.encode(), rng))
+            assert str(error).endswith(str(streamed.value)), repr(text)
+            continue
+        except UsageError:  # no symbols at all
+            continue
+        symbols, starts = _streamed(narrow, _cut_anywhere(text.encode(), rng))
+        assert symbols.tolist() == file.ids.tolist(), repr(text)
+    held = VocabularyParser(Vocabulary("text", tuple("\nab ")), documents=True)
+    held.parse(b"ab\n  ")  # two spaces held: blank line or not?
+    with pytest.raises(SymbolError, match=r"^line 2, column 3: '\\t' is not in the run's"):
+        held.parse(b"\tx\n")
+    held = VocabularyParser(narrow, documents=True)
+    held.parse(b"ab\n \t")
+    with pytest.raises(SymbolError, match=r"^line 2, column 1: ' ' is not in the run's"):
+        held.parse(b"x\n")
 
 
 def test_blank_lines_at_the_end_mark_the_next_symbol_as_a_new_document():
@@ -158,11 +190,15 @@ def test_a_state_saved_after_a_blank_line_is_zeros_and_a_blank_line_ends_a_state
     documents_run, tmp_path
 ):
     after_blank = tmp_path / "blank.npz"
-    invoke("predict", "--run-dir", documents_run, "--state-out", after_blank, input=DOC_A + "\n\n")
+    done = invoke(
+        "predict", "--run-dir", documents_run, "--state-out", after_blank, input=DOC_A + "\n\n"
+    )
+    assert done.exit_code == 0, done.output
     with np.load(after_blank) as saved:
         assert all(not saved[name].any() for name in saved.files if name.endswith(("_h", "_c")))
     carried = tmp_path / "carried.npz"
-    invoke("predict", "--run-dir", documents_run, "--state-out", carried, input=DOC_A)
+    done = invoke("predict", "--run-dir", documents_run, "--state-out", carried, input=DOC_A)
+    assert done.exit_code == 0, done.output
     fresh = _probabilities(documents_run, DOC_B)
     assert _probabilities(documents_run, "\n\n" + DOC_B, "--state-in", carried) == fresh
     assert _probabilities(documents_run, DOC_B, "--state-in", carried) != fresh

@@ -12,7 +12,7 @@ Everything here is plain Python; nothing imports TensorFlow.
 
 from __future__ import annotations
 
-_BLANK = " \t\r\f\v"  # what a blank line may hold before its newline (as corpus.py reads it)
+from echo_keras.corpus import BLANK_LINE_SPACES as _BLANK
 
 
 class DocumentSplitter:
@@ -22,21 +22,28 @@ class DocumentSplitter:
     (blank lines dropped) and the offsets in it where a document starts: the state is
     zeroed there. An offset equal to the length of the text kept (only with `final`)
     says that the stream ends in blank lines: whatever follows starts a new document.
+    `origins` then tells where each piece of that kept text stands in the block (for the
+    position of a symbol in it): (offset in the text kept, offset in the block), or None
+    for the block's: whitespace held from earlier blocks, from column 1 of the line that
+    the block starts in.
     """
 
     def __init__(self):
         self._line_start = True  # nothing but whitespace on the current line so far
         self._held = ""  # that whitespace: dropped if the line is blank, else kept
         self._boundary = False  # a blank line since the last symbol kept
+        self.origins: list[tuple[int, int | None]] = []
 
     def split(self, text: str, final: bool = False) -> tuple[str, list[int]]:
         kept: list[str] = []
         starts: list[int] = []
-        size = 0
+        self.origins = []
+        at = 0  # where the line stands in `text`
         lines = text.split("\n")
         for index, line in enumerate(lines):
             complete = index < len(lines) - 1  # ends with a newline in this block
             end = "\n" if complete else ""
+            source, at = at, at + len(line) + len(end)
             if self._line_start and not line.strip(_BLANK):
                 if complete:  # a blank line: left out, and the next symbol starts a document
                     self._held = ""
@@ -44,22 +51,24 @@ class DocumentSplitter:
                 else:  # whitespace alone so far: wait for the rest of the line
                     self._held += line
                 continue
-            if self._line_start:
-                line, self._held = self._held + line, ""
-            size = self._keep(line + end, kept, starts, size)
+            if self._line_start and self._held:
+                self._keep(self._held, kept, starts, None)
+                self._held = ""
+            self._keep(line + end, kept, starts, source)
             self._line_start = complete
         if final:
             if self._held:  # a last line of whitespace without a newline is not blank
-                size = self._keep(self._held, kept, starts, size)
+                self._keep(self._held, kept, starts, None)
                 self._held = ""
             if self._boundary:
-                starts.append(size)
+                starts.append(sum(map(len, kept)))
                 self._boundary = False
         return "".join(kept), starts
 
-    def _keep(self, text: str, kept: list[str], starts: list[int], size: int) -> int:
+    def _keep(self, text: str, kept: list[str], starts: list[int], source: int | None) -> None:
+        size = self.origins[-1][0] + len(kept[-1]) if kept else 0
         if self._boundary:
             starts.append(size)
             self._boundary = False
         kept.append(text)
-        return size + len(text)
+        self.origins.append((size, source))

@@ -74,12 +74,12 @@ class VocabularyParser:
             raise SymbolError(not_utf8(place, error.object[error.start])) from None
 
     def _text(self, text: str, final: bool) -> Piece:
-        if self.vocabulary.kind == "text":
+        if self.vocabulary.kind == "text" and self._documents is not None:
+            piece = self._documents_kept(text, final)
+            self._position.advance(text)
+        elif self.vocabulary.kind == "text":
             piece = self._characters(text)
             self._position.advance(text)
-            if self._documents is not None:  # checked whole above, for the right positions
-                kept, starts = self._documents.split(text, final)
-                piece = Piece(self._characters(kept).symbols, piece.breaks, starts=tuple(starts))
         else:
             data = self._carry + text
             end = len(data) if final else complete_tokens(data, _SPACES.__contains__)
@@ -92,6 +92,21 @@ class VocabularyParser:
                 piece.starts = tuple(np.searchsorted(tokens, starts).tolist())
         self.count += len(piece.symbols)
         return piece
+
+    def _documents_kept(self, text: str, final: bool) -> Piece:
+        """The symbols a run on documents reads of `text` (blank lines left out, as training
+        leaves them out, unchecked), and where documents start."""
+        kept, starts = self._documents.split(text, final)
+        ids, index = self.vocabulary.ids_of(kept)
+        if index is not None:
+            offset, source = next(o for o in reversed(self._documents.origins) if o[0] <= index)
+            if source is None:  # held whitespace: from column 1 of the line the block is on
+                where = f"{self._position.name} line {self._position.line}, column "
+                where = (where + str(index - offset + 1)).lstrip()
+            else:
+                where = self._position.of(text, source + index - offset)
+            raise SymbolError(f"{where}: {kept[index]!r} is not in the run's vocabulary")
+        return Piece(ids.astype(np.int32), np.zeros(0, np.int64), starts=tuple(starts))
 
     def _characters(self, text: str) -> Piece:
         ids, index = self.vocabulary.ids_of(text)
