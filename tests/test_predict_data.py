@@ -334,6 +334,9 @@ def test_a_symbol_outside_the_vocabulary_before_a_byte_that_is_not_text_is_named
     parser.parse(b"0 1\n1")  # a token left open, then a bad byte: the token is read first
     with pytest.raises(SymbolError, match=r"^line 2, column 2: the input is not UTF-8"):
         parser.parse(b"\xff")
+    parser = VocabularyParser(ints)  # as training reads it: the token that runs into the byte
+    with pytest.raises(SymbolError, match=r"^line 1, column 3: '99' is not a symbol of the run"):
+        parser.parse(b"0 99\xff 1\n")
 
 
 def test_the_parser_reads_integer_tokens_cut_between_blocks():

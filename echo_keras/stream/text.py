@@ -65,10 +65,10 @@ class VocabularyParser:
         try:
             return self._decoder.decode(block, final)
         except UnicodeDecodeError as error:
-            # The text before the bad byte first: a symbol there that is not the run's is
-            # the first error. Then what is not yet behind the position: an open token
-            # (ints), then the bad byte.
-            self._text(error.object[: error.start].decode("utf-8"), final=False)
+            # The text before the bad byte first, as if the input ended there (as training
+            # reads it): a symbol there that is not the run's is the first error, a token
+            # that runs into the byte too. Then the bad byte.
+            self._text(error.object[: error.start].decode("utf-8"), final=True)
             carried = self._carry.encode()
             place = self._position.of(carried + error.object[error.start :], len(carried))
             raise SymbolError(not_utf8(place, error.object[error.start])) from None
