@@ -233,7 +233,9 @@ def _checked_pieces(chunk: bytes, decoder, position: Position, final: bool) -> I
     raise error
 
 
-def _checked(chunk: bytes, decoder, position: Position, final: bool) -> tuple[bytes, Exception]:
+def _checked(
+    chunk: bytes, decoder, position: Position, final: bool
+) -> tuple[bytes, Exception | None]:
     """(the chunk, None), or (the text before its first byte that is not UTF-8 text or
     is NUL, the UsageError that names that byte)."""
     try:

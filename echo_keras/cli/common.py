@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from echo_keras.cli import stdio
 from echo_keras.errors import one_line, tell
 from echo_keras.options import OPTIONS, as_flags
 from echo_keras.paths import names_a_folder
@@ -101,6 +102,20 @@ class Resume:
     @staticmethod
     def sweep(out: Path) -> str:
         return f"echo-keras sweep --out {shlex.quote(str(out))} --resume"
+
+
+@contextlib.contextmanager
+def output_errors(what: str):
+    """For a block that writes the command's output (`stdio.stdout_writer`): a reader that
+    went away (`| head`) ends the command quietly, with the status of SIGPIPE; any other
+    failed write is one line, `cannot write WHAT: reason`, exit 1."""
+    try:
+        yield
+    except BrokenPipeError:
+        stdio.quiet_broken_pipe()
+        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
+    except stdio.OutputError as error:
+        raise fail(f"cannot write {what}: {error}") from None
 
 
 def notice(message: str) -> None:

@@ -24,6 +24,7 @@ from echo_keras.cli.common import (
     fail,
     file_path,
     notice,
+    output_errors,
     warn_if_unfinished,
 )
 from echo_keras.config import check_seed, check_temperature
@@ -232,32 +233,23 @@ def _predict(
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
 
-    try:
-        result = predict_stream(
-            model,
-            _read_function(source),
-            None if as_json else write,
-            state,
-            probabilities=probabilities,
-            collect=as_json,
-        )
-    except BrokenPipeError:
-        stdio.quiet_broken_pipe()
-        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
-    except stdio.OutputError as error:
-        raise fail(f"cannot write the predictions: {error}") from None
-    except OSError as error:
-        raise fail(f"cannot read the input: {error}") from None
-
-    try:
+    with output_errors("the predictions"):
+        try:
+            result = predict_stream(
+                model,
+                _read_function(source),
+                None if as_json else write,
+                state,
+                probabilities=probabilities,
+                collect=as_json,
+            )
+        except (BrokenPipeError, stdio.OutputError):
+            raise  # the output's: output_errors words them
+        except OSError as error:
+            raise fail(f"cannot read the input: {error}") from None
         if as_json:  # printed whole before the state is saved: the state marks success
             JsonOutput.printed = True
             write(_json_text(result, probabilities, model.vocabulary).encode() + b"\n")
-    except BrokenPipeError:
-        stdio.quiet_broken_pipe()
-        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
-    except stdio.OutputError as error:
-        raise fail(f"cannot write the predictions: {error}") from None
     if state_out is not None:
         write_state(state_out, model, result.state)
     if not as_json:
@@ -278,7 +270,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
-    try:
+    with output_errors("the text"):
         text, state = sample(
             model,
             model.config,
@@ -293,11 +285,6 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
             write(json.dumps({"text": text, "seed": options["seed"]}).encode() + b"\n")
         elif text and not text.endswith("\n"):
             write(b"\n")
-    except BrokenPipeError:
-        stdio.quiet_broken_pipe()
-        raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
-    except stdio.OutputError as error:
-        raise fail(f"cannot write the text: {error}") from None
     if state_out is not None:
         write_state(state_out, model, state)
 
