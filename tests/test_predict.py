@@ -505,6 +505,33 @@ def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
     assert not state.exists()
 
 
+def test_the_output_is_written_whole_through_a_descriptor_that_takes_a_little_at_a_time():
+    """A non-blocking pipe takes what fits (a partial write), then refuses (EAGAIN) until
+    its reader drains it: every byte still arrives, in order."""
+    import fcntl
+    import threading
+
+    from echo_keras.cli.stdio import _write_whole
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    data = bytes(range(256)) * 4096  # 1 MiB: sixteen pipes' worth
+    received = []
+
+    def drain():
+        while chunk := os.read(read_end, 1 << 12):
+            received.append(chunk)
+            time.sleep(0.0005)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with open(write_end, "wb", buffering=0) as out:
+        _write_whole(out, data)
+    reader.join(timeout=60)
+    os.close(read_end)
+    assert b"".join(received) == data
+
+
 @pytest.mark.parametrize("unbuffered", ["", "1"])
 def test_output_a_disk_takes_only_in_part_is_a_failed_write_and_saves_no_state(
     run_dir, tmp_path, unbuffered
