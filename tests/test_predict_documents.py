@@ -169,6 +169,27 @@ def test_predict_starts_every_document_from_a_zeroed_state(documents_run):
     assert together[len(DOC_A) + 1 :] == alone[len(DOC_A) :]
 
 
+def test_a_blank_lines_whitespace_outside_the_vocabulary_is_no_error_whatever_the_source(
+    documents_run, tmp_path
+):
+    """A CR (not in this run's vocabulary) in a blank line is left out unread, as training
+    would: from a file (checked whole before predicting), a pipe and a --prime."""
+    text = f"{DOC_A}\n \r\n{DOC_B}"
+    (tmp_path / "in.txt").write_text(text, newline="")
+    piped = _probabilities(documents_run, text)
+    from_file = invoke(
+        "predict", "--run-dir", documents_run, "--probabilities", "--input", tmp_path / "in.txt"
+    )
+    assert from_file.exit_code == 0, from_file.output
+    assert from_file.stdout.splitlines() == piped
+    assert len(piped) == len(DOC_A) + 1 + len(DOC_B)
+    generated = invoke("predict", "--run-dir", documents_run, "--generate", 5, "--seed", 0,
+                       "--prime", f"{DOC_A}\n\r\n")  # fmt: skip
+    assert generated.exit_code == 0, generated.output
+    refused = invoke("predict", "--run-dir", documents_run, input=f"{DOC_A}\r\n")  # in a line
+    assert refused.exit_code == 2 and "line 2, column 3: '\\r' is not in" in refused.stderr
+
+
 def test_the_accuracy_of_a_documents_stream_is_scored_within_its_documents(documents_run):
     result = invoke("predict", "--run-dir", documents_run, "--json", input=f"{DOC_A}\n\n{DOC_B}")
     assert result.exit_code == 0, result.output

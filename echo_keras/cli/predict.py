@@ -33,7 +33,7 @@ from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
-from echo_keras.stream.text import check_text, parse_text
+from echo_keras.stream.text import check_text, read_text
 
 
 def predict(
@@ -149,7 +149,7 @@ def predict(
         if probabilities:
             raise UsageError("--probabilities goes with predicting, not --generate")
         if prime:
-            parse_text(prime, vocabulary, "--prime: ")  # before TensorFlow loads
+            read_text(prime, vocabulary, "--prime: ", config.documents)  # before TensorFlow
         # A fresh seed is drawn here, so that --json can say which one gives this text again.
         seed = secrets.randbelow(2**32) if seed is None else seed
         options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed}
@@ -220,7 +220,7 @@ def _predict(
             if vocabulary is None:
                 check_stream(_read_function(source), config.num_classes)
             else:
-                check_text(_read_function(source), vocabulary)
+                check_text(_read_function(source), vocabulary, config.documents)
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
         source.seek(start)

@@ -198,9 +198,9 @@ class NextScore:
         return self.correct / self.scored if self.scored else None
 
 
-def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary) -> int:
+def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary, documents: bool) -> int:
     """Parse a whole input without predicting: the number of symbols, or SymbolError."""
-    return count_parsed(read, VocabularyParser(vocabulary))
+    return count_parsed(read, VocabularyParser(vocabulary, documents))
 
 
 def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray:
