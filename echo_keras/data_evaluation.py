@@ -131,14 +131,15 @@ def data_source(
         where = f"its validation data ({shown(config.validation_data)})"
     elif corpus.validation is not None:
         share = f"{config.validation_fraction * 100:.3g}%"  # 10%, 12.5%, 0.4%
-        where = f"the held-out last {share} of {shown(config.data)}"
-        if config.documents:  # cut at a document's start: the documents that start there
-            where = f"the documents that start in the last {share} of {shown(config.data)}"
         if corpus.tail_of_a_document:
             where = (
                 f"the held-out last {share} of {shown(config.data)}, where no document "
                 "starts: the end of its last document, read from a zeroed state"
             )
+        elif config.documents:  # cut at a document's start: the documents that start there
+            where = f"the documents that start in the last {share} of {shown(config.data)}"
+        else:
+            where = f"the held-out last {share} of {shown(config.data)}"
         windows = corpus.validation
     else:
         windows, where = corpus.train, f"its training data ({shown(config.data)})"

@@ -231,11 +231,10 @@ def train(
             if changed and not isinstance(error, (TrainingError, Interrupted)):
                 _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
-            ours = not _raised_in(error, callbacks)  # a caller's callback's error is its own
             if (
-                ours
-                and isinstance(error, OSError)
+                isinstance(error, OSError)
                 and not isinstance(error, (EchoKerasError, BrokenPipeError))
+                and not _raised_in(error, callbacks)  # a caller's callback's error is its own
             ):
                 raise write_error(f"the run {folder.path}", error) from error
             raise
@@ -243,7 +242,9 @@ def train(
 
 def _raised_in(error: BaseException, callbacks: list) -> bool:
     """Whether `error` was raised inside a hook of one of `callbacks` (a caller's): one of
-    its methods, or a function it holds as a hook (LambdaCallback's), or what they call."""
+    its methods, or a function it holds as a hook (LambdaCallback's), or what they call.
+    Keras's own Callback methods are no one's: one passes its call on (`on_train_batch_end`
+    calls `on_batch_end`), ours included."""
     hooks = set()
     for callback in callbacks:
         for name in dir(callback):
@@ -252,6 +253,7 @@ def _raised_in(error: BaseException, callbacks: list) -> bool:
                 code = getattr(getattr(hook, "__func__", hook), "__code__", None)
                 if code is not None:
                     hooks.add(code)
+    hooks -= {getattr(hook, "__code__", None) for hook in vars(keras.callbacks.Callback).values()}
     trace = error.__traceback__
     while trace is not None:
         if trace.tb_frame.f_code in hooks:

@@ -334,6 +334,23 @@ def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path
         assert ek.RunFolder(tmp_path / name).status()["status"] == "failed"
 
 
+def test_an_error_passed_on_by_keras_own_callback_methods_is_no_callers():
+    """Keras's Callback passes `on_train_batch_end` on to `on_batch_end`: that base method
+    belongs to every callback that does not override it, so it tells no caller's error."""
+    import keras
+
+    from echo_keras.training import _raised_in
+
+    class Ours(keras.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as raised:
+        Ours().on_train_batch_end(0)
+    assert not _raised_in(raised.value, [keras.callbacks.Callback()])
+    assert _raised_in(raised.value, [Ours()])
+
+
 def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch(tmp_path):
     """Stopped at an epoch's end or inside the next one, the run is the same: two completed
     epochs, their rows, their weights; it says so and resumes. Stopped inside the first epoch,
