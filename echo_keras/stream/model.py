@@ -202,22 +202,24 @@ def load_stream_model(run_dir: Path, read_with: tuple | None = None) -> StreamMo
 # --- the stream loop ------------------------------------------------------------------------
 
 
-def run_documents(model: StreamModel, symbols: np.ndarray, starts, state: list, score=None):
-    """`model.run` over `symbols` from `state`, the state zeroed (and `score`, if given,
-    restarted) at every index in `starts`, where a document starts; (probabilities, state).
-    The predictions are scored as they come."""
+def run_documents(model: StreamModel, symbols: np.ndarray, starts, state: list):
+    """`model.run` over `symbols` from `state`, the state zeroed at every index in `starts`,
+    where a document starts; (probabilities, state)."""
     outputs = []
-    edges = [0, *starts, len(symbols)]
-    for index, (begin, end) in enumerate(pairwise(edges)):
+    for index, (begin, end) in enumerate(pairwise([0, *starts, len(symbols)])):
         if index:  # a document starts at `begin`
             state = model.zero_state()
-            if score is not None:
-                score.restart()
         probabilities, state = model.run(symbols[begin:end], state)
-        if score is not None:
-            score.update(symbols[begin:end], probabilities.argmax(axis=-1).astype(np.int32))
         outputs.append(probabilities)
     return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs)), state
+
+
+def _score_documents(score, symbols: np.ndarray, predictions: np.ndarray, starts) -> None:
+    """Score the predictions of a piece, each document apart (restarted where one starts)."""
+    for index, (begin, end) in enumerate(pairwise([0, *starts, len(symbols)])):
+        if index:
+            score.restart()
+        score.update(symbols[begin:end], predictions[begin:end])
 
 
 @dataclass
@@ -265,8 +267,9 @@ def predict_stream(
         block = read(BLOCK)
         finished = not block
         piece = parser.finish() if finished else parser.parse(block)
-        probs, state = run_documents(model, piece.symbols, piece.starts, state, score)
+        probs, state = run_documents(model, piece.symbols, piece.starts, state)
         predictions = probs.argmax(axis=-1).astype(np.int32)
+        _score_documents(score, piece.symbols, predictions, piece.starts)
         if write is not None:
             if probabilities:
                 out = layout.probabilities(piece, probs)
