@@ -227,18 +227,22 @@ class ValidateEachEpoch(keras.callbacks.Callback):
     Args:
         windows: the validation `data.Windows`, laid out for the model's batch.
         rows: rows of epochs completed earlier (a resumed run), to continue from.
+
+    Attributes:
+        loop: the model's compiled `PredictLoop` to score with (None: one is made at the
+            first epoch's end).
     """
 
     def __init__(self, windows, rows=None):
         super().__init__()
         self.windows = windows
         self.rows = list(rows or [])
-        self._loop = None
+        self.loop = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._loop is None:
-            self._loop = PredictLoop(self.model, windows=self.windows.num_windows)
-        loss, accuracy = score_windows(self._loop, self.windows)
+        if self.loop is None:
+            self.loop = PredictLoop(self.model, windows=self.windows.num_windows)
+        loss, accuracy = score_windows(self.loop, self.windows)
         row = {
             "epoch": epoch,
             "loss": loss,

@@ -315,6 +315,18 @@ DATA_DEFAULTS = {
 }
 
 
+# What a compiled model and its loops do not depend on (see `shape_key`).
+UNCOMPILED = ("echo_step", "seed", "num_epochs")
+
+
+def shape_key(config: TrainConfig) -> tuple:
+    """What a compiled model and its loops depend on: every setting but UNCOMPILED. Runs of
+    one key can share one compiled model (`warm`, the sweep's `point.PointTrainer`)."""
+    return tuple(
+        (name, value) for name, value in config.to_dict().items() if name not in UNCOMPILED
+    )
+
+
 def with_default_rate(settings: dict[str, Any]) -> dict[str, Any]:
     """`settings` with the optimizer's default learning rate, unless one is given (a sweep
     records every setting it trains with)."""

@@ -65,17 +65,20 @@ def fit_epochs(
     tap: BatchTap | None = None,
     chunk_stops=None,
     corpus: Corpus | None = None,
+    warm=None,
 ) -> int:
     """Train epochs first_epoch..num_epochs-1 on fresh data (or `corpus`, the run's own);
     return the number of batches run.
 
     `callbacks` should include ResetStatesAtEpochStart. Stops early when a
-    callback sets `model.stop_training`.
+    callback sets `model.stop_training`. `warm`: the `warm.WarmModel` that `model` is, whose
+    compiled loop the fast path reuses.
     """
     tap = tap or BatchTap()
-    runner = _fit_plain if plain else _fit_fast
+    if plain:
+        return _fit_plain(model, config, callbacks, first_epoch, tap, corpus)
     stops = chunk_stops or default_chunk_stops
-    return runner(model, config, callbacks, first_epoch, tap, stops, corpus)
+    return _fit_fast(model, config, callbacks, first_epoch, tap, stops, corpus, warm)
 
 
 def default_chunk_stops(start: int, num_windows: int, epoch: int) -> int:
@@ -94,7 +97,7 @@ def aligned_chunk_stops(every: int):
     return stops
 
 
-def _fit_plain(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:
+def _fit_plain(model, config, callbacks, first_epoch, tap, corpus) -> int:
     # Keras builds the compiled metrics on the first step, so look the metric up late.
     tap.logits_source = lambda: model_lib.batch_loss_metric(model).logits.numpy()
     callback_list = _OneTraining(
@@ -169,10 +172,13 @@ class _OneTraining(keras.callbacks.CallbackList):
         super().on_train_end()
 
 
-def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus) -> int:
+def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus, warm) -> int:
     num_windows = config.num_batches
     size = min(CHUNK_WINDOWS, num_windows)  # every chunk is fed padded to this many windows
-    loop = TrainLoop(model, size, windows=num_windows)
+    if warm is None:
+        loop = TrainLoop(model, size, windows=num_windows)
+    else:
+        loop = warm.loop(TrainLoop, size, windows=num_windows)
     callback_list = DirectCallbacks(
         callbacks, model, {"epochs": config.num_epochs, "steps": num_windows, "verbose": 0}
     )

@@ -7,6 +7,7 @@ reads and checks what a resumed run continues from.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,12 +39,14 @@ from echo_keras.errors import (
     write_error,
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
+from echo_keras.loops import PredictLoop
 from echo_keras.memory import memory_problem
 from echo_keras.options import PLAIN_DOCUMENTS, RESUME_HINT, new_run_problem
 from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.generate import sample
+from echo_keras.warm import fresh_model
 
 SAMPLE_LENGTH = 500  # symbols of text generated into sample.txt at the end of a data run
 DIVERGED = "the loss became NaN or infinite; no model was saved. Try a smaller `learning_rate`"
@@ -84,6 +87,11 @@ def train(
     The state is carried from window to window and zeroed at every epoch start;
     each epoch trains on a fresh series. The folder is locked for the whole call,
     and every file is written atomically, so a kill leaves a run that can resume.
+
+    The compiled model of each shape is kept in this process (`warm`, four shapes at
+    most): a later training of that shape starts it exactly as a new model starts, and
+    skips the second or so its compilation takes. A training given callbacks (which may
+    keep their model), a resumed one and a plain one get a model of their own.
 
     Args:
         config: the settings; `TrainConfig()` is the tutorial's.
@@ -169,15 +177,22 @@ def train(
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
     own += callbacks  # the caller's, after the built-in ones
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
-    with StopOnSignal() as stopper, folder.writing():
+    with StopOnSignal() as stopper, folder.writing(), contextlib.ExitStack() as lent:
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
         changed = False
         try:
+            warm = None
             if resume:
                 first_epoch, rows, model = resuming.load(config, folder)
-            else:
+            elif plain or callbacks:  # a caller's callback may keep the model: one of its own
                 first_epoch, rows, model = 0, [], build_compiled_model(config)
+            else:  # compiled once per shape in this process (see `warm`)
+                warm = lent.enter_context(fresh_model(config))
+                first_epoch, rows, model = 0, [], warm.model
             validation = resuming.validation(corpus, folder if resume else None, first_epoch)
+            if warm is not None and validation:
+                windows = validation[0].windows.num_windows
+                validation[0].loop = warm.loop(PredictLoop, windows=windows)
             versions = files.package_versions("keras", "tensorflow", "numpy")
             files.write_config(work_dir, config, versions=versions, fast_path=not plain)
             if corpus is not None:
@@ -217,6 +232,7 @@ def train(
                     tap=tap,
                     chunk_stops=aligned_chunk_stops(plot_every) if plot_every else None,
                     corpus=corpus,
+                    warm=warm,
                 )
             finally:
                 seconds = time.perf_counter() - started

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from echo_keras.config import shape_key
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import flag
 from echo_keras.sweep import cluster, grid, heatmap, results, workers
@@ -1145,7 +1146,7 @@ def test_a_shapes_last_points_wait_for_the_worker_that_compiled_it():
             (owner[4], 4)
         ]
     assert pool.done() is False and not pool.queue
-    assert owner[12].shapes == {grid.shape_key(window12.points()[0])}
+    assert owner[12].shapes == {shape_key(window12.points()[0])}
 
 
 def test_a_worker_writes_temporary_files_to_a_folder_of_its_own(tmp_path):

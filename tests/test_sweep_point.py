@@ -9,10 +9,9 @@ import json
 
 import pytest
 
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, shape_key
 from echo_keras.errors import ConfigError, TrainingDiverged
 from echo_keras.run import arrays, files
-from echo_keras.sweep.grid import shape_key
 from tests.helpers import TINY
 
 

@@ -236,6 +236,72 @@ def test_same_seed_same_losses(tiny_config, tmp_path):
     assert [row[3] for row in first.history] == [row[3] for row in second.history]
 
 
+def _run_files(run_dir):
+    """What a run computed: its history, last batch, checkpoint and saved model's weights."""
+    saved = keras.saving.load_model(run_dir / files.MODEL, compile=False)
+    return (
+        files.read_history(run_dir),
+        dict(np.load(run_dir / files.LAST_BATCH)),
+        [v.numpy() for v in saved.weights],
+        dict(np.load(run_dir / files.CHECKPOINT / files.CHECKPOINT_STATE)),
+    )
+
+
+@pytest.mark.parametrize("kind", ["dropout-adam", "documents"])
+def test_a_training_on_its_shapes_warm_model_computes_what_a_fresh_model_does(tmp_path, kind):
+    """The compiled model of a shape is kept in the process: a later training of that shape,
+    after one of another seed (and echo step) has moved its weights, optimizer and random
+    generators, trains on it exactly what a model compiled afresh trains."""
+    from echo_keras import warm
+
+    config = dataclasses.replace(TINY, dropout=0.2, optimizer="adam", learning_rate=0.05)
+    if kind == "documents":
+        data = tmp_path / "docs.txt"
+        rng = np.random.default_rng(1)
+        docs = ["".join(rng.choice(list("xyz"), size=rng.integers(5, 40))) for _ in range(60)]
+        data.write_text("\n\n".join(docs))
+        config = TrainConfig(data=str(data), documents=True, num_epochs=2, batch_size=4,
+                             truncated_backprop_length=10, state_size=8)  # fmt: skip
+    warm.clear()
+    train(config, tmp_path / "afresh")
+    afresh, after_afresh = _run_files(tmp_path / "afresh"), np.random.random()
+    other = dataclasses.replace(config, seed=3, **({} if config.data else {"echo_step": 2}))
+    train(other, tmp_path / "other")
+    ((key, kept),) = warm._kept.items()
+    loops = list(kept._loops.values())
+    train(config, tmp_path / "warm")
+    assert list(warm._kept.values()) == [kept]  # the same model and loop, compiled once
+    traced = [loop._run.experimental_get_tracing_count() for loop in loops]
+    assert traced == ([1, 1] if config.data else [1])  # training (and validation) loops
+    again, after_again = _run_files(tmp_path / "warm"), np.random.random()
+    assert again[0] == afresh[0]  # every batch's loss, to the bit
+    for ours, theirs in zip(again[2], afresh[2], strict=True):
+        assert np.array_equal(ours, theirs)
+    for arrays_, expected in ((again[1], afresh[1]), (again[3], afresh[3])):
+        assert arrays_.keys() == expected.keys()  # the last batch; the checkpoint: weights,
+        for name, values in expected.items():  # optimizer and random generators
+            assert np.array_equal(arrays_[name], values), name
+    assert after_again == after_afresh  # the global generators left as a fresh build leaves them
+    assert _run_files(tmp_path / "other")[0] != afresh[0]
+
+
+def test_the_model_a_callback_of_the_callers_was_given_stays_its_own(tmp_path):
+    """A caller's callback may keep its model after training: it is never a warm model that
+    a later training of the same shape would change."""
+    from echo_keras import warm
+
+    class Keep(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.weights = [v.numpy() for v in self.model.weights]
+
+    keep = Keep()
+    train(TINY, tmp_path / "kept", callbacks=[keep])
+    train(dataclasses.replace(TINY, seed=4), tmp_path / "later")
+    assert all(kept.model is not keep.model for kept in warm._kept.values())
+    for variable, value in zip(keep.model.weights, keep.weights, strict=True):
+        assert np.array_equal(variable.numpy(), value)
+
+
 @pytest.mark.slow
 def test_the_tutorial_configuration_learns_the_echo(default_run):
     run_dir, result = default_run

@@ -41,16 +41,6 @@ MAX_WORKERS = 1024  # a local Ray's CPUs: more than any machine this runs on
 GRID_WORDS = ("echo steps", "windows", "state sizes", "cells", "seeds")  # AXES, then seeds
 # The per-run settings a sweep takes: config.json's names, in order, without data fields.
 SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in DATA_FIELDS)
-# The settings a point's compiled model and loops do not depend on: its data, seed, epochs.
-UNCOMPILED = ("echo_step", "seed", "num_epochs")
-
-
-def shape_key(config: TrainConfig) -> tuple:
-    """What a point's compiled model and loops depend on: every setting but UNCOMPILED.
-    Points with the same key can share one compiled model (see `point.PointTrainer`)."""
-    return tuple(
-        (name, value) for name, value in config.to_dict().items() if name not in UNCOMPILED
-    )
 
 
 def parse_ints(text: str, field: str) -> list[int]:

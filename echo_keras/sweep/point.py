@@ -25,7 +25,7 @@ import numpy as np
 
 from echo_keras import model as model_lib
 from echo_keras.backend import keras, tf
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, shape_key
 from echo_keras.data import epoch_windows, eval_rng, symbol_dtype, windows_from_rng
 from echo_keras.errors import ConfigError, TrainingDiverged
 from echo_keras.evaluation import Metrics, score
@@ -33,8 +33,8 @@ from echo_keras.fitting import build_compiled_model, probabilities
 from echo_keras.loops import PairedPredictLoop, TrainLoop
 from echo_keras.memory import memory_problem
 from echo_keras.run import arrays, fileio, files
-from echo_keras.sweep.grid import shape_key
 from echo_keras.training import DIVERGED
+from echo_keras.warm import WarmModel
 
 PARTS = ("compilation", "initialisation", "training", "evaluation", "saving")
 SEEDS_KEPT = 16  # initial weights kept per shape, by seed (a fresh model costs ~0.1 s)
@@ -52,18 +52,21 @@ class PointResult:
 
 
 class _Compiled:
-    """A model of one shape with its compiled loops, and its optimizer's initial values."""
+    """A warm model of one shape with its compiled loops, and fresh variables by seed."""
 
     def __init__(self, config: TrainConfig):
-        self.model = build_compiled_model(config)
-        self.train_loop = TrainLoop(self.model, config.num_batches)
-        self.eval_loop = PairedPredictLoop(self.model, windows=config.num_batches)
+        self.warm = WarmModel(build_compiled_model(config))
+        self.train_loop = self.warm.loop(TrainLoop, config.num_batches)
+        self.eval_loop = self.warm.loop(PairedPredictLoop, windows=config.num_batches)
         shape = (config.num_batches, config.batch_size, config.truncated_backprop_length)
         zeros = tf.zeros(shape, dtype=tf.as_dtype(symbol_dtype(config.num_classes)))
         self.train_loop(zeros, zeros, 0, 0)  # compile now: zero windows change nothing
         self.eval_loop(zeros, zeros, 0)
-        self.optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
         self.initial: dict[int, list[np.ndarray]] = {}  # seed -> a fresh model's variables
+
+    @property
+    def model(self):
+        return self.warm.model
 
     def start_afresh(self, config: TrainConfig) -> None:
         """Weights as a fresh train's model under the point's seed; the optimizer as new."""
@@ -73,12 +76,7 @@ class _Compiled:
             keras.utils.set_random_seed(config.seed)
             fresh = model_lib.build_model(config)
             self.initial[config.seed] = [v.numpy() for v in fresh.variables]
-        for variable, value in zip(self.model.variables, self.initial[config.seed], strict=True):
-            variable.assign(value)
-        optimizer = self.model.optimizer
-        for variable, value in zip(optimizer.variables, self.optimizer_start, strict=True):
-            variable.assign(value)
-        model_lib.reset_states(self.model)
+        self.warm.start_afresh(self.initial[config.seed])
 
 
 class PointTrainer:

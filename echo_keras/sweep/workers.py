@@ -1,7 +1,7 @@
 """The sweep's workers: Ray actors that stay warm, and the driver's side that feeds them points.
 
 Each worker is an actor with one CPU that imports TensorFlow once and trains its points in
-memory with a `point.PointTrainer`, which compiles once per shape (`grid.shape_key`). The
+memory with a `point.PointTrainer`, which compiles once per shape (`config.shape_key`). The
 driver's `WorkerPool` hands an idle worker a point of a shape it has already compiled when
 there is one, else a shape no other worker has, so compilations are few and the work spreads.
 A point's result travels back as a task value: its results.csv row, its run folder as zip
@@ -23,11 +23,10 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, shape_key
 from echo_keras.run.lock import use_private_tempdir
 from echo_keras.startup import own_process
 from echo_keras.sweep.cluster import TASK_ENV, error_line
-from echo_keras.sweep.grid import shape_key
 from echo_keras.sweep.results import point_name
 
 SHAPES_PER_WORKER = 24  # then a fresh worker: about 15 MB of compiled code per shape

@@ -1,0 +1,91 @@
+"""Compiled models kept warm in this process, one per shape, for `train` and the sweep.
+
+Tracing and compiling a small model's training loop takes about a second: far longer than
+training it for a few epochs. A process that trains many runs of one shape (a notebook, a
+script's loop, a sweep's worker) pays it once. A `WarmModel` is a compiled model of one shape
+(`shape_key`: every setting but the seed, the echo step and the epochs) with the loops
+compiled for it; `start_afresh` gives it exactly the start of a model freshly built under
+another run's seed: its weights and random generators, its optimizer as new, its state zeroed.
+
+`fresh_model(config)` lends `train` the warm model of config's shape (up to `KEPT` shapes are
+kept, the least recently used given up first), or builds it. While lent, a model is no one
+else's: a second training of the same shape at the same time (another thread) gets a model
+of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import numpy as np
+
+from echo_keras import model as model_lib
+from echo_keras.backend import keras
+from echo_keras.config import TrainConfig, shape_key
+from echo_keras.fitting import build_compiled_model
+
+KEPT = 4  # shapes kept warm for `train` (each holds its compiled loops: a few MB)
+
+
+class WarmModel:
+    """A compiled model of one shape, the loops compiled for it, and its optimizer's start."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        optimizer = model.optimizer
+        if not optimizer.built:  # as a training loop would build it, before its first step
+            optimizer.build(model.trainable_variables)
+        self.optimizer_start = [variable.numpy() for variable in optimizer.variables]
+        self._loops: dict[tuple, object] = {}
+
+    def loop(self, kind, *args, **options):
+        """`kind(model, *args, **options)` (a loop of `loops`), made once and kept."""
+        key = (kind, args, tuple(sorted(options.items())))
+        if key not in self._loops:
+            self._loops[key] = kind(self.model, *args, **options)
+        return self._loops[key]
+
+    def start_afresh(self, variables: list[np.ndarray]) -> None:
+        """The model's variables (weights and random generators' state) set to `variables`,
+        those of a model built afresh; its optimizer as new; its state zeroed."""
+        for variable, value in zip(self.model.variables, variables, strict=True):
+            variable.assign(value)
+        optimizer = self.model.optimizer
+        for variable, value in zip(optimizer.variables, self.optimizer_start, strict=True):
+            variable.assign(value)
+        model_lib.reset_states(self.model)
+
+
+_kept: OrderedDict[tuple, WarmModel] = OrderedDict()
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def fresh_model(config: TrainConfig) -> Iterator[WarmModel]:
+    """A warm model started exactly as `build_compiled_model(config)` would build it (the
+    global random generators seeded and drawn from as that build draws), lent for the block
+    and kept afterwards for the next training of its shape."""
+    built = build_compiled_model(config)  # the very start a fresh run has, and its draws
+    key = shape_key(config)
+    with _lock:
+        warm = _kept.pop(key, None)
+    if warm is None:
+        warm = WarmModel(built)
+    else:
+        warm.start_afresh([variable.numpy() for variable in built.variables])
+    try:
+        yield warm
+    finally:
+        with _lock:
+            _kept[key] = warm
+            while len(_kept) > KEPT:
+                _kept.popitem(last=False)
+
+
+def clear() -> None:
+    """Give up every warm model (the next training of each shape compiles again)."""
+    with _lock:
+        _kept.clear()
