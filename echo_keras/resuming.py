@@ -9,6 +9,7 @@ import dataclasses
 import os
 
 from echo_keras import model as model_lib
+from echo_keras.backend import keras
 from echo_keras.callbacks import ValidateEachEpoch
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import Corpus, file_digest
@@ -50,8 +51,9 @@ def validation(corpus: Corpus | None, folder: RunFolder | None, first_epoch: int
     return [ValidateEachEpoch(corpus.validation, rows)]
 
 
-def load(config: TrainConfig, folder: RunFolder):
-    """(completed epochs, their history rows, the model with its optimizer) of a run to resume.
+def load(config: TrainConfig, folder: RunFolder, model: keras.Model | None = None):
+    """(completed epochs, their history rows, the model with its optimizer) of a run to resume:
+    `model` (a compiled model of the run's shape, as built afresh) or a new one, restored.
 
     history.csv may hold rows beyond the checkpoint (a failure between the two
     writes, or a torn last line): they are dropped, so the run continues from
@@ -64,7 +66,7 @@ def load(config: TrainConfig, folder: RunFolder):
             f"`resume=True` continues the run in {name} with its own settings; only "
             "`num_epochs` may change"
         )
-    model = build_compiled_model(config)
+    model = model or build_compiled_model(config)
     completed = model_lib.restore_checkpoint(run_dir, model, name)
     if completed > config.num_epochs:
         raise RunRefused(

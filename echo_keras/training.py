@@ -88,10 +88,10 @@ def train(
     each epoch trains on a fresh series. The folder is locked for the whole call,
     and every file is written atomically, so a kill leaves a run that can resume.
 
-    The compiled model of each shape is kept in this process (`warm`, four shapes at
+    The compiled model of each shape is kept in this process (`warm`, eight shapes at
     most): a later training of that shape starts it exactly as a new model starts, and
     skips the second or so its compilation takes. A training given callbacks (which may
-    keep their model), a resumed one and a plain one get a model of their own.
+    keep their model) and a plain one get a model of their own.
 
     Args:
         config: the settings; `TrainConfig()` is the tutorial's.
@@ -181,14 +181,14 @@ def train(
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
         changed = False
         try:
-            warm = None
-            if resume:
-                first_epoch, rows, model = resuming.load(config, folder)
-            elif plain or callbacks:  # a caller's callback may keep the model: one of its own
-                first_epoch, rows, model = 0, [], build_compiled_model(config)
-            else:  # compiled once per shape in this process (see `warm`)
+            warm = None  # a caller's callback may keep its model: then one of its own
+            if not (plain or callbacks):  # compiled once per shape in this process
                 warm = lent.enter_context(fresh_model(config))
-                first_epoch, rows, model = 0, [], warm.model
+            if resume:
+                first_epoch, rows, model = resuming.load(config, folder, warm and warm.model)
+            else:
+                first_epoch, rows = 0, []
+                model = warm.model if warm else build_compiled_model(config)
             validation = resuming.validation(corpus, folder if resume else None, first_epoch)
             if warm is not None and validation:
                 windows = validation[0].windows.num_windows

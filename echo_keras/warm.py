@@ -27,7 +27,7 @@ from echo_keras.backend import keras
 from echo_keras.config import TrainConfig, shape_key
 from echo_keras.fitting import build_compiled_model
 
-KEPT = 4  # shapes kept warm for `train` (each holds its compiled loops: a few MB)
+KEPT = 8  # shapes kept warm for `train` (each holds its compiled loops: about 15 MB)
 
 
 class WarmModel:
