@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from echo_keras.config import TrainConfig
+from tests import zygote
 from tests.helpers import TINY, VARIANTS
 
 # --- running on two cores ------------------------------------------------------------------
@@ -34,6 +35,7 @@ from tests.helpers import TINY, VARIANTS
 # Until that is fixed, each worker writes the groups it collected to a file in a folder named
 # by GROUPS_ENV, and the scheduler below reads them.
 GROUPS_ENV = "ECHO_KERAS_TEST_GROUPS"
+REAL_ENV = "ECHO_KERAS_TEST_REAL"  # set (to 1): every child command runs for real, unforked
 THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
@@ -50,11 +52,29 @@ def pytest_configure(config):
         # over every core. Set before any test imports TensorFlow.
         for name in THREADS:
             os.environ.setdefault(name, "1")
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") == "no"
+    if worker and not os.environ.get(REAL_ENV):
+        _start_zygote(config)
     elif config.getoption("dist", "no") == "loadgroup":
         folder = tempfile.mkdtemp(prefix="echo-keras-test-groups-")
         os.environ[GROUPS_ENV] = folder  # the workers, started after this, inherit it
         config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
         config.add_cleanup(lambda: os.environ.pop(GROUPS_ENV, None))
+
+
+def _start_zygote(config) -> None:
+    """The warm `echo-keras` that the tests' child processes fork from (tests/zygote.py),
+    started in the background: a command that comes before it listens runs for real."""
+    folder = tempfile.mkdtemp(prefix="ekz-")  # short: a socket's path has 107 bytes at most
+    server = zygote.Zygote(folder)
+    os.environ[zygote.ZYGOTE_ENV] = server.path
+
+    def stop():
+        os.environ.pop(zygote.ZYGOTE_ENV, None)
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    config.add_cleanup(stop)
 
 
 def _group(item) -> str | None:

@@ -44,7 +44,11 @@ VARIANTS = {
     "dropout": {"dropout": 0.1},
     "classes12": {"num_classes": 12},  # more than ten: symbols are whitespace-separated
 }
-ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
+# `python -m echo_keras` in a child process: a fork of a process that has loaded TensorFlow
+# already (tests/zygote.py; it runs the command for real where a fork cannot stand in).
+ECHO_KERAS = [sys.executable, str(Path(__file__).with_name("zygote.py")), "run"]
+# The real thing, for a test of how the command starts, or one that kills it with SIGKILL.
+REAL_ECHO_KERAS = [sys.executable, "-m", "echo_keras"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 runner = CliRunner()
@@ -74,11 +78,13 @@ def one_line_error(result, *fragments, code: int | None = None) -> str:
 # --- the command line in a child process ---------------------------------------------------
 
 
-def start(run_dir, *flags, command="train", preexec_fn=None):
+def start(run_dir, *flags, command="train", preexec_fn=None, real=False):
     """`echo-keras COMMAND --run-dir RUN_DIR FLAGS` in a child process, its output piped
-    (`preexec_fn` runs in the child first: to ignore a signal, as `nohup` does, say)."""
+    (`preexec_fn` runs in the child first: to ignore a signal, as `nohup` does, say; `real`:
+    the command for real, not a fork, as a test that kills it with SIGKILL needs)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    argv = [*ECHO_KERAS, command, "--run-dir", str(run_dir), *map(str, flags)]
+    command_line = REAL_ECHO_KERAS if real else ECHO_KERAS
+    argv = [*command_line, command, "--run-dir", str(run_dir), *map(str, flags)]
     return subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,

@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import zygote
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -381,7 +383,7 @@ def _children_cpu(times: str) -> float:
 class Shell:
     """One bash process; each command's exit status comes back on a pipe of its own."""
 
-    def __init__(self, cwd: Path, env: dict, logs: Path):
+    def __init__(self, cwd: Path, env: dict, logs: Path, preamble: str = ""):
         self.logs = logs
         self.cpu = 0.0  # CPU seconds of the commands so far
         self.read_end, write_end = os.pipe()
@@ -399,6 +401,7 @@ class Shell:
                 text=True,
             )
         os.close(write_end)
+        self.process.stdin.write(preamble)
 
     def run(self, number: int, command: str, python: bool, timeout: float) -> Step:
         out, err = self.logs / f"{number}.out", self.logs / f"{number}.err"
@@ -566,9 +569,15 @@ def run_examples(
     skip: tuple[str, ...] = (),
     timeout: float = 600,
     on_step: Callable[[int, int, Step], None] | None = None,
+    warm: bool = False,
 ) -> Report:
     """Run `readme`'s examples in order in a copy of `repo` made under `work` (which must be
-    empty); a Report with every problem found. Stops at the first example that fails."""
+    empty); a Report with every problem found. Stops at the first example that fails.
+
+    With `warm` (the suite's way), a command `echo-keras` found on the PATH runs as a fork of
+    a process that has loaded TensorFlow already (tests/zygote.py), saving the 3.5 s of its
+    import (its CPU is then that process's, not counted in the step's); `make readme` runs
+    it as written."""
     report = Report()
     started = time.monotonic()
     items = parse(readme.read_text())
@@ -581,7 +590,16 @@ def run_examples(
     make_copy(repo, copy, Path(sys.prefix))
     before = snapshot(copy)
     ray_tmp = Path(tempfile.mkdtemp(prefix="ekr-", dir="/tmp"))  # short: Ray's socket paths
-    shell = Shell(copy, environment(copy, home, tmp, ray_tmp), logs)
+    env, preamble, server = environment(copy, home, tmp, ray_tmp), "", None
+    if warm:
+        server = zygote.Zygote(tempfile.mkdtemp(prefix="ekz-", dir="/tmp"), env)
+        env[zygote.ZYGOTE_ENV] = server.path
+        relay = f"{shlex.quote(str(copy / '.venv/bin/python'))} {shlex.quote(zygote.__file__)}"
+        preamble = (  # what PATH finds, as a fork; not found on the PATH: as bash says it
+            "echo-keras() { if found=$(type -P echo-keras); then "
+            f'{relay} script "$found" "$@"; else command echo-keras "$@"; fi; }}\n'
+        )
+    shell = Shell(copy, env, logs, preamble)
     last_output: dict[str, Step] = {}
     try:
         for number, item in enumerate(items, 1):
@@ -641,6 +659,9 @@ def run_examples(
                     report.problems.append(f"{where}: {problem}")
     finally:
         shell.close()
+        if server is not None:
+            server.stop()
+            shutil.rmtree(Path(server.path).parent, ignore_errors=True)
         after = snapshot(copy)
         for path in sorted(set(before) | set(after)):
             if before.get(path) != after.get(path) and not _allowed(path):
@@ -686,7 +707,9 @@ def _print_step(number: int, total: int, step: Step) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip", action="append", default=[], help="a command not to run")
-    parser.add_argument("--suite", action="store_true", help="with the test suite's changes")
+    parser.add_argument(
+        "--suite", action="store_true", help="with the test suite's changes, and its warm forks"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the copy; print its folder")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="echo-keras-readme-"))
@@ -700,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             skip=tuple(args.skip),
             timeout=3600,
             on_step=_print_step,
+            warm=args.suite,
         )
     finally:
         if args.keep:

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from echo_keras.run import files
-from tests.helpers import ECHO_KERAS, TINY_FLAGS, SignalInFinalizer, invoke, one_line_error
+from tests.helpers import (
+    ECHO_KERAS,
+    REAL_ECHO_KERAS,
+    TINY_FLAGS,
+    SignalInFinalizer,
+    invoke,
+    one_line_error,
+)
 
 # --- help ----------------------------------------------------------------------------------
 
@@ -198,7 +205,8 @@ def test_a_signal_while_a_command_starts_is_one_line_and_its_exit_status(phase, 
     loads): one line, 128 + signal, and under --json its object; it was a traceback, or a
     silent death."""
     for signum, command in ((signal.SIGTERM, ["evaluate"]), (signal.SIGINT, ["predict", "01"])):
-        process = _started([*ECHO_KERAS, *command, "--run-dir", str(tiny_run), "--json"], phase)
+        argv = [*REAL_ECHO_KERAS, *command, "--run-dir", str(tiny_run), "--json"]
+        process = _started(argv, phase)
         process.send_signal(signum)
         out, err = process.communicate(timeout=60)
         name = signal.Signals(signum).name
@@ -210,7 +218,8 @@ def test_a_signal_while_a_command_starts_is_one_line_and_its_exit_status(phase, 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_a_signal_before_training_starts_writes_no_run(tmp_path):
     run_dir = tmp_path / "run"
-    process = _started([*ECHO_KERAS, "train", "--run-dir", str(run_dir), *TINY_FLAGS], "caught")
+    argv = [*REAL_ECHO_KERAS, "train", "--run-dir", str(run_dir), *TINY_FLAGS]
+    process = _started(argv, "caught")
     process.send_signal(signal.SIGTERM)  # TensorFlow has yet to load
     _, err = process.communicate(timeout=60)
     assert (process.returncode, err.strip()) == (143, "Error: Interrupted (SIGTERM)")

@@ -244,7 +244,7 @@ def test_a_seed_that_is_not_a_whole_number_from_0_is_refused(tiny_run, tmp_path,
 def signal_while_staging(run_dir, out, signum):
     """(process, stderr) of `export --out OUT`, sent `signum` once its staging folder holds
     the SavedModel, and ended."""
-    process = start(run_dir, "--out", out, command="export")
+    process = start(run_dir, "--out", out, command="export", real=signum == signal.SIGKILL)
     try:
         deadline = time.monotonic() + 120
         while not any(out.parent.glob(f".{out.name}.export-*/saved_model.pb")):

@@ -152,7 +152,7 @@ def test_a_failing_example_or_a_file_written_outside_runs_fails_the_run(tmp_path
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_the_readme_examples_run_in_order_on_a_fresh_copy(tmp_path):
-    report = rx.run_examples(README, rx.REPO, tmp_path, rx.SUITE_CHANGES, timeout=300)
+    report = rx.run_examples(README, rx.REPO, tmp_path, rx.SUITE_CHANGES, timeout=300, warm=True)
     for step in report.steps:  # shown with -s, or when the test fails
         how = f"exit {step.status} {step.seconds:5.1f} s, {step.cpu:5.1f} s CPU"
         how = "skipped" if step.command is None else how

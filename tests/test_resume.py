@@ -75,7 +75,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
 @pytest.mark.slow
 def test_after_kill_9_the_run_reads_as_interrupted_and_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    process = start(run_dir, *LONG_FLAGS)
+    process = start(run_dir, *LONG_FLAGS, real=True)
     wait_for(checkpoint_of(run_dir), process)
     process.kill()
     process.communicate(timeout=60)

@@ -163,7 +163,7 @@ def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
 @pytest.mark.slow
 def test_a_run_killed_in_its_first_epoch_is_replaced_by_the_same_command(tmp_path):
     run_dir = tmp_path / "k1"
-    process = start(run_dir, "--series-length", "3000000", "--epochs", "1", "--quiet")
+    process = start(run_dir, "--series-length", "3000000", "--epochs", "1", "--quiet", real=True)
     wait_for(run_dir / files.STATUS, process)
     process.kill()  # kill -9, in its first epoch: 3,000,000 symbols take far longer
     process.communicate(timeout=60)
