@@ -41,6 +41,10 @@ def _arrays(path) -> dict:
 
 
 def _server_listening() -> None:
+    """Wait for the warm server, in a test process that has loaded echo-keras's TensorFlow
+    itself (as most have by then: its import sets variables in the environment)."""
+    import echo_keras.backend  # noqa: F401
+
     deadline = time.monotonic() + 120  # the conftest starts it with the session
     while not os.path.exists(os.environ[zygote.ZYGOTE_ENV]):
         assert time.monotonic() < deadline, "the warm server never listened"

@@ -44,11 +44,17 @@ AT_START = ("PYTHONUNBUFFERED",)  # read at start, and so set in the child as th
 
 
 def _imported(env: dict) -> dict:
-    return {
+    """What of `env` the import reads, with what echo-keras's own import sets where unset
+    (`backend`: the tensorflow backend, TensorFlow's info logs hidden): a process that has
+    imported echo-keras (a test's) and one about to (the server) then read alike."""
+    env = {
         key: value
         for key, value in env.items()
         if key.startswith(IMPORTED) and key not in AT_START and key != ZYGOTE_ENV
     }
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 def _send(sock: socket.socket, message: dict, fds=()) -> None:
@@ -133,23 +139,29 @@ def _send_quietly(connection, message) -> None:
 
 def _watch(connection: socket.socket, pid: int) -> None:
     """Tell the relay how the child ended; kill the child if the relay goes first."""
-    child = os.pidfd_open(pid)
+    try:
+        child = os.pidfd_open(pid)  # readable once the child ends
+    except (AttributeError, OSError):  # no pidfd here: look every 20 ms
+        child = None
+    watched = [connection] if child is None else [connection, child]
+    timeout = 0.02 if child is None else None
     try:
         while True:
-            ready, _, _ = select.select([child, connection], [], [])
-            if child in ready:
-                _, status = os.waitpid(pid, 0)
+            ready, _, _ = select.select(watched, [], [], timeout)
+            ended, status = os.waitpid(pid, os.WNOHANG)
+            if ended:
                 _send_quietly(connection, {"status": status})
                 return
-            if not connection.recv(1):  # the relay is gone (killed): so is its command
-                try:
+            if connection in ready and not connection.recv(1):  # the relay is gone (killed):
+                try:  # so is its command
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 os.waitpid(pid, 0)
                 return
     finally:
-        os.close(child)
+        if child is not None:
+            os.close(child)
         connection.close()
 
 
@@ -232,9 +244,8 @@ def relay(args: list[str], script: str | None = None) -> None:
         if script:
             os.execve(script, [script, *args], env)
         os.execve(sys.executable, [sys.executable, "-m", "echo_keras", *args], env)
-    for signum in RELAYED:
-        if signal.getsignal(signum) != signal.SIG_IGN:
-            signal.signal(signum, lambda signum, _: _pass_on(pid, signum))
+    for signum in RELAYED:  # the child ignores those it was started ignoring, as it would
+        signal.signal(signum, lambda signum, _: _pass_on(pid, signum))
     status = _ended()
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
