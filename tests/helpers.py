@@ -81,7 +81,8 @@ def one_line_error(result, *fragments, code: int | None = None) -> str:
 def start(run_dir, *flags, command="train", preexec_fn=None, real=False):
     """`echo-keras COMMAND --run-dir RUN_DIR FLAGS` in a child process, its output piped
     (`preexec_fn` runs in the child first: to ignore a signal, as `nohup` does, say; `real`:
-    the command for real, not a fork, as a test that kills it with SIGKILL needs)."""
+    the command for real, not a fork, as a test that kills it with SIGKILL or reads its pid
+    needs)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command_line = REAL_ECHO_KERAS if real else ECHO_KERAS
     argv = [*command_line, command, "--run-dir", str(run_dir), *map(str, flags)]

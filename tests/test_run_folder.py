@@ -243,7 +243,8 @@ def test_of_two_trainings_started_together_exactly_one_trains(tmp_path):
 @pytest.mark.slow
 def test_resume_and_overwrite_are_refused_while_another_process_trains(tmp_path):
     run_dir = tmp_path / "run"
-    process = start(run_dir, "--epochs", "100000", *LONG_FLAGS[2:])  # stopped below
+    # For real: the refusal names the trainer's pid, which a relay's is not.
+    process = start(run_dir, "--epochs", "100000", *LONG_FLAGS[2:], real=True)  # stopped below
     try:
         wait_for(checkpoint_of(run_dir), process)
         for flags in (["--resume"], ["--overwrite"]):

@@ -14,7 +14,8 @@ What a fork cannot stand in for, the relay runs for real (exec `python -m echo_k
 server (`ZYGOTE_ENV` unset, or not answering), a closed standard stream, or an environment
 that differs from the server's where TensorFlow, Keras or Python read it at import. A
 SIGKILL cannot be passed on: the server kills the child once the relay is gone, a moment
-later, so a test that kills a command with SIGKILL and reads its files after runs it for real.
+later, so a test that kills a command with SIGKILL and reads its files after runs it for real,
+as does one that reads the command's pid (the relay's is another).
 
 This file imports only the standard library (the README's runner calls it as a script).
 """
