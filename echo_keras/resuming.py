@@ -66,7 +66,7 @@ def load(config: TrainConfig, folder: RunFolder, model: keras.Model | None = Non
             f"`resume=True` continues the run in {name} with its own settings; only "
             "`num_epochs` may change"
         )
-    model = model or build_compiled_model(config)
+    model = build_compiled_model(config) if model is None else model
     completed = model_lib.restore_checkpoint(run_dir, model, name)
     if completed > config.num_epochs:
         raise RunRefused(

@@ -181,14 +181,16 @@ def train(
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
         changed = False
         try:
-            warm = None  # a caller's callback may keep its model: then one of its own
+            warm = model = None  # a caller's callback may keep its model: then one of its own
             if not (plain or callbacks):  # compiled once per shape in this process
                 warm = lent.enter_context(fresh_model(config))
+                model = warm.model
             if resume:
-                first_epoch, rows, model = resuming.load(config, folder, warm and warm.model)
+                first_epoch, rows, model = resuming.load(config, folder, model)
             else:
                 first_epoch, rows = 0, []
-                model = warm.model if warm else build_compiled_model(config)
+                if model is None:
+                    model = build_compiled_model(config)
             validation = resuming.validation(corpus, folder if resume else None, first_epoch)
             if warm is not None and validation:
                 windows = validation[0].windows.num_windows

@@ -61,12 +61,16 @@ class DocumentSplitter:
                 self._keep(self._held, kept, starts, None)
                 self._held = ""
             if self._boundary:
-                starts.append(sum(map(len, kept)))
+                starts.append(self._size(kept))
                 self._boundary = False
         return "".join(kept), starts
 
+    def _size(self, kept: list[str]) -> int:
+        """The length of the text kept so far in this block (each piece has its origin)."""
+        return self.origins[-1][0] + len(kept[-1]) if kept else 0
+
     def _keep(self, text: str, kept: list[str], starts: list[int], source: int | None) -> None:
-        size = self.origins[-1][0] + len(kept[-1]) if kept else 0
+        size = self._size(kept)
         if self._boundary:
             starts.append(size)
             self._boundary = False
