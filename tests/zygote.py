@@ -32,7 +32,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 
 ZYGOTE_ENV = "ECHO_KERAS_TEST_ZYGOTE"  # the server's socket, for the relay
 # What Python, TensorFlow and Keras read from the environment at import: a command whose
@@ -239,15 +238,17 @@ def relay(args: list[str], script: str | None = None) -> None:
     """Run `python -m echo_keras ARGS` (with `script`, the path of the console script: it)
     in a fork of the server, or for real (see the module's doc)."""
     path = os.environ.get(ZYGOTE_ENV)
-    pid = _started(path, args, script) if path and _streams_open() else None
-    if pid is None:
-        env = {key: value for key, value in os.environ.items() if key != ZYGOTE_ENV}
+    env = {key: value for key, value in os.environ.items() if key != ZYGOTE_ENV}
+    started = _started(path, args, script, env) if path and _streams_open() else None
+    if started is None:
         if script:
             os.execve(script, [script, *args], env)
         os.execve(sys.executable, [sys.executable, "-m", "echo_keras", *args], env)
+    pid, connection = started
     for signum in RELAYED:  # the child ignores those it was started ignoring, as it would
         signal.signal(signum, lambda signum, _: _pass_on(pid, signum))
-    status = _ended()
+    answer, _ = _receive(connection)  # a signal meanwhile is passed on, and the wait goes on
+    status = 1 << 8 if answer is None else answer["status"]  # None: the server is gone
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         signal.signal(signum, signal.SIG_DFL)
@@ -255,14 +256,10 @@ def relay(args: list[str], script: str | None = None) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
-_connection: socket.socket | None = None
-
-
-def _started(path: str, args: list[str], script: str | None) -> int | None:
-    """The child's pid; None when the server cannot run this command."""
-    global _connection
+def _started(path: str, args: list[str], script: str | None, env: dict):
+    """(the child's pid, the connection that tells how it ended); None when the server
+    cannot run this command."""
     ignored = [s for s in RELAYED if signal.getsignal(s) == signal.SIG_IGN]
-    env = {key: value for key, value in os.environ.items() if key != ZYGOTE_ENV}
     request = {
         "args": args,
         "script": script,
@@ -272,24 +269,13 @@ def _started(path: str, args: list[str], script: str | None) -> int | None:
         "ignored": [int(s) for s in ignored],
     }
     try:
-        _connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        _connection.connect(path)
-        _send(_connection, request, (0, 1, 2))
-        answer, _ = _receive(_connection)
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(path)
+        _send(connection, request, (0, 1, 2))
+        answer, _ = _receive(connection)
     except OSError:
         return None
-    return None if answer is None or "pid" not in answer else answer["pid"]
-
-
-def _ended() -> int:
-    while True:
-        try:
-            answer, _ = _receive(_connection)
-        except InterruptedError:
-            continue
-        if answer is None:  # the server is gone
-            return 1 << 8
-        return answer["status"]
+    return None if answer is None or "pid" not in answer else (answer["pid"], connection)
 
 
 def _pass_on(pid: int, signum: int) -> None:
@@ -333,15 +319,6 @@ class Zygote:
             env=env,
             cwd="/",
         )
-
-    def ready(self, timeout: float = 60) -> bool:
-        """Wait until the server listens (False if it ended or time ran out)."""
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.path):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
 
     def stop(self) -> None:
         if self.process.poll() is None:
