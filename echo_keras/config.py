@@ -128,9 +128,13 @@ class TrainConfig:
 
     @property
     def num_batches(self) -> int:
-        """Windows per epoch, as the tutorial computes `num_batches` (for `data`, its layout's)."""
+        """Windows per epoch, as the tutorial computes `num_batches` (for `data`, its layout's);
+        ConfigError naming the setting if a length it divides by cannot work."""
         if self.data is not None:
             return self.data_windows
+        lengths = (self.total_series_length, self.batch_size, self.truncated_backprop_length)
+        if not all(type(value) is int and value > 0 for value in lengths):
+            self.validate()  # raises for the first setting that cannot work
         return self.total_series_length // self.batch_size // self.truncated_backprop_length
 
     @property

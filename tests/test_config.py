@@ -45,6 +45,27 @@ def test_config_validation_names_the_flag(field, value, flag):
     assert flag_of(error.value.field) == flag
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("batch_size", 0),
+        ("truncated_backprop_length", -3),
+        ("total_series_length", "5000"),
+        ("batch_size", True),
+        ("truncated_backprop_length", 1.5),
+    ],
+)
+def test_the_windows_of_a_config_that_cannot_work_name_its_setting(field, value):
+    """num_batches and used_length divide by the window and the batch: a setting that
+    cannot work is a ConfigError naming it, as validate() words it, not Python's own error."""
+    config = TrainConfig(**{field: value})
+    for derived in ("num_batches", "used_length"):
+        with pytest.raises(ConfigError) as error:
+            getattr(config, derived)
+        assert error.value.field == field
+    assert TrainConfig(batch_size=4, truncated_backprop_length=5).num_batches == 2500
+
+
 def test_optimizers_get_their_own_default_learning_rate(tmp_path):
     result = invoke(
         "train",
