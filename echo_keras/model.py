@@ -71,6 +71,22 @@ def window_work(model: keras.Model) -> int:
     return batch * window * model.count_params()
 
 
+# Weights of a recurrent layer of u units on d inputs: per gate a kernel, a recurrent kernel
+# and a bias (Keras's GRU keeps two biases a gate: its reset gate acts after the product).
+GATES = {"lstm": (4, 1), "gru": (3, 2), "simple": (1, 1)}  # gates, biases per gate
+
+
+def planned_window_work(config: TrainConfig) -> int:
+    """`window_work` of the model `build_model(config)` builds, known before it is built."""
+    gates, biases = GATES[config.cell]
+    units, inputs, weights = config.state_size, config.input_width, 0
+    for _ in range(config.num_layers):
+        weights += gates * units * (inputs + units + biases)
+        inputs = units
+    weights += (units + 1) * config.num_classes  # the Dense head
+    return config.batch_size * config.truncated_backprop_length * weights
+
+
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     if config.optimizer == "adagrad":
         # TF1's AdagradOptimizer started its accumulators at 0.1; the tutorial used it.

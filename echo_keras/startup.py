@@ -7,7 +7,9 @@ off (it is then back as it was), and, in a process of echo-keras's own, freezes 
 import made (`gc.freeze`), so that no collection walks it again: about 0.4 s of a short
 command's 3 s. The command line and a sweep's worker call `own_process()` before
 TensorFlow is imported; a user's script or notebook, whose objects `gc.freeze` would freeze
-too, does not.
+too, does not. In a process of our own, too, `train` runs a small model's ops on one thread
+each (`backend.use_one_intra_op_thread`): a setting of the whole process, which a user's own
+process keeps as the user left it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from echo_keras import model as model_lib
 from echo_keras import resuming
-from echo_keras.backend import keras
+from echo_keras.backend import keras, use_one_intra_op_thread
 from echo_keras.callbacks import (
     BatchLossRecorder,
     EpochCheckpoint,
@@ -45,6 +45,7 @@ from echo_keras.options import PLAIN_DOCUMENTS, RESUME_HINT, new_run_problem
 from echo_keras.paths import as_path
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
+from echo_keras.startup import is_own_process
 from echo_keras.stream.generate import sample
 from echo_keras.warm import fresh_model
 
@@ -174,6 +175,8 @@ def train(
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
             raise UsageError(problem)
+    if is_own_process() and model_lib.planned_window_work(config) <= model_lib.LARGE_WINDOW_WORK:
+        use_one_intra_op_thread()  # a small model, in echo-keras's own process (see backend)
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []
     own += callbacks  # the caller's, after the built-in ones
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.

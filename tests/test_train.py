@@ -30,9 +30,11 @@ from echo_keras.loops import PredictLoop, TrainLoop
 from echo_keras.model import (
     UNROLL_MAX_STEPS,
     loss_function,
+    planned_window_work,
     reset_states,
     state_variables,
     stateful_layers,
+    window_work,
 )
 from echo_keras.run import arrays, files
 from echo_keras.training import build_compiled_model, fit_epochs, train
@@ -205,6 +207,55 @@ def test_a_large_models_layers_run_unrolled_and_train_as_the_looped_ones_do(tiny
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
     assert [layer.unroll for layer in stateful_layers(loaded)] == [True]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"cell": "gru", "num_layers": 2, "num_classes": 3},  # one-hot input
+        {"cell": "simple", "input_encoding": "onehot", "state_size": 7},
+        {"num_layers": 3, "num_classes": 12, "input_encoding": "scalar", "batch_size": 2},
+    ],
+)
+def test_a_configs_planned_window_work_is_its_built_models(tiny_config, changes):
+    """What decides a training's threads before its model exists: the built model's own."""
+    config = dataclasses.replace(tiny_config, **changes)
+    assert planned_window_work(config) == window_work(build_compiled_model(config))
+
+
+def test_a_small_models_training_runs_each_op_on_one_thread_in_a_process_of_our_own(
+    tiny_config, tmp_path, monkeypatch
+):
+    """On two cores, TensorFlow's default of an op spread over every core makes a small
+    model's training a quarter slower for half again the CPU. echo-keras's own process
+    (the command line) runs it on one thread; a large model and a caller's process (a
+    notebook) keep TensorFlow's default."""
+    code = (
+        "from echo_keras import startup; startup.own_process()\n"
+        "import echo_keras as ek, sys\n"
+        "ek.train(ek.TrainConfig(**eval(sys.argv[1])), sys.argv[2], progress=False)\n"
+        "from echo_keras.backend import tf\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    settings = repr(dataclasses.asdict(tiny_config))
+    done = subprocess.run(
+        [sys.executable, "-c", code, settings, str(tmp_path / "own")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["1"], done.stderr
+    pinned = []
+    monkeypatch.setattr("echo_keras.training.use_one_intra_op_thread", lambda: pinned.append(1))
+    train(tiny_config, tmp_path / "library", progress=False)  # this process is no CLI's
+    assert pinned == []
+    monkeypatch.setattr("echo_keras.training.is_own_process", lambda: True)
+    train(tiny_config, tmp_path / "small", progress=False)
+    assert pinned == [1]
+    monkeypatch.setattr("echo_keras.model.LARGE_WINDOW_WORK", 0)  # every model is large
+    train(tiny_config, tmp_path / "large", progress=False)
+    assert pinned == [1]
 
 
 # --- what a run leaves, and learning the echo ----------------------------------------------
