@@ -23,7 +23,7 @@ import pytest
 
 from echo_keras.config import TrainConfig
 from tests import zygote
-from tests.helpers import TINY, VARIANTS
+from tests.helpers import THREADS, TINY, VARIANTS
 
 # --- running on two cores ------------------------------------------------------------------
 
@@ -36,7 +36,6 @@ from tests.helpers import TINY, VARIANTS
 # by GROUPS_ENV, and the scheduler below reads them.
 GROUPS_ENV = "ECHO_KERAS_TEST_GROUPS"
 REAL_ENV = "ECHO_KERAS_TEST_REAL"  # set (to 1): every child command runs for real, unforked
-THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
 def pytest_xdist_auto_num_workers(config):

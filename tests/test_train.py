@@ -41,6 +41,7 @@ from echo_keras.training import build_compiled_model, fit_epochs, train
 from tests.helpers import (
     ECHO_KERAS,
     LONG_FLAGS,
+    THREADS,
     TINY,
     TINY_FLAGS,
     checkpoint_of,
@@ -239,11 +240,14 @@ def test_a_small_models_training_runs_each_op_on_one_thread_in_a_process_of_our_
         "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
     )
     settings = repr(dataclasses.asdict(tiny_config))
+    # Without the threads the suite's workers set for every process they start (conftest).
+    env = {key: value for key, value in os.environ.items() if key not in THREADS}
     done = subprocess.run(
         [sys.executable, "-c", code, settings, str(tmp_path / "own")],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert done.returncode == 0 and done.stdout.split() == ["1"], done.stderr
     pinned = []
