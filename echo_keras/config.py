@@ -129,18 +129,23 @@ class TrainConfig:
     @property
     def num_batches(self) -> int:
         """Windows per epoch, as the tutorial computes `num_batches` (for `data`, its layout's);
-        ConfigError naming the setting if a length it divides by cannot work."""
+        validate()'s ConfigError if a length it is computed from cannot work."""
         if self.data is not None:
             return self.data_windows
-        lengths = (self.total_series_length, self.batch_size, self.truncated_backprop_length)
-        if not all(type(value) is int and value > 0 for value in lengths):
-            self.validate()  # raises for the first setting that cannot work
+        self._check_lengths("total_series_length", "batch_size", "truncated_backprop_length")
         return self.total_series_length // self.batch_size // self.truncated_backprop_length
 
     @property
     def used_length(self) -> int:
         """Symbols of the series that fill whole windows; the rest is dropped."""
+        self._check_lengths("batch_size", "truncated_backprop_length")
         return self.num_batches * self.batch_size * self.truncated_backprop_length
+
+    def _check_lengths(self, *fields: str) -> None:
+        """validate()'s ConfigError unless every field is a positive integer, as it wants."""
+        values = [getattr(self, field) for field in fields]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            self.validate()  # checks those before it computes anything from them: raises
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError for the first setting that cannot work; return self.

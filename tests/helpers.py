@@ -22,11 +22,11 @@ from echo_keras.cli.app import app
 from echo_keras.config import TrainConfig
 from echo_keras.run import files
 
-# 30 windows of 5 x 10 per epoch: trains in a second or two once TensorFlow is loaded.
 # The thread pools the suite gives TensorFlow in its workers and every process they start
 # (conftest): one thread each, as two workers share two cores.
 THREADS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
+# 30 windows of 5 x 10 per epoch: trains in a second or two once TensorFlow is loaded.
 TINY = TrainConfig(
     num_epochs=2,
     total_series_length=1500,

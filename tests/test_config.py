@@ -66,6 +66,22 @@ def test_the_windows_of_a_config_that_cannot_work_name_its_setting(field, value)
     assert TrainConfig(batch_size=4, truncated_backprop_length=5).num_batches == 2500
 
 
+def test_the_windows_of_a_config_take_any_integer_and_check_a_data_runs_too(tmp_path):
+    import enum
+
+    class Size(enum.IntEnum):  # an int as validate() takes it
+        FIVE = 5
+
+    assert TrainConfig(batch_size=Size.FIVE).num_batches == 666
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text\n")
+    data_run = TrainConfig(data=str(corpus), data_windows=7, batch_size=4, state_size=8)
+    assert data_run.used_length == 7 * 4 * 15
+    with pytest.raises(ConfigError) as error:
+        _ = dataclasses.replace(data_run, truncated_backprop_length=0).used_length
+    assert error.value.field == "truncated_backprop_length"
+
+
 def test_optimizers_get_their_own_default_learning_rate(tmp_path):
     result = invoke(
         "train",

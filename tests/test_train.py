@@ -232,18 +232,22 @@ def test_a_small_models_training_runs_each_op_on_one_thread_in_a_process_of_our_
     model's training a quarter slower for half again the CPU. echo-keras's own process
     (the command line) runs it on one thread; a large model and a caller's process (a
     notebook) keep TensorFlow's default."""
-    code = (
+    code = (  # the command line's train, then the setting it left
+        "import sys\n"
         "from echo_keras import startup; startup.own_process()\n"
-        "import echo_keras as ek, sys\n"
-        "ek.train(ek.TrainConfig(**eval(sys.argv[1])), sys.argv[2], progress=False)\n"
+        "from echo_keras.cli.app import app\n"
+        "try:\n"
+        "    app(['train', '--run-dir', *sys.argv[1:]])\n"
+        "except SystemExit as end:\n"
+        "    assert not end.code, end.code\n"
         "from echo_keras.backend import tf\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
     )
-    settings = repr(dataclasses.asdict(tiny_config))
-    # Without the threads the suite's workers set for every process they start (conftest).
+    # As a shell starts it: without the thread settings the suite gives the processes its
+    # workers start (conftest).
     env = {key: value for key, value in os.environ.items() if key not in THREADS}
     done = subprocess.run(
-        [sys.executable, "-c", code, settings, str(tmp_path / "own")],
+        [sys.executable, "-c", code, str(tmp_path / "own"), *TINY_FLAGS],
         capture_output=True,
         text=True,
         timeout=120,
