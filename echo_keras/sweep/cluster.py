@@ -325,16 +325,24 @@ def _signals_kept():
     exits at once with status 15 and no word, so a SIGTERM in the seconds Ray takes to start
     would skip the sweep's own handling (the "Interrupted (SIGTERM)" line, exit 143). Ray
     sets it through `ray._private.utils.set_sigterm_handler`, made a no-op here; should a
-    later Ray set it another way, the sweep takes its handler back right after."""
+    later Ray set it another way, the sweep takes its handler back right after. Its driver
+    also puts a handler of C++ on SIGTERM (and on crashes) as it connects, which dumps a
+    stack and aborts (exit 134): not while `ray_constants` says to leave it out, as here."""
     try:
-        from ray._private import utils
+        from ray._private import ray_constants, utils
     except ImportError:
         yield
         return
     original = getattr(utils, "set_sigterm_handler", None)
     utils.set_sigterm_handler = lambda handler: None
+    no_handler = getattr(ray_constants, FAILURE_HANDLER, False)
+    setattr(ray_constants, FAILURE_HANDLER, True)
     try:
         yield
     finally:
+        setattr(ray_constants, FAILURE_HANDLER, no_handler)
         if original is not None:
             utils.set_sigterm_handler = original
+
+
+FAILURE_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"  # read as the driver connects
