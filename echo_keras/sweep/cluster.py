@@ -31,6 +31,9 @@ TASK_ENV = {
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # rows and small zipped run folders: plenty
 SESSION_PREFIX = "echo-keras-ray-"  # a local Ray's session folder, under RAY_TMPDIR or /tmp
 REACH_SECONDS = 10  # to find a Ray head at an address before giving up on it
+# Ray's switch, read as its driver connects, for the handler of C++ it puts on SIGTERM and on
+# crashes (see _signals_kept).
+FAILURE_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 
 def error_line(error: BaseException) -> str:
@@ -343,6 +346,3 @@ def _signals_kept():
         setattr(ray_constants, FAILURE_HANDLER, no_handler)
         if original is not None:
             utils.set_sigterm_handler = original
-
-
-FAILURE_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"  # read as the driver connects
