@@ -120,6 +120,14 @@ def signal_after_first_checkpoint(process, run_dir, signum):
     return process.communicate(timeout=120)
 
 
+def signal_mask(pid: int, field: str) -> int:
+    """A signal mask of a process: SigBlk (blocked) or SigCgt (caught by a handler)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
 # The process reports its own peak memory (VmHWM): a child's ru_maxrss would count the
 # pages it shared with this test process between fork and exec.
 REPORT_PEAK = """

@@ -23,6 +23,7 @@ from tests.helpers import (
     SignalInFinalizer,
     invoke,
     one_line_error,
+    signal_mask,
 )
 
 # --- help ----------------------------------------------------------------------------------
@@ -166,14 +167,6 @@ def test_an_output_under_a_file_says_the_file_is_in_the_way(tiny_run, tmp_path):
 # --- signals before a command's work ------------------------------------------------------
 
 
-def _mask(pid: int, field: str) -> int:
-    """A signal mask of a process: SigBlk (blocked) or SigCgt (caught by a handler)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def _started(argv, phase: str):
     """`argv` started, and waited for until it is in `phase`: "held" (the console script
     holds the signals back while the app loads) or "caught" (the app's handler has them)."""
@@ -190,7 +183,8 @@ def _started(argv, phase: str):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, f"never {phase}"
         with contextlib.suppress(OSError):
-            blocked, caught = _mask(process.pid, "SigBlk"), _mask(process.pid, "SigCgt")
+            blocked = signal_mask(process.pid, "SigBlk")
+            caught = signal_mask(process.pid, "SigCgt")
             if (phase == "held" and blocked & term) or (
                 phase == "caught" and caught & term and not blocked & term
             ):

@@ -32,7 +32,7 @@ from echo_keras.config import shape_key
 from echo_keras.errors import ConfigError, SweepError, UsageError
 from echo_keras.options import flag
 from echo_keras.sweep import cluster, grid, heatmap, results, workers
-from tests.helpers import invoke, one_line_error, small_tmpfs
+from tests.helpers import invoke, one_line_error, signal_mask, small_tmpfs
 
 ON_RAY = pytest.mark.xdist_group("ray")
 TINY_SWEEP = ["--epochs", "3", "--series-length", "6000"]  # learns echo 2 at window 6 in 3 epochs
@@ -847,13 +847,6 @@ def _worker_priorities(pids: set[int]) -> dict[int, int]:
     return found
 
 
-def _caught_signals() -> set[int]:
-    """The signals this process has a handler for, Python's or another's (/proc)."""
-    with open("/proc/self/status") as status:
-        mask = int(next(line for line in status if line.startswith("SigCgt")).split()[1], 16)
-    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
-
-
 def _address_host(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
 
@@ -894,7 +887,8 @@ def test_local_ray_stays_on_the_loopback_leaves_sigterm_and_tasks_run_one_thread
         caller = signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
             with cluster.ray_session(None, 2) as ray:
-                assert signal.SIGTERM not in _caught_signals()
+                term = 1 << (signal.SIGTERM - 1)
+                assert not signal_mask(os.getpid(), "SigCgt") & term
                 assert not dead.exists() and live.is_dir()
                 assert agent.wait(timeout=10) == -signal.SIGKILL and reader.poll() is None
                 holder.release()
