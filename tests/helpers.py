@@ -168,6 +168,13 @@ def run_process(*argv):
 # --- files ---------------------------------------------------------------------------------
 
 
+def rss_mib() -> float:
+    """This process's resident memory, in MiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
 @contextlib.contextmanager
 def small_tmpfs(folder: Path, size: str):
     """A tmpfs of `size` mounted on `folder` for the block (skip the test if none can be),

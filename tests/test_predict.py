@@ -28,6 +28,7 @@ from tests.helpers import (
     invoke,
     one_line_error,
     random_symbols,
+    rss_mib,
     small_tmpfs,
 )
 
@@ -132,6 +133,52 @@ def test_batch_one_agrees_with_the_batch_5_stateful_training_model(trained, stre
         np.testing.assert_array_equal(row_symbols, windows[:, row].ravel())
         probabilities, _ = model.run(row_symbols, model.zero_state())
         assert_same_stream(probabilities, expected, probabilities.argmax(-1))
+
+
+# --- a process that loads runs again and again ---------------------------------------------
+
+
+def test_loading_a_run_again_and_again_compiles_its_step_once_and_keeps_memory_flat(tiny_run):
+    """Before, every load compiled a step of its own, and TensorFlow kept what XLA compiled
+    for it: about 2 MB a load, for the life of the process."""
+    import echo_keras as ek
+    from echo_keras.stream.engine import ENGINES
+
+    symbols = random_symbols(2, 50, seed=3)
+    first, state = ek.load_predictor(tiny_run).predict(symbols)
+    for _ in range(3):  # the engines of this worker's earlier tests given back, one kept
+        ek.load_predictor(tiny_run).predict(symbols)
+    built, before = ENGINES.built, rss_mib()
+    for _ in range(15):
+        probabilities, again = ek.load_predictor(tiny_run).predict(symbols)
+        np.testing.assert_array_equal(probabilities, first)
+        assert all(np.array_equal(again[name], state[name]) for name in state)
+    assert ENGINES.built == built
+    assert rss_mib() - before < 10  # 15 loads: some 30 MB before
+
+
+def test_models_alive_at_once_keep_their_own_weights_and_a_later_one_reuses_a_step(tiny_run):
+    import echo_keras as ek
+    from echo_keras.model import load_run_and_vocabulary
+    from echo_keras.stream.engine import ENGINES
+    from echo_keras.stream.model import StreamModel
+
+    symbols = random_symbols(2, 50, seed=5)
+    kept = ek.load_predictor(tiny_run).model
+    expected, _ = kept.run(symbols, kept.zero_state())
+    config, trained, _ = load_run_and_vocabulary(tiny_run)
+    for variable in trained.weights:
+        variable.assign(variable * 0.5)
+    other = StreamModel(config, trained)
+    assert other.cells[0] is not kept.cells[0] and other.weights_digest != kept.weights_digest
+    halved, _ = other.run(symbols, other.zero_state())
+    assert np.abs(halved - expected).max() > 1e-3
+    np.testing.assert_array_equal(kept.run(symbols, kept.zero_state())[0], expected)
+    cells, built = other.cells[0], ENGINES.built
+    del other
+    again = StreamModel(config, trained)  # the step that `other` gave back
+    assert again.cells[0] is cells and ENGINES.built == built
+    np.testing.assert_array_equal(again.run(symbols, again.zero_state())[0], halved)
 
 
 # --- output ---------------------------------------------------------------------------------

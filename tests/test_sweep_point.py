@@ -12,7 +12,7 @@ import pytest
 from echo_keras.config import TrainConfig, shape_key
 from echo_keras.errors import ConfigError, TrainingDiverged
 from echo_keras.run import arrays, files
-from tests.helpers import TINY
+from tests.helpers import TINY, rss_mib
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +81,6 @@ def test_bad_settings_and_divergence_raise_as_train_does(trainer):
         trainer.run(dataclasses.replace(TINY, num_epochs=1, learning_rate=1e38))
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS"))
-    return int(line.split()[1]) / 1024
-
-
 @pytest.mark.slow
 def test_a_warm_trainers_memory_stays_flat_over_200_points():
     """Before, every point grew a worker by about 20 MB; 150 points would add 3 GB."""
@@ -106,6 +100,6 @@ def test_a_warm_trainers_memory_stays_flat_over_200_points():
         )
         trainer.run(config)
         if index + 1 in (50, 200):
-            marks[index + 1] = _rss_mb()
+            marks[index + 1] = rss_mib()
     assert trainer.shapes == 1
     assert marks[200] - marks[50] < 15, marks  # 150 points: well under 0.1 MB each

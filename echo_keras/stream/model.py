@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.backend import graph_function, keras, tf
+from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
 from echo_keras.errors import RunFolderError, SymbolError
 from echo_keras.model import check_same_run, load_run_and_vocabulary
 from echo_keras.run import files
+from echo_keras.stream.engine import ENGINES
 from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser
 from echo_keras.vocabulary import Vocabulary
@@ -53,6 +54,10 @@ def state_names(config: TrainConfig) -> list[str]:
 class StreamModel:
     """A stateless, batch-free copy of a trained model, and its batch-1 compiled runner.
 
+    Its layers and compiled step are an engine of the model's architecture (`engine.py`),
+    borrowed for the life of this object: a process that loads many runs of one
+    architecture (a notebook's `load_predictor` in a loop) compiles the step once.
+
     Args:
         config: the run's configuration.
         trained: the trained model (any batch size); its layers' weights are copied.
@@ -66,21 +71,26 @@ class StreamModel:
         self.vocabulary = vocabulary
         self.names = state_names(config)
         self.units = config.state_size
-        self.cells = []
-        for index in range(config.num_layers):
-            source = _trained_layer(trained, f"{config.cell}_{index}").cell
-            settings = {**source.get_config(), "dropout": 0.0, "recurrent_dropout": 0.0}
-            cell = type(source).from_config(settings)
-            cell.build((None, config.input_width if index == 0 else config.state_size))
-            cell.set_weights(source.get_weights())
-            self.cells.append(cell)
-        source = _trained_layer(trained, "logits")
-        self.head = keras.layers.Dense.from_config(source.get_config())
-        self.head.build((None, config.state_size))
-        self.head.set_weights(source.get_weights())
+        sources = [
+            _trained_layer(trained, f"{config.cell}_{i}").cell for i in range(config.num_layers)
+        ]
+        sources.append(_trained_layer(trained, "logits"))
+        self._engine = ENGINES.lend(self, config, sources)
         self.weights_digest = _digest(self.cells + [self.head])
-        self._compiled = graph_function(self.step, jit_compile=True)
-        self._runners: dict[int, Callable] = {}
+
+    @property
+    def cells(self) -> list:
+        """The recurrent cells, bottom first, with this run's weights."""
+        return self._engine.cells
+
+    @property
+    def head(self):
+        """The Dense head, with this run's weights."""
+        return self._engine.head
+
+    @property
+    def _runners(self) -> dict[int, Callable]:
+        return self._engine.runners
 
     def zero_state(self, batch: int = 1) -> list[np.ndarray]:
         """Zeros for every state: the start of a stream."""
@@ -94,32 +104,7 @@ class StreamModel:
         states returned are those after them, and the probabilities of later steps are
         meaningless.
         """
-        steps = tf.shape(symbols)[1]
-        length = steps if length is None else length
-        if self.config.input_width > 1:  # time, batch, classes (floats transposed: oneDNN
-            # has no int32 transpose on most CPUs, and says so on stderr)
-            one_hot = tf.one_hot(tf.cast(symbols, tf.int32), self.config.num_classes)
-            inputs = tf.transpose(one_hot, [1, 0, 2])
-        else:  # time, batch, 1
-            inputs = tf.transpose(tf.cast(symbols, tf.float32))[..., None]
-        per_cell = len(self.names) // len(self.cells)
-
-        def body(t, outputs, states):
-            hidden, new_states = inputs[t], []
-            for index, cell in enumerate(self.cells):
-                own = states[index * per_cell : (index + 1) * per_cell]
-                hidden, carried = cell(hidden, own, training=False)
-                new_states += carried
-            return t + 1, outputs.write(t, hidden), new_states
-
-        # One spare element, written now, so that even 0 steps stack to a known shape.
-        spare = tf.zeros(tf.stack([tf.shape(symbols)[0], self.units]))
-        outputs = tf.TensorArray(tf.float32, size=steps + 1).write(steps, spare)
-        _, outputs, states = tf.while_loop(
-            lambda t, *_: t < length, body, (tf.constant(0), outputs, list(states))
-        )
-        hidden = tf.transpose(outputs.stack()[:steps], [1, 0, 2])  # batch, time, units
-        return tf.nn.softmax(self.head(hidden), axis=-1), states
+        return self._engine.step(symbols, states, length)
 
     def next_probabilities(self, state: list) -> np.ndarray:
         """The probabilities of the symbol after `state` (classes,), from its top layer's
@@ -131,13 +116,7 @@ class StreamModel:
 
     def _runner(self, padded: int) -> Callable:
         """The compiled step for batch 1, `padded` steps and a run length (compiled once)."""
-        if padded not in self._runners:
-            self._runners[padded] = self._compiled.get_concrete_function(
-                tf.TensorSpec((1, padded), tf.int32),
-                [tf.TensorSpec((1, self.units), tf.float32) for _ in self.names],
-                tf.TensorSpec((), tf.int32),
-            )
-        return self._runners[padded]
+        return self._engine.runner(padded)
 
     def run(self, symbols: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """Run one stream (batch 1) over `symbols` from `state`: (probabilities, new state).
