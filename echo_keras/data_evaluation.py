@@ -207,12 +207,13 @@ def _groups(chunk: dict, start: int, width: int) -> np.ndarray:
     return groups
 
 
-def evaluate_windows(model, windows: Windows, width: int, reset_each_window: bool = False):
-    """`DataMetrics` of `model` on `windows`, fed EVAL_WINDOWS windows at a time from a zeroed
-    state carried throughout (or zeroed before every window)."""
+def evaluate_windows(warm, windows: Windows, width: int, reset_each_window: bool = False):
+    """`DataMetrics` of the model of `warm` (a `warm.WarmModel`) on `windows`, fed
+    EVAL_WINDOWS windows at a time from a zeroed state carried throughout (or zeroed before
+    every window)."""
     from echo_keras.loops import PredictLoop, predicted_chunks
 
-    loop = PredictLoop(model, reset_each_window, windows=windows.num_windows)
+    loop = warm.loop(PredictLoop, reset_each_window, windows=windows.num_windows)
     tally = _Tally()
     size = min(EVAL_WINDOWS, windows.num_windows)
     for start, chunk, losses, hits in predicted_chunks(loop, windows, size):

@@ -126,7 +126,8 @@ def evaluate(
         SymbolError: a symbol outside the run's vocabulary (naming line and column).
     """
     from echo_keras.loops import PredictLoop
-    from echo_keras.model import check_same_run, load_run, reset_states
+    from echo_keras.model import check_same_run, load_run
+    from echo_keras.warm import holding
 
     seed = check_seed(seed)
     reset_each_window = check_switch(reset_each_window, "reset_each_window")
@@ -142,8 +143,9 @@ def evaluate(
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )
-    reset_states(model)
-    losses, correct = PredictLoop(model, reset_each_window, windows=len(inputs))(inputs, targets)
+    with holding(config, model) as warm:
+        loop = warm.loop(PredictLoop, reset_each_window, windows=len(inputs))
+        losses, correct = loop(inputs, targets)
     return score(losses.numpy(), correct.numpy(), config.echo_step, reset_each_window)
 
 
@@ -173,11 +175,13 @@ def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = Fal
     (`evaluation_source`); RunFolderError when the run has no usable model."""
     from echo_keras.data_evaluation import evaluate_windows
     from echo_keras.model import check_same_run, load_run_and_vocabulary
+    from echo_keras.warm import holding
 
     config, model, record = load_run_and_vocabulary(run_dir, checkpoint=True)
     if source.read_with is not None:  # the windows were read through this very run
         check_same_run(run_dir, source.read_with, (config, record and record[0]))
-    return evaluate_windows(model, source.windows, boundary_width(config), reset_each_window)
+    with holding(config, model) as warm:
+        return evaluate_windows(warm, source.windows, boundary_width(config), reset_each_window)
 
 
 def format_table(metrics: Metrics, echo_step: int, window: int) -> str:

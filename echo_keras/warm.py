@@ -7,10 +7,13 @@ script's loop, a sweep's worker) pays it once. A `WarmModel` is a compiled model
 compiled for it; `start_afresh` gives it exactly the start of a model freshly built under
 another run's seed: its weights and random generators, its optimizer as new, its state zeroed.
 
-`fresh_model(config)` lends `train` the warm model of config's shape (up to `KEPT` shapes are
+`fresh_model(config)` lends `train` the warm model of config's shape (up to `KEPT` are
 kept, the least recently used given up first), or builds it. While lent, a model is no one
 else's: a second training of the same shape at the same time (another thread) gets a model
-of its own.
+of its own. `holding(config, trained)` lends `evaluate` one the same way, kept apart, that
+holds a trained run's weights: TensorFlow keeps what it compiled for a loop for the life of
+the process, even once the loop is gone, so a loop traced per evaluation would grow a
+notebook's memory by about 1 MB a call.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from echo_keras.backend import keras
 from echo_keras.config import TrainConfig, shape_key
 from echo_keras.fitting import build_compiled_model
 
-KEPT = 8  # shapes kept warm for `train` (each holds its compiled loops: about 15 MB)
+KEPT = 8  # warm models kept (each holds its compiled loops: about 15 MB)
 
 
 class WarmModel:
@@ -40,6 +43,13 @@ class WarmModel:
             optimizer.build(model.trainable_variables)
         self.optimizer_start = [variable.numpy() for variable in optimizer.variables]
         self._loops: dict[tuple, object] = {}
+
+    @classmethod
+    def for_inference(cls, model: keras.Model) -> WarmModel:
+        """A trained model (as a run folder gives it: no optimizer) kept for its loops."""
+        warm = cls.__new__(cls)
+        warm.model, warm.optimizer_start, warm._loops = model, None, {}
+        return warm
 
     def loop(self, kind, *args, **options):
         """`kind(model, *args, **options)` (a loop of `loops`), made once and kept."""
@@ -79,10 +89,36 @@ def fresh_model(config: TrainConfig) -> Iterator[WarmModel]:
     try:
         yield warm
     finally:
-        with _lock:
-            _kept[key] = warm
-            while len(_kept) > KEPT:
-                _kept.popitem(last=False)
+        _keep(key, warm)
+
+
+@contextlib.contextmanager
+def holding(config: TrainConfig, trained: keras.Model) -> Iterator[WarmModel]:
+    """A warm model of config's shape that holds the weights of `trained` (that shape's model,
+    as a run folder gives it), its state zeroed: lent for the block and kept afterwards, so a
+    process that evaluates again and again (a notebook) traces its loops once, and keeps
+    no more of what TensorFlow compiled for them. The first is `trained` itself."""
+    key = ("inference", shape_key(config))
+    with _lock:
+        warm = _kept.pop(key, None)
+    if warm is None:
+        warm = WarmModel.for_inference(trained)
+    else:
+        for layer in warm.model.layers:
+            if layer.weights:
+                layer.set_weights(trained.get_layer(layer.name).get_weights())
+    model_lib.reset_states(warm.model)
+    try:
+        yield warm
+    finally:
+        _keep(key, warm)
+
+
+def _keep(key: tuple, warm: WarmModel) -> None:
+    with _lock:
+        _kept[key] = warm
+        while len(_kept) > KEPT:
+            _kept.popitem(last=False)
 
 
 def clear() -> None:

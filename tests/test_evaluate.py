@@ -3,6 +3,7 @@ the `evaluate` command and the values it refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -15,7 +16,7 @@ from echo_keras.errors import ConfigError
 from echo_keras.evaluation import evaluate, score
 from echo_keras.model import build_model
 from echo_keras.run import files
-from tests.helpers import invoke, one_line_error
+from tests.helpers import TINY, invoke, one_line_error, rss_mib
 
 KEYS = {
     "loss",
@@ -68,6 +69,30 @@ def test_untrained_model_scores_near_chance(tmp_path, tiny_config):
     metrics = evaluate(run_dir, series_length=20000)
     assert 0.4 <= metrics.accuracy <= 0.6
     assert 0.35 <= metrics.boundary_accuracy <= 0.65
+
+
+def test_runs_of_one_shape_evaluated_in_turn_each_get_their_own_metrics_in_flat_memory(
+    tiny_run, tmp_path
+):
+    """A process evaluating again and again (a notebook) keeps one model per shape and its
+    traced loops, the weights of each run set in it; before, every call traced its loop anew
+    and TensorFlow kept what it compiled: about 1 MB a call."""
+    from echo_keras import warm
+    from echo_keras.training import train
+
+    other = train(dataclasses.replace(TINY, seed=7), tmp_path / "other").run_dir
+    warm.clear()
+    first = evaluate(tiny_run, seed=3)  # the run's own loaded model, then kept
+    first_reset = evaluate(tiny_run, seed=3, reset_each_window=True)
+    theirs = evaluate(other, seed=3)  # the kept model, with the other run's weights
+    assert theirs != first  # the same series: only the weights differ
+    assert evaluate(tiny_run, seed=3) == first and evaluate(other, seed=3) == theirs
+    assert evaluate(tiny_run, seed=3, reset_each_window=True) == first_reset
+    short = [evaluate(run, seed=3, series_length=1000) for run in (tiny_run, other)]
+    before = rss_mib()
+    for _ in range(20):
+        assert [evaluate(run, seed=3, series_length=1000) for run in (tiny_run, other)] == short
+    assert rss_mib() - before < 8  # 40 evaluations: some 40 MB before
 
 
 def test_default_seed_gives_data_no_training_epoch_saw():
