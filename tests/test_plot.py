@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import threading
 import time
 import warnings
@@ -18,7 +19,7 @@ import pytest
 from echo_keras.errors import ConfigError
 from echo_keras.plots.figure import draw_figure, loss_curve, plot_run
 from echo_keras.run import files
-from tests.helpers import invoke, one_line_error, png_size, run_process
+from tests.helpers import ECHO_KERAS, invoke, one_line_error, png_size, run_process
 
 # --- the figure ----------------------------------------------------------------------------
 
@@ -172,6 +173,20 @@ def test_plot_of_three_million_history_rows_is_bounded(run_copy):
     assert code == 0, err
     assert seconds < 45 and peak_mib < 1024, (seconds, peak_mib)
     assert (run_copy / "plot.png").stat().st_size > 0
+
+
+def test_a_run_folder_named_with_bytes_that_are_not_utf8_is_drawn(run_copy, tmp_path):
+    """matplotlib refuses the lone surrogate Python keeps such a byte as: the title shows
+    U+FFFD, as a terminal does."""
+    from echo_keras.plots.figure import draw_run
+
+    odd = tmp_path / os.fsdecode(b"run\xffdir")
+    run_copy.rename(odd)
+    done = subprocess.run([*ECHO_KERAS, "plot", "--run-dir", odd], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == os.fsencode(odd / "plot.png") + b"\n"  # the name's own bytes
+    assert png_size(odd / "plot.png")
+    assert draw_run(odd).get_suptitle().startswith("run\ufffddir: echo step")
 
 
 def test_plot_never_writes_through_a_run_folders_own_plot_png_link(run_copy, tmp_path):

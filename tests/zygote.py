@@ -211,10 +211,18 @@ def _child(request: dict, fds: list[int]) -> None:
         os._exit(code)
 
 
+# The error handlers Python gave this process's standard streams at its start (by locale:
+# surrogateescape for stdin and stdout under C.UTF-8, strict under most others).
+_ERRORS = {
+    name: getattr(getattr(sys, f"__{name}__", None), "errors", default)
+    for name, default in (("stdin", "strict"), ("stdout", "strict"), ("stderr", "backslashreplace"))
+}
+
+
 def _standard_streams(unbuffered: bool) -> None:
     """sys.stdin, stdout and stderr as Python opens them at start, on this process's fds."""
-    for fd, name, errors in ((0, "stdin", "strict"), (1, "stdout", "strict"),
-                             (2, "stderr", "backslashreplace")):  # fmt: skip
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        errors = _ERRORS[name]
         writing = fd > 0
         raw = io.FileIO(fd, "wb" if writing else "rb", closefd=False)
         buffered = raw if unbuffered and writing else (

@@ -234,16 +234,25 @@ def _run_figure(run_dir: Path):
         validation, sample = extra
         task = "next symbol" if config.task == "next" else f"echo step {config.echo_step}"
         title = (
-            f"{folder.path.name}: {Path(config.data).name}, {task}, window "
+            f"{_shown(folder.path.name)}: {_shown(Path(config.data).name)}, {task}, window "
             f"{config.truncated_backprop_length}, {model}{trained}"
         )
         figure = draw_data_figure(curve, validation, sample, title, config.num_batches)
         return figure, folder
     title = (
-        f"{folder.path.name}: echo step {config.echo_step}, window "
+        f"{_shown(folder.path.name)}: echo step {config.echo_step}, window "
         f"{config.truncated_backprop_length}, {model}{trained}"
     )
     return draw_figure(curve, extra, title), folder
+
+
+def _shown(name: str) -> str:
+    """A file name as a title can show it: bytes that are not UTF-8 (which Python keeps as
+    lone surrogates, and matplotlib refuses) shown as U+FFFD, as a terminal shows them."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no file name's byte gives
+        return name.encode("utf-8", "replace").decode("utf-8")
 
 
 def draw_run(run_dir: Path | str):
