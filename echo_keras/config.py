@@ -114,6 +114,8 @@ class TrainConfig:
             value = getattr(self, field)
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
                 object.__setattr__(self, field, plain(value))
+        if isinstance(self.documents, np.bool_):  # as numpy's numbers: Python's own
+            object.__setattr__(self, "documents", bool(self.documents))
         for field in ("data", "validation_data"):  # kept whole: a resume may run elsewhere
             value = getattr(self, field)
             if isinstance(value, os.PathLike) or (isinstance(value, str) and value):
@@ -262,8 +264,10 @@ class TrainConfig:
         bytes per symbol for up to 256 classes). `history`: the loss of every batch of
         the run, kept for history.csv. `model`: weights, gradients and optimizer slots,
         plus one window's activations kept for backprop. Rough on purpose: it only
-        has to tell a run that fits from one that cannot.
+        has to tell a run that fits from one that cannot. ConfigError: settings that
+        `validate` refuses.
         """
+        self.validate()  # ConfigError for settings no estimate can be made of
         symbol_bytes = 1 if self.num_classes <= 256 else 2
         data = 6 * self.total_series_length * symbol_bytes
         history = HISTORY_ROW_BYTES * self.num_epochs * self.num_batches

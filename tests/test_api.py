@@ -475,7 +475,12 @@ def test_train_and_evaluate_check_their_arguments_before_building_anything(api_r
     assert not any(path.name in ("config.json", "status.json") for path in Path.cwd().iterdir())
     config = ek.TrainConfig(num_epochs=np.int64(2), learning_rate=np.float32(0.5)).validate()
     assert (type(config.num_epochs), type(config.learning_rate)) == (int, float)
+    assert ek.TrainConfig(documents=np.True_).documents is True  # as reset_each_window's
     assert ek.evaluate(run_dir, series_length=np.int32(1000)).windows > 0
+    with pytest.raises(ek.ConfigError, match="^cell: must be one of"):
+        ek.TrainConfig(cell="foo").memory_estimate()  # not a KeyError
+    with pytest.raises(ek.UsageError, match="load_predictor"):
+        ek.Predictor(run_dir)  # a run folder is loaded by load_predictor, not given here
 
 
 def test_states_and_probabilities_are_arrays_of_the_callers_own(predictor, tmp_path):

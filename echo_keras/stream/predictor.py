@@ -45,6 +45,11 @@ class Predictor:
     """
 
     def __init__(self, model: StreamModel, run_dir: Path | str | None = None):
+        if not isinstance(model, StreamModel):
+            raise UsageError(
+                f"Predictor takes a run's stream model, got {type(model).__name__}: "
+                "load a run with load_predictor(run_dir)"
+            )
         self.model = model
         self.run_dir = None if run_dir is None else Path(run_dir)
 
