@@ -108,6 +108,7 @@ class Windows:
     window: int
     weights: np.ndarray | None = None
     resets: np.ndarray | None = None
+    dropped: int = 0  # the last targets of a series, too few to fill a window in every row
 
     @property
     def num_windows(self) -> int:
@@ -141,7 +142,21 @@ def series_windows(x: np.ndarray, y: np.ndarray, batch_size: int, window: int) -
     """`Windows` of a series and its targets in `batch_size` contiguous rows (no copy);
     symbols past the last whole window are dropped, as `make_windows` drops them."""
     used = len(x) // batch_size // window * batch_size * window
-    return Windows(x[:used].reshape(batch_size, -1), y[:used].reshape(batch_size, -1), window)
+    rows = x[:used].reshape(batch_size, -1), y[:used].reshape(batch_size, -1)
+    return Windows(*rows, window, dropped=len(x) - used)
+
+
+def dropped_note(windows: Windows, what: str) -> str | None:
+    """A note saying how much of `what` (a series) `windows` leaves out, if 1% or more of
+    its targets (as the tutorial's series is noted); None otherwise."""
+    used = windows.num_windows * windows.batch_size * windows.window
+    if windows.dropped * 100 < used + windows.dropped:
+        return None
+    return (
+        f"{what}: {used + windows.dropped} targets do not fill whole windows; using {used} "
+        f"({windows.num_windows} windows of {windows.batch_size} x {windows.window}), "
+        f"dropping the last {windows.dropped}"
+    )
 
 
 def task_pairs(ids: np.ndarray, task: str, echo_step: int) -> tuple[np.ndarray, np.ndarray, int]:

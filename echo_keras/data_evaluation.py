@@ -22,7 +22,7 @@ import numpy as np
 
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import file_digest, load_corpus, read_laid_out
-from echo_keras.data import Windows
+from echo_keras.data import Windows, dropped_note
 from echo_keras.errors import ConfigError, RunFolderError, UsageError
 from echo_keras.vocabulary import Vocabulary
 
@@ -96,7 +96,8 @@ def data_source(
         ConfigError: a file too short for one window per row.
     """
     if data is not None:
-        return Source(read_laid_out(data, config, vocabulary, "data")[0], f"{data}")
+        windows = read_laid_out(data, config, vocabulary, "data")[0]
+        return Source(windows, f"{data}", dropped_note(windows, shown(str(data))) or "")
     own = config.validation_data is not None  # its own file: the training data is not read
     field = "validation_data" if own else "data"
     path = getattr(config, field)
@@ -147,6 +148,9 @@ def data_source(
             "the run has no validation data (`validation_fraction` 0): evaluated on its "
             "training data, which the model has seen"
         )
+    dropped = dropped_note(windows, where)
+    if dropped:
+        notes.append(dropped)
     return Source(windows, where, "; ".join(notes))
 
 

@@ -29,6 +29,7 @@ from echo_keras.callbacks import (
 )
 from echo_keras.config import TrainConfig, check_switch
 from echo_keras.corpus import load_corpus
+from echo_keras.data import dropped_note
 from echo_keras.errors import (
     ConfigError,
     EchoKerasError,
@@ -172,9 +173,23 @@ def train(
                 f"Note: no document starts in the last {config.validation_fraction * 100:.3g}% "
                 "of `data`: the end of its last document validates, read from a zeroed state"
             )
+        what = (
+            "`data`"
+            if corpus.validation is None or config.validation_data
+            else ("what `validation_fraction` leaves of `data`")
+        )
+        note = dropped_note(corpus.train, what)
+        if note and notify is not None and not resume:
+            notify(f"Note: {note}.")
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
             raise UsageError(problem)
+    if config.echo_outside_window and notify is not None:  # once the data is known to fit
+        notify(
+            f"Warning: `echo_step` {config.echo_step} >= `truncated_backprop_length` "
+            f"{config.truncated_backprop_length}: no window holds both a symbol and its echo, "
+            "so truncated backprop cannot learn it; expect chance at the boundary."
+        )
     if is_own_process() and model_lib.planned_window_work(config) <= model_lib.LARGE_WINDOW_WORK:
         use_one_intra_op_thread()  # a small model, in echo-keras's own process (see backend)
     own = [ProgressBar(config.num_epochs, config.num_batches)] if progress else []

@@ -334,6 +334,27 @@ def test_a_documents_run_trains_and_validates(tmp_path):
     assert files.load_config(tmp_path / "run").documents is True
 
 
+def test_data_that_does_not_fill_whole_windows_is_noted_by_train_and_evaluate(tmp_path):
+    """As for the tutorial's series: 95 symbols (94 targets) in rows of 4 x 8 leave 30 out,
+    a note; 1,000 (999 targets) leave 7, under 1%: no note."""
+    flags = ["--epochs", "1", "--batch-size", "4", "--window", "8", "--state-size", "4"]
+    flags += ["--validation-fraction", "0"]
+    note = "94 targets do not fill whole windows; using 64 (2 windows of 4 x 8), dropping the"
+    short, longer = tmp_path / "short.txt", tmp_path / "longer.txt"
+    short.write_text("abcd" * 23 + "abc")
+    longer.write_text("abcd" * 250)
+    trained = invoke("train", "--data", short, "--run-dir", tmp_path / "run", *flags)
+    assert trained.exit_code == 0, trained.output
+    assert f"Note: --data: {note} last 30." in trained.stderr
+    for data in ([], ["--data", short]):
+        evaluated = invoke("evaluate", "--run-dir", tmp_path / "run", *data)
+        assert evaluated.exit_code == 0 and note in evaluated.stderr, evaluated.output
+    quiet = invoke("train", "--data", longer, "--run-dir", tmp_path / "other", *flags)
+    assert quiet.exit_code == 0 and "whole windows" not in quiet.stderr, quiet.output
+    evaluated = invoke("evaluate", "--run-dir", tmp_path / "run", "--data", longer)
+    assert evaluated.exit_code == 0 and "whole windows" not in evaluated.stderr
+
+
 def test_a_held_out_end_where_no_document_starts_is_said_to_be_a_documents_end(tmp_path):
     """With no document starting in the held-out end, the end of the last document
     validates: training notes it, and evaluate does not claim documents that start there."""

@@ -158,12 +158,6 @@ def _notes(config: TrainConfig) -> None:
             f"{config.batch_size} x {config.truncated_backprop_length}), "
             f"dropping the last {config.total_series_length - config.used_length}."
         )
-    if config.echo_outside_window:
-        notice(
-            f"Warning: --echo-step {config.echo_step} >= --window "
-            f"{config.truncated_backprop_length}: no window holds both a symbol and its echo, "
-            "so truncated backprop cannot learn it; expect chance at the boundary."
-        )
 
 
 def _epochs_trained(result, num_batches: int) -> str:
