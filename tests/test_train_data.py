@@ -465,3 +465,6 @@ def test_the_echo_of_a_files_symbols_beyond_the_window_is_warned_of(cycle_file, 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Warning: --echo-step 12 >= --window 10" in result.stderr
+    too_far = ["--task", "echo", "--echo-step", "5000", "--run-dir", tmp_path / "far", *flags]
+    refused = invoke("train", "--data", cycle_file, *too_far)  # no warning before the error
+    one_line_error(refused, "too few for the echo task", code=2)
