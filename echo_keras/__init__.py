@@ -66,6 +66,7 @@ _EXPORTS = {
             "WriteError",
             "SweepError",
             "Interrupted",
+            "EchoKerasWarning",
         )
     },
 }

@@ -20,6 +20,8 @@ Python arguments); the command line prints one line per error and exits with
       SweepError              1  the sweep could not run
       Interrupted     128 + sig  SIGINT, SIGTERM or SIGHUP stopped the work; rows kept
 
+`EchoKerasWarning` (a UserWarning) is what the library warns a caller of where the command
+line prints a note (a run evaluated at its checkpoint, a data file changed since).
 Nothing here imports anything heavy.
 """
 
@@ -139,6 +141,10 @@ class Interrupted(EchoKerasError):
 
     def __reduce__(self):
         return type(self), (self.args[0], self.signal), self.__dict__
+
+
+class EchoKerasWarning(UserWarning):
+    """A note the command line prints on stderr, given to a library caller as a warning."""
 
 
 def first_line(error: BaseException) -> str:

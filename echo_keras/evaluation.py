@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from echo_keras.config import check_seed, check_switch
 from echo_keras.data import eval_rng, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
-from echo_keras.errors import ConfigError, UsageError
+from echo_keras.errors import ConfigError, EchoKerasWarning, UsageError
 from echo_keras.memory import memory_problem
 from echo_keras.paths import file_path
 from echo_keras.run import files
@@ -117,6 +118,11 @@ def evaluate(
         `Metrics` for an echo run, `DataMetrics` for a run on its own data: the numbers
         of `echo-keras evaluate --json`.
 
+    Warns:
+        EchoKerasWarning: what the command line notes: a run not complete (evaluated at
+            its checkpoint), a data file changed since training, or windows that leave
+            out 1% or more of a file.
+
     Raises:
         RunFolderError: the run has no usable model (missing, damaged, not complete).
         ConfigError: a `series_length` or `seed` that cannot work, a file too short, or a
@@ -136,6 +142,7 @@ def evaluate(
         return _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window)
     if data is not None:
         raise UsageError(ECHO_RUN_DATA)
+    _warn_if_unfinished(run_dir)
     loaded, model = load_run(run_dir, checkpoint=True)
     check_same_run(run_dir, (config,), (loaded,))  # not a run on its own data meanwhile
     config = loaded
@@ -167,7 +174,19 @@ def evaluation_source(run_dir: Path, data: Path | str | None = None) -> Source:
 def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window) -> DataMetrics:
     if seed is not None or series_length is not None:
         raise UsageError(DATA_RUN_SERIES)
-    return evaluate_source(run_dir, evaluation_source(run_dir, data), reset_each_window)
+    source = evaluation_source(run_dir, data)
+    if source.note:
+        warnings.warn(source.note, EchoKerasWarning, stacklevel=3)
+    _warn_if_unfinished(run_dir)
+    return evaluate_source(run_dir, source, reset_each_window)
+
+
+def _warn_if_unfinished(run_dir: Path) -> None:
+    """An EchoKerasWarning to `evaluate`'s caller when the run is not complete (the note the
+    command line prints)."""
+    warning = RunFolder(run_dir).warning(checkpoint=True)
+    if warning:
+        warnings.warn(warning.removeprefix("Warning: "), EchoKerasWarning, stacklevel=3)
 
 
 def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = False) -> DataMetrics:

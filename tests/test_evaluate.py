@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
-from echo_keras.errors import ConfigError
+from echo_keras.errors import ConfigError, EchoKerasWarning
 from echo_keras.evaluation import evaluate, score
 from echo_keras.model import build_model
 from echo_keras.run import files
@@ -151,14 +152,21 @@ def test_the_library_names_series_length_as_its_caller_wrote_it(tiny_run):
 
 def test_an_interrupted_run_is_evaluated_at_its_checkpoint_with_a_warning(run_copy):
     complete = invoke("evaluate", "--run-dir", run_copy, "--json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a complete run: nothing to warn of
+        evaluate(run_copy)
     (run_copy / "model.keras").unlink()  # the tiny run's checkpoint is of its last epoch, 2
     files.write_status(run_copy, "interrupted", "interrupted by SIGINT after 2 of 4 epochs")
-    result = invoke("evaluate", "--run-dir", run_copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EchoKerasWarning)  # the command says it in its note
+        result = invoke("evaluate", "--run-dir", run_copy)
     assert result.exit_code == 0, result.output
     warning = result.stderr.strip().splitlines()[-1]
     assert "is interrupted" in warning and "evaluated at its checkpoint, after epoch 2" in warning
     as_json = invoke("evaluate", "--run-dir", run_copy, "--json")
     assert json.loads(as_json.stdout) == json.loads(complete.stdout)  # the same weights
+    with pytest.warns(EchoKerasWarning, match=r"is interrupted.*checkpoint, after epoch 2$"):
+        evaluate(run_copy)  # the library's caller is told as the command line's user is
 
 
 def test_evaluate_an_unfinished_run_without_a_checkpoint_says_why_there_is_no_model(run_copy):

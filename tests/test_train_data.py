@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError, RunFolderError
+from echo_keras.errors import ConfigError, EchoKerasWarning, RunFolderError
+from echo_keras.evaluation import evaluate
 from echo_keras.run import files
 from tests.helpers import invoke, one_line_error, stop_at
 
@@ -349,6 +351,8 @@ def test_data_that_does_not_fill_whole_windows_is_noted_by_train_and_evaluate(tm
     for data in ([], ["--data", short]):
         evaluated = invoke("evaluate", "--run-dir", tmp_path / "run", *data)
         assert evaluated.exit_code == 0 and note in evaluated.stderr, evaluated.output
+    with pytest.warns(EchoKerasWarning, match=re.escape(note)):
+        evaluate(tmp_path / "run", data=short)  # the library's caller is warned
     quiet = invoke("train", "--data", longer, "--run-dir", tmp_path / "other", *flags)
     assert quiet.exit_code == 0 and "whole windows" not in quiet.stderr, quiet.output
     evaluated = invoke("evaluate", "--run-dir", tmp_path / "run", "--data", longer)

@@ -126,12 +126,8 @@ def notice(message: str) -> None:
 def warn_if_unfinished(run_dir: Path, checkpoint: bool = False) -> None:
     """Warn on stderr when the run is not complete (failed, interrupted, still running);
     with `checkpoint`, say which epoch's checkpoint stood in for the missing model."""
-    folder = RunFolder(run_dir)
-    warning = folder.warning()
+    warning = RunFolder(run_dir).warning(checkpoint)
     if warning:
-        epochs = folder.checkpoint_epochs() if checkpoint else None
-        if epochs:
-            warning += f"; evaluated at its checkpoint, after epoch {epochs}"
         notice(as_flags(warning, Resume.training(run_dir)))
 
 

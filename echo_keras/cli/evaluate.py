@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import typer
@@ -18,7 +19,7 @@ from echo_keras.cli.common import (
     notice,
     warn_if_unfinished,
 )
-from echo_keras.errors import WriteError
+from echo_keras.errors import EchoKerasWarning, WriteError
 from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 
@@ -67,9 +68,11 @@ def evaluate(
 
     evaluation_length(config, series_length)  # a bad length is refused before loading
     _check_stdout()
-    metrics = run_evaluation(
-        run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
-    )
+    with warnings.catch_warnings():  # its notes are printed below, in the command's words
+        warnings.simplefilter("ignore", EchoKerasWarning)
+        metrics = run_evaluation(
+            run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
+        )
     if not as_json:  # after: a run that has no model gets its one-line error alone
         warn_if_unfinished(run_dir, checkpoint=True)
     if as_json:

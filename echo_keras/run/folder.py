@@ -191,14 +191,17 @@ class RunFolder:
         stray = [name for name in names if name != files.CONFIG and not name.startswith(temporary)]
         return files.CONFIG in names and not stray and files.is_written_config(self.real)
 
-    def warning(self) -> str | None:
-        """A one-line warning when the run is not complete, else None."""
+    def warning(self, checkpoint: bool = False) -> str | None:
+        """A one-line warning when the run is not complete, else None; with `checkpoint`,
+        saying which epoch's checkpoint stands in for its missing model."""
         record = self.status()
         if record["status"] == "complete":
             return None
         lines = record.get("message", "").strip().splitlines()  # an error's may run on
         detail = f": {lines[0]}{' ...' if len(lines) > 1 else ''}" if lines else ""
-        return f"Warning: run {self.path} is {record['status']}{detail}"
+        epochs = self.checkpoint_epochs() if checkpoint else None
+        at = f"; evaluated at its checkpoint, after epoch {epochs}" if epochs else ""
+        return f"Warning: run {self.path} is {record['status']}{detail}{at}"
 
     def checkpoint_epochs(self) -> int | None:
         """The epochs the run's checkpoint completed; None without a readable one, or when
