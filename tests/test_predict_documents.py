@@ -16,7 +16,7 @@ from echo_keras.errors import SymbolError, UsageError
 from echo_keras.stream.documents import DocumentSplitter
 from echo_keras.stream.text import NextScore, VocabularyParser, read_text
 from echo_keras.vocabulary import Vocabulary
-from tests.helpers import invoke
+from tests.helpers import invoke, one_line_error
 
 TEXT = Vocabulary("text", tuple(" \t\r\nabé"))
 INTS = Vocabulary("ints", tuple(range(4)))
@@ -71,6 +71,36 @@ def test_a_stream_cut_anywhere_is_split_as_training_splits_the_file(
         assert starts == sorted(set(starts)), repr(text)
         checked += 1
     assert checked > 300
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "alphabet"),
+    [
+        (TEXT, list(" \t\r\n\n\nabé")),
+        (INTS, ["0 ", "3\n", "2\t", " ", "\t", "\r", "\n", "\n"]),
+    ],
+)
+def test_a_stream_read_in_calls_that_carry_the_line_is_split_as_one_call(vocabulary, alphabet):
+    """Calls that hand on where the stream stands in its line (as --state-out and
+    --state-in do) read what one call reads: a newline that begins a call may end a line,
+    and a line of whitespace at the end of a call waits, as it may turn out blank."""
+    rng = np.random.default_rng(2)
+    checked = 0
+    for _ in range(300):
+        text = _random_text(rng, alphabet)
+        whole, whole_starts = _streamed(vocabulary, [text.encode()])
+        symbols, starts, line = [], [], None
+        calls = [call.encode() for call in _cut_anywhere(text, rng)]  # whole characters
+        for index, call in enumerate(calls):
+            parser = VocabularyParser(vocabulary, documents=True, line=line)
+            for piece in (parser.parse(call), parser.finish(hold=index < len(calls) - 1)):
+                starts += [sum(map(len, symbols)) + start for start in piece.starts]
+                symbols.append(piece.symbols)
+            line = parser.line
+        assert np.concatenate(symbols).tolist() == whole.tolist(), (text, calls)
+        assert sorted(set(starts)) == whole_starts, (text, calls)
+        checked += len(calls) > 1
+    assert checked > 200
 
 
 def test_a_blank_lines_whitespace_is_not_read_as_symbols_yet_kept_whitespace_is(tmp_path):
@@ -223,6 +253,43 @@ def test_a_state_saved_after_a_blank_line_is_zeros_and_a_blank_line_ends_a_state
     fresh = _probabilities(documents_run, DOC_B)
     assert _probabilities(documents_run, "\n\n" + DOC_B, "--state-in", carried) == fresh
     assert _probabilities(documents_run, DOC_B, "--state-in", carried) != fresh
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(DOC_A, "\n\n" + DOC_B), (DOC_A + "\n ", "\t\n" + DOC_B), (DOC_A + "\n", "\n" + DOC_B)],
+)
+def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
+    documents_run, tmp_path, first, second
+):
+    """The newline that begins the second call ends the first call's last line (it is no
+    blank line), and whitespace that ends the first call waits for the rest of its line."""
+
+    def called(text, *flags):
+        result = invoke("predict", "--run-dir", documents_run, "--json", "--probabilities",
+                        *flags, input=text)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    whole = called(first + second)
+    state = tmp_path / "state.npz"
+    parts = called(first, "--state-out", state), called(second, "--state-in", state)
+    for key in ("symbols", "predictions", "probabilities"):
+        assert parts[0][key] + parts[1][key] == whole[key], key
+    assert len(whole["symbols"]) == len(DOC_A) + 1 + len(DOC_B)
+
+
+def test_a_state_file_whose_held_line_is_not_whitespace_is_damaged(documents_run, tmp_path):
+    state = tmp_path / "state.npz"
+    done = invoke("predict", "--run-dir", documents_run, "--state-out", state, input="ab\n ")
+    assert done.exit_code == 0, done.output
+    with np.load(state) as saved:
+        arrays = dict(saved)
+    assert arrays["line_held"].tobytes() == b" " and arrays["line_start"].tolist() == [True]
+    arrays["line_held"] = np.frombuffer(b" x", np.uint8)
+    np.savez(state, **arrays)
+    refused = invoke("predict", "--run-dir", documents_run, "--state-in", state, input="a")
+    one_line_error(refused, "is damaged: line_held is not whitespace", code=1)
 
 
 def test_generate_after_a_prime_that_ends_its_document_starts_afresh(documents_run):

@@ -228,7 +228,7 @@ def _predict(
     from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir, read_with=(config, vocabulary))
-    state = _start_state(model, state_in, state_out)
+    state, line = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
@@ -242,6 +242,8 @@ def _predict(
                 state,
                 probabilities=probabilities,
                 collect=as_json,
+                line=line,
+                hold=state_out is not None,  # the stream goes on in another call
             )
         except (BrokenPipeError, stdio.OutputError):
             raise  # the output's: output_errors words them
@@ -251,7 +253,7 @@ def _predict(
             JsonOutput.printed = True
             write(_json_text(result, probabilities, model.vocabulary).encode() + b"\n")
     if state_out is not None:
-        write_state(state_out, model, result.state)
+        write_state(state_out, model, result.state, result.line)
     if not as_json:
         # The predictions and the state are written: a stderr that cannot take this
         # line (a full disk, a closed pipe) loses it and no more.
@@ -266,7 +268,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
     from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir, read_with=read)
-    state = _start_state(model, state_in, state_out)
+    state, _ = _start_state(model, state_in, state_out)  # the prime starts its own line
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
@@ -289,15 +291,16 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         write_state(state_out, model, state)
 
 
-def _start_state(model, state_in, state_out) -> list:
-    """The state to start from (zeros, or --state-in's); refuses a --state-out that is
-    a file but not a state file of this run."""
-    from echo_keras.stream.state import read_state, state_target
+def _start_state(model, state_in, state_out) -> tuple[list, tuple | None]:
+    """(state, line) to start from: zeros, or --state-in's (with, for a run on documents,
+    where it left the stream in its line); refuses a --state-out that is a file but not a
+    state file of this run."""
+    from echo_keras.stream.state import read_state_and_line, state_target
 
-    state = model.zero_state()
+    state, line = model.zero_state(), None
     if state_in is not None:
         try:
-            state = read_state(state_in, model)
+            state, line = read_state_and_line(state_in, model)
         except StateFileError as error:
             if error.damaged:
                 raise
@@ -307,7 +310,7 @@ def _start_state(model, state_in, state_out) -> list:
             state_target(state_out, model)
         except ConfigError as error:
             raise bad_parameter("--state-out", error.reason) from None
-    return state
+    return state, line
 
 
 def _accuracy_line(result, config) -> str:

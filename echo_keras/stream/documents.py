@@ -18,7 +18,9 @@ from echo_keras.corpus import BLANK_LINE_SPACES as _BLANK
 class DocumentSplitter:
     """Split text, a block at a time, into what training keeps and where documents start.
 
-    `split` every block in order; the last with `final=True`. Each returns the text kept
+    `split` every block in order; the last with `final=True` (and `hold=True` when the
+    stream goes on in another call, from `line`: whitespace that may begin a blank line
+    is then not kept yet). Each returns the text kept
     (blank lines dropped) and the offsets in it where a document starts: the state is
     zeroed there. An offset equal to the length of the text kept (only with `final`)
     says that the stream ends in blank lines: whatever follows starts a new document.
@@ -28,13 +30,20 @@ class DocumentSplitter:
     the block starts in.
     """
 
-    def __init__(self):
-        self._line_start = True  # nothing but whitespace on the current line so far
-        self._held = ""  # that whitespace: dropped if the line is blank, else kept
+    def __init__(self, line: tuple[bool, str] | None = None):
+        # Nothing but whitespace on the current line so far; that whitespace (dropped if
+        # the line is blank, else kept). `line`: where an earlier call left off (`line`).
+        self._line_start, self._held = line if line is not None else (True, "")
         self._boundary = False  # a blank line since the last symbol kept
         self.origins: list[tuple[int, int | None]] = []
 
-    def split(self, text: str, final: bool = False) -> tuple[str, list[int]]:
+    @property
+    def line(self) -> tuple[bool, str]:
+        """Where the stream stands in its line: (only whitespace on it so far, that
+        whitespace, not yet kept). A stream continued in another call starts from it."""
+        return self._line_start, self._held
+
+    def split(self, text: str, final: bool = False, hold: bool = False) -> tuple[str, list[int]]:
         kept: list[str] = []
         starts: list[int] = []
         self.origins = []
@@ -57,9 +66,9 @@ class DocumentSplitter:
             self._keep(line + end, kept, starts, source)
             self._line_start = complete
         if final:
-            if self._held:  # a last line of whitespace without a newline is not blank
-                self._keep(self._held, kept, starts, None)
-                self._held = ""
+            if self._held and not hold:  # a last line of whitespace without a newline is
+                self._keep(self._held, kept, starts, None)  # not blank, unless the stream
+                self._held = ""  # goes on in another call (`hold`): the line may be blank
             if self._boundary:
                 starts.append(self._size(kept))
                 self._boundary = False

@@ -208,6 +208,7 @@ class StreamResult:
     accuracy: float | None  # of the echo (positions >= echo_step) or of the next symbol
     scored: int  # positions in the accuracy
     collected: dict = field(default_factory=dict)  # symbols, predictions (and probabilities)
+    line: tuple[bool, str] | None = None  # documents: where the stream stands in its line
 
 
 def predict_stream(
@@ -218,6 +219,8 @@ def predict_stream(
     *,
     probabilities: bool = False,
     collect: bool = False,
+    line: tuple[bool, str] | None = None,
+    hold: bool = False,
 ) -> StreamResult:
     """Predict a stream of symbols block by block, carrying the state.
 
@@ -230,6 +233,9 @@ def predict_stream(
         state: the state to start from (`zero_state()` or `read_state(...)`).
         collect: keep every symbol, prediction (and probabilities) in `collected`, for
             JSON; memory then grows with the stream.
+        line, hold: a run on documents: where an earlier call left the stream in its line
+            (`StreamResult.line`), and whether a later call goes on from this one's (a
+            line of whitespace at the end then waits, as it may turn out blank).
 
     Raises SymbolError at the first bad symbol, or for an input without symbols.
     """
@@ -237,7 +243,7 @@ def predict_stream(
         parser = SymbolParser(model.config.num_classes)
         layout = Layout(parser.digit_mode)
     else:  # a run on its own data: its vocabulary's text or integers (`text.py`)
-        parser = VocabularyParser(model.vocabulary, documents=model.config.documents)
+        parser = VocabularyParser(model.vocabulary, model.config.documents, line)
         layout = VocabularyLayout(model.vocabulary)
     score = NextScore() if model.config.task == "next" else EchoScore(model.config.echo_step)
     kept: dict[str, list] = {"symbols": [], "predictions": [], "probabilities": []}
@@ -245,7 +251,7 @@ def predict_stream(
     while not finished:
         block = read(BLOCK)
         finished = not block
-        piece = parser.finish() if finished else parser.parse(block)
+        piece = parser.finish(hold) if finished else parser.parse(block)
         probs, state = run_documents(model, piece.symbols, piece.starts, state)
         predictions = probs.argmax(axis=-1).astype(np.int32)
         _score_documents(score, piece.symbols, predictions, piece.starts)
@@ -269,4 +275,5 @@ def predict_stream(
         accuracy=score.accuracy,
         scored=score.scored,
         collected=collected,
+        line=parser.line,
     )

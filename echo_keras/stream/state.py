@@ -15,12 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from echo_keras.corpus import BLANK_LINE_SPACES
 from echo_keras.errors import ConfigError, StateFileError, write_reason
 from echo_keras.paths import real_path
 from echo_keras.run import fileio, files
 from echo_keras.stream.model import StreamModel
 
 DIGEST = "weights_digest"  # the array that names the weights a state was computed with
+# A run on documents: where the stream stands in its line (`documents.DocumentSplitter.line`):
+# whether only whitespace is on it so far, and that whitespace (UTF-8), not yet read.
+LINE_START, LINE_HELD = "line_start", "line_held"
+MAX_HELD = 1 << 20  # bytes of whitespace a line may hold back
 
 
 class _OtherRun(ValueError):
@@ -33,9 +38,23 @@ def read_state(path: Path, model: StreamModel, same_weights: bool = True) -> lis
 
     Every array's name and shape is checked from its header before its data is read.
     """
+    return read_state_and_line(path, model, same_weights)[0]
+
+
+def read_state_and_line(path: Path, model: StreamModel, same_weights: bool = True):
+    """(state, line): `read_state`'s state, and for a run on documents where the stream
+    stood in its line (None when the file does not say: at a line's start)."""
     wanted = (1, model.units)
 
     def check(name, shape, dtype):
+        if name in (LINE_START, LINE_HELD):
+            if name == LINE_START:
+                fits = shape == (1,) and dtype == np.bool_
+            else:
+                fits = len(shape) == 1 and shape[0] <= MAX_HELD and dtype == np.uint8
+            if not fits:
+                raise ValueError(f"{name} has shape {shape} and type {dtype}")
+            return
         if name == DIGEST:
             if shape != (len(model.weights_digest),) or dtype != np.uint8:
                 raise ValueError(f"{name} has shape {shape} and type {dtype}")
@@ -92,16 +111,33 @@ def read_state(path: Path, model: StreamModel, same_weights: bool = True) -> lis
         if not np.all(np.isfinite(value)):
             raise StateFileError(f"{path} is damaged: {name} is not finite", damaged=True)
         state.append(value)
-    return state
+    return state, _line(path, arrays)
 
 
-def write_state(path: Path, model: StreamModel, state: list) -> None:
-    """Write the state (one array per name, batch 1) to an npz file, atomically;
-    StateFileError (exit status 1) if it cannot be written: what was there stays."""
+def _line(path: Path, arrays: dict) -> tuple[bool, str] | None:
+    if LINE_START not in arrays:
+        return None
+    try:
+        held = arrays.get(LINE_HELD, np.zeros(0, np.uint8)).tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        held = None
+    if held is None or held.strip(BLANK_LINE_SPACES) or (held and not arrays[LINE_START][0]):
+        message = f"{path} is damaged: {LINE_HELD} is not whitespace at a line's start"
+        raise StateFileError(message, damaged=True)
+    return bool(arrays[LINE_START][0]), held
+
+
+def write_state(path: Path, model: StreamModel, state: list, line: tuple | None = None) -> None:
+    """Write the state (one array per name, batch 1) to an npz file, atomically, with
+    `line` (a run on documents: where the stream stands in its line); StateFileError (exit
+    status 1) if it cannot be written: what was there stays."""
     arrays = {
         name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
     }
     arrays[DIGEST] = np.frombuffer(model.weights_digest, np.uint8)
+    if line is not None:
+        arrays[LINE_START] = np.array([line[0]], bool)
+        arrays[LINE_HELD] = np.frombuffer(line[1].encode("utf-8"), np.uint8)
     try:
         fileio.savez(Path(path), arrays)
     except OSError as error:

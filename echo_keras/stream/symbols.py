@@ -91,8 +91,11 @@ class SymbolParser:
         self.count += len(piece.symbols)
         return piece
 
-    def finish(self) -> Piece:
-        """The last token of token mode (digit mode has none left); call once, at the end."""
+    line = None  # an echo run has no documents (see text.VocabularyParser.line)
+
+    def finish(self, hold: bool = False) -> Piece:
+        """The last token of token mode (digit mode has none left); call once, at the end.
+        (`hold`, as `text.VocabularyParser.finish` takes it: nothing waits here.)"""
         data, self._carry = self._carry, b""
         piece = self._parse_tokens(data) if data else _empty_piece()
         self._position.advance(data)

@@ -45,9 +45,10 @@ class VocabularyParser:
     (`documents.py`).
     """
 
-    def __init__(self, vocabulary: Vocabulary, documents: bool = False):
+    def __init__(self, vocabulary: Vocabulary, documents: bool = False, line: tuple | None = None):
         self.vocabulary = vocabulary
-        self._documents = DocumentSplitter() if documents else None
+        self._documents = DocumentSplitter(line) if documents else None
+        self._hold = False
         self._position = Position()  # of the next character, for messages
         self.count = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -57,9 +58,16 @@ class VocabularyParser:
         """The symbols of `block`; SymbolError at the first one outside the vocabulary."""
         return self._text(self._decode(block, final=False), final=False)
 
-    def finish(self) -> Piece:
-        """What is left at the end of the input (a last token); call once."""
+    def finish(self, hold: bool = False) -> Piece:
+        """What is left at the end of the input (a last token); call once. `hold`: the
+        stream goes on in another call (see `line`)."""
+        self._hold = hold
         return self._text(self._decode(b"", final=True), final=True)
+
+    @property
+    def line(self) -> tuple[bool, str] | None:
+        """With documents, where the stream stands in its line (`DocumentSplitter.line`)."""
+        return None if self._documents is None else self._documents.line
 
     def _decode(self, block: bytes, final: bool) -> str:
         try:
@@ -87,7 +95,7 @@ class VocabularyParser:
             self._position.advance(data[:end])
             self._carry = data[end:]
             if self._documents is not None:  # blank lines hold no integers: only the starts
-                kept, starts = self._documents.split(data[:end], final)
+                kept, starts = self._documents.split(data[:end], final, self._hold)
                 tokens = [match.start() for match in _TOKEN.finditer(kept)]
                 piece.starts = tuple(np.searchsorted(tokens, starts).tolist())
         self.count += len(piece.symbols)
@@ -96,7 +104,7 @@ class VocabularyParser:
     def _documents_kept(self, text: str, final: bool) -> Piece:
         """The symbols a run on documents reads of `text` (blank lines left out, as training
         leaves them out, unchecked), and where documents start."""
-        kept, starts = self._documents.split(text, final)
+        kept, starts = self._documents.split(text, final, self._hold)
         ids, index = self.vocabulary.ids_of(kept)
         if index is not None:
             offset, source = next(o for o in reversed(self._documents.origins) if o[0] <= index)
