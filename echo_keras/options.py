@@ -191,7 +191,7 @@ def new_run_problem(
         if chosen and unused(config):
             return field, reason
     for field in ("data", "validation_data"):
-        path = getattr(config, field)
-        if path is not None and inside(path, run_dir):
+        path = getattr(config, field)  # (a `run_dir` that is a file is refused as such)
+        if path is not None and inside(path, run_dir) and not Path(run_dir).is_file():
             return field, f"{path} is inside the run folder {run_dir}; keep data beside it"
     return None

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from echo_keras.errors import SymbolError
+from echo_keras.run import files
 from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser, check_stream
 from tests.helpers import (
     ECHO_KERAS,
@@ -279,6 +280,7 @@ def test_state_files_from_another_run_or_damaged(trained, tiny_run, tmp_path):
     state.write_bytes(b"earlier state")
     for path, code, fragment in [
         (other, 2, "another run"),
+        (tiny_run / files.LAST_BATCH, 2, "holds an array inputs, and this run carries"),
         (wrong_shape, 2, "shape (1, 8)"),
         (garbage, 1, "is damaged"),
         (truncated, 1, "is damaged"),

@@ -458,6 +458,10 @@ def test_data_inside_the_run_folder_is_refused_and_kept(cycle_file, cycle_run, t
         train(TrainConfig(data=str(mine), **SMALL), run_dir, overwrite=True)
     assert mine.read_bytes() == cycle_file.read_bytes()
     assert (run_dir / files.MODEL).read_bytes() == (cycle_run[1] / files.MODEL).read_bytes()
+    # The data file itself as the run folder: a file, not a folder, not data inside a run.
+    itself = invoke("train", "--run-dir", mine, "--data", mine, *flags)
+    one_line_error(itself, "--run-dir", "is a file, not a folder", code=2)
+    assert mine.read_bytes() == cycle_file.read_bytes()
 
 
 def test_the_echo_of_a_files_symbols_beyond_the_window_is_warned_of(cycle_file, tmp_path):

@@ -61,8 +61,8 @@ def read_state_and_line(path: Path, model: StreamModel, same_weights: bool = Tru
             return
         if name not in model.names:
             raise _OtherRun(
-                f"{path} holds the state {name}; this run carries {', '.join(model.names)}: "
-                "it was written for another run"
+                f"{path} holds an array {name}, and this run carries {', '.join(model.names)}: "
+                "it is another run's state file, or no state file"
             )
         if shape != wanted:
             raise _OtherRun(
