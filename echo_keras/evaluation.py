@@ -142,9 +142,9 @@ def evaluate(
         return _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window)
     if data is not None:
         raise UsageError(ECHO_RUN_DATA)
-    _warn_if_unfinished(run_dir)
     loaded, model = load_run(run_dir, checkpoint=True)
     check_same_run(run_dir, (config,), (loaded,))  # not a run on its own data meanwhile
+    _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
     config = loaded
     length = evaluation_length(config, series_length)
     inputs, targets = windows_from_rng(
@@ -177,8 +177,9 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
     source = evaluation_source(run_dir, data)
     if source.note:
         warnings.warn(source.note, EchoKerasWarning, stacklevel=3)
-    _warn_if_unfinished(run_dir)
-    return evaluate_source(run_dir, source, reset_each_window)
+    metrics = evaluate_source(run_dir, source, reset_each_window)
+    _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
+    return metrics
 
 
 def _warn_if_unfinished(run_dir: Path) -> None:

@@ -251,16 +251,23 @@ def test_a_state_saved_after_a_blank_line_is_zeros_and_a_blank_line_ends_a_state
     done = invoke("predict", "--run-dir", documents_run, "--state-out", carried, input=DOC_A)
     assert done.exit_code == 0, done.output
     fresh = _probabilities(documents_run, DOC_B)
-    assert _probabilities(documents_run, "\n\n" + DOC_B, "--state-in", carried) == fresh
+    ended = _probabilities(documents_run, "\n\n" + DOC_B, "--state-in", carried)
+    assert ended[1:] == fresh  # the first newline ends DOC_A's last line; then a blank one
+    assert _probabilities(documents_run, "\n" + DOC_B, "--state-in", after_blank) == fresh
     assert _probabilities(documents_run, DOC_B, "--state-in", carried) != fresh
 
 
 @pytest.mark.parametrize(
-    ("first", "second"),
-    [(DOC_A, "\n\n" + DOC_B), (DOC_A + "\n ", "\t\n" + DOC_B), (DOC_A + "\n", "\n" + DOC_B)],
+    ("first", "second", "kept"),
+    [
+        (DOC_A, "\n\n" + DOC_B, DOC_A + "\n" + DOC_B),
+        (DOC_A + "\n ", "\t\n" + DOC_B, DOC_A + "\n" + DOC_B),
+        (DOC_A + "\n", "\n" + DOC_B, DOC_A + "\n" + DOC_B),
+        (DOC_A, "\n", DOC_A + "\n"),  # a call of one newline: a line's end, not a blank line
+    ],
 )
 def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
-    documents_run, tmp_path, first, second
+    documents_run, tmp_path, first, second, kept
 ):
     """The newline that begins the second call ends the first call's last line (it is no
     blank line), and whitespace that ends the first call waits for the rest of its line."""
@@ -276,7 +283,7 @@ def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
     parts = called(first, "--state-out", state), called(second, "--state-in", state)
     for key in ("symbols", "predictions", "probabilities"):
         assert parts[0][key] + parts[1][key] == whole[key], key
-    assert len(whole["symbols"]) == len(DOC_A) + 1 + len(DOC_B)
+    assert len(whole["symbols"]) == len(kept)
 
 
 def test_a_state_file_whose_held_line_is_not_whitespace_is_damaged(documents_run, tmp_path):

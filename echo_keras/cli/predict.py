@@ -206,6 +206,22 @@ def _open_source(symbols: str | None, input_path: str | None, line: bool = True)
         raise bad_parameter("--input", f"{path} cannot be read ({error.strerror})") from None
 
 
+def _check_input(source, config, vocabulary, line=None, hold=False) -> None:
+    """A file: every symbol checked before any prediction is printed (a pipe is not), read
+    as `predict_stream` will read it (`line`, `hold`)."""
+    if not source.seekable():
+        return
+    start = source.tell()  # a redirected stdin may have been read in part already
+    try:
+        if vocabulary is None:
+            check_stream(_read_function(source), config.num_classes)
+        else:
+            check_text(_read_function(source), vocabulary, config.documents, line, hold)
+    except OSError as error:
+        raise fail(f"cannot read the input: {error}") from None
+    source.seek(start)
+
+
 def _read_function(source):
     """read(n): up to n bytes, as soon as some are there (a pipe answers line by line)."""
     return getattr(source, "read1", source.read)
@@ -214,21 +230,18 @@ def _read_function(source):
 def _predict(
     source, run_dir, config, vocabulary, state_in, state_out, probabilities, as_json
 ) -> None:
-    if source.seekable():  # a file: check every symbol before printing any prediction
-        start = source.tell()  # a redirected stdin may have been read in part already
-        try:
-            if vocabulary is None:
-                check_stream(_read_function(source), config.num_classes)
-            else:
-                check_text(_read_function(source), vocabulary, config.documents)
-        except OSError as error:
-            raise fail(f"cannot read the input: {error}") from None
-        source.seek(start)
+    # Documents read on from a state file are read from where it left their line: known
+    # once the state file is read, after the model. Any other input is checked first.
+    later, hold = config.documents and state_in is not None, state_out is not None
+    if not later:
+        _check_input(source, config, vocabulary, hold=hold)
     from echo_keras.stream.model import load_stream_model, predict_stream
     from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir, read_with=(config, vocabulary))
     state, line = _start_state(model, state_in, state_out)
+    if later:
+        _check_input(source, config, vocabulary, line, hold)
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
@@ -243,7 +256,7 @@ def _predict(
                 probabilities=probabilities,
                 collect=as_json,
                 line=line,
-                hold=state_out is not None,  # the stream goes on in another call
+                hold=hold,  # the stream goes on in another call
             )
         except (BrokenPipeError, stdio.OutputError):
             raise  # the output's: output_errors words them

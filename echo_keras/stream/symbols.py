@@ -253,12 +253,13 @@ def check_stream(read: Callable[[int], bytes], num_classes: int) -> int:
     return count_parsed(read, SymbolParser(num_classes))
 
 
-def count_parsed(read: Callable[[int], bytes], parser) -> int:
-    """Feed `parser` (a parser of this module's or of stream/text.py's kind) a whole input:
-    the number of symbols, or SymbolError (also when there are none)."""
+def count_parsed(read: Callable[[int], bytes], parser, hold: bool = False) -> int:
+    """Feed `parser` (a parser of this module's or of stream/text.py's kind) a whole input
+    (`hold`: as its `finish` takes it): the number of symbols, or SymbolError (also when
+    there are none)."""
     while block := read(BLOCK):
         parser.parse(block)
-    parser.finish()
+    parser.finish(hold)
     if parser.count == 0:
         raise SymbolError("the input holds no symbols")
     return parser.count

@@ -206,9 +206,12 @@ class NextScore:
         return self.correct / self.scored if self.scored else None
 
 
-def check_text(read: Callable[[int], bytes], vocabulary: Vocabulary, documents: bool) -> int:
-    """Parse a whole input without predicting: the number of symbols, or SymbolError."""
-    return count_parsed(read, VocabularyParser(vocabulary, documents))
+def check_text(
+    read: Callable[[int], bytes], vocabulary: Vocabulary, documents: bool, line=None, hold=False
+) -> int:
+    """Parse a whole input without predicting (`line` and `hold`: as `predict_stream` takes
+    them): the number of symbols, or SymbolError."""
+    return count_parsed(read, VocabularyParser(vocabulary, documents, line), hold)
 
 
 def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray:
