@@ -181,6 +181,27 @@ def test_a_ray_tmpdir_ray_cannot_use_is_one_line_naming_it(tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+@ON_RAY  # no sweep of another test makes its folder meanwhile
+def test_a_local_ray_too_slow_to_start_is_a_sweep_error_and_leaves_nothing(monkeypatch):
+    """Ray raises a bare Exception when its node does not register within 30 s (a machine
+    overloaded): one line saying so, not an unexpected error, and its folder removed."""
+    import ray
+
+    from echo_keras.errors import SweepError
+    from echo_keras.sweep import cluster
+
+    def slow(**options):
+        Path(options["_temp_dir"], "session_x").mkdir()  # what Ray had begun to write
+        raise Exception("The current node timed out during startup. This could happen ...")
+
+    monkeypatch.setattr(ray, "init", slow)
+    before = set(Path("/tmp").glob(f"{cluster.SESSION_PREFIX}*"))
+    with pytest.raises(SweepError, match=r"^cannot start a local Ray: Exception: The current"):
+        with cluster.ray_session(None, 1):
+            pass
+    assert set(Path("/tmp").glob(f"{cluster.SESSION_PREFIX}*")) <= before
+
+
 def _zipped_run(folder: Path) -> bytes:
     folder.mkdir()
     (folder / "model.keras").write_bytes(os.urandom(200_000))  # incompressible

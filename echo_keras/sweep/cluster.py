@@ -158,16 +158,22 @@ def ray_session(
     _forget_cached_token()  # Ray keeps the first token it read for the life of the process
     try:
         if address is None:
-            with _signals_kept(), _without_unused_services():
-                ray.init(
-                    address="local",
-                    num_cpus=workers or usable_cores(),
-                    include_dashboard=False,
-                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                    log_to_driver=False,
-                    logging_level=logging.ERROR,
-                    _temp_dir=temp_dir,
-                )
+            try:
+                with _signals_kept(), _without_unused_services():
+                    ray.init(
+                        address="local",
+                        num_cpus=workers or usable_cores(),
+                        include_dashboard=False,
+                        object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                        log_to_driver=False,
+                        logging_level=logging.ERROR,
+                        _temp_dir=temp_dir,
+                    )
+            except Exception as error:  # a bare Exception when its node starts too slowly
+                raise SweepError(
+                    f"cannot start a local Ray: {error_line(error)} (a machine too busy "
+                    "to start Ray within its 30 s; run the sweep again)"
+                ) from None
         else:
             try:
                 with _signals_kept():
