@@ -173,11 +173,8 @@ def train(
                 f"Note: no document starts in the last {config.validation_fraction * 100:.3g}% "
                 "of `data`: the end of its last document validates, read from a zeroed state"
             )
-        what = (
-            "`data`"
-            if corpus.validation is None or config.validation_data
-            else ("what `validation_fraction` leaves of `data`")
-        )
+        held_out = corpus.validation is not None and config.validation_data is None
+        what = "what `validation_fraction` leaves of `data`" if held_out else "`data`"
         note = dropped_note(corpus.train, what)
         if note and notify is not None and not resume:
             notify(f"Note: {note}.")

@@ -34,22 +34,18 @@ KEPT = 8  # warm models kept (each holds its compiled loops: about 15 MB)
 
 
 class WarmModel:
-    """A compiled model of one shape, the loops compiled for it, and its optimizer's start."""
+    """A compiled model of one shape, the loops compiled for it, and its optimizer's start
+    (with `trains`; else a trained model as a run folder gives it, with no optimizer)."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, trains: bool = True):
         self.model = model
-        optimizer = model.optimizer
-        if not optimizer.built:  # as a training loop would build it, before its first step
-            optimizer.build(model.trainable_variables)
-        self.optimizer_start = [variable.numpy() for variable in optimizer.variables]
+        self.optimizer_start = None
+        if trains:
+            optimizer = model.optimizer
+            if not optimizer.built:  # as a training loop builds it, before its first step
+                optimizer.build(model.trainable_variables)
+            self.optimizer_start = [variable.numpy() for variable in optimizer.variables]
         self._loops: dict[tuple, object] = {}
-
-    @classmethod
-    def for_inference(cls, model: keras.Model) -> WarmModel:
-        """A trained model (as a run folder gives it: no optimizer) kept for its loops."""
-        warm = cls.__new__(cls)
-        warm.model, warm.optimizer_start, warm._loops = model, None, {}
-        return warm
 
     def loop(self, kind, *args, **options):
         """`kind(model, *args, **options)` (a loop of `loops`), made once and kept."""
@@ -102,7 +98,7 @@ def holding(config: TrainConfig, trained: keras.Model) -> Iterator[WarmModel]:
     with _lock:
         warm = _kept.pop(key, None)
     if warm is None:
-        warm = WarmModel.for_inference(trained)
+        warm = WarmModel(trained, trains=False)
     else:
         for layer in warm.model.layers:
             if layer.weights:

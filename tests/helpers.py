@@ -7,6 +7,7 @@ Trained runs shared by many tests are fixtures in conftest.py (trained once per 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import struct
 import subprocess
@@ -64,6 +65,15 @@ runner = CliRunner()
 def invoke(*args, input=None, env=None):
     """Run `echo-keras ARGS` in this process (every argument as text)."""
     return runner.invoke(app, [str(arg) for arg in args], input=input, env=env)
+
+
+def predict_json(run_dir, *args, input=None) -> dict:
+    """`echo-keras predict --json --probabilities ARGS` run in this process: its output."""
+    result = invoke(
+        "predict", "--run-dir", run_dir, "--json", "--probabilities", *args, input=input
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
 
 
 def one_line_error(result, *fragments, code: int | None = None) -> str:

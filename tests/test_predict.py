@@ -28,6 +28,7 @@ from tests.helpers import (
     assert_same_stream,
     invoke,
     one_line_error,
+    predict_json,
     random_symbols,
     rss_mib,
     small_tmpfs,
@@ -76,14 +77,6 @@ def test_pieces_longer_than_a_chunk_carry_the_state(stream_model, monkeypatch):
     finally:
         model._runners.clear()
     assert_same_stream(chunked, whole, chunked.argmax(-1))
-
-
-def predict_json(run_dir, *args, input=None):
-    result = invoke(
-        "predict", "--run-dir", run_dir, "--json", "--probabilities", *args, input=input
-    )
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

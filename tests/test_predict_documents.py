@@ -16,7 +16,7 @@ from echo_keras.errors import SymbolError, UsageError
 from echo_keras.stream.documents import DocumentSplitter
 from echo_keras.stream.text import NextScore, VocabularyParser, read_text
 from echo_keras.vocabulary import Vocabulary
-from tests.helpers import invoke, one_line_error
+from tests.helpers import invoke, one_line_error, predict_json
 
 TEXT = Vocabulary("text", tuple(" \t\r\nabé"))
 INTS = Vocabulary("ints", tuple(range(4)))
@@ -271,16 +271,12 @@ def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
 ):
     """The newline that begins the second call ends the first call's last line (it is no
     blank line), and whitespace that ends the first call waits for the rest of its line."""
-
-    def called(text, *flags):
-        result = invoke("predict", "--run-dir", documents_run, "--json", "--probabilities",
-                        *flags, input=text)  # fmt: skip
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-    whole = called(first + second)
+    whole = predict_json(documents_run, input=first + second)
     state = tmp_path / "state.npz"
-    parts = called(first, "--state-out", state), called(second, "--state-in", state)
+    parts = (
+        predict_json(documents_run, "--state-out", state, input=first),
+        predict_json(documents_run, "--state-in", state, input=second),
+    )
     for key in ("symbols", "predictions", "probabilities"):
         assert parts[0][key] + parts[1][key] == whole[key], key
     assert len(whole["symbols"]) == len(kept)

@@ -232,7 +232,8 @@ def _predict(
 ) -> None:
     # Documents read on from a state file are read from where it left their line: known
     # once the state file is read, after the model. Any other input is checked first.
-    later, hold = config.documents and state_in is not None, state_out is not None
+    later = config.documents and state_in is not None
+    hold = state_out is not None  # the stream goes on in another call
     if not later:
         _check_input(source, config, vocabulary, hold=hold)
     from echo_keras.stream.model import load_stream_model, predict_stream
@@ -256,7 +257,7 @@ def _predict(
                 probabilities=probabilities,
                 collect=as_json,
                 line=line,
-                hold=hold,  # the stream goes on in another call
+                hold=hold,
             )
         except (BrokenPipeError, stdio.OutputError):
             raise  # the output's: output_errors words them
