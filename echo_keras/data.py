@@ -148,14 +148,28 @@ def series_windows(x: np.ndarray, y: np.ndarray, batch_size: int, window: int) -
 
 def dropped_note(windows: Windows, what: str) -> str | None:
     """A note saying how much of `what` (a series) `windows` leaves out, if 1% or more of
-    its targets (as the tutorial's series is noted); None otherwise."""
+    its targets; None otherwise."""
     used = windows.num_windows * windows.batch_size * windows.window
-    if windows.dropped * 100 < used + windows.dropped:
+    shape = (windows.num_windows, windows.batch_size, windows.window)
+    return _dropped(f"{what}: {{}} targets", used, windows.dropped, shape)
+
+
+def series_note(config: TrainConfig) -> str | None:
+    """The same note for the echo series of `config`, whose last symbols short of a whole
+    window in every row are dropped (the tutorial's 50,000 drop 50: no note)."""
+    shape = (config.num_batches, config.batch_size, config.truncated_backprop_length)
+    dropped = config.total_series_length - config.used_length
+    what = "the echo series (`total_series_length`): {} symbols"
+    return _dropped(what, config.used_length, dropped, shape)
+
+
+def _dropped(what: str, used: int, dropped: int, shape: tuple[int, int, int]) -> str | None:
+    if dropped * 100 < used + dropped:
         return None
+    windows, batch_size, window = shape
     return (
-        f"{what}: {used + windows.dropped} targets do not fill whole windows; using {used} "
-        f"({windows.num_windows} windows of {windows.batch_size} x {windows.window}), "
-        f"dropping the last {windows.dropped}"
+        f"{what.format(used + dropped)} do not fill whole windows; using {used} "
+        f"({windows} windows of {batch_size} x {window}), dropping the last {dropped}"
     )
 
 

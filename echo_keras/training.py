@@ -29,7 +29,7 @@ from echo_keras.callbacks import (
 )
 from echo_keras.config import TrainConfig, check_switch
 from echo_keras.corpus import load_corpus
-from echo_keras.data import dropped_note
+from echo_keras.data import dropped_note, series_note
 from echo_keras.errors import (
     ConfigError,
     EchoKerasError,
@@ -181,6 +181,8 @@ def train(
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
             raise UsageError(problem)
+    elif notify is not None and not resume and series_note(config):
+        notify(f"Note: {series_note(config)}.")
     if config.echo_outside_window and notify is not None:  # once the data is known to fit
         notify(
             f"Warning: `echo_step` {config.echo_step} >= `truncated_backprop_length` "

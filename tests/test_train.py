@@ -503,10 +503,28 @@ def test_another_keras_backend_is_overridden_with_a_notice_unless_quiet(tmp_path
 )
 def test_a_dropped_tail_is_noted_only_when_it_is_a_real_share_of_the_data(tmp_path, flags, noted):
     """The tutorial's 50,000 symbols drop 50 (0.1%): silence. 1,000 in windows of 5 x 30
-    drop 100 (10%): a note."""
+    drop 100 (10%): a note, in the flags' terms; not again when the run is resumed."""
     result = invoke("train", "--run-dir", tmp_path / "run", *flags, "--epochs", "1")
     assert result.exit_code == 0, result.output
-    assert ("do not fill whole windows" in result.stderr) == noted, result.stderr
+    note = (
+        "Note: the echo series (--series-length): 1000 symbols do not fill whole windows; "
+        "using 900 (6 windows of 5 x 30), dropping the last 100.\n"
+    )
+    assert (note in result.stderr) == noted, result.stderr
+    assert noted or "whole windows" not in result.stderr
+    resumed = invoke("train", "--run-dir", tmp_path / "run", "--resume", "--epochs", "2")
+    assert resumed.exit_code == 0 and "whole windows" not in resumed.stderr, resumed.output
+
+
+def test_the_library_notes_a_dropped_tail_of_the_echo_series_in_its_own_terms(tmp_path):
+    told = []
+    config = dataclasses.replace(TINY, total_series_length=TINY.total_series_length + 37)
+    train(config, tmp_path / "run", notify=told.append)
+    assert told == [
+        f"Note: the echo series (`total_series_length`): {config.total_series_length} symbols "
+        f"do not fill whole windows; using {config.used_length} ({config.num_batches} windows "
+        f"of {config.batch_size} x {config.truncated_backprop_length}), dropping the last 37."
+    ]
 
 
 def test_divergence_stops_with_a_clear_message_and_no_model(tmp_path):

@@ -111,9 +111,7 @@ def train(
             raise UsageError(problem)
 
     notices = not (quiet or as_json)
-    if notices:
-        _notes(config)
-    elif quiet:  # not even the notice that loading Keras overrides another backend
+    if quiet:  # not even the notice that loading Keras overrides another backend
         os.environ["KERAS_BACKEND"] = "tensorflow"
     from echo_keras import training
 
@@ -146,18 +144,6 @@ def _check_new_run(config: TrainConfig, run_dir: Path, given: dict, plain: bool)
         raise UsageError(problem)
     if plain and config.documents:
         raise UsageError(PLAIN_DOCUMENTS)
-
-
-def _notes(config: TrainConfig) -> None:
-    dropped = config.total_series_length - config.used_length
-    tail = config.data is None and dropped * 100 >= config.total_series_length
-    if tail:  # the echo series, with a real share of it dropped, not a tail
-        notice(
-            f"Note: {config.total_series_length} symbols do not fill whole windows; "
-            f"using {config.used_length} ({config.num_batches} windows of "
-            f"{config.batch_size} x {config.truncated_backprop_length}), "
-            f"dropping the last {config.total_series_length - config.used_length}."
-        )
 
 
 def _epochs_trained(result, num_batches: int) -> str:
