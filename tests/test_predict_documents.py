@@ -303,3 +303,60 @@ def test_generate_after_a_prime_that_ends_its_document_starts_afresh(documents_r
     after, _ = predictor.generate(30, prime=DOC_A + "\n\n", seed=3)
     assert after == fresh
     assert predictor.generate(30, prime=DOC_A, seed=3)[0] != fresh
+
+
+def _generated(run, *flags) -> str:
+    result = invoke("predict", "--run-dir", run, "--generate", *flags, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["text"]
+
+
+def _saved(path) -> dict:
+    with np.load(path) as saved:
+        return {name: saved[name].tolist() for name in saved.files}
+
+
+@pytest.mark.parametrize(
+    ("first", "prime"),
+    [
+        (DOC_A, "\n" + DOC_B),  # the newline ends DOC_A's line: no blank line, no new document
+        (DOC_A + "\n ", "ab"),  # the held space begins the prime's line
+        (DOC_A + "\n ", ""),  # ... and is read before sampling, with no prime
+        (DOC_A + "\n ", "\t\n" + DOC_B),  # ... or is a blank line's, which ends DOC_A
+    ],
+)
+def test_generate_goes_on_from_a_state_file_where_it_left_the_line(
+    documents_run, tmp_path, first, prime
+):
+    """Generating from a state file equals generating with everything before it as the
+    prime: same text, and the same state (and line) saved for the next call."""
+    read, one, two = tmp_path / "read.npz", tmp_path / "one.npz", tmp_path / "two.npz"
+    done = invoke("predict", "--run-dir", documents_run, "--state-out", read, input=first)
+    assert done.exit_code == 0, done.output
+    for length in (0, 20):
+        whole = _generated(documents_run, length, "--seed", 4, "--prime", first + prime,
+                           "--state-out", one)  # fmt: skip
+        parts = _generated(documents_run, length, "--seed", 4, "--prime", prime,
+                           "--state-in", read, "--state-out", two)  # fmt: skip
+        assert parts == whole
+        assert _saved(two) == _saved(one)
+
+
+def test_predict_after_generate_reads_on_from_where_the_generated_text_left_the_line(
+    documents_run, tmp_path
+):
+    """A newline that begins the next call ends the generated text's last line (no blank
+    line, unless that line is one), as it would in one call over the whole text."""
+    state = tmp_path / "state.npz"
+    checked = 0
+    for seed in range(8):
+        text = _generated(documents_run, 12, "--seed", seed, "--prime", DOC_A,
+                          "--state-out", state)  # fmt: skip
+        if read_text(DOC_A + text, TEXT, documents=True).starts:
+            continue  # a generated blank line does not zero the state: not one call's
+        whole = predict_json(documents_run, input=DOC_A + text + "\n" + DOC_B)
+        after = predict_json(documents_run, "--state-in", state, input="\n" + DOC_B)
+        count = len(after["symbols"])
+        assert whole["probabilities"][-count:] == after["probabilities"], repr(text)
+        checked += 1
+    assert checked >= 3

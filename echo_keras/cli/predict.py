@@ -277,12 +277,13 @@ def _predict(
 def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> None:
     """Sample `length` symbols, printing each as it comes; then save the state. `read`:
     the (config, vocabulary) the options were checked with."""
+    from echo_keras.stream.documents import line_after
     from echo_keras.stream.generate import sample
     from echo_keras.stream.model import load_stream_model
     from echo_keras.stream.state import write_state
 
     model = load_stream_model(run_dir, read_with=read)
-    state, _ = _start_state(model, state_in, state_out)  # the prime starts its own line
+    state, line = _start_state(model, state_in, state_out)
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
@@ -293,6 +294,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
             model.vocabulary,
             length,
             state=state,
+            line=line,
             write=None if as_json else lambda piece: write(piece.encode("utf-8")),
             **options,
         )
@@ -302,7 +304,9 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         elif text and not text.endswith("\n"):
             write(b"\n")
     if state_out is not None:
-        write_state(state_out, model, state)
+        documents = model.config.documents  # the stream's line, after all it read
+        after = line_after(line, options["prime"] or "", text) if documents else None
+        write_state(state_out, model, state, after)
 
 
 def _start_state(model, state_in, state_out) -> tuple[list, tuple | None]:

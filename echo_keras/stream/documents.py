@@ -85,3 +85,13 @@ class DocumentSplitter:
             self._boundary = False
         kept.append(text)
         self.origins.append((size, source))
+
+
+def line_after(line: tuple[bool, str] | None, *texts: str) -> tuple[bool, str]:
+    """Where a stream stands in its line after `texts`, every symbol of them read (nothing
+    held back), from `line` (None: a line's start): for a state saved after generating."""
+    splitter = DocumentSplitter(line)
+    for text in texts:
+        splitter.split(text)
+    splitter.split("", final=True)
+    return splitter.line

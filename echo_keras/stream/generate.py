@@ -60,6 +60,7 @@ def sample(
     temperature: float = 1.0,
     seed: int | None = 0,
     state: list | None = None,
+    line: tuple[bool, str] | None = None,
     write: Callable[[str], None] | None = None,
 ) -> tuple[str, list[np.ndarray]]:
     """Sample `length` symbols, each fed back as the next input.
@@ -73,6 +74,9 @@ def sample(
         temperature: above 0; below 1 sharpens the distribution, above 1 flattens it.
         seed: seed of numpy's generator; the same seed gives the same text. None: fresh.
         state: the state to start from (a list in the model's order); None: zeros.
+        line: a run on documents: where the stream that left `state` stood in its line
+            (a state file's); whitespace it held back is read before the prime, and a
+            newline that begins the prime ends that line. None: a line's start.
         write: called with each symbol's text as soon as it is drawn (ints: with a space
             before all but the first).
 
@@ -97,8 +101,9 @@ def sample(
     stream = stream_model(model, config, vocabulary)
     state = stream.zero_state() if state is None else [np.asarray(s, np.float32) for s in state]
     probabilities = None
-    if prime:  # a run on documents: a blank line in it ends one, the next starts from zeros
-        piece = read_text(prime, vocabulary, "prime: ", config.documents)
+    if prime or (config.documents and line and line[1]):
+        # A run on documents: a blank line in it ends one, the next starts from zeros.
+        piece = read_text(prime or "", vocabulary, "prime: ", config.documents, line)
         probs, state = run_documents(stream, piece.symbols, piece.starts, state)
         last_start = piece.starts[-1] if piece.starts else 0
         if len(piece.symbols) > last_start:

@@ -219,10 +219,18 @@ def parse_text(text: str, vocabulary: Vocabulary, where: str = "") -> np.ndarray
     return read_text(text, vocabulary, where).symbols
 
 
-def read_text(text: str, vocabulary: Vocabulary, where: str = "", documents: bool = False):
+def read_text(
+    text: str,
+    vocabulary: Vocabulary,
+    where: str = "",
+    documents: bool = False,
+    line: tuple | None = None,
+):
     """`text` as one Piece: its symbol ids and, with `documents`, where documents start
-    (blank lines left out); SymbolError naming line and column, after `where`."""
-    parser = VocabularyParser(vocabulary, documents)
+    (blank lines left out; read from `line`, where an earlier call left the stream in its
+    line, whitespace it held kept unless the line turns out blank); SymbolError naming
+    line and column, after `where`."""
+    parser = VocabularyParser(vocabulary, documents, line)
     try:  # bytes a command line could not decode come back as they were given
         data = text.encode("utf-8", "surrogateescape")
         pieces = [parser.parse(data), parser.finish()]
