@@ -214,5 +214,4 @@ def _fit_fast(model, config, callbacks, first_epoch, tap, chunk_stops, corpus, w
 
 
 def build_compiled_model(config: TrainConfig) -> keras.Model:
-    keras.utils.set_random_seed(config.seed)
-    return model_lib.compile_model(model_lib.build_model(config), config)
+    return model_lib.compile_model(model_lib.build_seeded(config), config)

@@ -5,9 +5,14 @@ Importing this module imports Keras (and TensorFlow): keep it out of fast paths.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
+import threading
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
@@ -63,6 +68,34 @@ def build_model(config: TrainConfig) -> keras.Model:
         for layer in stateful_layers(model):
             layer.unroll = True  # read when the layer runs, and saved with its config
     return model
+
+
+# Keras draws a new model's weights and dropout seeds from Python's `random`, which is the
+# process's: one seeded build at a time, so that trainings in two threads each get theirs.
+_SEEDING = threading.Lock()
+
+
+def build_seeded(config: TrainConfig) -> keras.Model:
+    """`build_model(config)` with the weights (and dropout seeds) `config.seed` draws, as
+    `keras.utils.set_random_seed(config.seed)` makes them, leaving the caller's random
+    state as it was: Python's `random`, numpy's global generator, TensorFlow's global seed."""
+    with _SEEDING, _random_state_kept(config.seed):
+        keras.utils.set_random_seed(config.seed)
+        return build_model(config)
+
+
+@contextlib.contextmanager
+def _random_state_kept(seed: int):
+    from tensorflow.python.eager import context  # where TensorFlow keeps its global seed
+
+    kept = random.getstate(), np.random.get_state(), context.global_seed()
+    try:
+        yield
+    finally:
+        random.setstate(kept[0])
+        np.random.set_state(kept[1])
+        if kept[2] != seed:  # setting it again would restart its draws
+            tf.random.set_seed(kept[2])
 
 
 def window_work(model: keras.Model) -> int:

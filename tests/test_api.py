@@ -7,6 +7,7 @@ and every library error's `exit_status` with the command line's exit status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -313,6 +314,37 @@ def test_a_run_being_trained_by_this_very_process_is_said_to_be(tmp_path):
     assert str(seen["train"]) == f"{run_dir} is being trained by this process, in another call"
     assert isinstance(seen["load"], ek.RunFolderError)
     assert str(seen["load"]).endswith("(it is training now: wait for it to finish)")
+
+
+def test_train_leaves_the_callers_random_state_and_threads_get_their_seeds_weights(tmp_path):
+    """Keras draws a model's weights from Python's `random`, the process's: `train` seeds it
+    for its build alone, so a notebook's own draws go on as they would have, and two
+    trainings in two threads each get the weights (and losses) of their seed."""
+    import random
+    import threading
+
+    import echo_keras.training  # noqa: F401  (importing TensorFlow may draw: not train's)
+
+    config = ek.TrainConfig(**SMALL, dropout=0.1)
+    np.random.seed(123)
+    random.seed(123)
+    expected = np.random.rand(), random.random()
+    np.random.seed(123)
+    random.seed(123)
+    seeded = {seed: dataclasses.replace(config, seed=seed) for seed in (0, 5)}
+    alone = [ek.train(seeded[seed], tmp_path / f"alone{seed}") for seed in (0, 5)]
+    assert (np.random.rand(), random.random()) == expected
+    together = {}
+
+    def train(seed):
+        together[seed] = ek.train(seeded[seed], tmp_path / f"together{seed}")
+
+    threads = [threading.Thread(target=train, args=(seed,)) for seed in (0, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [together[seed].history for seed in (0, 5)] == [run.history for run in alone]
 
 
 def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path):

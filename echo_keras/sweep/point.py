@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras import model as model_lib
-from echo_keras.backend import keras, tf
+from echo_keras.backend import tf
 from echo_keras.config import TrainConfig, shape_key
 from echo_keras.data import epoch_windows, eval_rng, symbol_dtype, windows_from_rng
 from echo_keras.errors import ConfigError, TrainingDiverged
@@ -73,8 +73,7 @@ class _Compiled:
         if config.seed not in self.initial:
             if len(self.initial) >= SEEDS_KEPT:
                 self.initial.pop(next(iter(self.initial)))
-            keras.utils.set_random_seed(config.seed)
-            fresh = model_lib.build_model(config)
+            fresh = model_lib.build_seeded(config)
             self.initial[config.seed] = [v.numpy() for v in fresh.variables]
         self.warm.start_afresh(self.initial[config.seed])
 
