@@ -180,14 +180,6 @@ class TrainConfig:
             raise ConfigError("num_layers", f"must be at most {MAX_LAYERS}, got {self.num_layers}")
         if self.echo_step < 0:
             raise ConfigError("echo_step", f"must not be negative, got {self.echo_step}")
-        # A run on its own data: its length is known once it is read (`corpus`), and the
-        # next task has no echo step.
-        if self.data is None and self.echo_step >= self.total_series_length:
-            raise ConfigError(
-                "echo_step",
-                f"must be shorter than the series ({self.total_series_length}), "
-                f"got {self.echo_step}",
-            )
         self._validate_data()
         if self.num_batches == 0 and (self.data is None or self.data_windows):
             raise ConfigError(
@@ -195,6 +187,16 @@ class TrainConfig:
                 f"{self.total_series_length} is too short for one window per row: "
                 "it needs at least `batch_size` x `truncated_backprop_length` = "
                 f"{self.batch_size * self.truncated_backprop_length}",
+            )
+        # A run on its own data: its length is known once it is read (`corpus`), and the
+        # next task has no echo step.
+        row = self.num_batches * self.truncated_backprop_length
+        if self.data is None and self.echo_step >= row:
+            raise ConfigError(
+                "echo_step",
+                f"must be shorter than a row of the series ({row} symbols: "
+                "`total_series_length` in `batch_size` rows of whole windows), got "
+                f"{self.echo_step}: every echo in a row would be of the row before it",
             )
         if not _finite(self.learning_rate) or self.learning_rate <= 0:
             raise ConfigError(

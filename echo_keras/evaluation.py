@@ -2,8 +2,10 @@
 
 The first `echo_step` positions of a window echo symbols of the previous window,
 so only the carried state can predict them: `boundary_accuracy` measures exactly
-that. The first window is left out of it, because there the targets of rows 1..
-come from the end of the previous row, which no model can know.
+that. The accuracies leave out the first `echo_step` positions of every row, whose
+echo is not in the row: row 1's are the series' zero padding, and the others echo
+the end of the row before, which no model can know (so the first window is left out
+of the boundary when the echo is shorter than a window).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class Metrics:
     positions of windows 2.., which only the carried state can predict) apart."""
 
     loss: float  # mean cross-entropy over every position
-    accuracy: float  # every position
-    boundary_accuracy: float | None  # first echo_step positions of windows 2.. (None if none)
+    accuracy: float  # every position whose echo is in its row (positions echo_step.. of a row)
+    boundary_accuracy: float | None  # first echo_step positions of windows 2.. (None if none),
+    # their echo in the row
     inner_accuracy: float | None  # positions echo_step.. of every window (None if none)
     windows: int
     positions: int
@@ -53,13 +56,16 @@ class Metrics:
 
 def score(losses: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) -> Metrics:
     """Metrics from losses (per position, or summed per window: only their total counts)
-    and a (windows, batch, window) array of hits."""
+    and a (windows, batch, window) array of hits (see the module for what is scored)."""
     num_windows, _, window = correct.shape
-    boundary = correct[1:, :, : min(echo_step, window)]
+    column = np.arange(num_windows * window).reshape(num_windows, 1, window)  # in its row
+    in_row = np.broadcast_to(column >= echo_step, correct.shape)  # its echo is in the row
+    at_boundary = np.broadcast_to(column % window < echo_step, correct.shape)
+    boundary = correct[in_row & at_boundary]
     inner = correct[:, :, echo_step:]
     return Metrics(
         loss=float(losses.sum() / correct.size),
-        accuracy=float(correct.mean()),
+        accuracy=float(correct[in_row].mean()),
         boundary_accuracy=float(boundary.mean()) if boundary.size else None,
         inner_accuracy=float(inner.mean()) if inner.size else None,
         windows=num_windows,
@@ -76,7 +82,13 @@ def evaluation_length(config, series_length: int | None) -> int:
         scaled = dataclasses.replace(config, total_series_length=length, num_epochs=1).validate()
     except ConfigError as error:
         if error.field == "echo_step":  # the run's echo step is fine: the length is not
-            reason = f"must be longer than the run's `echo_step` ({config.echo_step}), got {length}"
+            window, rows = config.truncated_backprop_length, config.batch_size
+            shortest = rows * window * (config.echo_step // window + 1)
+            reason = (
+                f"must be at least {shortest} for the run's `echo_step` ({config.echo_step}): "
+                f"{rows} rows of whole windows of {window}, each longer than the echo, "
+                f"got {length}"
+            )
             raise ConfigError("series_length", reason) from None
         if error.field == "total_series_length":
             raise ConfigError("series_length", error.reason) from None
@@ -212,7 +224,10 @@ def format_table(metrics: Metrics, echo_step: int, window: int) -> str:
         boundary = f"first {echo_step} positions of windows 2.."
         inner = "the other positions"
     else:  # every echo lies in an earlier window
-        boundary = f"all {window} positions of windows 2.. (the echo reaches {echo_step} back)"
+        boundary = (
+            f"all {window} positions of the windows whose echoes are in their row "
+            f"(the echo reaches {echo_step} back)"
+        )
         inner = "none: no window holds a symbol and its echo"
 
     state = "zeroed before every window" if metrics.reset_each_window else "carried across windows"

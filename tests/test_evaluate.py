@@ -14,7 +14,7 @@ import pytest
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
 from echo_keras.errors import ConfigError, EchoKerasWarning
-from echo_keras.evaluation import evaluate, score
+from echo_keras.evaluation import evaluate, evaluation_length, score
 from echo_keras.model import build_model
 from echo_keras.run import files
 from tests.helpers import TINY, invoke, one_line_error, rss_mib
@@ -38,9 +38,31 @@ def test_score_splits_boundary_and_inner_positions():
     metrics = score(np.full(3, 2.0), correct, echo_step=2, reset=False)
     assert metrics.boundary_accuracy == pytest.approx(7 / 8)
     assert metrics.inner_accuracy == pytest.approx(17 / 18)
-    assert metrics.accuracy == pytest.approx(24 / 30)
+    assert metrics.accuracy == pytest.approx(24 / 26)  # not the first 2 of a row: no echo there
     assert metrics.loss == pytest.approx(6 / 30)
     assert (metrics.windows, metrics.positions) == (3, 30)
+
+
+def test_positions_whose_echo_is_in_another_row_are_scored_by_no_accuracy():
+    """An echo of 4 in windows of 3: a row's positions 0-3 echo the row before it (row 1's
+    are zeros), so the boundary starts at position 4, inside the second window."""
+    correct = np.ones((4, 2, 3), dtype=bool)
+    correct[1, :, 0] = False  # position 3: its echo is in the row before
+    correct[1, 0, 2] = False  # position 5: a miss
+    metrics = score(np.zeros(4), correct, echo_step=4, reset=False)
+    assert metrics.accuracy == pytest.approx(15 / 16)
+    assert metrics.boundary_accuracy == pytest.approx(15 / 16)
+    assert metrics.inner_accuracy is None
+
+
+def test_an_echo_no_shorter_than_a_row_is_refused_for_the_train_and_for_evaluate():
+    config = TrainConfig(echo_step=12, truncated_backprop_length=4, total_series_length=60)
+    with pytest.raises(ConfigError, match=r"^echo_step: must be shorter than a row .*\(12 symbols"):
+        config.validate()  # 5 rows of 3 windows of 4
+    longer = dataclasses.replace(config, total_series_length=80).validate()  # rows of 16
+    with pytest.raises(ConfigError, match="^series_length: must be at least 80 for the run's"):
+        evaluation_length(longer, 79)
+    assert evaluation_length(longer, 80) == 80
 
 
 def test_score_without_boundary_positions_reports_none():
@@ -145,7 +167,7 @@ def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run, length):
 
 
 def test_the_library_names_series_length_as_its_caller_wrote_it(tiny_run):
-    for length, reason in ((2000.0, "must be an integer"), (1, "must be longer than the r")):
+    for length, reason in ((2000.0, "must be an integer"), (1, "1 is too short for one w")):
         with pytest.raises(ConfigError, match=f"^series_length: {reason}"):
             evaluate(tiny_run, series_length=length)
 
@@ -179,7 +201,7 @@ def test_evaluate_an_unfinished_run_without_a_checkpoint_says_why_there_is_no_mo
     assert "nothing to resume" in result.stderr and "Traceback" not in result.output
 
 
-def test_a_series_no_longer_than_the_echo_step_is_named_for_what_it_is(tiny_run):
+def test_a_series_too_short_for_the_run_is_named_for_what_it_is(tiny_run):
     result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", "1")
-    expected = "must be longer than the run's --echo-step (3), got 1"
+    expected = "1 is too short for one window per row: it needs at least --batch-size x --window"
     one_line_error(result, "--series-length", expected, code=2)
