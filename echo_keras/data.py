@@ -154,13 +154,13 @@ def dropped_note(windows: Windows, what: str) -> str | None:
     return _dropped(f"{what}: {{}} targets", used, windows.dropped, shape)
 
 
-def series_note(config: TrainConfig) -> str | None:
-    """The same note for the echo series of `config`, whose last symbols short of a whole
-    window in every row are dropped (the tutorial's 50,000 drop 50: no note)."""
+def series_note(config: TrainConfig, what: str = "the echo series (`total_series_length`)"):
+    """The same note for the echo series of `config` (`what`: which, its length's field),
+    whose last symbols short of a whole window in every row are dropped (the tutorial's
+    50,000 drop 50: no note)."""
     shape = (config.num_batches, config.batch_size, config.truncated_backprop_length)
     dropped = config.total_series_length - config.used_length
-    what = "the echo series (`total_series_length`): {} symbols"
-    return _dropped(what, config.used_length, dropped, shape)
+    return _dropped(what + ": {} symbols", config.used_length, dropped, shape)
 
 
 def _dropped(what: str, used: int, dropped: int, shape: tuple[int, int, int]) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import check_seed, check_switch
-from echo_keras.data import eval_rng, windows_from_rng
+from echo_keras.data import eval_rng, series_note, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
 from echo_keras.errors import ConfigError, EchoKerasWarning, UsageError
 from echo_keras.memory import memory_problem
@@ -99,6 +99,12 @@ def evaluation_length(config, series_length: int | None) -> int:
     return length
 
 
+def evaluation_note(config, length: int) -> str | None:
+    """A note when a fresh series of `length` leaves 1% or more of it out of whole windows."""
+    scaled = dataclasses.replace(config, total_series_length=length)
+    return series_note(scaled, "the fresh series (`series_length`)")
+
+
 def evaluate(
     run_dir: Path,
     *,
@@ -133,7 +139,7 @@ def evaluate(
     Warns:
         EchoKerasWarning: what the command line notes: a run not complete (evaluated at
             its checkpoint), a data file changed since training, or windows that leave
-            out 1% or more of a file.
+            out 1% or more of a file or of the fresh series.
 
     Raises:
         RunFolderError: the run has no usable model (missing, damaged, not complete).
@@ -159,6 +165,9 @@ def evaluate(
     _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
     config = loaded
     length = evaluation_length(config, series_length)
+    note = evaluation_note(config, length)
+    if note:
+        warnings.warn(note, EchoKerasWarning, stacklevel=2)
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import warnings
 
@@ -89,6 +90,7 @@ def test_untrained_model_scores_near_chance(tmp_path, tiny_config):
     run_dir.mkdir()
     files.write_config(run_dir, tiny_config)
     build_model(tiny_config).save(run_dir / files.MODEL)
+    files.write_status(run_dir, "complete")  # a run folder made by hand, as train ends one
     metrics = evaluate(run_dir, series_length=20000)
     assert 0.4 <= metrics.accuracy <= 0.6
     assert 0.35 <= metrics.boundary_accuracy <= 0.65
@@ -205,3 +207,21 @@ def test_a_series_too_short_for_the_run_is_named_for_what_it_is(tiny_run):
     result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", "1")
     expected = "1 is too short for one window per row: it needs at least --batch-size x --window"
     one_line_error(result, "--series-length", expected, code=2)
+
+
+def test_a_fresh_series_that_does_not_fill_whole_windows_is_noted(tiny_run):
+    """1,537 symbols in 5 rows of windows of 10 leave 37 out (2%): noted, to the library's
+    caller as a warning; 1,500 fill them: nothing to note."""
+    note = (
+        "the fresh series (--series-length): 1537 symbols do not fill whole windows; using "
+        "1500 (30 windows of 5 x 10), dropping the last 37"
+    )
+    result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", "1537")
+    assert result.exit_code == 0 and f"Note: {note}\n" in result.stderr, result.output
+    with pytest.warns(
+        EchoKerasWarning, match=re.escape(note.replace("--series-length", "`series_length`"))
+    ):
+        evaluate(tiny_run, series_length=1537)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(tiny_run, series_length=1500)

@@ -64,9 +64,12 @@ def evaluate(
             "fresh series (--seed, --series-length)"
         )  # fmt: skip
     from echo_keras.evaluation import evaluate as run_evaluation
-    from echo_keras.evaluation import evaluation_length, format_table
+    from echo_keras.evaluation import evaluation_length, evaluation_note, format_table
 
-    evaluation_length(config, series_length)  # a bad length is refused before loading
+    length = evaluation_length(config, series_length)  # a bad length is refused before loading
+    note = evaluation_note(config, length)
+    if note:
+        notice(as_flags(f"Note: {note}"))
     _check_stdout()
     with warnings.catch_warnings():  # its notes are printed below, in the command's words
         warnings.simplefilter("ignore", EchoKerasWarning)
