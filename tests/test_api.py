@@ -513,6 +513,8 @@ def test_train_and_evaluate_check_their_arguments_before_building_anything(api_r
         ek.TrainConfig(cell="foo").memory_estimate()  # not a KeyError
     with pytest.raises(ek.UsageError, match="load_predictor"):
         ek.Predictor(run_dir)  # a run folder is loaded by load_predictor, not given here
+    with pytest.raises(ek.ConfigError, match="^run_dir: must be a path"):
+        ek.Predictor(ek.load_predictor(run_dir).model, 5)  # not a TypeError
 
 
 def test_states_and_probabilities_are_arrays_of_the_callers_own(predictor, tmp_path):

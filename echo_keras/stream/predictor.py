@@ -15,7 +15,7 @@ import numpy as np
 
 from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, SymbolError, UsageError
-from echo_keras.paths import file_path
+from echo_keras.paths import as_path, file_path
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
 from echo_keras.vocabulary import Vocabulary, out_of_range
@@ -51,7 +51,7 @@ class Predictor:
                 "load a run with load_predictor(run_dir)"
             )
         self.model = model
-        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.run_dir = None if run_dir is None else as_path(run_dir, "run_dir")
 
     @property
     def config(self) -> TrainConfig:
