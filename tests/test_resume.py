@@ -117,6 +117,18 @@ def test_a_failed_resume_leaves_a_complete_run_complete(run_copy):
     assert files.read_status(run_copy)["status"] == "complete"
 
 
+@pytest.mark.parametrize("name", [files.MODEL, files.LAST_BATCH])
+def test_a_file_resume_would_replace_that_is_a_folder_is_refused_before_training(run_copy, name):
+    """Such a run trained its epochs, then failed to save them, and read as failed."""
+    (run_copy / name).unlink()
+    (run_copy / name).mkdir()
+    before = (run_copy / files.HISTORY).read_bytes()
+    result = invoke("train", "--run-dir", run_copy, "--resume", "--epochs", "3", "--quiet")
+    one_line_error(result, f"{name} is damaged: it is not a regular file", code=1)
+    assert (run_copy / files.HISTORY).read_bytes() == before  # no epoch trained
+    assert files.read_status(run_copy)["status"] == "complete"
+
+
 def test_resume_of_a_missing_run_folder(tmp_path):
     result = invoke("train", "--run-dir", tmp_path / "nothing", "--resume")
     one_line_error(result, "does not exist", code=1)

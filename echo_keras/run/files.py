@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
@@ -50,6 +51,8 @@ VOCABULARY = "vocabulary.json"
 VALIDATION = "validation.csv"
 SAMPLE = "sample.txt"
 VALIDATION_HEADER = "epoch,loss,bits_per_symbol,accuracy\n"
+# What a resumed run replaces in its folder as it trains and when it ends.
+REPLACED = (STATUS, HISTORY, LAST_BATCH, MODEL, VALIDATION, SAMPLE)
 MAX_VOCABULARY_BYTES = 4 * 1024 * 1024  # 65536 symbols, each a few JSON characters
 MAX_VALIDATION_BYTES = 64 * 1024 * 1024
 HISTORY_COLUMNS = ("epoch", "batch", "step", "loss")
@@ -306,3 +309,16 @@ def read_history(run_dir: Path, name: Path | None = None) -> list[tuple[int, int
     if not rows:
         raise RunFolderError(f"{Path(name or run_dir) / HISTORY} is damaged: it has no rows")
     return rows
+
+
+def unreplaceable(run_dir: Path) -> Path | None:
+    """The first file a resumed run would replace that is there but is no file (a folder,
+    a FIFO, a device: never replaced, so the run would fail when it writes it), or None."""
+    for name in REPLACED:
+        try:
+            mode = os.lstat(run_dir / name).st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # as `fileio.atomic_write`
+            return run_dir / name
+    return None
