@@ -170,7 +170,7 @@ UNUSED = (
     ("data_format", lambda c: c.data is None, "has no use without `data`: no file is read"),
     ("validation_fraction", lambda c: c.data is None, "has no use without `data`"),
     ("validation_fraction", lambda c: c.validation_data is not None, "has no use with "
-     "`validation_data`, which validates"),
+     "`validation_data`: that file validates instead"),
     ("echo_step", lambda c: c.task == "next", "has no use with the `next` task"),
 )  # fmt: skip
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}

@@ -104,7 +104,8 @@ def test_too_short_a_file_names_the_field():
 
 @pytest.mark.slow
 def test_a_certain_grammar_is_learned_and_validation_matches_training(cycle_run):
-    metrics = ek.evaluate(cycle_run)
+    with pytest.warns(ek.EchoKerasWarning, match="319 targets do not fill whole windows"):
+        metrics = ek.evaluate(cycle_run)  # 19 of the held-out end's: noted
     assert isinstance(metrics, ek.DataMetrics) and not metrics.reset_each_window
     assert metrics.loss < 0.05 and metrics.accuracy == 1.0
     assert metrics.bits_per_symbol == pytest.approx(metrics.loss / math.log(2))
