@@ -264,6 +264,8 @@ def test_a_state_saved_after_a_blank_line_is_zeros_and_a_blank_line_ends_a_state
         (DOC_A + "\n ", "\t\n" + DOC_B, DOC_A + "\n" + DOC_B),
         (DOC_A + "\n", "\n" + DOC_B, DOC_A + "\n" + DOC_B),
         (DOC_A, "\n", DOC_A + "\n"),  # a call of one newline: a line's end, not a blank line
+        (DOC_A + "\n", "\n", DOC_A + "\n"),  # a call of a blank line alone: no symbols, no error
+        (DOC_A + "\n ", " ", DOC_A + "\n  "),  # more whitespace for the held line
     ],
 )
 def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
@@ -280,6 +282,18 @@ def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
     for key in ("symbols", "predictions", "probabilities"):
         assert parts[0][key] + parts[1][key] == whole[key], key
     assert len(whole["symbols"]) == len(kept)
+    plain = tmp_path / "plain.npz"  # the text printed, joined, is one call's too
+    outputs = [
+        invoke("predict", "--run-dir", documents_run, "--state-out", plain, input=first),
+        invoke("predict", "--run-dir", documents_run, "--state-in", plain, input=second),
+    ]
+    once = invoke("predict", "--run-dir", documents_run, input=first + second)
+    assert all(output.exit_code == 0 for output in outputs), outputs[1].output
+    joined = outputs[0].stdout + outputs[1].stdout
+    if outputs[1].stdout or not once.stdout.endswith("\n"):
+        assert joined == once.stdout
+    else:  # a last call that prints nothing has no line to close: the first left it open
+        assert joined + "\n" == once.stdout
 
 
 def test_a_state_file_whose_held_line_is_not_whitespace_is_damaged(documents_run, tmp_path):

@@ -301,7 +301,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         if as_json:
             JsonOutput.printed = True
             write(json.dumps({"text": text, "seed": options["seed"]}).encode() + b"\n")
-        elif text and not text.endswith("\n"):
+        elif text and not text.endswith("\n") and state_out is None:  # else it goes on
             write(b"\n")
     if state_out is not None:
         documents = model.config.documents  # the stream's line, after all it read

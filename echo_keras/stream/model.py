@@ -234,8 +234,10 @@ def predict_stream(
         collect: keep every symbol, prediction (and probabilities) in `collected`, for
             JSON; memory then grows with the stream.
         line, hold: a run on documents: where an earlier call left the stream in its line
-            (`StreamResult.line`), and whether a later call goes on from this one's (a
-            line of whitespace at the end then waits, as it may turn out blank).
+            (`StreamResult.line`); `hold`: a later call goes on from this one's (a line of
+            whitespace at the end then waits, as it may turn out blank; and no newline is
+            added to close the output's last line, so that the two calls' outputs joined
+            are one call's). With either, an input of blank lines alone is no error.
 
     Raises SymbolError at the first bad symbol, or for an input without symbols.
     """
@@ -247,10 +249,10 @@ def predict_stream(
         layout = VocabularyLayout(model.vocabulary)
     score = NextScore() if model.config.task == "next" else EchoScore(model.config.echo_step)
     kept: dict[str, list] = {"symbols": [], "predictions": [], "probabilities": []}
-    finished = False
+    finished, seen = False, 0
     while not finished:
         block = read(BLOCK)
-        finished = not block
+        finished, seen = not block, seen + len(block)
         piece = parser.finish(hold) if finished else parser.parse(block)
         probs, state = run_documents(model, piece.symbols, piece.starts, state)
         predictions = probs.argmax(axis=-1).astype(np.int32)
@@ -260,13 +262,13 @@ def predict_stream(
                 out = layout.probabilities(piece, probs)
             else:
                 out = layout.classes(piece, predictions)
-            write(out + (layout.end() if finished else b""))
+            write(out + (layout.end() if finished and not hold else b""))
         if collect:
             kept["symbols"].append(piece.symbols)
             kept["predictions"].append(predictions)
             if probabilities:
                 kept["probabilities"].append(probs)
-    if parser.count == 0:
+    if parser.count == 0 and not (seen and parser.may_hold_no_symbols(hold)):
         raise SymbolError("the input holds no symbols")
     collected = {k: np.concatenate(v) for k, v in kept.items() if v} if collect else {}
     return StreamResult(

@@ -93,6 +93,9 @@ class SymbolParser:
 
     line = None  # an echo run has no documents (see text.VocabularyParser.line)
 
+    def may_hold_no_symbols(self, hold: bool) -> bool:
+        return False  # an echo run has no blank lines to read (text.VocabularyParser's)
+
     def finish(self, hold: bool = False) -> Piece:
         """The last token of token mode (digit mode has none left); call once, at the end.
         (`hold`, as `text.VocabularyParser.finish` takes it: nothing waits here.)"""
@@ -257,9 +260,11 @@ def count_parsed(read: Callable[[int], bytes], parser, hold: bool = False) -> in
     """Feed `parser` (a parser of this module's or of stream/text.py's kind) a whole input
     (`hold`: as its `finish` takes it): the number of symbols, or SymbolError (also when
     there are none)."""
+    seen = 0
     while block := read(BLOCK):
         parser.parse(block)
+        seen += len(block)
     parser.finish(hold)
-    if parser.count == 0:
-        raise SymbolError("the input holds no symbols")
+    if parser.count == 0 and not (seen and parser.may_hold_no_symbols(hold)):
+        raise SymbolError("the input holds no symbols")  # (as `predict_stream` says)
     return parser.count

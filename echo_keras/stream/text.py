@@ -48,6 +48,7 @@ class VocabularyParser:
     def __init__(self, vocabulary: Vocabulary, documents: bool = False, line: tuple | None = None):
         self.vocabulary = vocabulary
         self._documents = DocumentSplitter(line) if documents else None
+        self._continued = line is not None  # a stream going on from an earlier call
         self._hold = False
         self._position = Position()  # of the next character, for messages
         self.count = 0
@@ -68,6 +69,11 @@ class VocabularyParser:
     def line(self) -> tuple[bool, str] | None:
         """With documents, where the stream stands in its line (`DocumentSplitter.line`)."""
         return None if self._documents is None else self._documents.line
+
+    def may_hold_no_symbols(self, hold: bool) -> bool:
+        """Whether an input of blank lines alone is no error: a documents stream going on,
+        from an earlier call's line or into a later call (`hold`), where they end a document."""
+        return self._documents is not None and (hold or self._continued)
 
     def _decode(self, block: bytes, final: bool) -> str:
         try:
