@@ -282,18 +282,6 @@ def test_two_calls_through_a_state_file_give_one_call_wherever_the_line_is_cut(
     for key in ("symbols", "predictions", "probabilities"):
         assert parts[0][key] + parts[1][key] == whole[key], key
     assert len(whole["symbols"]) == len(kept)
-    plain = tmp_path / "plain.npz"  # the text printed, joined, is one call's too
-    outputs = [
-        invoke("predict", "--run-dir", documents_run, "--state-out", plain, input=first),
-        invoke("predict", "--run-dir", documents_run, "--state-in", plain, input=second),
-    ]
-    once = invoke("predict", "--run-dir", documents_run, input=first + second)
-    assert all(output.exit_code == 0 for output in outputs), outputs[1].output
-    joined = outputs[0].stdout + outputs[1].stdout
-    if outputs[1].stdout or not once.stdout.endswith("\n"):
-        assert joined == once.stdout
-    else:  # a last call that prints nothing has no line to close: the first left it open
-        assert joined + "\n" == once.stdout
 
 
 def test_a_state_file_whose_held_line_is_not_whitespace_is_damaged(documents_run, tmp_path):
@@ -374,3 +362,16 @@ def test_predict_after_generate_reads_on_from_where_the_generated_text_left_the_
         assert whole["probabilities"][-count:] == after["probabilities"], repr(text)
         checked += 1
     assert checked >= 3
+
+
+def test_a_call_of_blank_lines_alone_goes_on_from_a_state_and_a_fresh_one_is_refused(
+    documents_run, tmp_path
+):
+    state = tmp_path / "state.npz"
+    done = invoke("predict", "--run-dir", documents_run, "--state-out", state, input=DOC_A + "\n")
+    assert done.exit_code == 0, done.output
+    blank = invoke("predict", "--run-dir", documents_run, "--state-in", state, input=" \n")
+    assert blank.exit_code == 0 and blank.stdout == "", blank.output
+    assert "Accuracy: n/a (no symbols: blank lines alone)" in blank.stderr
+    fresh = invoke("predict", "--run-dir", documents_run, input="\n \n")  # nothing goes on
+    one_line_error(fresh, "the input holds no symbols", code=2)

@@ -301,7 +301,7 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         if as_json:
             JsonOutput.printed = True
             write(json.dumps({"text": text, "seed": options["seed"]}).encode() + b"\n")
-        elif text and not text.endswith("\n") and state_out is None:  # else it goes on
+        elif text and not text.endswith("\n"):
             write(b"\n")
     if state_out is not None:
         documents = model.config.documents  # the stream's line, after all it read
@@ -333,6 +333,8 @@ def _start_state(model, state_in, state_out) -> tuple[list, tuple | None]:
 
 def _accuracy_line(result, config) -> str:
     if config.task == "next":
+        if result.accuracy is None and result.symbols == 0:  # blank lines that end a document
+            return "Accuracy: n/a (no symbols: blank lines alone)"
         if result.accuracy is None:
             return f"Accuracy: n/a ({result.symbols} symbol; nothing follows it)"
         return (

@@ -235,9 +235,8 @@ def predict_stream(
             JSON; memory then grows with the stream.
         line, hold: a run on documents: where an earlier call left the stream in its line
             (`StreamResult.line`); `hold`: a later call goes on from this one's (a line of
-            whitespace at the end then waits, as it may turn out blank; and no newline is
-            added to close the output's last line, so that the two calls' outputs joined
-            are one call's). With either, an input of blank lines alone is no error.
+            whitespace at the end then waits, as it may turn out blank). With either, an
+            input of blank lines alone is no error.
 
     Raises SymbolError at the first bad symbol, or for an input without symbols.
     """
@@ -262,7 +261,7 @@ def predict_stream(
                 out = layout.probabilities(piece, probs)
             else:
                 out = layout.classes(piece, predictions)
-            write(out + (layout.end() if finished and not hold else b""))
+            write(out + (layout.end() if finished else b""))
         if collect:
             kept["symbols"].append(piece.symbols)
             kept["predictions"].append(predictions)
