@@ -151,7 +151,7 @@ def dropped_note(windows: Windows, what: str) -> str | None:
     its targets; None otherwise."""
     used = windows.num_windows * windows.batch_size * windows.window
     shape = (windows.num_windows, windows.batch_size, windows.window)
-    return _dropped(f"{what}: {{}} targets", used, windows.dropped, shape)
+    return _dropped(what, "targets", used, windows.dropped, shape)
 
 
 def series_note(config: TrainConfig, what: str = "the echo series (`total_series_length`)"):
@@ -160,15 +160,15 @@ def series_note(config: TrainConfig, what: str = "the echo series (`total_series
     50,000 drop 50: no note)."""
     shape = (config.num_batches, config.batch_size, config.truncated_backprop_length)
     dropped = config.total_series_length - config.used_length
-    return _dropped(what + ": {} symbols", config.used_length, dropped, shape)
+    return _dropped(what, "symbols", config.used_length, dropped, shape)
 
 
-def _dropped(what: str, used: int, dropped: int, shape: tuple[int, int, int]) -> str | None:
+def _dropped(what: str, unit: str, used: int, dropped: int, shape: tuple) -> str | None:
     if dropped * 100 < used + dropped:
         return None
     windows, batch_size, window = shape
     return (
-        f"{what.format(used + dropped)} do not fill whole windows; using {used} "
+        f"{what}: {used + dropped} {unit} do not fill whole windows; using {used} "
         f"({windows} windows of {batch_size} x {window}), dropping the last {dropped}"
     )
 

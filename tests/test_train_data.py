@@ -342,7 +342,7 @@ def test_data_that_does_not_fill_whole_windows_is_noted_by_train_and_evaluate(tm
     flags = ["--epochs", "1", "--batch-size", "4", "--window", "8", "--state-size", "4"]
     flags += ["--validation-fraction", "0"]
     note = "94 targets do not fill whole windows; using 64 (2 windows of 4 x 8), dropping the"
-    short, longer = tmp_path / "short.txt", tmp_path / "longer.txt"
+    short, longer = tmp_path / "sh{0}rt}.txt", tmp_path / "longer.txt"  # braces: no format
     short.write_text("abcd" * 23 + "abc")
     longer.write_text("abcd" * 250)
     trained = invoke("train", "--data", short, "--run-dir", tmp_path / "run", *flags)
