@@ -137,6 +137,19 @@ class TrainConfig:
         self._check_lengths("total_series_length", "batch_size", "truncated_backprop_length")
         return self.total_series_length // self.batch_size // self.truncated_backprop_length
 
+    def echo_row_problem(self) -> str | None:
+        """Why the echo series of this (valid) config leaves no symbol whose echo is in its
+        row, or None: a new run, a sweep's point or an evaluation is refused then. Not part
+        of `validate`, so that a run saved before the rule still loads."""
+        row = self.num_batches * self.truncated_backprop_length
+        if self.data is not None or self.echo_step < row:
+            return None
+        return (
+            f"must be shorter than a row of the series ({row} symbols: `total_series_length` "
+            f"in `batch_size` rows of whole windows), got {self.echo_step}: every echo in a "
+            "row would be of the row before it"
+        )
+
     @property
     def used_length(self) -> int:
         """Symbols of the series that fill whole windows; the rest is dropped."""
@@ -180,6 +193,14 @@ class TrainConfig:
             raise ConfigError("num_layers", f"must be at most {MAX_LAYERS}, got {self.num_layers}")
         if self.echo_step < 0:
             raise ConfigError("echo_step", f"must not be negative, got {self.echo_step}")
+        # A run on its own data: its length is known once it is read (`corpus`), and the
+        # next task has no echo step.
+        if self.data is None and self.echo_step >= self.total_series_length:
+            raise ConfigError(
+                "echo_step",
+                f"must be shorter than the series ({self.total_series_length}), "
+                f"got {self.echo_step}",
+            )
         self._validate_data()
         if self.num_batches == 0 and (self.data is None or self.data_windows):
             raise ConfigError(
@@ -187,16 +208,6 @@ class TrainConfig:
                 f"{self.total_series_length} is too short for one window per row: "
                 "it needs at least `batch_size` x `truncated_backprop_length` = "
                 f"{self.batch_size * self.truncated_backprop_length}",
-            )
-        # A run on its own data: its length is known once it is read (`corpus`), and the
-        # next task has no echo step.
-        row = self.num_batches * self.truncated_backprop_length
-        if self.data is None and self.echo_step >= row:
-            raise ConfigError(
-                "echo_step",
-                f"must be shorter than a row of the series ({row} symbols: "
-                "`total_series_length` in `batch_size` rows of whole windows), got "
-                f"{self.echo_step}: every echo in a row would be of the row before it",
             )
         if not _finite(self.learning_rate) or self.learning_rate <= 0:
             raise ConfigError(

@@ -78,21 +78,22 @@ def evaluation_length(config, series_length: int | None) -> int:
     """The series length to evaluate on; ConfigError (naming `series_length`) if it
     cannot work."""
     length = config.total_series_length if series_length is None else series_length
+    window, rows = config.truncated_backprop_length, config.batch_size
+    shortest = rows * window * (config.echo_step // window + 1)
+    reason = (
+        f"must be at least {shortest} for the run's `echo_step` ({config.echo_step}): "
+        f"{rows} rows of whole windows of {window}, each longer than the echo, got {length}"
+    )
     try:
         scaled = dataclasses.replace(config, total_series_length=length, num_epochs=1).validate()
     except ConfigError as error:
         if error.field == "echo_step":  # the run's echo step is fine: the length is not
-            window, rows = config.truncated_backprop_length, config.batch_size
-            shortest = rows * window * (config.echo_step // window + 1)
-            reason = (
-                f"must be at least {shortest} for the run's `echo_step` ({config.echo_step}): "
-                f"{rows} rows of whole windows of {window}, each longer than the echo, "
-                f"got {length}"
-            )
             raise ConfigError("series_length", reason) from None
         if error.field == "total_series_length":
             raise ConfigError("series_length", error.reason) from None
         raise
+    if scaled.echo_row_problem():  # no position whose echo is in its row: none to score
+        raise ConfigError("series_length", reason)
     problem = memory_problem(scaled)
     if problem:
         raise ConfigError("series_length", problem.replace("`total_series_length` ", ""))

@@ -190,6 +190,9 @@ def new_run_problem(
         chosen = field in given if given is not None else getattr(config, field) != _DEFAULTS[field]
         if chosen and unused(config):
             return field, reason
+    problem = config.echo_row_problem()
+    if problem:
+        return "echo_step", problem
     for field in ("data", "validation_data"):
         path = getattr(config, field)  # (a `run_dir` that is a file is refused as such)
         if path is not None and inside(path, run_dir) and not Path(run_dir).is_file():

@@ -56,10 +56,21 @@ def test_positions_whose_echo_is_in_another_row_are_scored_by_no_accuracy():
     assert metrics.inner_accuracy is None
 
 
-def test_an_echo_no_shorter_than_a_row_is_refused_for_the_train_and_for_evaluate():
+def test_an_echo_no_shorter_than_a_row_is_refused_for_a_run_a_sweep_and_evaluate(tmp_path):
+    """Such a run, saved before the rule, still loads (its config is valid)."""
+    from echo_keras.sweep.grid import make_spec
+    from echo_keras.training import train
+
     config = TrainConfig(echo_step=12, truncated_backprop_length=4, total_series_length=60)
-    with pytest.raises(ConfigError, match=r"^echo_step: must be shorter than a row .*\(12 symbols"):
-        config.validate()  # 5 rows of 3 windows of 4
+    expected = r"^echo_step: must be shorter than a row .*\(12 symbols"  # 5 rows of 3 x 4
+    with pytest.raises(ConfigError, match=expected):
+        train(config.validate(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="^echo_step: the point `echo_step` 12, .*shorter than a"):
+        make_spec({"echo_step": "12", "truncated_backprop_length": "4"}, 1,
+                  {"total_series_length": 60})  # fmt: skip
+    with pytest.raises(ConfigError, match="^series_length: must be at least 80"):
+        evaluation_length(config, 60)
     longer = dataclasses.replace(config, total_series_length=80).validate()  # rows of 16
     with pytest.raises(ConfigError, match="^series_length: must be at least 80 for the run's"):
         evaluation_length(longer, 79)
@@ -169,7 +180,7 @@ def test_evaluate_refuses_a_series_that_cannot_fit_in_memory(tiny_run, length):
 
 
 def test_the_library_names_series_length_as_its_caller_wrote_it(tiny_run):
-    for length, reason in ((2000.0, "must be an integer"), (1, "1 is too short for one w")):
+    for length, reason in ((2000.0, "must be an integer"), (1, "must be at least 50 for")):
         with pytest.raises(ConfigError, match=f"^series_length: {reason}"):
             evaluate(tiny_run, series_length=length)
 
@@ -205,7 +216,7 @@ def test_evaluate_an_unfinished_run_without_a_checkpoint_says_why_there_is_no_mo
 
 def test_a_series_too_short_for_the_run_is_named_for_what_it_is(tiny_run):
     result = invoke("evaluate", "--run-dir", tiny_run, "--series-length", "1")
-    expected = "1 is too short for one window per row: it needs at least --batch-size x --window"
+    expected = "must be at least 50 for the run's --echo-step (3): 5 rows of whole windows of 10"
     one_line_error(result, "--series-length", expected, code=2)
 
 
