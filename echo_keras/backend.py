@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import random
 import sys
+import threading
 
 from echo_keras.startup import is_own_process
 
@@ -147,3 +149,21 @@ def use_one_intra_op_thread() -> None:
 
 
 __all__ = ["graph_function", "keras", "tf", "use_one_intra_op_thread", "use_tensorflow_backend"]
+
+
+# Keras draws the seeds of a new layer's initializers (and dropout) from Python's `random`,
+# the process's: echo-keras builds and loads its layers one at a time, under this lock.
+_BUILDING = threading.RLock()
+
+
+@contextlib.contextmanager
+def keras_building():
+    """Hold while Keras makes layers (a build, a load): one at a time in the process, so that
+    a build seeded for a run draws its seed's weights alone, even beside another thread's
+    training; and the caller's `random` is left as it was, whatever Keras drew from it."""
+    with _BUILDING:
+        kept = random.getstate()
+        try:
+            yield
+        finally:
+            random.setstate(kept)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import random
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from echo_keras.backend import keras, tf
+from echo_keras.backend import keras, keras_building, tf
 from echo_keras.config import TrainConfig
 from echo_keras.errors import RunFolderError, first_line
 from echo_keras.run import arrays, files
@@ -47,55 +45,51 @@ def build_model(config: TrainConfig) -> keras.Model:
     (one-hot). The batch size is fixed because a stateful layer keeps one state row per
     sample. A large model's recurrent layers run unrolled (see UNROLL_MAX_STEPS).
     """
-    inputs = keras.Input(
-        batch_shape=(config.batch_size, config.truncated_backprop_length, config.input_width),
-        name="symbols",
-    )
-    hidden = inputs
-    recurrent = RECURRENT_LAYERS[config.cell]
-    for index in range(config.num_layers):
-        hidden = recurrent(
-            config.state_size,
-            stateful=True,
-            return_sequences=True,
-            dropout=config.dropout,
-            name=f"{config.cell}_{index}",
-        )(hidden)
-    logits = layers.Dense(config.num_classes, name="logits")(hidden)
-    model = keras.Model(inputs, logits, name="echo")
-    large = window_work(model) > LARGE_WINDOW_WORK and inputs.shape[1] <= UNROLL_MAX_STEPS
-    if large and not tf.config.list_physical_devices("GPU"):  # else cuDNN's
-        for layer in stateful_layers(model):
-            layer.unroll = True  # read when the layer runs, and saved with its config
-    return model
-
-
-# Keras draws a new model's weights and dropout seeds from Python's `random`, which is the
-# process's: one seeded build at a time, so that trainings in two threads each get theirs.
-_SEEDING = threading.Lock()
+    with keras_building():  # (its layers draw their seeds from Python's `random`)
+        inputs = keras.Input(
+            batch_shape=(config.batch_size, config.truncated_backprop_length, config.input_width),
+            name="symbols",
+        )
+        hidden = inputs
+        recurrent = RECURRENT_LAYERS[config.cell]
+        for index in range(config.num_layers):
+            hidden = recurrent(
+                config.state_size,
+                stateful=True,
+                return_sequences=True,
+                dropout=config.dropout,
+                name=f"{config.cell}_{index}",
+            )(hidden)
+        logits = layers.Dense(config.num_classes, name="logits")(hidden)
+        model = keras.Model(inputs, logits, name="echo")
+        large = window_work(model) > LARGE_WINDOW_WORK and inputs.shape[1] <= UNROLL_MAX_STEPS
+        if large and not tf.config.list_physical_devices("GPU"):  # else cuDNN's
+            for layer in stateful_layers(model):
+                layer.unroll = True  # read when the layer runs, and saved with its config
+        return model
 
 
 def build_seeded(config: TrainConfig) -> keras.Model:
     """`build_model(config)` with the weights (and dropout seeds) `config.seed` draws, as
-    `keras.utils.set_random_seed(config.seed)` makes them, leaving the caller's random
-    state as it was: Python's `random`, numpy's global generator, TensorFlow's global seed."""
-    with _SEEDING, _random_state_kept(config.seed):
+    `keras.utils.set_random_seed(config.seed)` makes them (`keras_building`: one build at a
+    time), leaving the caller's random state as it was: Python's `random`, numpy's global
+    generator, and TensorFlow's global seed set back to its value (its draws restart)."""
+    with keras_building(), _numpy_and_tensorflow_kept(config.seed):
         keras.utils.set_random_seed(config.seed)
         return build_model(config)
 
 
 @contextlib.contextmanager
-def _random_state_kept(seed: int):
+def _numpy_and_tensorflow_kept(seed: int):
     from tensorflow.python.eager import context  # where TensorFlow keeps its global seed
 
-    kept = random.getstate(), np.random.get_state(), context.global_seed()
+    kept = np.random.get_state(), context.global_seed()
     try:
         yield
     finally:
-        random.setstate(kept[0])
-        np.random.set_state(kept[1])
-        if kept[2] != seed:  # setting it again would restart its draws
-            tf.random.set_seed(kept[2])
+        np.random.set_state(kept[0])
+        if kept[1] != seed:  # setting it again would restart its draws
+            tf.random.set_seed(kept[1])
 
 
 def window_work(model: keras.Model) -> int:
@@ -228,7 +222,8 @@ def load_model(path, config: TrainConfig | None = None, name=None) -> keras.Mode
             raise RunFolderError(
                 f"{shown} is damaged: it is not a .keras archive (a zip file)"
             ) from None
-        model = keras.models.load_model(path, compile=False)
+        with keras_building():
+            model = keras.models.load_model(path, compile=False)
     except RunFolderError:
         raise
     except Exception as error:  # Keras raises many types for a damaged archive

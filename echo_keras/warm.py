@@ -71,10 +71,10 @@ _lock = threading.Lock()
 
 @contextlib.contextmanager
 def fresh_model(config: TrainConfig) -> Iterator[WarmModel]:
-    """A warm model started exactly as `build_compiled_model(config)` would build it (the
-    global random generators seeded and drawn from as that build draws), lent for the block
-    and kept afterwards for the next training of its shape."""
-    built = build_compiled_model(config)  # the very start a fresh run has, and its draws
+    """A warm model started exactly as `build_compiled_model(config)` would build it (its
+    weights and dropout seeds those `config.seed` draws), lent for the block and kept
+    afterwards for the next training of its shape."""
+    built = build_compiled_model(config)  # the very start a fresh run has
     key = shape_key(config)
     with _lock:
         warm = _kept.pop(key, None)

@@ -333,6 +333,8 @@ def test_train_leaves_the_callers_random_state_and_threads_get_their_seeds_weigh
     random.seed(123)
     seeded = {seed: dataclasses.replace(config, seed=seed) for seed in (0, 5)}
     alone = [ek.train(seeded[seed], tmp_path / f"alone{seed}") for seed in (0, 5)]
+    ek.load_predictor(tmp_path / "alone0").predict([0, 1])  # layers of their own, built
+    ek.evaluate(tmp_path / "alone5")  # and loaded: none of their draws are the caller's
     assert (np.random.rand(), random.random()) == expected
     together = {}
 

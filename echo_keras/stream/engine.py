@@ -19,7 +19,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
-from echo_keras.backend import graph_function, keras, tf
+from echo_keras.backend import graph_function, keras, keras_building, tf
 from echo_keras.config import TrainConfig
 
 KEPT_ENGINES = 8  # idle engines kept, the least recently given back dropped first
@@ -33,12 +33,13 @@ class Engine:
         self.input_width, self.num_classes = config.input_width, config.num_classes
         self.units, self.per_cell = config.state_size, 2 if config.cell == "lstm" else 1
         self.cells = []
-        for index, (kind, settings) in enumerate(layers[:-1]):
-            cell = kind.from_config(settings)
-            cell.build((None, config.input_width if index == 0 else config.state_size))
-            self.cells.append(cell)
-        self.head = keras.layers.Dense.from_config(layers[-1][1])
-        self.head.build((None, config.state_size))
+        with keras_building():
+            for index, (kind, settings) in enumerate(layers[:-1]):
+                cell = kind.from_config(settings)
+                cell.build((None, config.input_width if index == 0 else config.state_size))
+                self.cells.append(cell)
+            self.head = keras.layers.Dense.from_config(layers[-1][1])
+            self.head.build((None, config.state_size))
         self._compiled = graph_function(self.step, jit_compile=True)
         self.runners: dict[int, Callable] = {}
 
