@@ -342,8 +342,8 @@ def laid_out(
     if starts is not None:
         windows = document_windows(ids, starts, batch, window, config.task, config.echo_step)
     else:
-        x, y, _ = task_pairs(ids, config.task, config.echo_step)
-        windows = series_windows(x, y, batch, window)
+        x, y, first = task_pairs(ids, config.task, config.echo_step)
+        windows = series_windows(x, y, batch, window, unscored=first)
     if what is None:
         what = {"validation_fraction": "the held-out end of `data`"}.get(field, f"`{field}`")
     if windows.num_windows == 0 and starts is not None:  # each document too short for a target

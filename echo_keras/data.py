@@ -109,6 +109,15 @@ class Windows:
     weights: np.ndarray | None = None
     resets: np.ndarray | None = None
     dropped: int = 0  # the last targets of a series, too few to fill a window in every row
+    # The echo task on one series: every row's first targets, whose echo is in the row
+    # before (or none, in the first row): left out of the accuracies.
+    unscored: int = 0
+
+    def scored(self, start: int, count: int) -> np.ndarray:
+        """(count, 1, window) bools: the positions of windows [start, start + count) that
+        the accuracies count (all but every row's first `unscored`)."""
+        column = (start + np.arange(count))[:, None, None] * self.window + np.arange(self.window)
+        return column >= self.unscored
 
     @property
     def num_windows(self) -> int:
@@ -138,12 +147,14 @@ class Windows:
         return out
 
 
-def series_windows(x: np.ndarray, y: np.ndarray, batch_size: int, window: int) -> Windows:
+def series_windows(
+    x: np.ndarray, y: np.ndarray, batch_size: int, window: int, unscored: int = 0
+) -> Windows:
     """`Windows` of a series and its targets in `batch_size` contiguous rows (no copy);
     symbols past the last whole window are dropped, as `make_windows` drops them."""
     used = len(x) // batch_size // window * batch_size * window
     rows = x[:used].reshape(batch_size, -1), y[:used].reshape(batch_size, -1)
-    return Windows(*rows, window, dropped=len(x) - used)
+    return Windows(*rows, window, dropped=len(x) - used, unscored=unscored)
 
 
 def dropped_note(windows: Windows, what: str) -> str | None:

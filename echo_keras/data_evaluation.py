@@ -38,7 +38,8 @@ class DataMetrics:
 
     loss: float  # mean cross-entropy in nats per symbol, every position
     bits_per_symbol: float  # the same in bits
-    accuracy: float
+    accuracy: float  # every position (the echo task on one series: not a row's first
+    # echo_step, whose echo is in the row before; they are in the losses, as in training's)
     boundary_loss: float | None  # first boundary_width positions of windows 2.. (None: none)
     boundary_accuracy: float | None
     inner_loss: float | None  # positions boundary_width.. of every window (None: none)
@@ -178,12 +179,12 @@ class _Tally:
     """Sums of loss, hits and positions of the boundary, inner and other positions."""
 
     def __init__(self):
-        self.loss = np.zeros(3)  # boundary, inner, neither
-        self.hits = np.zeros(3)
-        self.count = np.zeros(3)
+        self.loss = np.zeros(5)  # the groups of `_groups` (padding, 3, left at zero)
+        self.hits = np.zeros(5)
+        self.count = np.zeros(5)
 
     def add(self, losses, hits, groups) -> None:
-        for group in range(3):
+        for group in (0, 1, 2, 4):
             mask = groups == group
             self.loss[group] += float(np.sum(losses[mask], dtype=np.float64))
             self.hits[group] += float(np.count_nonzero(hits[mask]))
@@ -194,8 +195,9 @@ class _Tally:
         return float(sums[groups].sum() / count) if count else None
 
 
-def _groups(chunk: dict, start: int, width: int) -> np.ndarray:
-    """Per position: 0 boundary, 1 inner, 2 neither (a first window's boundary), 3 padding."""
+def _groups(chunk: dict, start: int, width: int, scored=True) -> np.ndarray:
+    """Per position: 0 boundary, 1 inner, 2 neither (a first window's boundary), 3 padding,
+    4 in the loss alone (not `scored`: `Windows.scored`)."""
     weights = chunk.get("weights")
     shape = chunk["inputs"].shape
     groups = np.ones(shape, np.int8)
@@ -206,6 +208,7 @@ def _groups(chunk: dict, start: int, width: int) -> np.ndarray:
     if "resets" in chunk:  # a document starts: the same positions, carried or reset
         first |= chunk["resets"]
     groups[..., :width][first] = 2
+    groups[~np.broadcast_to(scored, shape)] = 4
     if weights is not None:
         groups[weights == 0] = 3
     return groups
@@ -221,8 +224,8 @@ def evaluate_windows(warm, windows: Windows, width: int, reset_each_window: bool
     tally = _Tally()
     size = min(EVAL_WINDOWS, windows.num_windows)
     for start, chunk, losses, hits in predicted_chunks(loop, windows, size):
-        tally.add(losses, hits, _groups(chunk, start, width))
-    loss = tally.mean(tally.loss, [0, 1, 2])
+        tally.add(losses, hits, _groups(chunk, start, width, windows.scored(start, len(hits))))
+    loss = tally.mean(tally.loss, [0, 1, 2, 4])
     return DataMetrics(
         loss=loss,
         bits_per_symbol=loss / math.log(2),

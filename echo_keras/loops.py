@@ -292,11 +292,13 @@ def predicted_chunks(loop: PredictLoop, windows, size: int):
 
 def score_windows(loop: PredictLoop, windows, size: int = SCORE_WINDOWS) -> tuple[float, float]:
     """(mean cross-entropy in nats, accuracy) of `loop`'s model over `data.Windows`, fed as
-    `predicted_chunks` feeds it (padding left out)."""
-    total = weight = hits = 0.0
-    for _, chunk, losses, correct in predicted_chunks(loop, windows, size):
-        mask = chunk["weights"].astype(bool) if "weights" in chunk else slice(None)
+    `predicted_chunks` feeds it (padding left out; the accuracy counts `Windows.scored`)."""
+    total = weight = hits = counted = 0.0
+    for start, chunk, losses, correct in predicted_chunks(loop, windows, size):
+        mask = chunk["weights"].astype(bool) if "weights" in chunk else np.ones(correct.shape, bool)
+        scored = mask & windows.scored(start, len(correct))
         total += float(np.sum(losses[mask], dtype=np.float64))
-        weight += float(np.size(correct[mask]))
-        hits += float(np.count_nonzero(correct[mask]))
-    return total / max(weight, 1.0), hits / max(weight, 1.0)
+        weight += float(np.count_nonzero(mask))
+        hits += float(np.count_nonzero(correct[scored]))
+        counted += float(np.count_nonzero(scored))
+    return total / max(weight, 1.0), hits / max(counted, 1.0)

@@ -88,6 +88,24 @@ def test_groups_leave_out_padding_and_the_first_window_of_each_row_and_document(
     assert (groups[3, 1, 2:] == 3).all() and (groups[3, 0] != 3).all()
 
 
+def test_an_echo_on_one_series_scores_no_accuracy_where_the_echo_is_in_the_row_before():
+    """An echo of 7 in windows of 5: a row's positions 0-6 echo the row before (row 1's,
+    zeros): in the loss, as training's, not in any accuracy; the boundary starts at 7."""
+    config = TrainConfig(data="x", task="echo", echo_step=7, batch_size=2,
+                         truncated_backprop_length=5)  # fmt: skip
+    windows = laid_out(np.arange(47) % 3, None, config, "data")  # 4 windows of 2 rows
+    assert windows.unscored == 7 and windows.scored(0, 4)[:, 0].ravel().tolist() == [
+        column >= 7 for column in range(20)
+    ]
+    groups = _groups(windows.chunk(0, 4), 0, 5, windows.scored(0, 4))
+    assert (groups[0] == 4).all() and (groups[1, :, :2] == 4).all()
+    assert (groups[1, :, 2:] == 0).all() and (groups[2:] == 0).all()
+    later = _groups(windows.chunk(1, 3), 1, 5, windows.scored(1, 2))  # a chunk's own start
+    assert (later == groups[1:3]).all()
+    next_task = laid_out(np.arange(47) % 3, None, dataclasses.replace(config, task="next"), "x")
+    assert next_task.unscored == 0 and next_task.scored(0, 4).all()
+
+
 def test_too_short_a_file_names_the_field():
     config = TrainConfig(data="x", batch_size=5, truncated_backprop_length=10)
     with pytest.raises(ek.ConfigError, match="`data` has 50 symbols, too few") as error:
@@ -126,6 +144,9 @@ def test_only_the_carried_state_predicts_a_windows_first_positions(echo_text_run
     assert reset.boundary_loss > 0.5 and reset.boundary_accuracy < 0.75  # chance: ln 2, 0.5
     assert carried.inner_loss < 0.1 and reset.inner_loss < 0.1  # within the window: no need
     assert carried.boundary_loss < reset.boundary_loss
+    last = files.read_validation(echo_text_run)[-1]  # each row's first 2 left out alike
+    assert carried.accuracy == pytest.approx(last["accuracy"])
+    assert carried.loss == pytest.approx(last["loss"], rel=1e-4)
 
 
 @pytest.mark.slow
