@@ -116,8 +116,7 @@ class Windows:
     def scored(self, start: int, count: int) -> np.ndarray:
         """(count, 1, window) bools: the positions of windows [start, start + count) that
         the accuracies count (all but every row's first `unscored`)."""
-        column = (start + np.arange(count))[:, None, None] * self.window + np.arange(self.window)
-        return column >= self.unscored
+        return row_columns(start, count, self.window) >= self.unscored
 
     @property
     def num_windows(self) -> int:
@@ -145,6 +144,12 @@ class Windows:
             out["resets"] = np.zeros((size, self.batch_size), bool)
             out["resets"][: stop - start] = self.resets[start:stop]
         return out
+
+
+def row_columns(start: int, count: int, window: int) -> np.ndarray:
+    """(count, 1, window): where each position of windows [start, start + count) stands in
+    its row (rows laid out window after window, as `make_windows` lays them)."""
+    return (start + np.arange(count))[:, None, None] * window + np.arange(window)
 
 
 def series_windows(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import check_seed, check_switch
-from echo_keras.data import eval_rng, series_note, windows_from_rng
+from echo_keras.data import eval_rng, row_columns, series_note, windows_from_rng
 from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
 from echo_keras.errors import ConfigError, EchoKerasWarning, UsageError
 from echo_keras.memory import memory_problem
@@ -58,7 +58,7 @@ def score(losses: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) 
     """Metrics from losses (per position, or summed per window: only their total counts)
     and a (windows, batch, window) array of hits (see the module for what is scored)."""
     num_windows, _, window = correct.shape
-    column = np.arange(num_windows * window).reshape(num_windows, 1, window)  # in its row
+    column = row_columns(0, num_windows, window)
     in_row = np.broadcast_to(column >= echo_step, correct.shape)  # its echo is in the row
     at_boundary = np.broadcast_to(column % window < echo_step, correct.shape)
     boundary = correct[in_row & at_boundary]

@@ -181,8 +181,8 @@ def train(
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
             raise UsageError(problem)
-    elif notify is not None and not resume and series_note(config):
-        notify(f"Note: {series_note(config)}.")
+    elif notify is not None and not resume and (note := series_note(config)):
+        notify(f"Note: {note}.")
     if config.echo_outside_window and notify is not None:  # once the data is known to fit
         notify(
             f"Warning: `echo_step` {config.echo_step} >= `truncated_backprop_length` "

@@ -254,9 +254,8 @@ class RunFolder:
             raise self._busy()
         if resume and not self.real.is_dir() and not self._leftovers("old"):
             raise RunFolderError(f"run folder {self.path} does not exist")
-        if resume and files.unreplaceable(self.real):  # refused before, not after, training
-            name = files.unreplaceable(self.real).name
-            raise RunFolderError(f"{self.path / name} is damaged: it is not a regular file")
+        if resume and (bad := files.unreplaceable(self.real)):  # refused before training
+            raise RunFolderError(f"{self.path / bad.name} is damaged: it is not a regular file")
         occupied = holds_run(self.real)
         if occupied and not resume and not self.is_run():
             raise RunExists(

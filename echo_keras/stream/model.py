@@ -31,11 +31,11 @@ import numpy as np
 
 from echo_keras.backend import keras, tf
 from echo_keras.config import TrainConfig
-from echo_keras.errors import RunFolderError, SymbolError
+from echo_keras.errors import RunFolderError
 from echo_keras.model import check_same_run, load_run_and_vocabulary
 from echo_keras.run import files
 from echo_keras.stream.engine import ENGINES
-from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser
+from echo_keras.stream.symbols import BLOCK, EchoScore, Layout, SymbolParser, refuse_no_symbols
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser
 from echo_keras.vocabulary import Vocabulary
 
@@ -267,8 +267,7 @@ def predict_stream(
             kept["predictions"].append(predictions)
             if probabilities:
                 kept["probabilities"].append(probs)
-    if parser.count == 0 and not (seen and parser.may_hold_no_symbols(hold)):
-        raise SymbolError("the input holds no symbols")
+    refuse_no_symbols(parser, seen, hold)
     collected = {k: np.concatenate(v) for k, v in kept.items() if v} if collect else {}
     return StreamResult(
         state=[np.asarray(s) for s in state],

@@ -265,6 +265,12 @@ def count_parsed(read: Callable[[int], bytes], parser, hold: bool = False) -> in
         parser.parse(block)
         seen += len(block)
     parser.finish(hold)
-    if parser.count == 0 and not (seen and parser.may_hold_no_symbols(hold)):
-        raise SymbolError("the input holds no symbols")  # (as `predict_stream` says)
+    refuse_no_symbols(parser, seen, hold)
     return parser.count
+
+
+def refuse_no_symbols(parser, seen: int, hold: bool) -> None:
+    """SymbolError for an input (`seen` bytes of it) in which `parser` (finished, `hold` as
+    its `finish` took it) found no symbols, unless blank lines alone may go on a stream."""
+    if parser.count == 0 and not (seen and parser.may_hold_no_symbols(hold)):
+        raise SymbolError("the input holds no symbols")

@@ -220,8 +220,8 @@ def check_spec(spec: SweepSpec) -> None:
     available = available_memory()
     for config in spec.points():  # what `train` refuses, refused before anything starts
         config.validate()
-        if config.echo_row_problem():
-            raise ConfigError("echo_step", f"{point_words(config)}: {config.echo_row_problem()}")
+        if problem := config.echo_row_problem():
+            raise ConfigError("echo_step", f"{point_words(config)}: {problem}")
         problem = memory_problem(config, available)
         if problem:
             raise UsageError(f"{point_words(config)}: {problem}")
