@@ -5,6 +5,7 @@ write failing in turn (resuming: test_resume.py)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import json
@@ -28,6 +29,7 @@ from echo_keras.run import folder as runfolder
 from echo_keras.run.folder import RunBusy, RunFolder
 from tests.helpers import (
     LONG_FLAGS,
+    TINY,
     TINY_FLAGS,
     checkpoint_of,
     invoke,
@@ -331,6 +333,47 @@ def test_overwrite_replaces_the_run_only_once_the_new_one_is_complete(run_copy):
     assert done.exit_code == 0, done.output
     assert files.load_config(run_dir).seed == 5
     assert [p.name for p in parent.iterdir()] == ["run"]
+
+
+def test_an_interrupted_replacement_keeps_a_complete_run_and_replaces_an_unfinished_one(
+    run_copy, tmp_path
+):
+    """Interrupted in its second epoch, a replacement leaves a complete run as it was; but
+    in place of a run that never completed an epoch it stays, to be resumed (its epoch was
+    thrown away, and the worthless run kept)."""
+    from echo_keras import train
+    from echo_keras.backend import keras
+    from echo_keras.errors import Interrupted, TrainingDiverged
+
+    class SigintAtBatch(keras.callbacks.Callback):
+        def __init__(self, at):
+            super().__init__()
+            self.at, self.seen = at, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+            if self.seen == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    second_epoch = TINY.num_batches + 3
+    model = (run_copy / files.MODEL).read_bytes()
+    with pytest.raises(Interrupted, match="the previous run in .* is unchanged"):
+        train(TINY, run_copy, overwrite=True, callbacks=[SigintAtBatch(second_epoch)])
+    assert (run_copy / files.MODEL).read_bytes() == model
+    unfinished = tmp_path / "unfinished"
+    with pytest.raises(TrainingDiverged):
+        train(dataclasses.replace(TINY, learning_rate=1e38), unfinished)
+    for overwrite in (False, True):
+        with pytest.raises(Interrupted, match="after 1 of 2 epochs; resume with `resume=True`"):
+            train(TINY, unfinished, overwrite=overwrite, callbacks=[SigintAtBatch(second_epoch)])
+        assert files.read_status(unfinished)["status"] == "interrupted"
+        assert checkpoint_of(unfinished).exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "unfinished"]
+        shutil.rmtree(unfinished / files.CHECKPOINT)  # unfinished again, for the next turn
+        files.write_status(unfinished, "interrupted", "in its first epoch")
+    with pytest.raises(Interrupted, match="is unchanged"):  # in its first epoch: no better
+        train(TINY, unfinished, callbacks=[SigintAtBatch(3)])
+    assert files.read_status(unfinished)["message"] == "in its first epoch"
 
 
 def test_overwrite_keeps_the_folder_mode_and_writes_through_a_symlink(tiny_run, tmp_path):
