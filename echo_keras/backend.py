@@ -55,9 +55,11 @@ def _import_tensorflow_quietly() -> None:
 
     Its C++ start-up writes lines (oneDNN, missing CUDA drivers) to stderr before
     its log level applies; they are noise on a CPU machine. Python errors still
-    surface: they are raised after stderr is restored.
+    surface: they are raised after stderr is restored. The import draws from Python's
+    `random`: the caller's draws go on as if it had not happened.
     """
     sys.stderr.flush()
+    kept = random.getstate()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     collecting = gc.isenabled()
     try:  # from the first moment stderr is silenced: a signal meanwhile still gets it back
@@ -70,6 +72,7 @@ def _import_tensorflow_quietly() -> None:
         if is_own_process():
             gc.freeze()  # what the import made: no collection walks it again (see startup)
     finally:
+        random.setstate(kept)
         if collecting:
             gc.enable()
         os.dup2(saved, 2)

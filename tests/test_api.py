@@ -349,6 +349,23 @@ def test_train_leaves_the_callers_random_state_and_threads_get_their_seeds_weigh
     assert [together[seed].history for seed in (0, 5)] == [run.history for run in alone]
 
 
+def test_the_first_call_that_loads_tensorflow_leaves_the_callers_random_state():
+    """TensorFlow's import draws from Python's `random`: the first `train` or `evaluate` of
+    a process, which imports it, must not move the caller's draws either."""
+    code = (
+        "import random, echo_keras as ek\n"
+        "random.seed(5)\n"
+        "ek.TrainConfig().num_batches\n"
+        "import echo_keras.training  # what the first train imports\n"
+        "print(random.random())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    import random
+
+    assert float(done.stdout) == random.Random(5).random()
+
+
 def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path):
     import keras
 
