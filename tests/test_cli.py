@@ -8,12 +8,15 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
+import typer
 
 from echo_keras.run import files
 from tests.helpers import (
@@ -320,6 +323,67 @@ def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
     assert code == 0
     assert "Traceback" not in err.read_text()
     assert files.read_status(run_dir)["status"] == "complete"
+
+
+def _full_device(tmp_path):
+    """A device of our own that takes no byte (/dev/full's numbers): a full disk."""
+    path = tmp_path / "full"
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("making a device needs root")
+    return path
+
+
+def test_a_report_of_work_kept_that_cannot_be_printed_changes_no_exit_status(tiny_run, tmp_path):
+    """plot and export have written what they make; evaluate's output is its work: a reader
+    gone ends it as SIGPIPE would (141), quietly, and a full disk is its one-line error."""
+    full = _full_device(tmp_path)
+    read_end, broken = os.pipe()
+    os.close(read_end)  # nobody will read: every write gets EPIPE
+    commands = {
+        "plot": ["plot", "--out", tmp_path / "fig{}.png"],
+        "export": ["export", "--out", tmp_path / "export{}"],
+        "evaluate": ["evaluate"],
+    }
+    with open(full, "wb") as disk:
+        for name, argv in commands.items():
+            for turn, stdout in enumerate((broken, disk)):
+                argv_ = [str(a).format(turn) for a in argv] + ["--run-dir", str(tiny_run)]
+                done = subprocess.run(
+                    [*ECHO_KERAS, *argv_], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                    timeout=300,
+                )  # fmt: skip
+                if name != "evaluate":
+                    assert (done.returncode, done.stderr) == (0, ""), (name, turn)
+                elif turn == 0:
+                    assert (done.returncode, done.stderr) == (141, "")
+                else:
+                    assert done.returncode == 1, done.stderr
+                    assert done.stderr == (
+                        "Error: cannot write the evaluation: No space left on device\n"
+                    )
+    os.close(broken)
+    assert (tmp_path / "fig0.png").stat().st_size and (tmp_path / "fig1.png").stat().st_size
+    assert (tmp_path / "export0" / "saved_model.pb").exists()
+
+
+def test_a_sweeps_summary_that_cannot_be_printed_leaves_its_exit_status(monkeypatch):
+    from echo_keras.cli import sweep as sweep_command
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    broken = open(write_end, "w")  # noqa: SIM115  (closed below)
+    monkeypatch.setattr(sys, "stdout", broken)
+    done = dict(points=4, ran=4, skipped=0, ok=4, failed=0, seconds=1.0, cpus=2.0, out="s")
+    sweep_command._report(types.SimpleNamespace(**done, failures=[]), False, False)  # no raise
+    failed = {**done, "ok": 3, "failed": 1, "failures": ["echo1-...: boom"]}
+    with pytest.raises(typer.Exit) as stopped:
+        sweep_command._report(types.SimpleNamespace(**failed), False, False)
+    assert stopped.value.exit_code == 1
+    monkeypatch.undo()
+    with contextlib.suppress(OSError):
+        broken.close()
 
 
 def test_commands_leave_nothing_in_the_temporary_folder(tmp_path):

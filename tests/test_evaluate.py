@@ -200,6 +200,7 @@ def test_an_interrupted_run_is_evaluated_at_its_checkpoint_with_a_warning(run_co
     assert "is interrupted" in warning and "evaluated at its checkpoint, after epoch 2" in warning
     as_json = invoke("evaluate", "--run-dir", run_copy, "--json")
     assert json.loads(as_json.stdout) == json.loads(complete.stdout)  # the same weights
+    assert as_json.stderr.strip().splitlines()[-1] == warning  # stderr is free under --json
     with pytest.warns(EchoKerasWarning, match=r"is interrupted.*checkpoint, after epoch 2$"):
         evaluate(run_copy)  # the library's caller is told as the command line's user is
 

@@ -116,6 +116,20 @@ def output_errors(what: str):
         raise typer.Exit(stdio.EXIT_BROKEN_PIPE) from None
     except stdio.OutputError as error:
         raise fail(f"cannot write {what}: {error}") from None
+    except OSError as error:  # a line printed (`typer.echo`) to a full disk, say
+        stdio.quiet_broken_pipe()  # what stayed in stdout's buffer goes nowhere, quietly
+        raise fail(f"cannot write {what}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def report_of_kept_work():
+    """For the lines that report work done and kept (a run trained, a figure or an export
+    written, a sweep run): a stdout that cannot take them (closed, a reader gone, a full
+    disk) changes nothing, and the exit status still says the work was done."""
+    try:
+        yield
+    except OSError:
+        stdio.quiet_broken_pipe()
 
 
 def notice(message: str) -> None:

@@ -17,6 +17,7 @@ from echo_keras.cli.common import (
     bad_parameter,
     file_path,
     notice,
+    output_errors,
     warn_if_unfinished,
 )
 from echo_keras.errors import EchoKerasWarning, WriteError
@@ -76,13 +77,13 @@ def evaluate(
         metrics = run_evaluation(
             run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
         )
-    if not as_json:  # after: a run that has no model gets its one-line error alone
-        warn_if_unfinished(run_dir, checkpoint=True)
-    if as_json:
-        JsonOutput.echo(json.dumps(metrics.to_dict()))
-    else:
-        typer.echo(f"Evaluation of {run_dir} on a fresh series:")
-        typer.echo(format_table(metrics, config.echo_step, config.truncated_backprop_length))
+    warn_if_unfinished(run_dir, checkpoint=True)  # after: a run with no model has its error
+    with output_errors("the evaluation"):
+        if as_json:
+            JsonOutput.echo(json.dumps(metrics.to_dict()))
+        else:
+            typer.echo(f"Evaluation of {run_dir} on a fresh series:")
+            typer.echo(format_table(metrics, config.echo_step, config.truncated_backprop_length))
 
 
 def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window, as_json):
@@ -101,12 +102,13 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
         notice(as_flags(f"Note: {source.note}"))
     _check_stdout()
     metrics = evaluate_source(run_dir, source, reset_each_window)
-    if not as_json:
-        warn_if_unfinished(run_dir, checkpoint=True)
-        typer.echo(f"Evaluation of {run_dir} on {source.description}:")
-        typer.echo(format_data_table(metrics, config))
-    else:
-        JsonOutput.echo(json.dumps(metrics.to_dict()))
+    warn_if_unfinished(run_dir, checkpoint=True)
+    with output_errors("the evaluation"):
+        if as_json:
+            JsonOutput.echo(json.dumps(metrics.to_dict()))
+        else:
+            typer.echo(f"Evaluation of {run_dir} on {source.description}:")
+            typer.echo(format_data_table(metrics, config))
 
 
 def _check_stdout() -> None:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import RUN_DIR, bad_parameter, nonempty_path, warn_if_unfinished
+from echo_keras.cli.common import (
+    RUN_DIR,
+    bad_parameter,
+    nonempty_path,
+    report_of_kept_work,
+    warn_if_unfinished,
+)
 from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.export_folder import out_problem
@@ -38,4 +44,5 @@ def export(
 
     report = export_saved_model(run_dir, out)
     warn_if_unfinished(run_dir)
-    typer.echo(report.describe())
+    with report_of_kept_work():
+        typer.echo(report.describe())

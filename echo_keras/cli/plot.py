@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from echo_keras.cli.common import RUN_DIR, file_path, warn_if_unfinished
+from echo_keras.cli.common import RUN_DIR, file_path, report_of_kept_work, warn_if_unfinished
 
 
 def plot(
@@ -24,4 +24,5 @@ def plot(
 
     path = plot_run(run_dir, out)
     warn_if_unfinished(run_dir)
-    typer.echo(str(path))
+    with report_of_kept_work():
+        typer.echo(str(path))

@@ -21,6 +21,7 @@ from echo_keras.cli.common import (
     fail,
     given_settings,
     nonempty_path,
+    report_of_kept_work,
     setting,
 )
 from echo_keras.cli.stdio import stdout_to_stderr
@@ -159,6 +160,19 @@ def sweep(
 
 
 def _report(result, as_json: bool, quiet: bool) -> None:
+    with report_of_kept_work():
+        _print_summary(result, as_json, quiet)
+    if result.failed:
+        for line in result.failures[:3]:
+            typer.echo(f"Failed: {line}", err=True)
+        raise fail(
+            f"{result.failed} of {result.points} points failed (see the error column of "
+            f"{Path(result.out) / 'results.csv'}); rerun them with: "
+            f"echo-keras sweep --out {result.out} --resume"
+        )
+
+
+def _print_summary(result, as_json: bool, quiet: bool) -> None:
     if as_json:
         keys = ("out", "points", "ran", "skipped", "ok", "failed", "seconds", "startup_seconds")
         summary = {key: getattr(result, key) for key in keys}
@@ -183,14 +197,6 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         )
         typer.echo(f"Results: {Path(result.out) / 'results.csv'}")
         typer.echo(f"Heat map: {Path(result.out) / 'heatmap.png'}")
-    if result.failed:
-        for line in result.failures[:3]:
-            typer.echo(f"Failed: {line}", err=True)
-        raise fail(
-            f"{result.failed} of {result.points} points failed (see the error column of "
-            f"{Path(result.out) / 'results.csv'}); rerun them with: "
-            f"echo-keras sweep --out {result.out} --resume"
-        )
 
 
 class _Progress:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from echo_keras.cli.common import (
     given_settings,
     nonempty_path,
     notice,
+    report_of_kept_work,
     setting,
 )
 from echo_keras.config import TrainConfig, new_config, resumed_config
@@ -129,7 +129,7 @@ def train(
 
     # The run is complete and kept: if its report cannot be printed (a closed or
     # broken stdout), the exit status still says so.
-    with contextlib.suppress(OSError):
+    with report_of_kept_work():
         _report(result, as_json, quiet)
 
 
