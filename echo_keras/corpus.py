@@ -33,8 +33,11 @@ from echo_keras.vocabulary import ASCII_SPACES, Vocabulary, encode_bytes, parse_
 
 CHUNK_BYTES = 1 << 20
 BLANK_LINE_SPACES = " \t\r\f\v"  # what a blank line may hold before its newline
+# A blank line holds at most this many of them: a longer line of whitespace alone is text,
+# so that a stream read for a run on documents holds no more while it waits to know.
+BLANK_LINE_MAX = CHUNK_BYTES
 _BLANK_LINES = re.compile(  # one or more, after a line's end
-    rb"(?<=\n)(?:[%s]*\n)+" % re.escape(BLANK_LINE_SPACES.encode())
+    rb"(?<=\n)(?:[%s]{0,%d}\n)+" % (re.escape(BLANK_LINE_SPACES.encode()), BLANK_LINE_MAX)
 )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
-from echo_keras.corpus import read_symbols
+from echo_keras.corpus import BLANK_LINE_MAX, read_symbols
 from echo_keras.errors import SymbolError, UsageError
 from echo_keras.stream.documents import DocumentSplitter
 from echo_keras.stream.text import NextScore, VocabularyParser, read_text
@@ -132,6 +132,36 @@ def test_a_blank_lines_whitespace_is_not_read_as_symbols_yet_kept_whitespace_is(
     held.parse(b"ab\n \t")
     with pytest.raises(SymbolError, match=r"^line 2, column 1: ' ' is not in the run's"):
         held.parse(b"x\n")
+
+
+def test_a_line_of_more_whitespace_than_a_blank_line_holds_is_text_to_training_and_stream(
+    tmp_path,
+):
+    """A blank line holds at most BLANK_LINE_MAX whitespace characters: a longer line of
+    whitespace alone is text, to training and to a stream cut anywhere or read in calls
+    alike, so a stream waits for no more than that, and a state file never holds more."""
+    longest = BLANK_LINE_MAX
+    text = f"ab\n{' ' * longest}\nba\n{chr(9) * (longest + 1)}\nab\n{' ' * longest}\n\n"
+    path = tmp_path / "data.txt"
+    path.write_text(text, newline="")
+    file = read_symbols(path, vocabulary=TEXT, documents=True)
+    assert len(file.ids) == len("ab\nba\n") + longest + 2 + len("ab\n")
+    assert file.doc_starts.tolist() == [0, 3]  # the tabs' line is no document break
+    data, rng = text.encode(), np.random.default_rng(1)
+    for blocks in ([data], [data[i : i + 65536] for i in range(0, len(data), 65536)]):
+        symbols, starts = _streamed(TEXT, blocks + _cut_anywhere(b"", rng))
+        assert symbols.tolist() == file.ids.tolist()
+        assert sorted({0, *starts} - {len(symbols)}) == file.doc_starts.tolist()
+    symbols, line = [], None
+    inside = 3 + longest + 4 + longest // 2  # calls cut inside each line of whitespace
+    calls = [text[:9], text[9:inside], text[inside : -longest // 3], text[-longest // 3 :]]
+    for index, call in enumerate(calls):
+        parser = VocabularyParser(TEXT, documents=True, line=line)
+        for piece in (parser.parse(call.encode()), parser.finish(hold=index < 3)):
+            symbols.append(piece.symbols)
+        line = parser.line
+        assert len(line[1]) <= longest
+    assert np.concatenate(symbols).tolist() == file.ids.tolist()
 
 
 def test_blank_lines_at_the_end_mark_the_next_symbol_as_a_new_document():
@@ -295,6 +325,23 @@ def test_a_state_file_whose_held_line_is_not_whitespace_is_damaged(documents_run
     np.savez(state, **arrays)
     refused = invoke("predict", "--run-dir", documents_run, "--state-in", state, input="a")
     one_line_error(refused, "is damaged: line_held is not whitespace", code=1)
+
+
+def test_a_state_file_saved_after_any_whitespace_is_read_back(documents_run, tmp_path):
+    """Whitespace that ends a call waits in the state file, up to what a blank line holds:
+    more is text, read there and then (a state file that held it all was then refused)."""
+    state = tmp_path / "state.npz"
+    for spaces in (BLANK_LINE_MAX, BLANK_LINE_MAX + 2):
+        first = "ab\n" + " " * spaces
+        done = invoke("predict", "--run-dir", documents_run, "--state-out", state, input=first)
+        assert done.exit_code == 0, done.output
+        whole, again = (
+            json.loads(invoke("predict", "--run-dir", documents_run, *flags, input=text).stdout)
+            for flags, text in ((["--json"], first + "ba"), (["--json", "--state-in", state], "ba"))
+        )
+        assert len(whole["predictions"]) == len(first) + 2
+        held = spaces if spaces <= BLANK_LINE_MAX else 0
+        assert again["predictions"] == whole["predictions"][-(held + 2) :]
 
 
 def test_generate_after_a_prime_that_ends_its_document_starts_afresh(documents_run):

@@ -5,13 +5,16 @@ are left out, and every document starts from a zeroed state. A stream read for s
 run is split the same way, as it comes: a blank line (only spaces, tabs, CRs, form or
 vertical feeds before its newline, after a line end or at the start of the stream) is
 dropped, and the first symbol after one starts a document. The whitespace that begins a
-line waits until the line turns out blank or not, so no lookahead beyond a line is needed.
+line waits until the line turns out blank or not, so no lookahead beyond a line is needed;
+a line of more than `BLANK_LINE_MAX` whitespace characters is not blank, so it waits for
+no more than that.
 
 Everything here is plain Python; nothing imports TensorFlow.
 """
 
 from __future__ import annotations
 
+from echo_keras.corpus import BLANK_LINE_MAX
 from echo_keras.corpus import BLANK_LINE_SPACES as _BLANK
 
 
@@ -33,7 +36,9 @@ class DocumentSplitter:
     def __init__(self, line: tuple[bool, str] | None = None):
         # Nothing but whitespace on the current line so far; that whitespace (dropped if
         # the line is blank, else kept). `line`: where an earlier call left off (`line`).
-        self._line_start, self._held = line if line is not None else (True, "")
+        self._line_start, held = line if line is not None else (True, "")
+        self._held = [held] if held else []  # in pieces: a block at a time, never copied
+        self._held_size = len(held)
         self._boundary = False  # a blank line since the last symbol kept
         self.origins: list[tuple[int, int | None]] = []
 
@@ -41,7 +46,7 @@ class DocumentSplitter:
     def line(self) -> tuple[bool, str]:
         """Where the stream stands in its line: (only whitespace on it so far, that
         whitespace, not yet kept). A stream continued in another call starts from it."""
-        return self._line_start, self._held
+        return self._line_start, "".join(self._held)
 
     def split(self, text: str, final: bool = False, hold: bool = False) -> tuple[str, list[int]]:
         kept: list[str] = []
@@ -53,22 +58,23 @@ class DocumentSplitter:
             complete = index < len(lines) - 1  # ends with a newline in this block
             end = "\n" if complete else ""
             source, at = at, at + len(line) + len(end)
-            if self._line_start and not line.strip(_BLANK):
+            blank = not line.strip(_BLANK) and self._held_size + len(line) <= BLANK_LINE_MAX
+            if self._line_start and blank:
                 if complete:  # a blank line: left out, and the next symbol starts a document
-                    self._held = ""
+                    self._held, self._held_size = [], 0
                     self._boundary = True
-                else:  # whitespace alone so far: wait for the rest of the line
-                    self._held += line
+                elif line:  # whitespace alone so far: wait for the rest of the line
+                    self._held.append(line)
+                    self._held_size += len(line)
                 continue
             if self._line_start and self._held:
-                self._keep(self._held, kept, starts, None)
-                self._held = ""
+                self._keep_held(kept, starts)
             self._keep(line + end, kept, starts, source)
             self._line_start = complete
         if final:
             if self._held and not hold:  # a last line of whitespace without a newline is
-                self._keep(self._held, kept, starts, None)  # not blank, unless the stream
-                self._held = ""  # goes on in another call (`hold`): the line may be blank
+                self._keep_held(kept, starts)  # not blank, unless the stream goes on in
+                # another call (`hold`): the line may be blank
             if self._boundary:
                 starts.append(self._size(kept))
                 self._boundary = False
@@ -77,6 +83,10 @@ class DocumentSplitter:
     def _size(self, kept: list[str]) -> int:
         """The length of the text kept so far in this block (each piece has its origin)."""
         return self.origins[-1][0] + len(kept[-1]) if kept else 0
+
+    def _keep_held(self, kept: list[str], starts: list[int]) -> None:
+        self._keep("".join(self._held), kept, starts, None)
+        self._held, self._held_size = [], 0
 
     def _keep(self, text: str, kept: list[str], starts: list[int], source: int | None) -> None:
         size = self._size(kept)

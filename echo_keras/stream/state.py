@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.corpus import BLANK_LINE_SPACES
+from echo_keras.corpus import BLANK_LINE_MAX, BLANK_LINE_SPACES
 from echo_keras.errors import ConfigError, StateFileError, write_reason
 from echo_keras.paths import real_path
 from echo_keras.run import fileio, files
@@ -25,7 +25,7 @@ DIGEST = "weights_digest"  # the array that names the weights a state was comput
 # A run on documents: where the stream stands in its line (`documents.DocumentSplitter.line`):
 # whether only whitespace is on it so far, and that whitespace (UTF-8), not yet read.
 LINE_START, LINE_HELD = "line_start", "line_held"
-MAX_HELD = 1 << 20  # bytes of whitespace a line may hold back
+MAX_HELD = BLANK_LINE_MAX  # bytes of whitespace a line may hold back (ASCII: one a byte)
 
 
 class _OtherRun(ValueError):
