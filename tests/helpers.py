@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -205,6 +206,15 @@ def small_tmpfs(folder: Path, size: str):
     finally:
         if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def full_device(tmp_path):
+    """A device that refuses every write with ENOSPC: a node of our own when we may make one."""
+    if os.geteuid() != 0:
+        return "/dev/full"
+    device = tmp_path / "full"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    return device
 
 
 def png_size(path):

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from tests.helpers import (
     REAL_ECHO_KERAS,
     TINY_FLAGS,
     SignalInFinalizer,
+    full_device,
     invoke,
     one_line_error,
     signal_mask,
@@ -325,20 +325,10 @@ def test_a_broken_stdout_pipe_keeps_the_run_and_exits_0(tmp_path):
     assert files.read_status(run_dir)["status"] == "complete"
 
 
-def _full_device(tmp_path):
-    """A device of our own that takes no byte (/dev/full's numbers): a full disk."""
-    path = tmp_path / "full"
-    try:
-        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 7))
-    except PermissionError:
-        pytest.skip("making a device needs root")
-    return path
-
-
 def test_a_report_of_work_kept_that_cannot_be_printed_changes_no_exit_status(tiny_run, tmp_path):
     """plot and export have written what they make; evaluate's output is its work: a reader
     gone ends it as SIGPIPE would (141), quietly, and a full disk is its one-line error."""
-    full = _full_device(tmp_path)
+    full = full_device(tmp_path)
     read_end, broken = os.pipe()
     os.close(read_end)  # nobody will read: every write gets EPIPE
     commands = {

@@ -263,10 +263,10 @@ def _predict(
             raise  # the output's: output_errors words them
         except OSError as error:
             raise fail(f"cannot read the input: {error}") from None
-        if as_json:  # printed whole before the state is saved: the state marks success
-            JsonOutput.printed = True
-            write(_json_text(result, probabilities, model.vocabulary).encode() + b"\n")
-    if state_out is not None:
+        if as_json:
+            text = _json_text(result, probabilities, model.vocabulary)
+            _print_json_then_save(write, text, state_out, model, result.state, result.line)
+    if state_out is not None and not as_json:
         write_state(state_out, model, result.state, result.line)
     if not as_json:
         # The predictions and the state are written: a stderr that cannot take this
@@ -298,15 +298,35 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
             write=None if as_json else lambda piece: write(piece.encode("utf-8")),
             **options,
         )
+        documents = model.config.documents  # the stream's line, after all it read
+        saved = documents and state_out is not None
+        after = line_after(line, options["prime"] or "", text) if saved else None
         if as_json:
-            JsonOutput.printed = True
-            write(json.dumps({"text": text, "seed": options["seed"]}).encode() + b"\n")
+            printed = json.dumps({"text": text, "seed": options["seed"]})
+            _print_json_then_save(write, printed, state_out, model, state, after)
         elif text and not text.endswith("\n"):
             write(b"\n")
-    if state_out is not None:
-        documents = model.config.documents  # the stream's line, after all it read
-        after = line_after(line, options["prime"] or "", text) if documents else None
+    if state_out is not None and not as_json:
         write_state(state_out, model, state, after)
+
+
+def _print_json_then_save(write, text: str, state_out, model, state, line) -> None:
+    """Under --json: the state file written beside its place first (a full disk is then
+    the error object, not a result printed for a state never saved), then the object
+    printed whole, then the state file put in place (the output came first: a state saved
+    for output nobody read would move the stream on for nothing)."""
+    from echo_keras.stream.state import commit_state, stage_state
+
+    staged = None if state_out is None else stage_state(state_out, model, state, line)
+    try:
+        JsonOutput.printed = True
+        write(text.encode() + b"\n")
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        raise
+    if staged is not None:
+        commit_state(staged)
 
 
 def _start_state(model, state_in, state_out) -> tuple[list, tuple | None]:

@@ -34,6 +34,32 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     the old file or the new one, whole. On any error the temporary file is
     removed and `path` is left as it was.
     """
+    staged_write(path, write).commit()
+
+
+class Staged:
+    """A file written and flushed to disk beside `path`, not yet in its place: `commit`
+    renames it over `path` (removing it if that fails), `discard` removes it."""
+
+    def __init__(self, path: Path, tmp: Path):
+        self.path, self.tmp = path, tmp
+
+    def commit(self) -> None:
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        sync_folder(self.path.parent)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def staged_write(path: Path, write: Callable[[Path], None]) -> Staged:
+    """`atomic_write`'s first half: `write(tmp)` beside `path` and flushed to disk, for the
+    caller to commit once whatever must come first has (a command's output, say). On any
+    error the temporary file is removed."""
     path = Path(path)
     with contextlib.suppress(FileNotFoundError):
         mode = os.lstat(path).st_mode
@@ -51,11 +77,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
+    return Staged(path, tmp)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -224,8 +249,14 @@ def read_npz(path: Path, check: Callable[[str, tuple, np.dtype], None]) -> dict[
 
 
 def savez(path: Path, arrays: dict) -> None:
+    staged_savez(path, arrays).commit()
+
+
+def staged_savez(path: Path, arrays: dict) -> Staged:
+    """`savez`'s file, staged (`staged_write`)."""
+
     def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
             np.savez(handle, **arrays)
 
-    atomic_write(path, write)
+    return staged_write(path, write)

@@ -131,6 +131,12 @@ def write_state(path: Path, model: StreamModel, state: list, line: tuple | None 
     """Write the state (one array per name, batch 1) to an npz file, atomically, with
     `line` (a run on documents: where the stream stands in its line); StateFileError (exit
     status 1) if it cannot be written: what was there stays."""
+    commit_state(stage_state(path, model, state, line))
+
+
+def stage_state(path: Path, model: StreamModel, state: list, line: tuple | None = None):
+    """`write_state`'s file written beside `path` and flushed, not yet in its place
+    (`commit_state` puts it there; `discard()` drops it); StateFileError as `write_state`."""
     arrays = {
         name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
     }
@@ -139,9 +145,21 @@ def write_state(path: Path, model: StreamModel, state: list, line: tuple | None 
         arrays[LINE_START] = np.array([line[0]], bool)
         arrays[LINE_HELD] = np.frombuffer(line[1].encode("utf-8"), np.uint8)
     try:
-        fileio.savez(Path(path), arrays)
+        return fileio.staged_savez(Path(path), arrays)
     except OSError as error:
-        raise StateFileError(f"cannot write {path}: {write_reason(error)}", damaged=True) from None
+        raise _unwritable(path, error) from None
+
+
+def commit_state(staged: fileio.Staged) -> None:
+    """Put a staged state file in its place; StateFileError as `write_state`."""
+    try:
+        staged.commit()
+    except OSError as error:
+        raise _unwritable(staged.path, error) from None
+
+
+def _unwritable(path: Path, error: OSError) -> StateFileError:
+    return StateFileError(f"cannot write {path}: {write_reason(error)}", damaged=True)
 
 
 def state_target(path: Path, model: StreamModel, run_dir: Path | None = None) -> Path:
