@@ -185,6 +185,16 @@ def test_refusals_exit_2_and_touch_nothing(tiny_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]
     missing = invoke("export", "--run-dir", tmp_path / "nothing", "--out", tmp_path / "e")
     one_line_error(missing, "does not exist", code=1)
+    # A folder that holds no run is named as such, not as a run folder --out lies in.
+    not_run = invoke("export", "--run-dir", taken, "--out", taken / "e")
+    one_line_error(not_run, "taken/config.json is missing", code=1)
+    from echo_keras.errors import RunFolderError
+    from echo_keras.stream.export import export_saved_model
+
+    with pytest.raises(RunFolderError, match="config.json is missing"):
+        export_saved_model(taken, taken / "e")
+    predicted = invoke("predict", "--run-dir", taken, "01", "--state-out", taken / "s.npz")
+    one_line_error(predicted, "taken/config.json is missing", code=1)
 
 
 def test_a_damaged_run_or_a_failed_check_leaves_nothing(tiny_run, tmp_path, monkeypatch):

@@ -36,10 +36,10 @@ def export(
     against `predict` before it is reported; a symbol outside the run's classes, a state
     that is not finite or of another batch size is answered with an error.
     """
+    RunFolder(run_dir).read_config()  # a missing or damaged run, first, before TensorFlow
     problem = out_problem(out, run_dir)
     if problem:
         raise bad_parameter("--out", as_flags(problem))
-    RunFolder(run_dir).read_config()  # a missing or damaged run, before TensorFlow
     from echo_keras.stream.export import export_saved_model
 
     report = export_saved_model(run_dir, out)

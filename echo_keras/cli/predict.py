@@ -125,6 +125,7 @@ def predict(
             "no symbols: give them as an argument (echo-keras predict 0110), "
             "with --input FILE, or on stdin (--input -, or a pipe)"
         )
+    config = RunFolder(run_dir).read_config()  # a folder that holds no run, first
     if state_out is not None:
         state_out = _state_out_target(state_out, run_dir, input_path)
     if state_in is not None and not state_in.is_file():
@@ -136,7 +137,6 @@ def predict(
             else "does not exist"
         )
         raise bad_parameter("--state-in", f"{state_in} {reason}")
-    config = RunFolder(run_dir).read_config()
     vocabulary = _vocabulary(run_dir, config)
     if generate is not None:
         if vocabulary is None:

@@ -45,6 +45,7 @@ from echo_keras.errors import (
     write_reason,
 )
 from echo_keras.paths import as_path
+from echo_keras.run.folder import RunFolder
 from echo_keras.signals import SignalCatcher, Signalled, raise_signalled
 from echo_keras.stream import export_folder
 from echo_keras.stream.model import StreamModel, load_stream_model
@@ -165,6 +166,7 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     seed = check_seed(seed)
     if seed is None:
         raise ConfigError("seed", "must be a whole number from 0, got None")
+    RunFolder(run_dir).read_config()  # a folder that holds no run is named as such first
     problem = export_folder.out_problem(out, run_dir)
     if problem:
         raise UsageError(f"out: {problem}")
