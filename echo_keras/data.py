@@ -185,7 +185,8 @@ def _dropped(what: str, unit: str, used: int, dropped: int, shape: tuple) -> str
     windows, batch_size, window = shape
     return (
         f"{what}: {used + dropped} {unit} do not fill whole windows; using {used} "
-        f"({windows} windows of {batch_size} x {window}), dropping the last {dropped}"
+        f"({windows} window{'s' * (windows != 1)} of {batch_size} x {window}), dropping the "
+        f"last {dropped}"
     )
 
 

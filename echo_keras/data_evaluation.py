@@ -45,8 +45,9 @@ class DataMetrics:
     inner_loss: float | None  # positions boundary_width.. of every window (None: none)
     inner_accuracy: float | None
     windows: int
-    positions: int  # positions scored (padding left out)
+    positions: int  # the positions the losses cover (padding left out)
     reset_each_window: bool
+    scored: int  # the positions the accuracies cover
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -237,7 +238,15 @@ def evaluate_windows(warm, windows: Windows, width: int, reset_each_window: bool
         windows=windows.num_windows,
         positions=int(tally.count.sum()),
         reset_each_window=reset_each_window,
+        scored=int(tally.count[[0, 1, 2]].sum()),
     )
+
+
+def positions_line(positions: int, scored: int, echo_step: int) -> str:
+    """The table's count of positions, and of those the accuracies cover when fewer."""
+    if scored == positions:
+        return str(positions)
+    return f"{positions}   accuracy over {scored}: each row's first {echo_step} echo the row before"
 
 
 def format_data_table(metrics: DataMetrics, config: TrainConfig) -> str:
@@ -251,7 +260,7 @@ def format_data_table(metrics: DataMetrics, config: TrainConfig) -> str:
         boundary, inner = "none: the window is too short", "every position"
     elif width < window:
         boundary = f"first {width} positions of windows 2.., where only the carried state helps"
-        inner = "the other positions"
+        inner = f"positions after the first {width} of every window"
     else:
         reach = config.echo_step
         boundary = f"all {window} positions of windows 2.. (the echo reaches {reach} back)"
@@ -267,7 +276,7 @@ def format_data_table(metrics: DataMetrics, config: TrainConfig) -> str:
         ("inner loss", f"{number(metrics.inner_loss)}   {inner}"),
         ("inner accuracy", number(metrics.inner_accuracy)),
         ("windows", str(metrics.windows)),
-        ("positions", str(metrics.positions)),
+        ("positions", positions_line(metrics.positions, metrics.scored, config.echo_step)),
     ]
     name_width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{name_width}}  {value}" for name, value in rows)

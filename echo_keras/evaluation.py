@@ -20,7 +20,13 @@ import numpy as np
 
 from echo_keras.config import check_seed, check_switch
 from echo_keras.data import eval_rng, row_columns, series_note, windows_from_rng
-from echo_keras.data_evaluation import DataMetrics, Source, boundary_width, data_source
+from echo_keras.data_evaluation import (
+    DataMetrics,
+    Source,
+    boundary_width,
+    data_source,
+    positions_line,
+)
 from echo_keras.errors import ConfigError, EchoKerasWarning, UsageError
 from echo_keras.memory import memory_problem
 from echo_keras.paths import file_path
@@ -47,8 +53,9 @@ class Metrics:
     # their echo in the row
     inner_accuracy: float | None  # positions echo_step.. of every window (None if none)
     windows: int
-    positions: int
+    positions: int  # every position (the loss's)
     reset_each_window: bool
+    scored: int  # the positions the accuracies cover: those whose echo is in their row
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,6 +78,7 @@ def score(losses: np.ndarray, correct: np.ndarray, echo_step: int, reset: bool) 
         windows=num_windows,
         positions=int(correct.size),
         reset_each_window=reset,
+        scored=int(np.count_nonzero(in_row)),
     )
 
 
@@ -232,7 +240,7 @@ def format_table(metrics: Metrics, echo_step: int, window: int) -> str:
 
     if echo_step < window:
         boundary = f"first {echo_step} positions of windows 2.."
-        inner = "the other positions"
+        inner = f"positions after the first {echo_step} of every window"
     else:  # every echo lies in an earlier window
         boundary = (
             f"all {window} positions of the windows whose echoes are in their row "
@@ -252,7 +260,7 @@ def format_table(metrics: Metrics, echo_step: int, window: int) -> str:
         ),
         ("inner accuracy", f"{number(metrics.inner_accuracy)}   {inner}"),
         ("windows", str(metrics.windows)),
-        ("positions", str(metrics.positions)),
+        ("positions", positions_line(metrics.positions, metrics.scored, echo_step)),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)

@@ -85,3 +85,10 @@ def test_data_generation_properties(length, batch_size, window, num_classes, ech
     assert np.array_equal(windows.transpose(1, 0, 2).ravel(), x[:used])
     again, _ = generate_series(np.random.default_rng(seed), length, num_classes, echo_step)
     assert np.array_equal(x, again)
+
+
+def test_the_note_on_data_left_out_counts_its_windows_in_words():
+    from echo_keras.data import _dropped
+
+    assert "(1 window of 2 x 5)" in _dropped("`data`", "symbols", 10, 30, (1, 2, 5))
+    assert "(3 windows of 2 x 5)" in _dropped("`data`", "symbols", 30, 30, (3, 2, 5))

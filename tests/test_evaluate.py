@@ -15,7 +15,7 @@ import pytest
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows, eval_rng, windows_from_rng
 from echo_keras.errors import ConfigError, EchoKerasWarning
-from echo_keras.evaluation import evaluate, evaluation_length, score
+from echo_keras.evaluation import evaluate, evaluation_length, format_table, score
 from echo_keras.model import build_model
 from echo_keras.run import files
 from tests.helpers import TINY, invoke, one_line_error, rss_mib
@@ -27,6 +27,7 @@ KEYS = {
     "inner_accuracy",
     "windows",
     "positions",
+    "scored",
     "reset_each_window",
 }
 
@@ -41,7 +42,13 @@ def test_score_splits_boundary_and_inner_positions():
     assert metrics.inner_accuracy == pytest.approx(17 / 18)
     assert metrics.accuracy == pytest.approx(24 / 26)  # not the first 2 of a row: no echo there
     assert metrics.loss == pytest.approx(6 / 30)
-    assert (metrics.windows, metrics.positions) == (3, 30)
+    assert (metrics.windows, metrics.positions, metrics.scored) == (3, 30, 26)
+    table = format_table(metrics, 2, 5).splitlines()
+    assert table[-3].split("   ")[-1] == "positions after the first 2 of every window"
+    assert table[-1].split() == [
+        "positions", "30", "accuracy", "over", "26:", "each", "row's", "first", "2", "echo",
+        "the", "row", "before",
+    ]  # fmt: skip
 
 
 def test_positions_whose_echo_is_in_another_row_are_scored_by_no_accuracy():

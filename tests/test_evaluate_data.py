@@ -30,6 +30,7 @@ KEYS = {
     "inner_accuracy",
     "windows",
     "positions",
+    "scored",
     "reset_each_window",
 }
 SMALL = {"batch_size": 5, "truncated_backprop_length": 10, "optimizer": "adam"}
@@ -157,11 +158,16 @@ def test_evaluate_data_file_and_json(echo_text_run, tmp_path):
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert set(shown) == KEYS and shown["windows"] == 60 and shown["positions"] == 3000
+    rows = files.load_config(echo_text_run).batch_size  # each row's first 2: no accuracy
+    assert shown["scored"] == 3000 - 2 * rows
     assert shown == ek.evaluate(echo_text_run, data=other).to_dict()
     assert shown["boundary_accuracy"] > 0.95
     table = invoke("evaluate", "--run-dir", echo_text_run, "--data", other)
     assert table.exit_code == 0, table.output
     assert f"on {other}:" in table.stdout
+    assert (
+        f"3000   accuracy over {3000 - 2 * rows}: each row's first 2 echo the row" in table.stdout
+    )
     for row in ("bits per symbol", "boundary loss", "inner loss", "first 2 positions"):
         assert row in table.stdout
 
@@ -312,7 +318,7 @@ def test_an_echo_beyond_the_window_names_its_own_step(echo_text_run):
 
     config = files.load_config(echo_text_run)
     far = dataclasses.replace(config, echo_step=12)
-    metrics = DataMetrics(*[0.5] * 7, windows=1, positions=10, reset_each_window=False)
+    metrics = DataMetrics(*[0.5] * 7, windows=1, positions=10, reset_each_window=False, scored=10)
     assert "all 10 positions of windows 2.. (the echo reaches 12 back)" in format_data_table(
         metrics, far
     )
@@ -385,3 +391,11 @@ def test_the_held_out_documents_are_named_as_what_they_are(tmp_path):
     assert result.exit_code == 0, result.output
     shown = f"on the documents that start in the last 50% of {data}:"
     assert result.stdout.splitlines()[0] == f"Evaluation of {run_dir} {shown}"
+
+
+def test_a_flag_for_the_other_kind_of_run_is_named_in_its_message(cycle_run, tiny_run):
+    wrong = invoke("evaluate", "--run-dir", tiny_run, "--data", cycle_run / "config.json")
+    one_line_error(wrong, "'--data': a data file is for a run trained on its own data", code=2)
+    for flag in ("--seed", "--series-length"):
+        wrong = invoke("evaluate", "--run-dir", cycle_run, flag, "5")
+        one_line_error(wrong, f"'{flag}': {flag} is for an echo run", code=2)

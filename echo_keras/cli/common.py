@@ -43,7 +43,9 @@ RUN_DIR = typer.Option(
     Path("runs/echo"), "--run-dir", parser=nonempty_path, metavar="<dir>", help="The run folder."
 )
 AS_JSON = typer.Option(False, "--json", help="Print one JSON object, nothing else.")
-QUIET = typer.Option(False, "--quiet", help="No progress bar or notices.")
+QUIET = typer.Option(
+    False, "--quiet", help="Print nothing but errors: no progress bar, notices or summary."
+)
 
 
 def setting(field: str, help: str | None = None, **options):
