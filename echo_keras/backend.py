@@ -15,8 +15,10 @@ import gc
 import os
 import random
 import sys
+import tempfile
 import threading
 
+from echo_keras.errors import WriteError
 from echo_keras.startup import is_own_process
 
 BACKEND = "tensorflow"
@@ -58,6 +60,14 @@ def _import_tensorflow_quietly() -> None:
     surface: they are raised after stderr is restored. The import draws from Python's
     `random`: the caller's draws go on as if it had not happened.
     """
+    try:  # TensorFlow's import asks for one and fails with Python's bare error
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        raise WriteError(
+            "no temporary folder can take a file (TMPDIR, /tmp, /var/tmp, /usr/tmp and the "
+            "current folder are full or read-only), and TensorFlow needs one: free some "
+            "space, or set TMPDIR to a folder that has it"
+        ) from None
     sys.stderr.flush()
     kept = random.getstate()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)

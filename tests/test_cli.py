@@ -291,6 +291,24 @@ def test_a_closed_stdout_or_stderr_gives_no_traceback(tmp_path, closed):
     assert json.loads((run_dir / files.CONFIG).read_text())["seed"] == 0  # no stray output
 
 
+def test_no_writable_temporary_folder_is_named_in_one_line(tiny_run, tmp_path):
+    """A process that can write no file (as on a full disk) meets it first where TensorFlow's
+    import asks for a temporary folder: named as such, not as an unexpected error."""
+    import resource
+
+    def no_file_may_grow():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = subprocess.run(
+        [*REAL_ECHO_KERAS, "predict", "--run-dir", str(tiny_run), "0110"],
+        capture_output=True, text=True, preexec_fn=no_file_may_grow, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("Error: no temporary folder can take a file ("), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
 def test_evaluate_with_a_closed_stdout_says_so_and_exits_1(tiny_run, tmp_path):
     """Its metrics are all it makes: exit 0 would report a result nobody can see."""
     err = tmp_path / "stderr.txt"
