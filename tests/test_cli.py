@@ -454,6 +454,13 @@ def test_under_json_a_failure_is_one_json_object_on_stdout(tmp_path, argv, code)
     }
 
 
+def test_a_command_that_takes_no_json_answers_json_with_its_usage_error_alone(tmp_path):
+    for command in ("plot", "export"):
+        result = invoke(command, "--run-dir", tmp_path, "--json")
+        one_line_error(result, "No such option: --json", code=2)
+        assert result.stdout == ""
+
+
 def test_every_placeholder_in_help_has_one_style():
     import re
 

@@ -155,6 +155,11 @@ def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
     failed = invoke("train", "--run-dir", run_dir, *TINY_FLAGS, "--learning-rate", "1e38")
     assert failed.exit_code == 1
     assert not checkpoint_of(run_dir).exists()
+    plotted = invoke("plot", "--run-dir", run_dir)  # not "last_batch.npz is missing"
+    one_line_error(
+        plotted, "has nothing to draw yet: the run is failed and has not completed an epoch "
+        "(train it again)", code=1,
+    )  # fmt: skip
     retry = invoke("train", "--run-dir", run_dir, *TINY_FLAGS[:-1])
     assert retry.exit_code == 0, retry.output
     assert "replacing the unfinished run" in retry.stderr

@@ -9,6 +9,7 @@ the flags that set them.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
@@ -41,7 +42,9 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         given = sys.argv[1:] if args is None else list(args)
-        JsonOutput.wanted, JsonOutput.printed = "--json" in given, False
+        named = next((word for word in given if not word.startswith("-")), None)
+        JsonOutput.wanted = "--json" in given and named in TAKE_JSON  # (plot: no such option)
+        JsonOutput.printed = False
         Resume.command = None
         # A signal stops the command where it stands; training, export and the sweep take
         # the signals over while they work, to stop cleanly. Held back while the app loaded
@@ -120,15 +123,22 @@ def _group(
 
 # Each command's line in `echo-keras --help`, whole (its docstring's first sentence would be
 # cut with "..." to fit the terminal); `echo-keras COMMAND --help` shows the docstring.
-for command, summary in (
+COMMANDS = (
     (train.train, "Train a stateful LSTM on the echo task or your own file into a run folder."),
     (evaluate.evaluate, "Evaluate a run on fresh or held-out data, the state carried or reset."),
     (plot.plot, "Draw a run's figure: loss curve and the last batch, or a text run's sample."),
     (predict.predict, "Predict a stream of symbols with batch 1, or generate text."),
     (export.export, "Export a SavedModel with the state as explicit inputs."),
     (sweep.sweep, "Map how far truncated backprop reaches, on Ray."),
-):
+)
+for command, summary in COMMANDS:
     app.command(context_settings=HELP, short_help=summary)(command)
+# The commands that take --json: under it, even their errors are a JSON object on stdout.
+TAKE_JSON = {
+    command.__name__
+    for command, _ in COMMANDS
+    if "as_json" in inspect.signature(command).parameters
+}
 
 
 def main() -> None:

@@ -218,6 +218,15 @@ def _run_figure(run_dir: Path):
 
     def read(view: Path):
         config = files.load_config(view, folder.path)
+        status = files.read_status(view)["status"]
+        unfinished = status in ("running", "interrupted", "failed")
+        if unfinished and not arrays.has_checkpoint(view):
+            status = folder.status()["status"]  # "running" by a process gone: interrupted
+            how = "wait for it" if status == "running" else "train it again"
+            raise RunFolderError(
+                f"{folder.path} has nothing to draw yet: the run is {status} and has not "
+                f"completed an epoch ({how})"
+            )
         if config.data is not None:  # a run on its own data: no echo panels
             extra = files.read_validation(view), read_sample(view)
         else:
