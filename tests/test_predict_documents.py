@@ -321,6 +321,11 @@ def test_a_state_file_whose_held_line_is_not_whitespace_is_damaged(documents_run
     with np.load(state) as saved:
         arrays = dict(saved)
     assert arrays["line_held"].tobytes() == b" " and arrays["line_start"].tolist() == [True]
+    import echo_keras as ek
+
+    predictor = ek.load_predictor(documents_run)  # the state is from before that space
+    with pytest.warns(ek.EchoKerasWarning, match="holds 1 whitespace character that `predict`"):
+        predictor.load_state(state)
     arrays["line_held"] = np.frombuffer(b" x", np.uint8)
     np.savez(state, **arrays)
     refused = invoke("predict", "--run-dir", documents_run, "--state-in", state, input="a")

@@ -8,13 +8,14 @@ last symbol, so a stream can be fed in pieces, and the state kept anywhere in be
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError, SymbolError, UsageError
+from echo_keras.errors import ConfigError, EchoKerasWarning, SymbolError, UsageError
 from echo_keras.paths import as_path, file_path
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
@@ -163,8 +164,23 @@ class Predictor:
     def load_state(self, path: Path | str) -> State:
         """The state in an npz file (`predict --state-out`); StateFileError if unusable:
         damaged, of other states or shapes, or computed with other weights than this run's;
-        ConfigError if `path` is not a file's path (None, or one ending in /)."""
-        return self._named(state_files.read_state(file_path(path, "path"), self.model))
+        ConfigError if `path` is not a file's path (None, or one ending in /). A file that
+        `predict` saved with whitespace not yet read (a run on documents, at a line's start:
+        it waited to see whether the line is blank) gives an EchoKerasWarning: the state is
+        from before it."""
+        path = file_path(path, "path")
+        state, line = state_files.read_state_and_line(path, self.model)
+        if line is not None and line[1]:
+            count = f"{len(line[1])} whitespace character{'s' * (len(line[1]) != 1)}"
+            warnings.warn(
+                f"{path} holds {count} that `predict` had not "
+                "read yet (at a line's start, on a run on documents, waiting to see whether "
+                "the line is blank): the state is from before them; predict them first unless "
+                "the line turns out blank",
+                EchoKerasWarning,
+                stacklevel=2,
+            )
+        return self._named(state)
 
     def _named(self, values) -> State:
         """The state arrays under their names, in the model's order: numpy arrays of the
