@@ -304,6 +304,11 @@ def test_evaluate_and_plot_say_when_a_run_is_not_complete(run_copy):
         result = invoke(command, "--run-dir", run_copy)
         assert result.exit_code == 0, result.output
         assert "is interrupted" in result.stderr
+    (run_copy / files.STATUS).write_text("garbage")  # the file is named, not just "unknown"
+    result = invoke("plot", "--run-dir", run_copy)
+    assert result.stderr.endswith(
+        "is unknown: status.json is missing or damaged, so it may be unfinished\n"
+    ), result.stderr
 
 
 def test_the_resume_hint_quotes_the_folder(tmp_path, capsys):

@@ -198,6 +198,8 @@ class RunFolder:
         if record["status"] == "complete":
             return None
         lines = record.get("message", "").strip().splitlines()  # an error's may run on
+        if record["status"] == "unknown" and not lines:  # status.json missing or damaged
+            lines = [f"{files.STATUS} is missing or damaged, so it may be unfinished"]
         detail = f": {lines[0]}{' ...' if len(lines) > 1 else ''}" if lines else ""
         epochs = self.checkpoint_epochs() if checkpoint else None
         at = f"; evaluated at its checkpoint, after epoch {epochs}" if epochs else ""
