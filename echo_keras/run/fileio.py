@@ -249,14 +249,17 @@ def read_npz(path: Path, check: Callable[[str, tuple, np.dtype], None]) -> dict[
 
 
 def savez(path: Path, arrays: dict) -> None:
-    staged_savez(path, arrays).commit()
+    atomic_write(path, _npz_writer(arrays))
 
 
 def staged_savez(path: Path, arrays: dict) -> Staged:
     """`savez`'s file, staged (`staged_write`)."""
+    return staged_write(path, _npz_writer(arrays))
 
+
+def _npz_writer(arrays: dict) -> Callable[[Path], None]:
     def write(tmp: Path) -> None:
         with tmp.open("wb") as handle:
             np.savez(handle, **arrays)
 
-    return staged_write(path, write)
+    return write

@@ -131,12 +131,22 @@ def write_state(path: Path, model: StreamModel, state: list, line: tuple | None 
     """Write the state (one array per name, batch 1) to an npz file, atomically, with
     `line` (a run on documents: where the stream stands in its line); StateFileError (exit
     status 1) if it cannot be written: what was there stays."""
-    commit_state(stage_state(path, model, state, line))
+    try:
+        fileio.savez(Path(path), _arrays(model, state, line))
+    except OSError as error:
+        raise _unwritable(path, error) from None
 
 
 def stage_state(path: Path, model: StreamModel, state: list, line: tuple | None = None):
     """`write_state`'s file written beside `path` and flushed, not yet in its place
     (`commit_state` puts it there; `discard()` drops it); StateFileError as `write_state`."""
+    try:
+        return fileio.staged_savez(Path(path), _arrays(model, state, line))
+    except OSError as error:
+        raise _unwritable(path, error) from None
+
+
+def _arrays(model: StreamModel, state: list, line: tuple | None) -> dict:
     arrays = {
         name: np.asarray(value, np.float32) for name, value in zip(model.names, state, strict=True)
     }
@@ -144,10 +154,7 @@ def stage_state(path: Path, model: StreamModel, state: list, line: tuple | None 
     if line is not None:
         arrays[LINE_START] = np.array([line[0]], bool)
         arrays[LINE_HELD] = np.frombuffer(line[1].encode("utf-8"), np.uint8)
-    try:
-        return fileio.staged_savez(Path(path), arrays)
-    except OSError as error:
-        raise _unwritable(path, error) from None
+    return arrays
 
 
 def commit_state(staged: fileio.Staged) -> None:
