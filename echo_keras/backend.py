@@ -64,9 +64,9 @@ def _import_tensorflow_quietly() -> None:
         tempfile.gettempdir()
     except FileNotFoundError:
         raise WriteError(
-            "no temporary folder can take a file (TMPDIR, /tmp, /var/tmp, /usr/tmp and the "
-            "current folder are full or read-only), and TensorFlow needs one: free some "
-            "space, or set TMPDIR to a folder that has it"
+            "no temporary folder can take a file (TMPDIR's, TEMP's or TMP's if set, /tmp, "
+            "/var/tmp, /usr/tmp and the current folder are full or read-only), and "
+            "TensorFlow needs one: free some space, or set TMPDIR to a folder that has it"
         ) from None
     sys.stderr.flush()
     kept = random.getstate()

@@ -35,7 +35,7 @@ CHUNK_BYTES = 1 << 20
 BLANK_LINE_SPACES = " \t\r\f\v"  # what a blank line may hold before its newline
 # A blank line holds at most this many of them: a longer line of whitespace alone is text,
 # so that a stream read for a run on documents holds no more while it waits to know.
-BLANK_LINE_MAX = CHUNK_BYTES
+BLANK_LINE_MAX = CHUNK_BYTES - 1  # with its newline, a line this long fits in a chunk
 _BLANK_LINES = re.compile(  # one or more, after a line's end
     rb"(?<=\n)(?:[%s]{0,%d}\n)+" % (re.escape(BLANK_LINE_SPACES.encode()), BLANK_LINE_MAX)
 )

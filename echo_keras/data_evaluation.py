@@ -246,7 +246,10 @@ def positions_line(positions: int, scored: int, echo_step: int) -> str:
     """The table's count of positions, and of those the accuracies cover when fewer."""
     if scored == positions:
         return str(positions)
-    return f"{positions}   accuracy over {scored}: each row's first {echo_step} echo the row before"
+    return (
+        f"{positions}   accuracy over {scored}: each row's first {echo_step} left out (their "
+        "echo: the row before, or padding)"
+    )
 
 
 def format_data_table(metrics: DataMetrics, config: TrainConfig) -> str:

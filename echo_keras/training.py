@@ -357,14 +357,18 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
         message = f"interrupted by {name} after {completed} of {config.num_epochs} epochs"
         files.write_status(work_dir, "interrupted", message)
         if work_dir != folder.real:
+            unchanged = Interrupted(
+                f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
+                stopper.received,
+            )
             if completed == 0 or not folder.restartable():
-                raise Interrupted(
-                    f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
-                    stopper.received,
-                )
+                raise unchanged
             # The run it replaces never completed an epoch: this one, which did, takes its
-            # place, to be resumed.
-            folder.finish(work_dir)
+            # place, to be resumed (if it can: else the old run stays, as for any other).
+            try:
+                folder.finish(work_dir)
+            except OSError:
+                raise unchanged from None
         hint = RESUME_HINT
         if completed == 0:
             hint = "no epoch was completed: train again to start over"

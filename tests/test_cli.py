@@ -374,6 +374,7 @@ def test_a_report_of_work_kept_that_cannot_be_printed_changes_no_exit_status(tin
     os.close(broken)
     assert (tmp_path / "fig0.png").stat().st_size and (tmp_path / "fig1.png").stat().st_size
     assert (tmp_path / "export0" / "saved_model.pb").exists()
+    assert (tmp_path / "export1" / "saved_model.pb").exists()
 
 
 def test_a_sweeps_summary_that_cannot_be_printed_leaves_its_exit_status(monkeypatch):

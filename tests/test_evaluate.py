@@ -46,8 +46,8 @@ def test_score_splits_boundary_and_inner_positions():
     table = format_table(metrics, 2, 5).splitlines()
     assert table[-3].split("   ")[-1] == "positions after the first 2 of every window"
     assert table[-1].split() == [
-        "positions", "30", "accuracy", "over", "26:", "each", "row's", "first", "2", "echo",
-        "the", "row", "before",
+        "positions", "30", "accuracy", "over", "26:", "each", "row's", "first", "2", "left",
+        "out", "(their", "echo:", "the", "row", "before,", "or", "padding)",
     ]  # fmt: skip
 
 

@@ -165,9 +165,7 @@ def test_evaluate_data_file_and_json(echo_text_run, tmp_path):
     table = invoke("evaluate", "--run-dir", echo_text_run, "--data", other)
     assert table.exit_code == 0, table.output
     assert f"on {other}:" in table.stdout
-    assert (
-        f"3000   accuracy over {3000 - 2 * rows}: each row's first 2 echo the row" in table.stdout
-    )
+    assert f"3000   accuracy over {3000 - 2 * rows}: each row's first 2 left out" in table.stdout
     for row in ("bits per symbol", "boundary loss", "inner loss", "first 2 positions"):
         assert row in table.stdout
 
@@ -395,7 +393,7 @@ def test_the_held_out_documents_are_named_as_what_they_are(tmp_path):
 
 def test_a_flag_for_the_other_kind_of_run_is_named_in_its_message(cycle_run, tiny_run):
     wrong = invoke("evaluate", "--run-dir", tiny_run, "--data", cycle_run / "config.json")
-    one_line_error(wrong, "'--data': a data file is for a run trained on its own data", code=2)
+    one_line_error(wrong, "'--data': only a run trained on its own data takes a data", code=2)
     for flag in ("--seed", "--series-length"):
         wrong = invoke("evaluate", "--run-dir", cycle_run, flag, "5")
-        one_line_error(wrong, f"'{flag}': {flag} is for an echo run", code=2)
+        one_line_error(wrong, f"'{flag}': only an echo run takes it", code=2)

@@ -162,6 +162,12 @@ def test_a_line_of_more_whitespace_than_a_blank_line_holds_is_text_to_training_a
         line = parser.line
         assert len(line[1]) <= longest
     assert np.concatenate(symbols).tolist() == file.ids.tolist()
+    for spaces in (longest, longest + 1):  # a line that starts a chunk of the file's reader
+        text = " " * spaces + "\nab\n"
+        path.write_text(text, newline="")
+        ids = read_symbols(path, vocabulary=TEXT, documents=True).ids.tolist()
+        assert len(ids) == (3 if spaces == longest else spaces + 4)
+        assert _streamed(TEXT, [text.encode()])[0].tolist() == ids
 
 
 def test_blank_lines_at_the_end_mark_the_next_symbol_as_a_new_document():

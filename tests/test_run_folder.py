@@ -160,6 +160,12 @@ def test_a_run_that_failed_in_its_first_epoch_is_replaced_by_a_retry(tmp_path):
         plotted, "has nothing to draw yet: the run is failed and has not completed an epoch "
         "(train it again)", code=1,
     )  # fmt: skip
+    config_only = tmp_path / "config-only"  # a run killed before it wrote its status
+    config_only.mkdir()
+    shutil.copy(run_dir / files.CONFIG, config_only)
+    plotted = invoke("plot", "--run-dir", config_only)
+    one_line_error(plotted, "nothing to draw yet: the run is interrupted", code=1)
+    shutil.rmtree(config_only)
     retry = invoke("train", "--run-dir", run_dir, *TINY_FLAGS[:-1])
     assert retry.exit_code == 0, retry.output
     assert "replacing the unfinished run" in retry.stderr

@@ -61,7 +61,7 @@ def evaluate(
         return
     if data is not None:
         raise bad_parameter(
-            "--data", "a data file is for a run trained on its own data; an echo run is "
+            "--data", "only a run trained on its own data takes a data file; an echo run is "
             "evaluated on a fresh series (--seed, --series-length)"
         )  # fmt: skip
     from echo_keras.evaluation import evaluate as run_evaluation
@@ -91,8 +91,8 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
     for flag, value in (("--seed", seed), ("--series-length", series_length)):
         if value is not None:
             raise bad_parameter(
-                flag, f"{flag} is for an echo run; a run on its own data is evaluated on "
-                "its validation data or on --data"
+                flag, "only an echo run takes it; a run on its own data is evaluated on its "
+                "validation data or on --data"
             )  # fmt: skip
     from echo_keras.data_evaluation import format_data_table
     from echo_keras.evaluation import evaluate_source, evaluation_source

@@ -218,10 +218,9 @@ def _run_figure(run_dir: Path):
 
     def read(view: Path):
         config = files.load_config(view, folder.path)
-        status = files.read_status(view)["status"]
+        status = folder.status()["status"]  # a dead process's "running": interrupted
         unfinished = status in ("running", "interrupted", "failed")
         if unfinished and not arrays.has_checkpoint(view):
-            status = folder.status()["status"]  # "running" by a process gone: interrupted
             how = "wait for it" if status == "running" else "train it again"
             raise RunFolderError(
                 f"{folder.path} has nothing to draw yet: the run is {status} and has not "
