@@ -377,7 +377,7 @@ def test_a_report_of_work_kept_that_cannot_be_printed_changes_no_exit_status(tin
     assert (tmp_path / "export1" / "saved_model.pb").exists()
 
 
-def test_a_sweeps_summary_that_cannot_be_printed_leaves_its_exit_status(monkeypatch):
+def test_a_sweeps_summary_that_cannot_be_printed_leaves_its_exit_status(monkeypatch, capsys):
     from echo_keras.cli import sweep as sweep_command
 
     read_end, write_end = os.pipe()
@@ -386,13 +386,42 @@ def test_a_sweeps_summary_that_cannot_be_printed_leaves_its_exit_status(monkeypa
     monkeypatch.setattr(sys, "stdout", broken)
     done = dict(points=4, ran=4, skipped=0, ok=4, failed=0, seconds=1.0, cpus=2.0, out="s")
     sweep_command._report(types.SimpleNamespace(**done, failures=[]), False, False)  # no raise
-    failed = {**done, "ok": 3, "failed": 1, "failures": ["echo1-...: boom"]}
+    failed = {**done, "ok": 3, "failed": 1, "failures": ["echo1-...: boom"], "out": "a b;c"}
     with pytest.raises(typer.Exit) as stopped:
         sweep_command._report(types.SimpleNamespace(**failed), False, False)
     assert stopped.value.exit_code == 1
     monkeypatch.undo()
     with contextlib.suppress(OSError):
         broken.close()
+    # The command that reruns the failed points is quoted for the shell.
+    assert "rerun them with: echo-keras sweep --out 'a b;c' --resume" in capsys.readouterr().err
+
+
+def test_a_sweep_whose_stderr_is_broken_still_sweeps(tmp_path):
+    """Its notices are lost, not fatal (it stopped before its first point, exit 1)."""
+    script = (
+        "import sys, types\n"
+        "from echo_keras.sweep import runner\n"
+        "def fake(spec, out, on_row=None, **options):\n"
+        "    on_row(None, 0, 2)  # Ray is up: the notice 'Sweeping 2 points ...'\n"
+        "    return types.SimpleNamespace(out=str(out), points=2, ran=2, skipped=0, ok=2,\n"
+        "        failed=0, seconds=1.0, cpus=1.0, failures=[])\n"
+        "runner.run_sweep = fake\n"
+        "from echo_keras.cli.launch import main\n"
+        "sys.argv = ['echo-keras', 'sweep', '--out', sys.argv[1], '--echo-step', '1,2']\n"
+        "main()\n"
+    )
+    read_end, broken = os.pipe()
+    os.close(read_end)
+    with open(full_device(tmp_path), "w") as full:
+        for stderr in (broken, full):  # a reader gone, a full disk
+            done = subprocess.run(
+                [sys.executable, "-c", script, str(tmp_path / "out")], stdout=subprocess.PIPE,
+                stderr=stderr, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0
+            assert done.stdout.startswith("Swept 2 points (2 ok, 0 failed)")
+    os.close(broken)
 
 
 def test_commands_leave_nothing_in_the_temporary_folder(tmp_path):

@@ -96,6 +96,38 @@ def tiny_sweep(ray_tmp, tmp_path_factory):
 # --- the grid and bad values (no Ray) ------------------------------------------------------
 
 
+def test_a_kept_run_replaces_only_a_run_folder_never_other_files(tmp_path):
+    """--keep-runs unpacks a point's run into runs/NAME: a run of ours there is replaced; a
+    folder of other files (another sweep's, say) is left as it is, and the point fails."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("status.json", '{"status": "complete"}')
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "status.json").write_text('{"status": "failed"}')  # an earlier run of ours
+    (runs / "b").mkdir()
+    (runs / "b" / "sweep.json").write_text("mine")
+    assert results.keep_run(buffer.getvalue(), runs, "a") is None
+    assert (runs / "a" / "status.json").read_text() == '{"status": "complete"}'
+    refused = results.keep_run(buffer.getvalue(), runs, "b")
+    assert refused == f"{runs / 'b'} is not a folder the sweep made; it is left as it is"
+    assert [p.name for p in (runs / "b").iterdir()] == ["sweep.json"]
+    assert sorted(p.name for p in runs.iterdir()) == ["a", "b"]  # no staging folder left
+
+
+def test_an_out_name_too_long_and_resume_with_no_seeds_are_named_as_flags(tmp_path):
+    long = invoke("sweep", "--out", tmp_path / ("x" * 300), "--echo-step", "1")
+    one_line_error(long, "'--out'", "cannot be made (File name too long)", code=2)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    results.write_spec(out, grid.make_spec({"echo_step": "1"}, None, {}))
+    zero = invoke("sweep", "--out", out, "--resume", "--seeds", "0")
+    one_line_error(zero, "'--seeds': must be positive, got 0", code=2)
+
+
 @pytest.mark.parametrize(
     "text, values",
     [("1,2,4", [1, 2, 4]), ("1-12", list(range(1, 13))), ("4,1-3,3", [1, 2, 3, 4]), (" 7 ", [7])],

@@ -21,6 +21,7 @@ from echo_keras.cli.common import (
     fail,
     given_settings,
     nonempty_path,
+    notice,
     report_of_kept_work,
     setting,
 )
@@ -126,15 +127,14 @@ def sweep(
 
     def on_row(row, done, total):
         if row is None and notices and done == total:  # resumed, nothing left: no Ray
-            typer.echo(f"All {total} points are done already; results in {out}", err=True)
+            notice(f"All {total} points are done already; results in {out}")  # or lost
         elif row is None and notices:  # Ray is up, the sweep starts
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             count = workers or (usable_cores() if not address else None)
-            typer.echo(
+            notice(  # lost, not fatal, if stderr cannot take it
                 f"Sweeping {total} point{'s' * (total != 1)} on {where}"
                 + (f" with {count} worker{'s' * (count != 1)}" if count else "")
-                + f"; results in {out}",
-                err=True,
+                + f"; results in {out}"
             )
         if bar:
             bar.advance(row, done, total)
@@ -164,11 +164,11 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         _print_summary(result, as_json, quiet)
     if result.failed:
         for line in result.failures[:3]:
-            typer.echo(f"Failed: {line}", err=True)
+            notice(f"Failed: {line}")
         raise fail(
             f"{result.failed} of {result.points} points failed (see the error column of "
             f"{Path(result.out) / 'results.csv'}); rerun them with: "
-            f"echo-keras sweep --out {result.out} --resume"
+            f"{Resume.sweep(Path(result.out))}"
         )
 
 
@@ -186,7 +186,7 @@ def _print_summary(result, as_json: bool, quiet: bool) -> None:
         )
         JsonOutput.echo(json.dumps(summary))
     elif not quiet:
-        swept = f"{result.points} points"
+        swept = f"{result.points} point{'s' * (result.points != 1)}"
         if result.skipped:  # resumed: what this call ran, of the whole sweep's
             other = "the other " if result.ran else ""
             swept = f"{result.ran} of {swept}, {other}{result.skipped} done already"
@@ -242,7 +242,7 @@ def _resumed_spec(out: Path, given: dict, grid_texts: dict, seeds: int | None, s
     try:
         return make_spec(grid_texts, seeds, settings, base)
     except ConfigError as error:
-        from_file = error.field not in given and not (error.field == "seeds" and seeds)
+        from_file = error.field not in given and not (error.field == "seeds" and seeds is not None)
         if from_file:  # a value of sweep.json's, not a flag's
             damaged = f"{out / SWEEP_JSON} is damaged: {error.field}: {error.reason}"
             raise SweepError(damaged) from None

@@ -20,6 +20,7 @@ from typing import Any
 from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, EchoKerasError, SweepError, UsageError, write_reason
 from echo_keras.run import fileio, files
+from echo_keras.run.folder import RunFolder
 from echo_keras.sweep.grid import SETTINGS, SweepSpec, every_setting, spec_problem
 
 RESULTS, SWEEP_JSON, HEATMAP, RUNS = "results.csv", "sweep.json", "heatmap.png", "runs"
@@ -130,6 +131,13 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
     takes a new sweep only with `overwrite`, and only when it holds an earlier sweep (a
     valid sweep.json); `resume` needs that sweep (its sweep.json, at least)."""
     out = Path(out)
+    try:
+        os.lstat(out)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # made below; a file in the way is named below
+    except OSError as error:  # a name too long, say
+        reason = f"{fileio.shortened(out)} cannot be made ({error.strerror})"
+        raise ConfigError("out", reason) from None
     missing = out
     while not missing.exists():  # a sweep folder is made, never written through a link
         if missing.is_symlink():  # exists() is False for a dangling link or a loop
@@ -188,7 +196,8 @@ def keep_run(archive: bytes, runs: Path, name: str) -> str | None:
     (never half-written: a failed unpacking leaves nothing behind). None when done, else
     why not, in one line: the point is then recorded as failed, and runs again on resume."""
     target = runs / name
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
+    ours = target.is_dir() and not target.is_symlink() and RunFolder(target).is_run()
+    if (target.exists() or target.is_symlink()) and not ours:  # a file, a link, other files
         return f"{target} is not a folder the sweep made; it is left as it is"
     staging = None
     try:
