@@ -208,6 +208,52 @@ def small_tmpfs(folder: Path, size: str):
             subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
+@contextlib.contextmanager
+def full_tmpfs(folder: Path):
+    """A `small_tmpfs` filled up (by its file "filler"): a file written there meets a full
+    disk."""
+    with small_tmpfs(folder, "16k") as small:
+        with contextlib.suppress(OSError), open(small / "filler", "wb") as filler:
+            while True:
+                filler.write(b"x" * 4096)
+                filler.flush()
+        yield small
+
+
+def assert_unsaved_state_is_the_json_error(tmp_path, *argv) -> None:
+    """`echo-keras ARGV --json --state-out S`, S on a full disk: stdout holds the error
+    object alone (not a result printed for a state never saved), and nothing is left
+    beside S."""
+    with full_tmpfs(tmp_path / "small") as small:
+        state = small / "state.npz"
+        done = subprocess.run(
+            [*ECHO_KERAS, *map(str, argv), "--json", "--state-out", str(state)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert json.loads(done.stdout) == {
+            "error": f"cannot write {state}: No space left on device",
+            "exit_status": 1,
+        }
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+
+
+def signal_at_batch(signum: int, at: int):
+    """A Keras callback that sends `signum` to this process at the end of training's batch
+    number `at` (counted from 1, over every epoch)."""
+    from echo_keras.backend import keras
+
+    class SignalAtBatch(keras.callbacks.Callback):
+        seen = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+            if self.seen == at:
+                os.kill(os.getpid(), signum)
+
+    return SignalAtBatch()
+
+
 def full_device(tmp_path):
     """A device that refuses every write with ENOSPC: a node of our own when we may make one."""
     if os.geteuid() != 0:

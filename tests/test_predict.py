@@ -5,7 +5,6 @@ line and column of a bad symbol, the echo score."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from tests.helpers import (
     VARIANTS,
     as_text,
     assert_same_stream,
+    assert_unsaved_state_is_the_json_error,
     full_device,
     invoke,
     one_line_error,
@@ -543,25 +543,8 @@ def test_a_write_failure_is_named_as_such_and_saves_no_state(run_dir, tmp_path):
 def test_under_json_a_state_that_cannot_be_saved_is_the_error_object_not_a_result(
     run_dir, tmp_path
 ):
-    """The state file is written beside its place before the object is printed: on a full
-    disk stdout holds the error object alone, and nothing is left there."""
-    with small_tmpfs(tmp_path / "small", "16k") as small:
-        with contextlib.suppress(OSError), open(small / "filler", "wb") as filler:
-            while True:
-                filler.write(b"x" * 4096)
-                filler.flush()
-        state = small / "state.npz"
-        done = subprocess.run(
-            [*ECHO_KERAS, "predict", "--run-dir", str(run_dir), "0110", "--json"]
-            + ["--state-out", str(state)],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 1, done.stderr
-        assert json.loads(done.stdout) == {
-            "error": f"cannot write {state}: No space left on device",
-            "exit_status": 1,
-        }
-        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+    """The state file is written beside its place before the object is printed."""
+    assert_unsaved_state_is_the_json_error(tmp_path, "predict", "--run-dir", run_dir, "0110")
 
 
 def test_the_output_is_written_whole_through_a_descriptor_that_takes_a_little_at_a_time():

@@ -9,7 +9,6 @@ low-temperature generation can be checked exactly.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -22,7 +21,12 @@ from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, SymbolError, UsageError
 from echo_keras.stream.text import NextScore, VocabularyLayout, VocabularyParser, parse_text
 from echo_keras.vocabulary import Vocabulary
-from tests.helpers import ECHO_KERAS, invoke, one_line_error, small_tmpfs
+from tests.helpers import (
+    ECHO_KERAS,
+    assert_unsaved_state_is_the_json_error,
+    invoke,
+    one_line_error,
+)
 
 LINE = "abcdefg\n"
 COLD = "0.05"  # a temperature at which the certain next symbol is always drawn
@@ -431,23 +435,9 @@ def test_generate_json_with_a_state_that_cannot_be_saved_prints_the_error_object
     text_run, tmp_path
 ):
     """As predict's: the state file is written beside its place before the object."""
-    with small_tmpfs(tmp_path / "small", "16k") as small:
-        with contextlib.suppress(OSError), open(small / "filler", "wb") as filler:
-            while True:
-                filler.write(b"x" * 4096)
-                filler.flush()
-        state = small / "state.npz"
-        done = subprocess.run(
-            [*ECHO_KERAS, "predict", "--run-dir", str(text_run), "--generate", "5", "--json"]
-            + ["--state-out", str(state)],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 1, done.stderr
-        assert json.loads(done.stdout) == {
-            "error": f"cannot write {state}: No space left on device",
-            "exit_status": 1,
-        }
-        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+    assert_unsaved_state_is_the_json_error(
+        tmp_path, "predict", "--run-dir", text_run, "--generate", "5"
+    )
     done = invoke("predict", "--run-dir", text_run, "--generate", "5", "--json", "--seed", "1")
     state = tmp_path / "state.npz"  # and with room, the object and the state file
     saved = invoke(

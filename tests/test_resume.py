@@ -4,14 +4,12 @@ and refuses what it cannot continue (a write failing before the final save: test
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 
 import numpy as np
 import pytest
 
-from echo_keras.backend import keras
 from echo_keras.errors import Interrupted
 from echo_keras.run import arrays, files
 from echo_keras.run.folder import RunFolder
@@ -23,6 +21,7 @@ from tests.helpers import (
     invoke,
     one_line_error,
     signal_after_first_checkpoint,
+    signal_at_batch,
     start,
     wait_for,
 )
@@ -150,24 +149,18 @@ def test_resuming_a_run_whose_epochs_all_ended_but_not_its_save_only_saves_it(ru
 
 
 def test_an_interrupt_says_in_the_librarys_terms_how_the_run_goes_on(tmp_path):
-    class SigtermAtBatch(keras.callbacks.Callback):
-        def __init__(self, at):
-            super().__init__()
-            self.at, self.seen = at, 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.seen += 1
-            if self.seen == self.at:
-                os.kill(os.getpid(), signal.SIGTERM)
-
     with pytest.raises(Interrupted) as stopped:
-        train(TINY, tmp_path / "run", callbacks=[SigtermAtBatch(3)])
+        train(TINY, tmp_path / "run", callbacks=[signal_at_batch(signal.SIGTERM, 3)])
     assert str(stopped.value) == (
         "Interrupted (SIGTERM) after 0 of 2 epochs; no epoch was completed: "
         "train again to start over"
     )
     with pytest.raises(Interrupted) as stopped:  # in the second epoch
-        train(TINY, tmp_path / "run2", callbacks=[SigtermAtBatch(TINY.num_batches + 3)])
+        train(
+            TINY,
+            tmp_path / "run2",
+            callbacks=[signal_at_batch(signal.SIGTERM, TINY.num_batches + 3)],
+        )
     assert str(stopped.value) == (
         "Interrupted (SIGTERM) after 1 of 2 epochs; resume with `resume=True`"
     )

@@ -35,6 +35,7 @@ from tests.helpers import (
     invoke,
     one_line_error,
     run_process,
+    signal_at_batch,
     small_tmpfs,
     start,
     wait_for,
@@ -358,37 +359,29 @@ def test_an_interrupted_replacement_keeps_a_complete_run_and_replaces_an_unfinis
     in place of a run that never completed an epoch it stays, to be resumed (its epoch was
     thrown away, and the worthless run kept)."""
     from echo_keras import train
-    from echo_keras.backend import keras
     from echo_keras.errors import Interrupted, TrainingDiverged
 
-    class SigintAtBatch(keras.callbacks.Callback):
-        def __init__(self, at):
-            super().__init__()
-            self.at, self.seen = at, 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.seen += 1
-            if self.seen == self.at:
-                os.kill(os.getpid(), signal.SIGINT)
+    def sigint_at(batch):
+        return [signal_at_batch(signal.SIGINT, batch)]
 
     second_epoch = TINY.num_batches + 3
     model = (run_copy / files.MODEL).read_bytes()
     with pytest.raises(Interrupted, match="the previous run in .* is unchanged"):
-        train(TINY, run_copy, overwrite=True, callbacks=[SigintAtBatch(second_epoch)])
+        train(TINY, run_copy, overwrite=True, callbacks=sigint_at(second_epoch))
     assert (run_copy / files.MODEL).read_bytes() == model
     unfinished = tmp_path / "unfinished"
     with pytest.raises(TrainingDiverged):
         train(dataclasses.replace(TINY, learning_rate=1e38), unfinished)
     for overwrite in (False, True):
         with pytest.raises(Interrupted, match="after 1 of 2 epochs; resume with `resume=True`"):
-            train(TINY, unfinished, overwrite=overwrite, callbacks=[SigintAtBatch(second_epoch)])
+            train(TINY, unfinished, overwrite=overwrite, callbacks=sigint_at(second_epoch))
         assert files.read_status(unfinished)["status"] == "interrupted"
         assert checkpoint_of(unfinished).exists()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "unfinished"]
         shutil.rmtree(unfinished / files.CHECKPOINT)  # unfinished again, for the next turn
         files.write_status(unfinished, "interrupted", "in its first epoch")
     with pytest.raises(Interrupted, match="is unchanged"):  # in its first epoch: no better
-        train(TINY, unfinished, callbacks=[SigintAtBatch(3)])
+        train(TINY, unfinished, callbacks=sigint_at(3))
     assert files.read_status(unfinished)["message"] == "in its first epoch"
 
 
