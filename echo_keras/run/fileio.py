@@ -9,7 +9,6 @@ before reading its data. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -56,15 +55,35 @@ class Staged:
         self.tmp.unlink(missing_ok=True)
 
 
+def never_replaced(path: Path) -> bool:
+    """Whether `path` is there but is what `atomic_write` never replaces: a folder, a FIFO,
+    a device (a symlink is written through); other errors of looking it up are raised."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
+
+
+def lookup_problem(path: Path) -> str | None:
+    """Why `path` cannot even be looked up (a name too long, say), or None: it is there,
+    or merely missing (or a file stands where a folder of it should)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def staged_write(path: Path, write: Callable[[Path], None]) -> Staged:
     """`atomic_write`'s first half: `write(tmp)` beside `path` and flushed to disk, for the
     caller to commit once whatever must come first has (a command's output, say). On any
     error the temporary file is removed."""
     path = Path(path)
-    with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(path).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # never replace a device or a FIFO
-            raise OSError(errno.EEXIST, "it exists and is not a regular file", str(path))
+    if never_replaced(path):
+        raise OSError(errno.EEXIST, "it exists and is not a regular file", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     tmp = Path(tmp)
@@ -122,12 +141,8 @@ def output_path(path: Path) -> Path:
     existing device, FIFO, socket or folder is refused, never replaced.
     """
     path = Path(path)
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):  # said below
-        pass
-    except OSError as error:  # a name too long, say
-        raise ValueError(f"{shortened(path)} cannot be written ({error.strerror})") from None
+    if problem := lookup_problem(path):  # a name too long, say (a missing one: said below)
+        raise ValueError(f"{shortened(path)} cannot be written ({problem})")
     try:
         target = path.resolve() if path.is_symlink() else path
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop

@@ -23,10 +23,10 @@ TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import stat
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
@@ -315,10 +315,7 @@ def unreplaceable(run_dir: Path) -> Path | None:
     """The first file a resumed run would replace that is there but is no file (a folder,
     a FIFO, a device: never replaced, so the run would fail when it writes it), or None."""
     for name in REPLACED:
-        try:
-            mode = os.lstat(run_dir / name).st_mode
-        except OSError:
-            continue
-        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # as `fileio.atomic_write`
-            return run_dir / name
+        with contextlib.suppress(OSError):  # (it cannot be looked at: the write will say)
+            if fileio.never_replaced(run_dir / name):
+                return run_dir / name
     return None

@@ -131,13 +131,8 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
     takes a new sweep only with `overwrite`, and only when it holds an earlier sweep (a
     valid sweep.json); `resume` needs that sweep (its sweep.json, at least)."""
     out = Path(out)
-    try:
-        os.lstat(out)
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # made below; a file in the way is named below
-    except OSError as error:  # a name too long, say
-        reason = f"{fileio.shortened(out)} cannot be made ({error.strerror})"
-        raise ConfigError("out", reason) from None
+    if problem := fileio.lookup_problem(out):  # a name too long, say
+        raise ConfigError("out", f"{fileio.shortened(out)} cannot be made ({problem})")
     missing = out
     while not missing.exists():  # a sweep folder is made, never written through a link
         if missing.is_symlink():  # exists() is False for a dangling link or a loop
@@ -197,7 +192,7 @@ def keep_run(archive: bytes, runs: Path, name: str) -> str | None:
     why not, in one line: the point is then recorded as failed, and runs again on resume."""
     target = runs / name
     ours = target.is_dir() and not target.is_symlink() and RunFolder(target).is_run()
-    if (target.exists() or target.is_symlink()) and not ours:  # a file, a link, other files
+    if os.path.lexists(target) and not ours:  # a file, a link, a folder of other files
         return f"{target} is not a folder the sweep made; it is left as it is"
     staging = None
     try:
