@@ -408,6 +408,29 @@ def test_workers_with_an_address_is_a_usage_error(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_start_notice_counts_the_points_left_and_the_workers_that_run_them():
+    from echo_keras.cli.sweep import start_notice
+
+    assert start_notice(36, 36, None, 2, "s") == (
+        "Sweeping 36 points on a local Ray with 2 workers; results in s"
+    )
+    # A resume with one point left starts one worker (WorkerPool), whatever --workers says.
+    assert start_notice(6, 1, None, 2, "s") == (
+        "Sweeping the 1 point left of 6 on a local Ray with 1 worker; results in s"
+    )
+    assert start_notice(1, 1, "h:1", None, "s") == (
+        "Sweeping 1 point on the Ray cluster at h:1; results in s"
+    )
+
+
+def test_an_out_that_is_a_fifo_is_named_as_one(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    for out in (tmp_path / "pipe", tmp_path / "pipe" / "sweep"):
+        result = invoke("sweep", "--out", out)
+        one_line_error(result, "--out", code=2)
+        assert f"{tmp_path / 'pipe'} is a FIFO, not a folder" in result.stderr
+
+
 def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -847,6 +870,7 @@ def test_resume_runs_only_the_points_not_done(tiny_sweep, tmp_path):
     result = invoke("sweep", "--out", out, "--resume", "--workers", "1")
     assert result.exit_code == 0, result.output
     assert "Swept 2 of 6 points, the other 4 done already (6 ok, 0 failed)" in result.stdout
+    assert "Sweeping the 2 points left of 6 on a local Ray with 1 worker;" in result.stderr
     assert "\r" not in result.stdout and "━" not in result.stdout  # no bar off a terminal
     after = {results.point_name(r): r for r in results.read_results(out / "results.csv")}
     assert after[FAILING]["status"] == "ok" and after[CRASHING]["status"] == "ok"

@@ -129,13 +129,8 @@ def sweep(
         if row is None and notices and done == total:  # resumed, nothing left: no Ray
             notice(f"All {total} points are done already; results in {out}")  # or lost
         elif row is None and notices:  # Ray is up, the sweep starts
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
             count = workers or (usable_cores() if not address else None)
-            notice(  # lost, not fatal, if stderr cannot take it
-                f"Sweeping {total} point{'s' * (total != 1)} on {where}"
-                + (f" with {count} worker{'s' * (count != 1)}" if count else "")
-                + f"; results in {out}"
-            )
+            notice(start_notice(total, total - done, address, count, out))  # lost if it fails
         if bar:
             bar.advance(row, done, total)
 
@@ -157,6 +152,20 @@ def sweep(
         if bar:
             bar.close()
     _report(result, as_json, quiet)
+
+
+def start_notice(total: int, left: int, address: str | None, count: int | None, out) -> str:
+    """What a sweep says once Ray is up: the points it runs (`left` of `total`), where, and on
+    how many workers (`count` at most, one a point: the pool starts no idle worker)."""
+    where = f"the Ray cluster at {address}" if address else "a local Ray"
+    points = f"{total} point{'s' * (total != 1)}"
+    if left < total:  # resumed
+        points = f"the {left} point{'s' * (left != 1)} left of {total}"
+    text = f"Sweeping {points} on {where}"
+    if count:
+        count = min(count, left)
+        text += f" with {count} worker{'s' * (count != 1)}"
+    return f"{text}; results in {out}"
 
 
 def _report(result, as_json: bool, quiet: bool) -> None:

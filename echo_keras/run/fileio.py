@@ -157,8 +157,19 @@ def output_path(path: Path) -> Path:
 def not_a_folder(folder: Path) -> str:
     """Why the folder an output was named in cannot take it: a file in its place, or none."""
     if folder.exists():
-        return f"{folder} is a file, not a folder"
+        return f"{folder} is {kind_of(folder)}, not a folder"
     return f"folder {folder} does not exist"
+
+
+def kind_of(path: Path) -> str:
+    """What is at `path` that is not a folder, for a message: "a file", "a FIFO", ..."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a file"
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "a file")
 
 
 def folder_problem(path: Path) -> str | None:
@@ -170,7 +181,7 @@ def folder_problem(path: Path) -> str | None:
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop
         return f"{path} is a symlink that leads nowhere (a loop?)"
     if target.exists() and not target.is_dir():
-        return f"{path} is a file, not a folder"
+        return f"{path} is {kind_of(target)}, not a folder"
     return nearest_folder_problem(target)
 
 
@@ -181,7 +192,7 @@ def nearest_folder_problem(path: Path) -> str | None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
+        return f"{existing} is {kind_of(existing)}, not a folder"
     return write_probe_problem(existing)
 
 
