@@ -113,6 +113,20 @@ def test_the_sample_panel_shows_control_characters_readably():
     assert [readable(c) for c in "a\r\x1b"] == ["a", "\\x0d", "\\x1b"]
 
 
+def test_the_sample_panel_says_which_characters_its_font_cannot_draw():
+    """They are drawn as boxes (no font here has them): the title says so, and names one."""
+    curve = loss_curve([(0, 0, 0, 1.0)])
+    title = lambda figure: figure.axes[1].get_title(loc="left")  # noqa: E731
+    assert "lacks" not in title(draw_data_figure(curve, [], "plain text, caf\u00e9 \u00e0 la\n"))
+    figure = draw_data_figure(curve, [], "a \U0001f600 b \U0001f40d c \U0001f600\n")
+    assert title(figure).endswith(
+        "\nthe font lacks 2 of its characters (U+1F600...): each is drawn as a box"
+    )
+    assert "lacks one of its characters (U+1F40D...)" in title(
+        draw_data_figure(curve, [], "\U0001f40d")
+    )
+
+
 def test_a_long_sample_is_cut_and_wrapped():
     lines = sample_lines("word " * 1000)
     assert len(lines) <= SAMPLE_LINES and all(len(line) <= SAMPLE_WIDTH + 4 for line in lines)

@@ -166,11 +166,16 @@ def _draw_bits(ax, curve, validation: list[dict], batches_per_epoch: int | None)
 def _draw_sample(ax, sample: str) -> None:
     ax.set_axis_off()
     shown = min(len(sample), SAMPLE_CHARACTERS)
-    ax.set_title(f"Generated text ({files.SAMPLE}, first {shown} characters)", loc="left")
+    lines = sample_lines(sample)
+    title = f"Generated text ({files.SAMPLE}, first {shown} characters)"
+    if missing := missing_glyphs("".join(lines)):
+        kinds = f"{len(missing)} of its characters" if len(missing) > 1 else "one of its characters"
+        title += f"\nthe font lacks {kinds} (U+{ord(missing[0]):04X}...): each is drawn as a box"
+    ax.set_title(title, loc="left")
     ax.text(
         0.0,
         1.0,
-        "\n".join(sample_lines(sample)),
+        "\n".join(lines),
         transform=ax.transAxes,
         va="top",
         ha="left",
@@ -179,6 +184,16 @@ def _draw_sample(ax, sample: str) -> None:
         parse_math=False,  # a $ in the text is a dollar, not mathematics
         in_layout=False,  # text wider than measured (glyphs a font lacks) never squeezes the plot
     )
+
+
+def missing_glyphs(text: str) -> list[str]:
+    """The distinct characters of `text` (spaces aside) that the panel's monospace font
+    cannot draw, in order of appearance: matplotlib draws each as a box."""
+    from matplotlib import font_manager
+
+    font = font_manager.get_font(font_manager.findfont("monospace"))
+    seen = dict.fromkeys(c for c in text if not c.isspace())
+    return [c for c in seen if font.get_char_index(ord(c)) == 0]
 
 
 def log_scale(ax) -> None:
