@@ -7,13 +7,15 @@ script's loop, a sweep's worker) pays it once. A `WarmModel` is a compiled model
 compiled for it; `start_afresh` gives it exactly the start of a model freshly built under
 another run's seed: its weights and random generators, its optimizer as new, its state zeroed.
 
-`fresh_model(config)` lends `train` the warm model of config's shape (up to `KEPT` are
-kept, the least recently used given up first), or builds it. While lent, a model is no one
-else's: a second training of the same shape at the same time (another thread) gets a model
-of its own. `holding(config, trained)` lends `evaluate` one the same way, kept apart, that
-holds a trained run's weights: TensorFlow keeps what it compiled for a loop for the life of
-the process, even once the loop is gone, so a loop traced per evaluation would grow a
-notebook's memory by about 1 MB a call.
+`fresh_model(config)` lends `train` the warm model of config's shape, or builds it. Every
+warm model is kept while their variables take no more than `KEPT_BYTES` (the least recently
+used given up first): what TensorFlow compiled for a model's loops stays for the life of the
+process whether the model is kept or not (about 5 MB a shape), so giving up a small model
+frees almost nothing, and its shape trained again would compile, and keep, all that again.
+While lent, a model is no one else's: a second training of the same shape at the same time
+(another thread) gets a model of its own. `holding(config, trained)` lends `evaluate` one
+the same way, kept apart, that holds a trained run's weights: for the same reason, a loop
+traced per evaluation would grow a notebook's memory by about 1 MB a call.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from echo_keras.backend import keras
 from echo_keras.config import TrainConfig, shape_key
 from echo_keras.fitting import build_compiled_model
 
-KEPT = 8  # warm models kept (each holds its compiled loops: about 15 MB)
+KEPT_BYTES = 256 * 2**20  # the variables (weights, optimizer slots) of the warm models kept
 
 
 class WarmModel:
@@ -46,6 +48,11 @@ class WarmModel:
                 optimizer.build(model.trainable_variables)
             self.optimizer_start = [variable.numpy() for variable in optimizer.variables]
         self._loops: dict[tuple, object] = {}
+        variables = [*model.variables, *(model.optimizer.variables if trains else [])]
+        self.bytes = sum(
+            int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+            for variable in variables
+        )
 
     def loop(self, kind, *args, **options):
         """`kind(model, *args, **options)` (a loop of `loops`), made once and kept."""
@@ -113,7 +120,7 @@ def holding(config: TrainConfig, trained: keras.Model) -> Iterator[WarmModel]:
 def _keep(key: tuple, warm: WarmModel) -> None:
     with _lock:
         _kept[key] = warm
-        while len(_kept) > KEPT:
+        while len(_kept) > 1 and sum(kept.bytes for kept in _kept.values()) > KEPT_BYTES:
             _kept.popitem(last=False)
 
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -346,6 +347,32 @@ def test_a_training_on_its_shapes_warm_model_computes_what_a_fresh_model_does(tm
             assert np.array_equal(arrays_[name], values), name
     assert after_again == after_afresh == untouched  # the caller's global generator as it was
     assert _run_files(tmp_path / "other")[0] != afresh[0]
+
+
+def test_warm_models_are_given_up_by_the_bytes_of_their_variables_not_their_number(
+    monkeypatch,
+):
+    """What TensorFlow compiled for a shape stays for the life of the process (about 5 MB)
+    whether its warm model is kept or not: a notebook that cycled through 10 shapes gave up
+    the least recently used of 8 kept and compiled it again, 50 MB more a round. Now small
+    models are all kept; only large ones (their variables) are given up."""
+    from echo_keras import warm
+    from echo_keras.fitting import build_compiled_model
+
+    monkeypatch.setattr(warm, "_kept", type(warm._kept)())
+    built = warm.WarmModel(build_compiled_model(TINY))
+    variables = [*built.model.variables, *built.model.optimizer.variables]
+    assert built.bytes == sum(v.numpy().nbytes for v in variables) > 0
+    small = [types.SimpleNamespace(bytes=10_000) for _ in range(50)]
+    for key, model in enumerate(small):
+        warm._keep(key, model)
+    assert list(warm._kept.values()) == small  # 50 shapes: none compiles twice
+    monkeypatch.setattr(warm, "KEPT_BYTES", 100_000)
+    large = types.SimpleNamespace(bytes=80_000)
+    warm._keep("large", large)
+    assert list(warm._kept.values()) == [*small[-2:], large]  # the least recently used go
+    warm._keep("larger", types.SimpleNamespace(bytes=10**9))
+    assert list(warm._kept) == ["larger"]  # the last is kept, whatever its size
 
 
 def test_the_model_a_callback_of_the_callers_was_given_stays_its_own(tmp_path):
