@@ -73,18 +73,30 @@ class BatchLossRecorder(keras.callbacks.Callback):
         self.rows = list(rows or [])
         self.epoch = 0
         self._mean = 0.0  # the epoch's running mean after the previous batch
+        self._next = 0  # the batch whose loss comes next
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self._mean = 0.0
+        self._next = 0
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         if "batch_loss" in logs:
             loss = float(logs["batch_loss"])
+        elif "loss" not in logs:
+            return  # no loss reported: nothing to record
+        elif batch != self._next:  # Keras skipped batches: their losses are lost
+            raise ConfigError(
+                "steps_per_execution",
+                f"BatchLossRecorder records every batch, but Keras reported batch {batch} "
+                f"after batch {self._next - 1}: compile the model with "
+                "steps_per_execution=1",
+            )
         else:  # mean_k = (k * mean_(k-1) + loss_k) / (k + 1)
             mean = float(logs["loss"])
             loss, self._mean = (batch + 1) * mean - batch * self._mean, mean
+        self._next = batch + 1
         self.rows.append((self.epoch, batch, self.epoch * self.num_batches + batch, loss))
 
     def epoch_mean(self, epoch: int) -> float:
@@ -94,6 +106,9 @@ class BatchLossRecorder(keras.callbacks.Callback):
 
 class ProgressBar(keras.callbacks.Callback):
     """A one-line progress bar: epoch, batch and the recent loss, redrawn at most 10 times a second.
+
+    The loss shown is an average of the last batches' own losses (`logs["batch_loss"]`, which
+    echo-keras's models report); under a plain `model.fit`, the epoch's running mean.
 
     Args:
         epochs: the number of epochs of the run.
@@ -123,9 +138,12 @@ class ProgressBar(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {})["batch_loss"])
-        # An exponential moving average over about the last 20 batches.
-        self.recent = loss if math.isnan(self.recent) else 0.95 * self.recent + 0.05 * loss
+        logs = logs or {}
+        if "batch_loss" in logs:  # an exponential moving average over about 20 batches
+            loss = float(logs["batch_loss"])
+            self.recent = loss if math.isnan(self.recent) else 0.95 * self.recent + 0.05 * loss
+        elif "loss" in logs:  # a plain model.fit's: the epoch's running mean
+            self.recent = float(logs["loss"])
         now = time.perf_counter()
         if now - self.last_draw >= 0.1 or batch + 1 == self.num_batches:
             self.last_draw = now

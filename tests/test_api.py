@@ -8,6 +8,7 @@ and every library error's `exit_status` with the command line's exit status.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import subprocess
 import sys
@@ -280,6 +281,32 @@ def test_the_callbacks_serve_a_users_own_model_fit(nested):
     for epoch in (0, 1):  # each batch's own loss, recovered from Keras's running mean
         assert recorder.epoch_mean(epoch) == pytest.approx(history.history["loss"][epoch], 1e-5)
     assert len({round(row[3], 6) for row in recorder.rows}) > 1
+
+
+def test_the_progress_bar_and_the_recorder_under_a_plain_fit_and_its_chunks():
+    """Keras hands a plain fit's callbacks the running mean alone (no `batch_loss`): the bar
+    shows it (it raised KeyError); with steps_per_execution > 1 the recorder, which cannot
+    recover the batches Keras skipped, says so (it recorded wrong losses)."""
+    import keras
+
+    from echo_keras.callbacks import BatchLossRecorder, ProgressBar
+
+    x = np.random.default_rng(0).random((8, 5, 1)).astype("float32")
+    for chunk in (1, 4):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5, 1)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse", steps_per_execution=chunk)
+        screen, recorder = io.StringIO(), BatchLossRecorder(num_batches=4)
+        bar = ProgressBar(epochs=1, num_batches=4, stream=screen)
+        if chunk == 1:
+            history = model.fit(x, x, batch_size=2, verbose=0, callbacks=[bar, recorder])
+            assert f"4/4  loss {history.history['loss'][0]:.4f}\r" in screen.getvalue()
+            assert len(recorder.rows) == 4
+        else:
+            with pytest.raises(ek.ConfigError, match="steps_per_execution=1"):
+                model.fit(x, x, batch_size=2, verbose=0, callbacks=[recorder])
+    recorder.on_train_batch_end(0, None)  # a batch with no loss reported: nothing recorded
+    assert recorder.rows == []
 
 
 def test_evaluating_again_and_again_in_a_notebook_warns_of_nothing(api_run, caplog):
