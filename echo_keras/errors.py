@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 
 
 class EchoKerasError(Exception):
@@ -145,6 +146,12 @@ class Interrupted(EchoKerasError):
 
 class EchoKerasWarning(UserWarning):
     """A note the command line prints on stderr, given to a library caller as a warning."""
+
+
+def warn(note: str, stacklevel: int = 2) -> None:
+    """Give the library's caller `note` (without a "Warning: " the command line prints) as
+    an EchoKerasWarning; `stacklevel` as `warnings.warn`'s, counted from warn's caller."""
+    warnings.warn(note.removeprefix("Warning: "), EchoKerasWarning, stacklevel=stacklevel + 1)
 
 
 def first_line(error: BaseException) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from echo_keras.data_evaluation import (
     data_source,
     positions_line,
 )
-from echo_keras.errors import ConfigError, EchoKerasWarning, UsageError
+from echo_keras.errors import ConfigError, UsageError, warn
 from echo_keras.memory import memory_problem
 from echo_keras.paths import file_path
 from echo_keras.run import files
@@ -176,7 +175,7 @@ def evaluate(
     length = evaluation_length(config, series_length)
     note = evaluation_note(config, length)
     if note:
-        warnings.warn(note, EchoKerasWarning, stacklevel=2)
+        warn(note, stacklevel=2)
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )
@@ -206,7 +205,7 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
         raise UsageError(DATA_RUN_SERIES)
     source = evaluation_source(run_dir, data)
     if source.note:
-        warnings.warn(source.note, EchoKerasWarning, stacklevel=3)
+        warn(source.note, stacklevel=3)
     metrics = evaluate_source(run_dir, source, reset_each_window)
     _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
     return metrics
@@ -215,9 +214,8 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
 def _warn_if_unfinished(run_dir: Path) -> None:
     """An EchoKerasWarning to `evaluate`'s caller when the run is not complete (the note the
     command line prints)."""
-    warning = RunFolder(run_dir).warning(checkpoint=True)
-    if warning:
-        warnings.warn(warning.removeprefix("Warning: "), EchoKerasWarning, stacklevel=3)
+    if warning := RunFolder(run_dir).warning(checkpoint=True):
+        warn(warning, stacklevel=3)
 
 
 def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = False) -> DataMetrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -93,6 +94,17 @@ def test_draw_run_returns_the_figure_and_plot_run_writes_it(api_run, tmp_path):
     assert "2 epochs" in figure.get_suptitle()
     out = ek.plot_run(run_dir, tmp_path / "figure.svg")
     assert out == tmp_path / "figure.svg" and out.read_text().startswith("<?xml")
+    # A run not complete is drawn with a warning, as the command line's `plot` notes it.
+    failed = tmp_path / "failed"
+    shutil.copytree(run_dir, failed)
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "message": "boom"}))
+    for draw in (lambda: ek.draw_run(failed), lambda: ek.plot_run(failed)):
+        with pytest.warns(ek.EchoKerasWarning, match=f"^run {failed} is failed: boom$") as seen:
+            draw()
+        assert seen[0].filename == __file__  # said where the caller called
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ek.draw_run(run_dir)  # a complete run: no warning
 
 
 def test_a_stream_predicted_in_two_calls_equals_one_call_and_the_command_line(api_run, predictor):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.errors import ConfigError, RunFolderError, write_error
+from echo_keras.errors import ConfigError, RunFolderError, warn, write_error
 from echo_keras.paths import file_path, real_path
 from echo_keras.plots.data_figure import draw_data_figure, log_scale, read_sample
 from echo_keras.run import arrays, fileio, files
@@ -236,6 +236,8 @@ def _run_figure(run_dir: Path):
     config, extra, curve = folder.read(read)
     if not curve.batches:
         raise RunFolderError(f"{folder.path / files.HISTORY} is damaged: it has no rows")
+    if warning := folder.warning():  # failed, interrupted or still running: said to the caller
+        warn(warning, stacklevel=4)  # of draw_run or plot_run
     trained = f"; {curve.epochs} epoch{'s' * (curve.epochs != 1)}, {curve.batches} batches"
     model = f"{config.cell.upper()} of {config.state_size} units"
     if config.data is not None:
@@ -280,6 +282,10 @@ def draw_run(run_dir: Path | str):
         RunFolderError: config.json, history.csv or (an echo run's) last_batch.npz is
             missing or damaged.
         ConfigError: a `run_dir` that is not a path.
+
+    Warns:
+        EchoKerasWarning: the run is not complete (failed, interrupted, still training):
+            the figure shows its epochs so far.
     """
     return _run_figure(run_dir)[0]
 
@@ -299,6 +305,9 @@ def plot_run(run_dir: Path | str, out: Path | str | None = None) -> Path:
         ConfigError: `out` cannot be an image (see `figure_target`), ends in / (a folder),
             is (or links to) a file of the run, or it or `run_dir` is not a path.
         WriteError: the image could not be written (also an OSError).
+
+    Warns:
+        EchoKerasWarning: the run is not complete (as `draw_run`).
     """
     out = file_path(out, "out") if out is not None else None
     try:  # refused before any reading
