@@ -235,6 +235,26 @@ def test_predict_starts_every_document_from_a_zeroed_state(documents_run):
     assert together[len(DOC_A) + 1 :] == alone[len(DOC_A) :]
 
 
+def test_the_library_fed_a_document_a_call_gives_what_the_command_line_gives(documents_run):
+    """`Predictor.predict` reads its symbols as one stream (its docstring says so): a call
+    per document, each from zeros, gives the command line's rows for blank-separated text."""
+    from echo_keras import load_predictor
+
+    predictor = load_predictor(documents_run)
+    first, second = DOC_A + "\n", DOC_B
+    rows = [
+        row
+        for document in (first, second)
+        for row in predictor.predict(predictor.vocabulary.encode(document))[0]
+    ]
+    together = _probabilities(documents_run, f"{first}\n{second}")
+    assert len(together) == len(rows) == len(first) + len(second)
+    for line, row in zip(together, rows, strict=True):
+        assert np.allclose([float(value) for value in line.split(",")], row, atol=1e-6)
+    as_one, _ = predictor.predict(predictor.vocabulary.encode(f"{first}\n{second}"))
+    assert not np.allclose(as_one[len(first) + 1 :], rows[len(first) :], atol=1e-3)
+
+
 def test_a_blank_lines_whitespace_outside_the_vocabulary_is_no_error_whatever_the_source(
     documents_run, tmp_path
 ):

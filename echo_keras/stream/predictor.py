@@ -79,6 +79,12 @@ class Predictor:
     ) -> tuple[np.ndarray, State]:
         """Run the model over `symbols`, starting from `state`.
 
+        `symbols` are one stream: a run trained on documents (`documents=True`) reads them
+        as within one document, its state never zeroed inside the call. `echo-keras
+        predict` splits its input at blank lines and starts each document from zeros,
+        leaving the blank line out: the same numbers come from a call per document, each
+        from `state=None`.
+
         Args:
             symbols: a 1-D sequence of integer symbols, each in 0..num_classes-1.
             state: the state to start from (a dict from `predict` or `zero_state`);
