@@ -416,12 +416,14 @@ def test_the_predictor_takes_numpy_numbers_and_refuses_the_rest_as_its_own_error
     refused = [
         ({"seed": -1}, ConfigError, "seed: must be a whole number from 0"),
         ({"seed": "a"}, ConfigError, "seed: must be a whole number from 0"),
-        ({"prime": ["a"]}, UsageError, "prime must be text"),
+        ({"prime": ["a"]}, ConfigError, "prime: must be text, got list"),
+        ({"length": -1}, ConfigError, "length: must be a whole number from 0, got -1"),
+        ({"length": 2.0}, ConfigError, "length: must be a whole number from 0, got 2.0"),
         ({"prime": "a\ud800"}, SymbolError, "prime: line 1, column 2: not text"),
     ]
     for arguments, error, message in refused:
         with pytest.raises(error, match=message):
-            predictor.generate(2, **arguments)
+            predictor.generate(**{"length": 2, **arguments})
 
 
 def test_a_temperature_too_low_for_floats_draws_the_likeliest_symbol(predictor):

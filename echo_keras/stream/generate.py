@@ -20,7 +20,7 @@ import numpy as np
 
 from echo_keras.backend import keras
 from echo_keras.config import TrainConfig, check_seed, check_temperature
-from echo_keras.errors import UsageError
+from echo_keras.errors import ConfigError, UsageError
 from echo_keras.stream.model import StreamModel, run_documents
 from echo_keras.stream.text import read_text
 from echo_keras.vocabulary import Vocabulary
@@ -85,19 +85,19 @@ def sample(
         separated by spaces), and the state after the last of them was read.
 
     Raises:
-        UsageError: the run is not one trained to predict the next symbol, or `length`
-            is not a whole number from 0.
-        ConfigError: a temperature that is not a finite number above 0, or a seed that is
-            not a whole number from 0.
+        UsageError: the run is not one trained to predict the next symbol.
+        ConfigError: a `length` that is not a whole number from 0, a prime that is not
+            text, a temperature that is not a finite number above 0, or a seed that is not
+            a whole number from 0.
         SymbolError: a prime with a symbol outside the vocabulary (line and column).
     """
     if config.task != "next":
         raise UsageError("generating needs a run trained on the `next` task")
     if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
-        raise UsageError(f"length must be a whole number from 0, got {length!r}")
+        raise ConfigError("length", f"must be a whole number from 0, got {length!r:.40}")
     temperature, seed = check_temperature(temperature), check_seed(seed)
     if prime is not None and not isinstance(prime, str):
-        raise UsageError(f"prime must be text, got {type(prime).__name__}")
+        raise ConfigError("prime", f"must be text, got {type(prime).__name__}")
     stream = stream_model(model, config, vocabulary)
     state = stream.zero_state() if state is None else [np.asarray(s, np.float32) for s in state]
     probabilities = None

@@ -131,8 +131,9 @@ class Predictor:
         Raises:
             UsageError: the run has no vocabulary (the echo series) or was not trained
                 on the next task.
-            ConfigError: a temperature that is not a finite number above 0, or a state
-                of another shape.
+            ConfigError: a `length` that is not a whole number from 0, a prime that is
+                not text, a temperature that is not a finite number above 0, a seed that
+                is not a whole number from 0, or a state of another shape.
             SymbolError: a prime with a symbol outside the vocabulary.
         """
         from echo_keras.stream.generate import sample
