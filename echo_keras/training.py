@@ -337,7 +337,7 @@ def _optional_callbacks(
     if plot_every:
         from echo_keras.plots.live import LivePlot
 
-        live = LivePlot(work_dir / "live.png", plot_every, recorder, tap, data, stopped)
+        live = LivePlot(work_dir / files.LIVE, plot_every, recorder, tap, data, stopped)
         extras.append(live)
     if tensorboard_dir is not None:
         # Resolved: a symlink to a folder yet to be made is written through (TensorFlow

@@ -26,7 +26,7 @@ import pytest
 from echo_keras.config import TrainConfig
 from echo_keras.run import arrays, fileio, files
 from echo_keras.run import folder as runfolder
-from echo_keras.run.folder import RunBusy, RunFolder
+from echo_keras.run.folder import RunBusy, RunExists, RunFolder
 from tests.helpers import (
     LONG_FLAGS,
     TINY,
@@ -208,6 +208,45 @@ def test_under_its_own_lock_a_writer_reads_a_dead_runs_status_as_interrupted(tmp
         assert folder.restartable()
         files.write_status(run_dir, "running")  # now this process's own record
         assert folder.status()["status"] == "running"
+
+
+def test_a_run_without_an_epoch_is_replaced_only_when_it_holds_nothing_of_the_users(tmp_path):
+    """A run stopped in its first epoch is replaced by the same command, but never with the
+    user's files in it (they were deleted with it); a folder holding only what an atomic
+    write of a killed training left (no config.json yet), or a data run's config.json and
+    vocabulary.json alone, is one a training takes again (it was refused)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    files.write_config(run_dir, TINY)
+    files.write_status(run_dir, "interrupted", "no epoch was completed")
+    (run_dir / "notes.txt").write_text("mine")
+    (run_dir / "data").mkdir()
+    folder = RunFolder(run_dir)
+    assert not folder.restartable()
+    with pytest.raises(RunExists, match=r"never completed an epoch and files no run writes "
+                       r"\(data, notes.txt\); move them out"):  # fmt: skip
+        folder.check()
+    result = invoke("train", "--run-dir", run_dir, *TINY_FLAGS)
+    one_line_error(result, "(data, notes.txt)", "or pass --overwrite to replace", code=2)
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    (run_dir / "notes.txt").unlink()
+    (run_dir / "data").rmdir()
+    (run_dir / f".{files.LIVE}.k2x9.png").write_text("")  # its own files, and temporaries
+    (run_dir / files.LIVE).write_text("")
+    assert folder.restartable()
+    # Killed before its config.json was in place: a temporary alone.
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / f".{files.CONFIG}.a1b2c3.json").write_text('{"trunc')
+    result = invoke("train", "--run-dir", early, *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert not [p.name for p in early.iterdir() if p.name.startswith(".")]  # removed
+    # A data run killed after its config.json and vocabulary.json, before its status.
+    data = tmp_path / "data"
+    data.mkdir()
+    files.write_config(data, TrainConfig(data=str(tmp_path / "t.txt")))
+    (data / files.VOCABULARY).write_text("{}")
+    assert RunFolder(data).status()["status"] == "interrupted" and RunFolder(data).restartable()
 
 
 def test_a_config_json_of_another_program_alone_is_not_a_run(tmp_path):

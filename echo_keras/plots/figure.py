@@ -187,7 +187,7 @@ def _runs_own_file(target: Path, run_dir: Path) -> bool:
     real = real_path(target)
     if not real.is_relative_to(run_dir) or not real.exists():
         return False
-    image = real.suffix.lower().lstrip(".") in image_formats() and real.name != "live.png"
+    image = real.suffix.lower().lstrip(".") in image_formats() and real.name != files.LIVE
     return not (image and real.parent == run_dir)
 
 

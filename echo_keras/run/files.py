@@ -53,6 +53,13 @@ SAMPLE = "sample.txt"
 VALIDATION_HEADER = "epoch,loss,bits_per_symbol,accuracy\n"
 # What a resumed run replaces in its folder as it trains and when it ends.
 REPLACED = (STATUS, HISTORY, LAST_BATCH, MODEL, VALIDATION, SAMPLE)
+LIVE = "live.png"
+# What a run writes before it completes its first epoch (a TensorBoard folder aside, which
+# the user names; its checkpoint folder when the first checkpoint failed, a full disk say):
+# a folder holding nothing else, `.NAME.*` temporaries of atomic writes aside, holds
+# nothing of the user's.
+FIRST_EPOCH = (CONFIG, STATUS, HISTORY, VOCABULARY, VALIDATION, SAMPLE, LAST_BATCH, LIVE,
+               CHECKPOINT)  # fmt: skip
 MAX_VOCABULARY_BYTES = 4 * 1024 * 1024  # 65536 symbols, each a few JSON characters
 MAX_VALIDATION_BYTES = 64 * 1024 * 1024
 HISTORY_COLUMNS = ("epoch", "batch", "step", "loss")
@@ -106,6 +113,54 @@ def load_config(run_dir: Path, name: Path | None = None) -> TrainConfig:
         raise RunFolderError(f"{path} is damaged: {error}") from None
     except OSError as error:
         raise RunFolderError(f"{path} is damaged: {error.strerror or error}") from None
+
+
+def is_temporary(name: str) -> bool:
+    """Whether `name` is the temporary file of an atomic write of a file of FIRST_EPOCH."""
+    return any(name.startswith(f".{own}.") for own in FIRST_EPOCH)
+
+
+def _names(run_dir: Path) -> list[str] | None:
+    try:
+        return [entry.name for entry in Path(run_dir).iterdir()]
+    except OSError:
+        return None
+
+
+def not_first_epoch(run_dir: Path) -> list[str]:
+    """The entries of `run_dir` that no run writes before its first epoch ends (the user's
+    files, most likely), sorted; ["?"] if the folder cannot be listed."""
+    names = _names(run_dir)
+    if names is None:
+        return ["?"]
+    return sorted(name for name in names if name not in FIRST_EPOCH and not is_temporary(name))
+
+
+def only_temporaries(run_dir: Path) -> bool:
+    """Whether `run_dir` holds temporary files of atomic writes and nothing else: what a
+    training killed before its config.json was in place leaves."""
+    names = _names(run_dir)
+    return bool(names) and all(is_temporary(name) for name in names)
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what atomic writes of killed processes left in `run_dir` (for a writer that
+    holds the run's lock: no other writer is at work)."""
+    for name in _names(run_dir) or []:
+        if is_temporary(name):
+            with contextlib.suppress(OSError):
+                (Path(run_dir) / name).unlink()
+
+
+def config_only(run_dir: Path) -> bool:
+    """Whether `run_dir` holds this program's config.json (with a data run's vocabulary.json)
+    and nothing else but temporary files of atomic writes: what training leaves when it
+    stops before its first status is written."""
+    names = _names(run_dir)
+    if names is None or CONFIG not in names:
+        return False
+    others = [n for n in names if n not in (CONFIG, VOCABULARY) and not is_temporary(n)]
+    return not others and is_written_config(run_dir)
 
 
 def is_written_config(run_dir: Path) -> bool:

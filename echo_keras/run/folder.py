@@ -159,7 +159,7 @@ class RunFolder:
                 )
                 record = {**record, "status": "interrupted"}
                 record["message"] = f"the training process is gone{hint}"
-            elif record["status"] == "unknown" and self._config_only():
+            elif record["status"] == "unknown" and files.config_only(self.real):
                 record = {
                     **record,
                     "status": "interrupted",
@@ -178,18 +178,6 @@ class RunFolder:
         if self.lock.held_here:
             return record.get("pid") == os.getpid()
         return self.lock.held()
-
-    def _config_only(self) -> bool:
-        """Whether the folder holds this program's config.json and nothing else but the
-        temporary files of atomic writes: what training leaves when it stops before its
-        first status is written."""
-        try:
-            names = [entry.name for entry in self.real.iterdir()]
-        except OSError:
-            return False
-        temporary = tuple(f".{name}." for name in (files.CONFIG, files.STATUS))
-        stray = [name for name in names if name != files.CONFIG and not name.startswith(temporary)]
-        return files.CONFIG in names and not stray and files.is_written_config(self.real)
 
     def warning(self, checkpoint: bool = False) -> str | None:
         """A one-line warning when the run is not complete, else None; with `checkpoint`,
@@ -224,11 +212,16 @@ class RunFolder:
 
     def restartable(self) -> bool:
         """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
-        before completing an epoch. Anything else, other files above all, stays."""
+        before completing an epoch, and the folder holds nothing a run does not write then.
+        Anything else, other files above all, stays."""
+        return self._without_epoch() and not files.not_first_epoch(self.real)
+
+    def _without_epoch(self) -> bool:
+        """Whether the folder holds a run of ours that stopped before completing an epoch."""
         if arrays.has_checkpoint(self.real) or (self.real / files.MODEL).exists():
             return False
         if files.read_status(self.real)["status"] not in ("failed", "interrupted", "running"):
-            if not self._config_only():
+            if not files.config_only(self.real):
                 return False
         try:
             files.load_config(self.real)
@@ -258,13 +251,21 @@ class RunFolder:
             raise RunFolderError(f"run folder {self.path} does not exist")
         if resume and (bad := files.unreplaceable(self.real)):  # refused before training
             raise RunFolderError(f"{self.path / bad.name} is damaged: it is not a regular file")
-        occupied = holds_run(self.real)
+        occupied = holds_run(self.real) and not files.only_temporaries(self.real)
         if occupied and not resume and not self.is_run():
             raise RunExists(
                 f"{self.path} holds files but no run; train into a new or empty folder "
                 "(`overwrite=True` replaces only a run folder)"
             )
         if not (resume or overwrite) and occupied and not self.restartable():
+            if self._without_epoch():  # and other files: the user's, kept
+                others = files.not_first_epoch(self.real)
+                shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                raise RunExists(
+                    f"{self.path} holds a run that never completed an epoch and files no run "
+                    f"writes ({shown}); move them out to train here again, or pass "
+                    "`overwrite=True` to replace the folder, them with it"
+                )
             raise RunExists(
                 f"{self.path} already holds a run; pass `overwrite=True` to replace it "
                 "or `resume=True` to continue it"
@@ -295,8 +296,9 @@ class RunFolder:
         self.check(overwrite=overwrite, resume=resume)
         if resume:
             return self.real
-        if not holds_run(self.real):
+        if not holds_run(self.real) or files.only_temporaries(self.real):
             self.real.mkdir(parents=True, exist_ok=True)
+            files.remove_temporaries(self.real)  # of a training killed before its config
             return self.real
         if not overwrite and notify:
             record = self.status()
