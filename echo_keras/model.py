@@ -271,8 +271,9 @@ def _mismatch(model: keras.Model, config: TrainConfig) -> str | None:
 def load_run(run_dir: Path, checkpoint: bool = False) -> tuple[TrainConfig, keras.Model]:
     """(config, trained model) of a run, both read from one version of the folder.
 
-    With `checkpoint`, a run not complete (interrupted, failed) that has no model.keras
-    but a checkpoint gives the model of its last completed epoch.
+    With `checkpoint`, a run not complete (interrupted, failed, still training) that has a
+    checkpoint gives the model of its last completed epoch, even beside a model.keras (that
+    of the training a resume went on from).
     RunFolderError names the file when either is missing, damaged, or they disagree.
     """
     config, model, _ = load_run_and_vocabulary(run_dir, checkpoint)
@@ -291,10 +292,12 @@ def load_run_and_vocabulary(run_dir: Path, checkpoint: bool = False):
         if config.data is not None:
             vocabulary = files.read_vocabulary(view, folder.path, config)
         path = view / files.MODEL
+        status = folder.status()
+        # A run not complete (a resume too, whose model.keras is from before it) is newest
+        # in its checkpoint, written after every epoch.
+        if status["status"] != "complete" and checkpoint and arrays.has_checkpoint(view):
+            return config, _checkpoint_model(view, config, folder.path), vocabulary
         if not path.exists():
-            status = folder.status()
-            if status["status"] != "complete" and checkpoint and arrays.has_checkpoint(view):
-                return config, _checkpoint_model(view, config, folder.path), vocabulary
             if status["status"] != "complete":
                 raise RunFolderError(
                     f"{folder.path / files.MODEL} is missing: the run is {status['status']}, "

@@ -42,6 +42,30 @@ def test_resume_continues_to_more_epochs_exactly_as_an_uninterrupted_run(run_cop
 
 
 @pytest.mark.slow
+def test_a_resume_stopped_midway_is_evaluated_at_its_checkpoint_not_its_older_model(tmp_path):
+    """model.keras stays from the training a resume went on from; the checkpoint is newer.
+    `evaluate` scored the older model.keras without a word (the same numbers as before the
+    resume); `predict` and `export`, which use model.keras, say it predates the checkpoint."""
+    import dataclasses
+
+    from echo_keras.errors import EchoKerasWarning
+    from echo_keras.evaluation import evaluate
+
+    run_dir, one = tmp_path / "run", dataclasses.replace(TINY, num_epochs=1)
+    train(one, run_dir)
+    before = evaluate(run_dir, seed=3)
+    stop = signal_at_batch(signal.SIGINT, 2 * one.num_batches + 5)  # 5 batches into epoch 4
+    with pytest.raises(Interrupted):
+        train(dataclasses.replace(one, num_epochs=4), run_dir, resume=True, callbacks=[stop])
+    assert arrays.read_checkpoint(run_dir)[0] == 3 and (run_dir / files.MODEL).exists()
+    with pytest.warns(EchoKerasWarning, match="evaluated at its checkpoint, after epoch 3$"):
+        after = evaluate(run_dir, seed=3)
+    straight = train(dataclasses.replace(one, num_epochs=3), tmp_path / "straight").run_dir
+    assert after == evaluate(straight, seed=3) != before
+    said = RunFolder(run_dir).warning()
+    assert said.endswith("; its model.keras predates this training (checkpoint: epoch 3)")
+
+
 def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):
     # 12 epochs of 200 windows: stopped after the first, then resumed and trained straight.
     flags = ["--epochs", "12", "--series-length", "15000", "--quiet"]

@@ -189,15 +189,22 @@ class RunFolder:
         if record["status"] == "unknown" and not lines:  # status.json missing or damaged
             lines = [f"{files.STATUS} is missing or damaged, so it may be unfinished"]
         detail = f": {lines[0]}{' ...' if len(lines) > 1 else ''}" if lines else ""
-        epochs = self.checkpoint_epochs() if checkpoint else None
-        at = f"; evaluated at its checkpoint, after epoch {epochs}" if epochs else ""
+        epochs, at = self.checkpoint_epochs(), ""
+        if epochs and checkpoint:
+            at = f"; evaluated at its checkpoint, after epoch {epochs}"
+        elif epochs and (self.real / files.MODEL).exists() and self._resumed_past(epochs):
+            at = f"; its {files.MODEL} predates this training (checkpoint: epoch {epochs})"
         return f"Warning: run {self.path} is {record['status']}{detail}{at}"
 
+    def _resumed_past(self, epochs: int) -> bool:
+        """Whether a resume set more epochs than the checkpoint's: model.keras predates it."""
+        try:
+            return epochs < files.load_config(self.real).num_epochs
+        except RunFolderError:
+            return False
+
     def checkpoint_epochs(self) -> int | None:
-        """The epochs the run's checkpoint completed; None without a readable one, or when
-        the run has its final model.keras."""
-        if (self.real / files.MODEL).exists():
-            return None
+        """The epochs the run's checkpoint completed; None without a readable one."""
         try:
             return self.read(lambda view: arrays.read_checkpoint(view, None, self.path)[0])
         except RunFolderError:
