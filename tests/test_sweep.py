@@ -179,6 +179,12 @@ def test_numpy_numbers_in_a_spec_are_taken_as_pythons_own_as_train_config_takes_
     assert grid.workers_problem(np.int64(1)) is None
     by_hand = grid.SweepSpec(spec.grid, 1, {**spec.settings, "num_epochs": np.int64(1)})
     assert type(grid.plain_spec(by_hand).settings["num_epochs"]) is int  # as run_sweep takes it
+    # In a grid by hand and its seeds too (they were refused: "must hold ints only").
+    by_hand = grid.SweepSpec({**spec.grid, "echo_step": list(np.arange(1, 3))}, np.int64(2), {})
+    plain = grid.plain_spec(by_hand)
+    assert plain.grid["echo_step"] == [1, 2] and type(plain.grid["echo_step"][0]) is int
+    assert type(plain.seeds) is int
+    grid.check_spec(plain)
     odd = grid.SweepSpec(spec.grid, 1, {**spec.settings, "num_epochs": [1]})
     with pytest.raises(UsageError, match=r"settings' num_epochs must be a number, text or a bo"):
         grid.check_spec(odd)  # refused before Ray starts, not when sweep.json is written
@@ -435,8 +441,12 @@ def test_a_folder_in_use_is_refused_unless_resumed_or_overwritten(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("mine")
-    result = invoke("sweep", "--out", out)
-    assert result.exit_code == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
+    result = invoke("sweep", "--out", out)  # files but no sweep: neither flag would help
+    one_line_error(result, "holds files but no sweep", "choose another folder", code=2)
+    swept = tmp_path / "swept"
+    results.write_spec(swept.mkdir() or swept, grid.make_spec({"echo_step": "1"}, None, {}))
+    result = invoke("sweep", "--out", swept)
+    one_line_error(result, "holds a sweep; pass --resume to continue it or --overwrite", code=2)
     # A grid that cannot work is named first: adding --overwrite would only then meet it.
     result = invoke("sweep", "--out", out, "--echo-step", "3-1")
     one_line_error(result, "--echo-step", code=2)

@@ -157,10 +157,14 @@ def make_spec(
 
 
 def plain_spec(spec: SweepSpec) -> SweepSpec:
-    """`spec` with numpy numbers in its settings as Python's own (see `plain`)."""
-    if not isinstance(spec.settings, dict):
-        return spec  # check_spec says what is wrong
-    return dataclasses.replace(spec, settings={k: plain(v) for k, v in spec.settings.items()})
+    """`spec` with numpy numbers in its grid, seeds and settings as Python's own (see
+    `plain`); parts of the wrong kind are left for check_spec to name."""
+    grid, settings = spec.grid, spec.settings
+    if isinstance(grid, dict):
+        grid = {k: [plain(v) for v in vs] if isinstance(vs, list) else vs for k, vs in grid.items()}
+    if isinstance(settings, dict):
+        settings = {k: plain(v) for k, v in settings.items()}
+    return dataclasses.replace(spec, grid=grid, seeds=plain(spec.seeds), settings=settings)
 
 
 def every_setting(settings: dict[str, Any]) -> dict[str, Any]:

@@ -148,18 +148,18 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
         raise UsageError(_no_sweep(out))  # (one that is there but damaged: read_spec says)
     if resume or not out.is_dir() or not any(out.iterdir()):
         return
-    if not overwrite:
-        raise UsageError(
-            f"{out} is not empty; pass `resume=True` to continue its sweep or "
-            "`overwrite=True` to start afresh"
-        )
     try:
         read_spec(out)
-    except SweepError:
+    except SweepError:  # said first: neither `resume` nor `overwrite` would take it
         raise UsageError(
             f"{out} holds files but no sweep (no valid {SWEEP_JSON}); `overwrite=True` only "
             "replaces an earlier sweep: choose another folder"
         ) from None
+    if not overwrite:
+        raise UsageError(
+            f"{out} holds a sweep; pass `resume=True` to continue it or `overwrite=True` to "
+            "start afresh"
+        )
 
 
 def clear(out: Path) -> None:

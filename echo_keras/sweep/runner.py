@@ -100,8 +100,8 @@ def run_sweep(
         ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS,
             `resume`, `overwrite` or `keep_runs` not True or False, or an OUT that cannot be
             made or written (or lies in a run folder).
-        UsageError: `spec` is not one `make_spec` would make, or OUT is not empty and
-            neither `resume` nor `overwrite` was asked for, or it holds no sweep to replace.
+        UsageError: `spec` is not one `make_spec` would make, OUT holds files but no sweep,
+            or it holds a sweep and neither `resume` nor `overwrite` was asked for.
         RunBusy: another sweep writes OUT.
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped it (completed rows kept).
         SweepError: results.csv is damaged, or the cluster cannot be joined.
