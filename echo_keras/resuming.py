@@ -64,7 +64,7 @@ def load(config: TrainConfig, folder: RunFolder, model: keras.Model | None = Non
     if config != dataclasses.replace(saved, num_epochs=config.num_epochs):
         raise UsageError(
             f"`resume=True` continues the run in {name} with its own settings; only "
-            "`num_epochs` may change"
+            f"`num_epochs` may change ({_differences(saved, config)})"
         )
     model = build_compiled_model(config) if model is None else model
     completed = model_lib.restore_checkpoint(run_dir, model, name)
@@ -92,3 +92,14 @@ def load(config: TrainConfig, folder: RunFolder, model: keras.Model | None = Non
     # Rows beyond the checkpoint (a failure between the two writes, a torn line) go.
     files.write_history(run_dir, files.history_lines(rows))
     return completed, rows, model
+
+
+def _differences(saved: TrainConfig, config: TrainConfig) -> str:
+    """The run's own settings that `config` changes, for a message (three at most)."""
+    names = [
+        item.name
+        for item in dataclasses.fields(TrainConfig)
+        if item.name != "num_epochs" and getattr(saved, item.name) != getattr(config, item.name)
+    ]
+    shown = [f"`{n}` {getattr(saved, n)!r:.40}, not {getattr(config, n)!r:.40}" for n in names]
+    return "the run's " + "; ".join(shown[:3]) + ("; ..." if len(shown) > 3 else "")

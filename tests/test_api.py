@@ -209,6 +209,11 @@ def test_library_errors_carry_the_exit_status_of_the_command_line(api_run, tmp_p
         assert result.exit_code == error.value.exit_status, (args, result.output)
     assert [ek.UsageError.exit_status, ek.RunFolderError.exit_status] == [2, 1]
     assert ek.Interrupted("stopped", 15).exit_status == 143
+    # A resume with other settings is told which ones (it had to guess them back).
+    other = ek.TrainConfig(**{**SMALL, "state_size": 8, "cell": "gru", "num_epochs": 9})
+    with pytest.raises(ek.UsageError, match=r"may change \(the run's `state_size` 4, not 8; "
+                       r"`cell` 'lstm', not 'gru'\)$"):  # fmt: skip
+        ek.train(other, run_dir, resume=True)
 
 
 def test_every_error_crosses_a_process_boundary_whole():
