@@ -655,6 +655,16 @@ def test_plot_every_writes_live_png(tmp_path, tiny_config):
     width, _ = png_size(run_dir / "live.png")
     assert width > 500
     assert not list(run_dir.glob(".live*"))  # no temporary file left behind
+    # Overwritten, the run trains beside the one it replaces: the note says where to look.
+    notes = []
+    train(tiny_config, run_dir, overwrite=True, plot_every=7, notify=notes.append)
+    (note,) = [note for note in notes if "live figure" in note]
+    assert note.startswith(f"Note: the live figure is {tmp_path}/.run.new-")
+    assert note.endswith(f"/live.png until this run replaces the one in {run_dir}")
+    notes.clear()
+    more = dataclasses.replace(tiny_config, num_epochs=tiny_config.num_epochs + 1)
+    train(more, run_dir, resume=True, plot_every=7, notify=notes.append)  # in place
+    assert not [note for note in notes if "live figure" in note]
 
 
 SCRIPT_WITHOUT_A_GUARD = """
