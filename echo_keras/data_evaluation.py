@@ -104,8 +104,9 @@ def data_source(
     field = "validation_data" if own else "data"
     path = getattr(config, field)
     if not os.path.isfile(path):  # the run's file, not one the caller named
+        what = "a regular file" if os.path.lexists(path) else "there"  # a folder, a FIFO
         raise RunFolderError(
-            f"{shown(path)}, the file the run was trained on (`{field}`), is no longer there; "
+            f"{shown(path)}, the file the run was trained on (`{field}`), is no longer {what}; "
             "evaluate the run on a file given as `data`"
         )
     try:

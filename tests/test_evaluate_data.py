@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -275,6 +276,9 @@ def test_a_runs_own_data_file_gone_is_said_so_not_blamed_on_a_flag_never_given(c
     one_line_error(result, f"{gone}, the file the run was trained on (--data), is no lo", code=1)
     assert "Invalid value" not in result.stderr
     with pytest.raises(ek.RunFolderError, match="evaluate the run on a file given as `data`"):
+        ek.evaluate(run_dir)
+    os.mkfifo(gone)  # there, but no file to read (reading it would wait for a writer)
+    with pytest.raises(ek.RunFolderError, match="on .`data`., is no longer a regular file; "):
         ek.evaluate(run_dir)
 
 
