@@ -263,7 +263,7 @@ def train(
                 for callback in extras:
                     callback.close()
             result = _finish(
-                config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus
+                config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus, overwrite
             )
             result.validation = list(validation[0].rows[: result.epochs]) if validation else []
             return result
@@ -351,7 +351,7 @@ def _optional_callbacks(
     return extras
 
 
-def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus):
+def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus, overwrite):
     rows = recorder.rows
     completed = len(rows) // config.num_batches
     if not all(math.isfinite(row[3]) for row in rows):
@@ -366,7 +366,7 @@ def _finish(config, folder, work_dir, model, recorder, stopper, steps, seconds, 
                 f"Interrupted ({name}); the previous run in {folder.path} is unchanged",
                 stopper.received,
             )
-            if completed == 0 or not folder.restartable():
+            if completed == 0 or not folder.yields_to(overwrite=overwrite):
                 raise unchanged
             # The run it replaces never completed an epoch: this one, which did, takes its
             # place, to be resumed (if it can: else the old run stays, as for any other).

@@ -397,7 +397,8 @@ def test_an_interrupted_replacement_keeps_a_complete_run_and_replaces_an_unfinis
 ):
     """Interrupted in its second epoch, a replacement leaves a complete run as it was; but
     in place of a run that never completed an epoch it stays, to be resumed (its epoch was
-    thrown away, and the worthless run kept)."""
+    thrown away, and the worthless run kept), the user's files beside it given up only to
+    an overwrite."""
     from echo_keras import train
     from echo_keras.errors import Interrupted, TrainingDiverged
 
@@ -423,6 +424,11 @@ def test_an_interrupted_replacement_keeps_a_complete_run_and_replaces_an_unfinis
     with pytest.raises(Interrupted, match="is unchanged"):  # in its first epoch: no better
         train(TINY, unfinished, callbacks=sigint_at(3))
     assert files.read_status(unfinished)["message"] == "in its first epoch"
+    # With the user's files beside it, only `overwrite=True` replaces it, and gives them up.
+    (unfinished / "notes.txt").write_text("mine")
+    with pytest.raises(Interrupted, match="after 1 of 2 epochs; resume with `resume=True`"):
+        train(TINY, unfinished, overwrite=True, callbacks=sigint_at(second_epoch))
+    assert checkpoint_of(unfinished).exists() and not (unfinished / "notes.txt").exists()
 
 
 def test_overwrite_keeps_the_folder_mode_and_writes_through_a_symlink(tiny_run, tmp_path):

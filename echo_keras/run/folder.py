@@ -221,9 +221,15 @@ class RunFolder:
         """An unfinished run of ours with nothing worth keeping: it failed or was interrupted
         before completing an epoch, and the folder holds nothing a run does not write then.
         Anything else, other files above all, stays."""
-        return self._without_epoch() and not files.not_first_epoch(self.real)
+        return self.without_epoch() and not files.not_first_epoch(self.real)
 
-    def _without_epoch(self) -> bool:
+    def yields_to(self, *, overwrite: bool) -> bool:
+        """Whether a replacement that completed an epoch, then was interrupted, takes the
+        run's place: the run never completed one, and the folder holds nothing of the user's,
+        or `overwrite` gave it up."""
+        return self.without_epoch() if overwrite else self.restartable()
+
+    def without_epoch(self) -> bool:
         """Whether the folder holds a run of ours that stopped before completing an epoch."""
         if arrays.has_checkpoint(self.real) or (self.real / files.MODEL).exists():
             return False
@@ -265,7 +271,7 @@ class RunFolder:
                 "(`overwrite=True` replaces only a run folder)"
             )
         if not (resume or overwrite) and occupied and not self.restartable():
-            if self._without_epoch():  # and other files: the user's, kept
+            if self.without_epoch():  # and other files: the user's, kept
                 others = files.not_first_epoch(self.real)
                 shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
                 raise RunExists(
