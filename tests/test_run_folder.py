@@ -231,13 +231,17 @@ def test_a_run_without_an_epoch_is_replaced_only_when_it_holds_nothing_of_the_us
     assert (run_dir / "notes.txt").read_text() == "mine"
     (run_dir / "notes.txt").unlink()
     (run_dir / "data").rmdir()
-    (run_dir / f".{files.LIVE}.k2x9.png").write_text("")  # its own files, and temporaries
+    (run_dir / f".{files.CONFIG}.bak").write_text("mine")  # the user's, though hidden
+    assert files.not_first_epoch(run_dir) == [f".{files.CONFIG}.bak"]
+    assert not folder.restartable()
+    (run_dir / f".{files.CONFIG}.bak").unlink()
+    (run_dir / f".{files.LIVE}.k2x9_q0z.png").write_text("")  # its own files, and temporaries
     (run_dir / files.LIVE).write_text("")
     assert folder.restartable()
     # Killed before its config.json was in place: a temporary alone.
     early = tmp_path / "early"
     early.mkdir()
-    (early / f".{files.CONFIG}.a1b2c3.json").write_text('{"trunc')
+    (early / f".{files.CONFIG}.a1b2c3d4.json").write_text('{"trunc')
     result = invoke("train", "--run-dir", early, *TINY_FLAGS)
     assert result.exit_code == 0, result.output
     assert not [p.name for p in early.iterdir() if p.name.startswith(".")]  # removed

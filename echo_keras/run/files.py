@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
@@ -115,9 +116,16 @@ def load_config(run_dir: Path, name: Path | None = None) -> TrainConfig:
         raise RunFolderError(f"{path} is damaged: {error.strerror or error}") from None
 
 
+# `fileio.atomic_write`'s temporary of NAME: mkstemp's ".NAME." + 8 random characters + suffix.
+_TEMPORARY = re.compile(
+    "|".join(rf"\.{re.escape(own)}\.[a-z0-9_]{{8}}{re.escape(Path(own).suffix)}" for own in FIRST_EPOCH)
+)
+
+
 def is_temporary(name: str) -> bool:
-    """Whether `name` is the temporary file of an atomic write of a file of FIRST_EPOCH."""
-    return any(name.startswith(f".{own}.") for own in FIRST_EPOCH)
+    """Whether `name` is the temporary file of an atomic write of a file of FIRST_EPOCH (and
+    not, say, the user's `.config.json.bak` or an editor's `.config.json.swp`)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 def _names(run_dir: Path) -> list[str] | None:
