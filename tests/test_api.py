@@ -8,6 +8,7 @@ and every library error's `exit_status` with the command line's exit status.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import json
 import shutil
@@ -98,10 +99,11 @@ def test_draw_run_returns_the_figure_and_plot_run_writes_it(api_run, tmp_path):
     failed = tmp_path / "failed"
     shutil.copytree(run_dir, failed)
     (failed / "status.json").write_text(json.dumps({"status": "failed", "message": "boom"}))
-    for draw in (lambda: ek.draw_run(failed), lambda: ek.plot_run(failed)):
+    for draw in (ek.draw_run, ek.plot_run):
         with pytest.warns(ek.EchoKerasWarning, match=f"^run {failed} is failed: boom$") as seen:
-            draw()
-        assert seen[0].filename == __file__  # said where the caller called
+            line = inspect.currentframe().f_lineno + 1
+            draw(failed)
+        assert (seen[0].filename, seen[0].lineno) == (__file__, line)  # the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ek.draw_run(run_dir)  # a complete run: no warning
