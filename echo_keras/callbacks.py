@@ -82,21 +82,21 @@ class BatchLossRecorder(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
+        if batch != self._next:  # Keras skipped batches: their losses are lost
+            after = f"after batch {self._next - 1}" if self._next else "first in its epoch"
+            raise ConfigError(
+                "steps_per_execution",
+                f"BatchLossRecorder records every batch, but Keras reported batch {batch} "
+                f"{after}: compile the model with steps_per_execution=1",
+            )
+        self._next = batch + 1
         if "batch_loss" in logs:
             loss = float(logs["batch_loss"])
         elif "loss" not in logs:
             return  # no loss reported: nothing to record
-        elif batch != self._next:  # Keras skipped batches: their losses are lost
-            raise ConfigError(
-                "steps_per_execution",
-                f"BatchLossRecorder records every batch, but Keras reported batch {batch} "
-                f"after batch {self._next - 1}: compile the model with "
-                "steps_per_execution=1",
-            )
         else:  # mean_k = (k * mean_(k-1) + loss_k) / (k + 1)
             mean = float(logs["loss"])
             loss, self._mean = (batch + 1) * mean - batch * self._mean, mean
-        self._next = batch + 1
         self.rows.append((self.epoch, batch, self.epoch * self.num_batches + batch, loss))
 
     def epoch_mean(self, epoch: int) -> float:
