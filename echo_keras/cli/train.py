@@ -100,8 +100,9 @@ def train(
     if tensorboard is not None and folder.replacing_deletes(
         tensorboard, overwrite=overwrite, resume=resume
     ):
+        how = "(--overwrite) " if overwrite else "(it never completed an epoch) "
         raise bad_parameter(
-            "--tensorboard", "inside the run folder, replacing its run (--overwrite) deletes it"
+            "--tensorboard", f"inside the run folder, replacing its run {how}deletes it"
         )
     folder.check(overwrite=overwrite, resume=resume)  # again under the lock, once training starts
     if resume:
