@@ -92,7 +92,8 @@ def data_source(
         A `Source`: the windows, where they come from, and a note for stderr (or "").
 
     Raises:
-        RunFolderError: the run's own file (`data` None) is no longer there.
+        RunFolderError: the run's own file (`data` None) is no longer there (a dangling
+            symlink's too), or no longer a regular file.
         UsageError: a file that cannot be read.
         SymbolError: a symbol outside the run's vocabulary (naming line and column).
         ConfigError: a file too short for one window per row.
@@ -104,7 +105,7 @@ def data_source(
     field = "validation_data" if own else "data"
     path = getattr(config, field)
     if not os.path.isfile(path):  # the run's file, not one the caller named
-        what = "a regular file" if os.path.lexists(path) else "there"  # a folder, a FIFO
+        what = "a regular file" if os.path.exists(path) else "there"  # a folder, a FIFO
         raise RunFolderError(
             f"{shown(path)}, the file the run was trained on (`{field}`), is no longer {what}; "
             "evaluate the run on a file given as `data`"

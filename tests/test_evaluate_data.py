@@ -277,6 +277,10 @@ def test_a_runs_own_data_file_gone_is_said_so_not_blamed_on_a_flag_never_given(c
     assert "Invalid value" not in result.stderr
     with pytest.raises(ek.RunFolderError, match="evaluate the run on a file given as `data`"):
         ek.evaluate(run_dir)
+    os.symlink(gone.parent / "nowhere", gone)  # a dangling symlink: no longer there either
+    with pytest.raises(ek.RunFolderError, match="on .`data`., is no longer there; "):
+        ek.evaluate(run_dir)
+    os.unlink(gone)
     os.mkfifo(gone)  # there, but no file to read (reading it would wait for a writer)
     with pytest.raises(ek.RunFolderError, match="on .`data`., is no longer a regular file; "):
         ek.evaluate(run_dir)
