@@ -263,7 +263,16 @@ def train(
                 for callback in extras:
                     callback.close()
             result = _finish(
-                config, folder, work_dir, model, recorder, stopper, steps, seconds, corpus, overwrite
+                config,
+                folder,
+                work_dir,
+                model,
+                recorder,
+                stopper,
+                steps,
+                seconds,
+                corpus,
+                overwrite,
             )
             result.validation = list(validation[0].rows[: result.epochs]) if validation else []
             return result

@@ -45,7 +45,8 @@ def test_resume_continues_to_more_epochs_exactly_as_an_uninterrupted_run(run_cop
 def test_a_resume_stopped_midway_is_evaluated_at_its_checkpoint_not_its_older_model(tmp_path):
     """model.keras stays from the training a resume went on from; the checkpoint is newer.
     `evaluate` scored the older model.keras without a word (the same numbers as before the
-    resume); `predict` and `export`, which use model.keras, say it predates the checkpoint."""
+    resume); `predict` and `export`, which use model.keras, say it predates the checkpoint
+    (`plot`, which does not, does not)."""
     import dataclasses
 
     from echo_keras.errors import EchoKerasWarning
@@ -64,6 +65,11 @@ def test_a_resume_stopped_midway_is_evaluated_at_its_checkpoint_not_its_older_mo
     assert after == evaluate(straight, seed=3) != before
     said = RunFolder(run_dir).warning()
     assert said.endswith("; its model.keras predates this training (checkpoint: epoch 3)")
+    drawn = RunFolder(run_dir).warning(model=False)  # plot's: the figure uses no model
+    assert drawn == said.removesuffix(
+        "; its model.keras predates this training (checkpoint: epoch 3)"
+    )
+    assert arrays.checkpoint_epochs(run_dir) == 3
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_resume_finishes_the_run(tmp_path):

@@ -139,10 +139,10 @@ def notice(message: str) -> None:
     tell(message)
 
 
-def warn_if_unfinished(run_dir: Path, checkpoint: bool = False) -> None:
-    """Warn on stderr when the run is not complete (failed, interrupted, still running);
-    with `checkpoint`, say which epoch's checkpoint stood in for the missing model."""
-    warning = RunFolder(run_dir).warning(checkpoint)
+def warn_if_unfinished(run_dir: Path, checkpoint: bool = False, model: bool = True) -> None:
+    """Warn on stderr when the run is not complete (failed, interrupted, still running),
+    as `RunFolder.warning` words it."""
+    warning = RunFolder(run_dir).warning(checkpoint, model)
     if warning:
         notice(as_flags(warning, Resume.training(run_dir)))
 

@@ -27,6 +27,6 @@ def plot(
     with warnings.catch_warnings():  # the note is printed below, in the command's words
         warnings.simplefilter("ignore", EchoKerasWarning)
         path = plot_run(run_dir, out)
-    warn_if_unfinished(run_dir)
+    warn_if_unfinished(run_dir, model=False)  # the figure uses no model
     with report_of_kept_work():
         typer.echo(str(path))

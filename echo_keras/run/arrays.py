@@ -25,12 +25,13 @@ GROUPS = ("weight_", "optimizer_", RANDOM)  # the prefixes of its names, in orde
 
 
 def _read_arrays(
-    path: Path, shown: Path, check, required, missing: str = "is missing"
+    path: Path, shown: Path, check, required, missing: str = "is missing", only=None
 ) -> dict[str, np.ndarray]:
     """The arrays of an npz file read as untrusted (`check` sees each header first), holding
-    every `required` name; RunFolderError `shown + missing` or `shown is damaged: ...`."""
+    every `required` name; RunFolderError `shown + missing` or `shown is damaged: ...`.
+    `only`: as `fileio.read_npz`'s."""
     try:
-        arrays = fileio.read_npz(path, check)
+        arrays = fileio.read_npz(path, check, only)
         absent = sorted(set(required) - set(arrays))
         if absent:
             raise ValueError(f"it has no {', '.join(absent[:3])}")
@@ -129,14 +130,32 @@ def read_checkpoint(
     random = [data[k] for k in sorted(data) if k.startswith(RANDOM)]
     if random and shapes is not None and len(random) != len(expected) - len(required):
         raise RunFolderError(f"{shown} is damaged: it has only some of the random states")
+    epochs = _epochs(data, shown)
+    weights, optimizer = ([data[k] for k in sorted(data) if k.startswith(p)] for p in GROUPS[:2])
+    return epochs, weights, optimizer, random
+
+
+def checkpoint_epochs(run_dir: Path, name: Path | None = None) -> int:
+    """`read_checkpoint`'s epochs_completed alone, its other arrays left unread."""
+    path = Path(run_dir) / CHECKPOINT / CHECKPOINT_STATE
+    shown = Path(name or run_dir) / CHECKPOINT / CHECKPOINT_STATE
+
+    def check(key, shape, dtype):
+        if shape != () or dtype.kind not in "iuf":
+            raise ValueError(f"{key} is {dtype}{list(shape)}, not one number")
+
+    data = _read_arrays(path, shown, check, ["epochs_completed"], only={"epochs_completed"})
+    return _epochs(data, shown)
+
+
+def _epochs(data: dict, shown: Path) -> int:
     try:
         epochs = int(data["epochs_completed"])  # its shape, (), was checked
     except (ValueError, TypeError, OverflowError) as error:
         raise RunFolderError(f"{shown} is damaged: {error}") from None
     if epochs < 1:
         raise RunFolderError(f"{shown} is damaged: epochs_completed is {epochs}")
-    weights, optimizer = ([data[k] for k in sorted(data) if k.startswith(p)] for p in GROUPS[:2])
-    return epochs, weights, optimizer, random
+    return epochs
 
 
 def checkpoint_shapes(weights, optimizer_variables, random=()) -> dict[str, tuple]:

@@ -239,8 +239,11 @@ _HEADER_READERS = {
 }
 
 
-def read_npz(path: Path, check: Callable[[str, tuple, np.dtype], None]) -> dict[str, np.ndarray]:
-    """Load an uncompressed npz whose arrays `check(name, shape, dtype)` accepts.
+def read_npz(
+    path: Path, check: Callable[[str, tuple, np.dtype], None], only: set[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Load an uncompressed npz whose arrays `check(name, shape, dtype)` accepts (with
+    `only`, just the arrays of those names; the others are neither checked nor read).
 
     Each array's header is read and checked before its data, and its stored size
     must be what the header promises, so a hostile file (an array a million times
@@ -255,6 +258,8 @@ def read_npz(path: Path, check: Callable[[str, tuple, np.dtype], None]) -> dict[
             name = info.filename[: -len(".npy")]
             if name in arrays:  # which copy counts would be the reader's guess
                 raise ValueError(f"{name} is in it twice")
+            if only is not None and name not in only:
+                continue
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
                 if version not in _HEADER_READERS:

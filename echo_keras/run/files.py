@@ -118,7 +118,9 @@ def load_config(run_dir: Path, name: Path | None = None) -> TrainConfig:
 
 # `fileio.atomic_write`'s temporary of NAME: mkstemp's ".NAME." + 8 random characters + suffix.
 _TEMPORARY = re.compile(
-    "|".join(rf"\.{re.escape(own)}\.[a-z0-9_]{{8}}{re.escape(Path(own).suffix)}" for own in FIRST_EPOCH)
+    "|".join(
+        rf"\.{re.escape(own)}\.[a-z0-9_]{{8}}{re.escape(Path(own).suffix)}" for own in FIRST_EPOCH
+    )
 )
 
 

@@ -179,9 +179,13 @@ class RunFolder:
             return record.get("pid") == os.getpid()
         return self.lock.held()
 
-    def warning(self, checkpoint: bool = False) -> str | None:
-        """A one-line warning when the run is not complete, else None; with `checkpoint`,
-        saying which epoch's checkpoint stands in for its missing model."""
+    def warning(self, checkpoint: bool = False, model: bool = True) -> str | None:
+        """A one-line warning when the run is not complete, else None.
+
+        With `checkpoint` (evaluate), it says which epoch's checkpoint stands in for the
+        missing model.keras; with `model` (predict, export: they use model.keras), that a
+        model.keras left by an earlier training predates the resumed one's checkpoint.
+        """
         record = self.status()
         if record["status"] == "complete":
             return None
@@ -189,7 +193,7 @@ class RunFolder:
         if record["status"] == "unknown" and not lines:  # status.json missing or damaged
             lines = [f"{files.STATUS} is missing or damaged, so it may be unfinished"]
         detail = f": {lines[0]}{' ...' if len(lines) > 1 else ''}" if lines else ""
-        epochs, at = self.checkpoint_epochs(), ""
+        epochs, at = (self.checkpoint_epochs() if checkpoint or model else None), ""
         if epochs and checkpoint:
             at = f"; evaluated at its checkpoint, after epoch {epochs}"
         elif epochs and (self.real / files.MODEL).exists() and self._resumed_past(epochs):
@@ -206,7 +210,7 @@ class RunFolder:
     def checkpoint_epochs(self) -> int | None:
         """The epochs the run's checkpoint completed; None without a readable one."""
         try:
-            return self.read(lambda view: arrays.read_checkpoint(view, None, self.path)[0])
+            return self.read(lambda view: arrays.checkpoint_epochs(view, self.path))
         except RunFolderError:
             return None
 
