@@ -169,8 +169,10 @@ def _draw_sample(ax, sample: str) -> None:
     lines = sample_lines(sample)
     title = f"Generated text ({files.SAMPLE}, first {shown} characters)"
     if missing := missing_glyphs("".join(lines)):
-        kinds = f"{len(missing)} of its characters" if len(missing) > 1 else "one of its characters"
-        title += f"\nthe font lacks {kinds} (U+{ord(missing[0]):04X}...): each is drawn as a box"
+        many = len(missing) > 1
+        kinds = f"{len(missing)} of its characters" if many else "one of its characters"
+        first = f"U+{ord(missing[0]):04X}{'...' * many}"
+        title += f"\nthe font lacks {kinds} ({first}): each is drawn as a box"
     ax.set_title(title, loc="left")
     ax.text(
         0.0,
@@ -188,7 +190,9 @@ def _draw_sample(ax, sample: str) -> None:
 
 def missing_glyphs(text: str) -> list[str]:
     """The distinct characters of `text` (spaces aside) that the panel's monospace font
-    cannot draw, in order of appearance: matplotlib draws each as a box."""
+    cannot draw, in order of appearance: matplotlib draws each as a box. Its fallback goes
+    through the families a text names, and the panel names one: "monospace", whose first
+    font found is the one that draws (not the next of `font.monospace`)."""
     from matplotlib import font_manager
 
     font = font_manager.get_font(font_manager.findfont("monospace"))
