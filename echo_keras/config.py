@@ -386,6 +386,12 @@ def resumed_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     return dataclasses.replace(saved, **epochs).validate()
 
 
+def changed_fields(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """The names of the fields whose values differ, in the config's order."""
+    fields = dataclasses.fields(TrainConfig)
+    return [f.name for f in fields if getattr(old, f.name) != getattr(new, f.name)]
+
+
 def check_seed(seed, field: str = "seed") -> int | None:
     """`seed` as an int (None stays None); ConfigError unless a whole number from 0."""
     if seed is None:

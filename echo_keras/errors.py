@@ -160,6 +160,12 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else ""
 
 
+def listed(items: list[str], separator: str = ", ", most: int = 3) -> str:
+    """The first `most` items joined by `separator`, and "..." after them if there are more."""
+    more = [] if len(items) <= most else ["..."]
+    return separator.join([*items[:most], *more])
+
+
 def one_line(text: str) -> str:
     """`text` with each line break or other control character (a file's name may hold one)
     written as its escape (`\\n`), tabs kept: it prints as one line."""

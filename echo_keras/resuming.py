@@ -11,9 +11,9 @@ import os
 from echo_keras import model as model_lib
 from echo_keras.backend import keras
 from echo_keras.callbacks import ValidateEachEpoch
-from echo_keras.config import TrainConfig
+from echo_keras.config import TrainConfig, changed_fields
 from echo_keras.corpus import Corpus, file_digest
-from echo_keras.errors import RunFolderError, RunRefused, UsageError
+from echo_keras.errors import RunFolderError, RunRefused, UsageError, listed
 from echo_keras.fitting import build_compiled_model
 from echo_keras.run import files
 from echo_keras.run.folder import RunFolder
@@ -96,10 +96,6 @@ def load(config: TrainConfig, folder: RunFolder, model: keras.Model | None = Non
 
 def _differences(saved: TrainConfig, config: TrainConfig) -> str:
     """The run's own settings that `config` changes, for a message (three at most)."""
-    names = [
-        item.name
-        for item in dataclasses.fields(TrainConfig)
-        if item.name != "num_epochs" and getattr(saved, item.name) != getattr(config, item.name)
-    ]
+    names = [name for name in changed_fields(saved, config) if name != "num_epochs"]
     shown = [f"`{n}` {getattr(saved, n)!r:.40}, not {getattr(config, n)!r:.40}" for n in names]
-    return "the run's " + "; ".join(shown[:3]) + ("; ..." if len(shown) > 3 else "")
+    return "the run's " + listed(shown, "; ")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import RunFolderError
+from echo_keras.errors import RunFolderError, listed
 from echo_keras.run import fileio
 from echo_keras.run.files import CHECKPOINT, CHECKPOINT_STATE, LAST_BATCH, MODEL
 
@@ -34,7 +34,7 @@ def _read_arrays(
         arrays = fileio.read_npz(path, check, only)
         absent = sorted(set(required) - set(arrays))
         if absent:
-            raise ValueError(f"it has no {', '.join(absent[:3])}")
+            raise ValueError(f"it has no {listed(absent)}")
         return arrays
     except FileNotFoundError:
         raise RunFolderError(f"{shown} {missing}") from None

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from echo_keras.errors import ConfigError, RunBusy, RunExists, RunFolderError, tell
+from echo_keras.errors import ConfigError, RunBusy, RunExists, RunFolderError, listed, tell
 from echo_keras.options import RESUME_HINT
 from echo_keras.paths import as_path, inside, real_path
 from echo_keras.run import arrays, fileio, files
@@ -276,8 +276,7 @@ class RunFolder:
             )
         if not (resume or overwrite) and occupied and not self.restartable():
             if self.without_epoch():  # and other files: the user's, kept
-                others = files.not_first_epoch(self.real)
-                shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                shown = listed(files.not_first_epoch(self.real))
                 raise RunExists(
                     f"{self.path} holds a run that never completed an epoch and files no run "
                     f"writes ({shown}); move them out to train here again, or pass "

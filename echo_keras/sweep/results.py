@@ -17,8 +17,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError, EchoKerasError, SweepError, UsageError, write_reason
+from echo_keras.config import TrainConfig, changed_fields
+from echo_keras.errors import (
+    ConfigError,
+    EchoKerasError,
+    SweepError,
+    UsageError,
+    listed,
+    write_reason,
+)
 from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 from echo_keras.sweep.grid import SETTINGS, SweepSpec, every_setting, spec_problem
@@ -231,9 +238,9 @@ def kept_run_conflict(runs: Path, todo: list[TrainConfig]) -> str | None:
         except (EchoKerasError, OSError):
             continue  # none, or damaged
         if kept != config:
-            changed = [f"`{n}`" for n in SETTINGS if getattr(kept, n) != getattr(config, n)]
+            changed = [f"`{name}`" for name in changed_fields(kept, config)]
             return (
-                f"{folder} holds a run of other settings ({', '.join(changed[:3])}), which "
+                f"{folder} holds a run of other settings ({listed(changed)}), which "
                 "`keep_runs=True` would replace; resume without it, or start this sweep "
                 "in another folder"
             )
