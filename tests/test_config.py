@@ -235,3 +235,14 @@ def test_generate_temperature_past_every_float_is_a_config_error():
     for value in (10**400, -(10**400), float("nan"), 0, True, "1"):
         with pytest.raises(ConfigError, match="temperature: must be"):
             check_temperature(value)
+
+
+def test_a_message_names_three_items_then_an_ellipsis_and_configs_their_changed_fields():
+    from echo_keras.config import changed_fields
+    from echo_keras.errors import listed
+
+    assert listed(["a", "b", "c"]) == "a, b, c" and listed([]) == ""
+    assert listed(list("abcd"), "; ") == "a; b; c; ..."
+    changed = dataclasses.replace(TrainConfig(), seed=9, state_size=8)
+    assert changed_fields(TrainConfig(), changed) == ["state_size", "seed"]  # config's order
+    assert changed_fields(changed, changed) == []
