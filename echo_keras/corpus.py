@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import MAX_CLASSES, TrainConfig, readable
+from echo_keras.config import MAX_CLASSES, TrainConfig
 from echo_keras.data import Windows, document_windows, series_windows, symbol_dtype, task_pairs
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import available_memory
 from echo_keras.positions import Position
+from echo_keras.values import readable
 from echo_keras.vocabulary import ASCII_SPACES, Vocabulary, encode_bytes, parse_ints
 
 CHUNK_BYTES = 1 << 20

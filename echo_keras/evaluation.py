@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.config import check_seed, check_switch
 from echo_keras.data import eval_rng, row_columns, series_note, windows_from_rng
 from echo_keras.data_evaluation import (
     DataMetrics,
@@ -31,6 +30,7 @@ from echo_keras.memory import memory_problem
 from echo_keras.paths import file_path
 from echo_keras.run import files
 from echo_keras.run.folder import RunFolder
+from echo_keras.values import check_seed, check_switch
 
 ECHO_RUN_DATA = (
     "`data` is for a run trained on its own data; an echo run is evaluated on a fresh series"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 
-from echo_keras.config import TrainConfig, readable
+from echo_keras.config import TrainConfig
+from echo_keras.values import readable
 
 HUGE_BYTES = 1024**5 * 10**6  # a million PiB: memory estimates beyond it are all "too much"
 

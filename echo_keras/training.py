@@ -27,7 +27,7 @@ from echo_keras.callbacks import (
     StopOnNaN,
     StopOnSignal,
 )
-from echo_keras.config import TrainConfig, check_switch
+from echo_keras.config import TrainConfig
 from echo_keras.corpus import load_corpus
 from echo_keras.data import dropped_note, series_note
 from echo_keras.errors import (
@@ -48,6 +48,7 @@ from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 from echo_keras.startup import is_own_process
 from echo_keras.stream.generate import sample
+from echo_keras.values import check_switch
 from echo_keras.warm import fresh_model
 
 SAMPLE_LENGTH = 500  # symbols of text generated into sample.txt at the end of a data run

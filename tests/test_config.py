@@ -229,7 +229,7 @@ def test_up_front_refusals_import_no_tensorflow(tmp_path):
 
 
 def test_generate_temperature_past_every_float_is_a_config_error():
-    from echo_keras.config import check_temperature
+    from echo_keras.values import check_temperature
 
     assert check_temperature(0.7) == 0.7
     for value in (10**400, -(10**400), float("nan"), 0, True, "1"):

@@ -24,6 +24,7 @@ ORDER = [
     "startup",  # whether this process is ours: TensorFlow's import then frozen for the collector
     "positions",  # the line and column of a text read in pieces, for messages
     "paths",  # a path the caller names: checked, and placed relative to a folder
+    "values",  # a seed, a switch, a temperature checked; a number as messages show it
     "config",  # TrainConfig and its validation
     "memory",  # whether a configuration fits in memory
     "options",  # the table of options: field, flag, help, sweep role

@@ -27,13 +27,13 @@ from echo_keras.cli.common import (
     output_errors,
     warn_if_unfinished,
 )
-from echo_keras.config import check_seed, check_temperature
 from echo_keras.errors import ConfigError, StateFileError, UsageError
 from echo_keras.paths import inside
 from echo_keras.run import fileio
 from echo_keras.run.folder import RunFolder
 from echo_keras.stream.symbols import check_stream
 from echo_keras.stream.text import check_text, read_text
+from echo_keras.values import check_seed, check_temperature
 
 
 def predict(

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from echo_keras.backend import graph_function, tf
-from echo_keras.config import check_seed
 from echo_keras.errors import (
     ConfigError,
     ExportError,
@@ -49,6 +48,7 @@ from echo_keras.run.folder import RunFolder
 from echo_keras.signals import SignalCatcher, Signalled, raise_signalled
 from echo_keras.stream import export_folder
 from echo_keras.stream.model import StreamModel, load_stream_model
+from echo_keras.values import check_seed
 
 SIGNATURE = "serving_default"
 VOCABULARY = "vocabulary.json"  # beside saved_model.pb, for a run on its own data

@@ -19,10 +19,11 @@ from collections.abc import Callable
 import numpy as np
 
 from echo_keras.backend import keras
-from echo_keras.config import TrainConfig, check_seed, check_temperature
+from echo_keras.config import TrainConfig
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.stream.model import StreamModel, run_documents
 from echo_keras.stream.text import read_text
+from echo_keras.values import check_seed, check_temperature
 from echo_keras.vocabulary import Vocabulary
 
 

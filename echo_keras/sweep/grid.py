@@ -19,13 +19,12 @@ from echo_keras.config import (
     CELLS,
     DATA_FIELDS,
     TrainConfig,
-    plain,
-    readable,
     with_default_rate,
 )
 from echo_keras.errors import ConfigError, UsageError
 from echo_keras.memory import available_memory, memory_problem
 from echo_keras.options import AXES
+from echo_keras.values import plain, readable
 
 # The default grid: echo steps on both sides of every window, so the cliff at echo step =
 # window runs through the middle of the map.

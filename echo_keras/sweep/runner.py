@@ -20,7 +20,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_keras.config import check_switch
 from echo_keras.errors import ConfigError, Interrupted, RunBusy, UsageError
 from echo_keras.options import RESUME_HINT
 from echo_keras.paths import as_path
@@ -44,6 +43,7 @@ from echo_keras.sweep.results import (
     write_results,
     write_spec,
 )
+from echo_keras.values import check_switch
 
 # --- the sweep ----------------------------------------------------------------------------
 
