@@ -8,14 +8,13 @@ for each batch of a compiled chunk once the chunk returns.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import sys
 import time
 
-from echo_keras.backend import keras, tf
-from echo_keras.errors import ConfigError, tell, write_reason
+from echo_keras.backend import keras
+from echo_keras.errors import ConfigError
 from echo_keras.loops import PredictLoop, score_windows
 from echo_keras.model import reset_states, save_checkpoint
 from echo_keras.run import arrays, files
@@ -313,108 +312,23 @@ class StopOnSignal(keras.callbacks.Callback):
     on_epoch_begin = on_train_batch_end
 
 
-class RunTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback, logging every batch, with one step count for the whole run.
-
-    The plain path calls `fit` once per epoch (fresh data each time) and a resumed
-    run starts mid-way; Keras's callback would restart its step at every
-    `on_train_begin`. This one keeps counting from `first_step`. Logs that cannot be
-    written (a full disk) do not stop training, as a live plot's frames do not: one
-    warning on stderr, and the logs end there.
-
-    Args:
-        log_dir: where the event files go.
-        first_step: batches trained before this call (a resumed run).
-
-    Example:
-
-    ```python
-    model.fit(..., callbacks=[RunTensorBoard("logs/echo")])
-    ```
-    """
-
-    def __init__(self, log_dir, first_step: int = 0):
-        super().__init__(log_dir=str(log_dir), update_freq="batch")
-        self._next_step = first_step
-        self.failed = False
-
-    def _logging(self, hook, *args) -> None:
-        """Call Keras's `hook`, unless the logs failed; a failed write ends them."""
-        if self.failed:
-            return
-        entered = list(self._prev_summary_state)  # a hook that fails may have left one
-        try:
-            hook(*args)
-        except (OSError, tf.errors.OpError) as error:
-            self.failed = True
-            self._let_go(entered)
-            tell(
-                f"Warning: TensorBoard: cannot write to {self.log_dir}: "
-                f"{write_reason(error)}; training goes on without its logs"
-            )
-
-    def _let_go(self, entered: list) -> None:
-        """Close the writers (a closed one flushes nothing more), then leave every context
-        that made one TensorFlow's default: those Keras still holds, and those `entered`
-        before a hook whose leaving a failed flush cut short. No broken writer stays the
-        default."""
-        for writer in self._writers.values():
-            with contextlib.suppress(OSError, RuntimeError, tf.errors.OpError):
-                writer.close()
-        held = entered + [pair for pair in self._prev_summary_state if pair not in entered]
-        for pair in reversed(held):
-            for context in reversed(pair):  # leaving one twice does nothing more
-                with contextlib.suppress(OSError, RuntimeError, tf.errors.OpError):
-                    context.__exit__(None, None, None)
-        self._prev_summary_state.clear()
-
-    def set_model(self, model):
-        self._logging(super().set_model, model)  # it writes the graph: a first event
-
-    def on_train_begin(self, logs=None):
-        self._logging(super().on_train_begin, logs)
-        self._global_train_batch = self._next_step
-
-    def on_train_end(self, logs=None):
-        self._next_step = self._global_train_batch
-        self._logging(super().on_train_end, logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._logging(super().on_epoch_begin, epoch, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._logging(super().on_epoch_end, epoch, logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._logging(super().on_train_batch_begin, batch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._logging(super().on_train_batch_end, batch, logs)
-
-    def close(self) -> None:
-        """Flush and close the event files (on_train_end does it too; closing twice is fine)."""
-        self._logging(self._close_writers)
-
-
-class DirectCallbacks:
-    """Call each callback's hook directly, with plain-float logs.
-
-    Keras's CallbackList converts the logs of every batch to Python numbers, which
-    costs more (about 45 us) than the fast path takes to train the batch.
-    """
-
-    def __init__(self, callbacks: list, model: keras.Model, params: dict):
-        self.callbacks = list(callbacks)
-        for callback in self.callbacks:
-            callback.set_model(model)
-            callback.set_params(params)
-
-    def __getattr__(self, hook: str):
-        methods = [getattr(callback, hook) for callback in self.callbacks]
-
-        def call(*args):
-            for method in methods:
-                method(*args)
-
-        self.__dict__[hook] = call  # bind once: the batch hook is called for every batch
-        return call
+def raised_in_hook(error: BaseException, callbacks: list) -> bool:
+    """Whether `error` was raised inside a hook of one of `callbacks` (a caller's): one of
+    its methods, or a function it holds as a hook (LambdaCallback's), or what they call.
+    Keras's own Callback methods are no one's: one passes its call on (`on_train_batch_end`
+    calls `on_batch_end`), ours included."""
+    hooks = set()
+    for callback in callbacks:
+        for name in dir(callback):
+            if name.startswith("on_"):
+                hook = getattr(callback, name, None)
+                code = getattr(getattr(hook, "__func__", hook), "__code__", None)
+                if code is not None:
+                    hooks.add(code)
+    hooks -= {getattr(hook, "__code__", None) for hook in vars(keras.callbacks.Callback).values()}
+    trace = error.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code in hooks:
+            return True
+        trace = trace.tb_next
+    return False

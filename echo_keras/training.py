@@ -23,9 +23,9 @@ from echo_keras.callbacks import (
     EpochCheckpoint,
     ProgressBar,
     ResetStatesAtEpochStart,
-    RunTensorBoard,
     StopOnNaN,
     StopOnSignal,
+    raised_in_hook,
 )
 from echo_keras.config import TrainConfig
 from echo_keras.corpus import load_corpus
@@ -48,6 +48,7 @@ from echo_keras.run import fileio, files
 from echo_keras.run.folder import RunFolder
 from echo_keras.startup import is_own_process
 from echo_keras.stream.generate import sample
+from echo_keras.tensorboard import RunTensorBoard
 from echo_keras.values import check_switch
 from echo_keras.warm import fresh_model
 
@@ -284,32 +285,10 @@ def train(
             if (
                 isinstance(error, OSError)
                 and not isinstance(error, (EchoKerasError, BrokenPipeError))
-                and not _raised_in(error, callbacks)  # a caller's callback's error is its own
+                and not raised_in_hook(error, callbacks)  # a caller's callback's error is its own
             ):
                 raise write_error(f"the run {folder.path}", error) from error
             raise
-
-
-def _raised_in(error: BaseException, callbacks: list) -> bool:
-    """Whether `error` was raised inside a hook of one of `callbacks` (a caller's): one of
-    its methods, or a function it holds as a hook (LambdaCallback's), or what they call.
-    Keras's own Callback methods are no one's: one passes its call on (`on_train_batch_end`
-    calls `on_batch_end`), ours included."""
-    hooks = set()
-    for callback in callbacks:
-        for name in dir(callback):
-            if name.startswith("on_"):
-                hook = getattr(callback, name, None)
-                code = getattr(getattr(hook, "__func__", hook), "__code__", None)
-                if code is not None:
-                    hooks.add(code)
-    hooks -= {getattr(hook, "__code__", None) for hook in vars(keras.callbacks.Callback).values()}
-    trace = error.__traceback__
-    while trace is not None:
-        if trace.tb_frame.f_code in hooks:
-            return True
-        trace = trace.tb_next
-    return False
 
 
 def _check_arguments(run_dir, plot_every, callbacks, notify) -> tuple[list, int | None]:

@@ -441,7 +441,7 @@ def test_an_error_passed_on_by_keras_own_callback_methods_is_no_callers():
     belongs to every callback that does not override it, so it tells no caller's error."""
     import keras
 
-    from echo_keras.training import _raised_in
+    from echo_keras.callbacks import raised_in_hook
 
     class Ours(keras.callbacks.Callback):
         def on_batch_end(self, batch, logs=None):
@@ -449,8 +449,8 @@ def test_an_error_passed_on_by_keras_own_callback_methods_is_no_callers():
 
     with pytest.raises(OSError) as raised:
         Ours().on_train_batch_end(0)
-    assert not _raised_in(raised.value, [keras.callbacks.Callback()])
-    assert _raised_in(raised.value, [Ours()])
+    assert not raised_in_hook(raised.value, [keras.callbacks.Callback()])
+    assert raised_in_hook(raised.value, [Ours()])
 
 
 def test_a_callback_that_stops_training_ends_the_run_at_its_last_completed_epoch(tmp_path):

@@ -42,7 +42,7 @@ ORDER = [
     # --- TensorFlow from here on ---
     "backend",  # Keras pinned to TensorFlow
     "model",  # build, compile, load, checkpoint, a run's model
-    "loops", "callbacks", "plots.live", "fitting",
+    "loops", "callbacks", "tensorboard", "plots.live", "fitting",
     "warm",  # compiled models kept per shape in this process, for train and the sweep
     "stream.engine",  # the batch-1 step's layers, compiled once per architecture in use
     "stream.model", "stream.generate",  # the batch-1 step; sampling (a data run's sample)
