@@ -8,11 +8,10 @@ compiled for it; `start_afresh` gives it exactly the start of a model freshly bu
 another run's seed: its weights and random generators, its optimizer as new, its state zeroed.
 
 `fresh_model(config)` lends `train` the warm model of config's shape, or builds it. Every
-warm model is kept while their variables take no more than `KEPT_BYTES`, up to
-`KEPT_MODELS` of them (the least recently used given up first): what TensorFlow compiled
-for a model's loops stays for the life of the process whether the model is kept or not
-(about 5 MB a shape), so giving up a small model frees almost nothing, and its shape
-trained again would compile, and keep, all that again.
+warm model is kept while their variables take no more than `KEPT_BYTES` (the least recently
+used given up first): what TensorFlow compiled for a model's loops stays for the life of the
+process whether the model is kept or not (about 5 MB a shape), so giving up a small model
+frees almost nothing, and its shape trained again would compile, and keep, all that again.
 While lent, a model is no one else's: a second training of the same shape at the same time
 (another thread) gets a model of its own. `holding(config, trained)` lends `evaluate` one
 the same way, kept apart, that holds a trained run's weights: for the same reason, a loop
@@ -34,7 +33,6 @@ from echo_keras.config import TrainConfig, shape_key
 from echo_keras.fitting import build_compiled_model
 
 KEPT_BYTES = 256 * 2**20  # the variables (weights, optimizer slots) of the warm models kept
-KEPT_MODELS = 64  # and their number: a shape is also its learning rate and data, say
 
 
 class WarmModel:
@@ -122,9 +120,7 @@ def holding(config: TrainConfig, trained: keras.Model) -> Iterator[WarmModel]:
 def _keep(key: tuple, warm: WarmModel) -> None:
     with _lock:
         _kept[key] = warm
-        while len(_kept) > 1 and (
-            len(_kept) > KEPT_MODELS or sum(kept.bytes for kept in _kept.values()) > KEPT_BYTES
-        ):
+        while len(_kept) > 1 and sum(kept.bytes for kept in _kept.values()) > KEPT_BYTES:
             _kept.popitem(last=False)
 
 
