@@ -71,7 +71,7 @@ class BatchLossRecorder(keras.callbacks.Callback):
         self.num_batches = int(num_batches)  # numpy's too
         self.rows = list(rows or [])
         self.epoch = 0
-        self._mean = 0.0  # the epoch's running mean after the previous batch
+        self._mean: float | None = 0.0  # the epoch's running mean after the previous batch
         self._next = 0  # the batch whose loss comes next
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -82,7 +82,7 @@ class BatchLossRecorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         if batch != self._next:  # Keras skipped batches: their losses are lost
-            after = f"after batch {self._next - 1}" if self._next else "first in its epoch"
+            after = f"after batch {self._next - 1}" if self._next else "as the first of its epoch"
             raise ConfigError(
                 "steps_per_execution",
                 f"BatchLossRecorder records every batch, but Keras reported batch {batch} "
@@ -91,8 +91,9 @@ class BatchLossRecorder(keras.callbacks.Callback):
         self._next = batch + 1
         if "batch_loss" in logs:
             loss = float(logs["batch_loss"])
-        elif "loss" not in logs:
-            return  # no loss reported: nothing to record
+        elif "loss" not in logs or self._mean is None:
+            self._mean = None  # no loss reported: the running mean is unknown till next epoch
+            return
         else:  # mean_k = (k * mean_(k-1) + loss_k) / (k + 1)
             mean = float(logs["loss"])
             loss, self._mean = (batch + 1) * mean - batch * self._mean, mean

@@ -326,10 +326,13 @@ def test_the_progress_bar_and_the_recorder_under_a_plain_fit_and_its_chunks():
                 model.fit(x, x, batch_size=2, verbose=0, callbacks=[recorder])
     recorder = BatchLossRecorder(num_batches=4)
     recorder.on_train_batch_end(0, None)  # a batch with no loss reported: nothing recorded
-    recorder.on_train_batch_end(1, {"loss": 0.5})  # but counted: this is no skip
-    recorder.on_train_batch_end(2, {"batch_loss": 0.25})
-    assert recorder.rows == [(0, 1, 1, 1.0), (0, 2, 2, 0.25)]
-    with pytest.raises(ek.ConfigError, match="reported batch 4 after batch 2: compile"):
+    recorder.on_train_batch_end(1, {"loss": 0.5})  # counted (no skip), but the mean before
+    recorder.on_train_batch_end(2, {"batch_loss": 0.25})  # it is unknown: no loss made up
+    assert recorder.rows == [(0, 2, 2, 0.25)]
+    recorder.on_epoch_begin(1)
+    recorder.on_train_batch_end(0, {"loss": 0.5})
+    assert recorder.rows[-1] == (1, 0, 4, 0.5)
+    with pytest.raises(ek.ConfigError, match="reported batch 4 after batch 0: compile"):
         recorder.on_train_batch_end(4, {"batch_loss": 0.5})  # a skip, whichever loss
 
 

@@ -57,8 +57,8 @@ REPLACED = (STATUS, HISTORY, LAST_BATCH, MODEL, VALIDATION, SAMPLE)
 LIVE = "live.png"
 # What a run writes before it completes its first epoch (a TensorBoard folder aside, which
 # the user names; its checkpoint folder when the first checkpoint failed, a full disk say):
-# a folder holding nothing else, `.NAME.*` temporaries of atomic writes aside, holds
-# nothing of the user's.
+# a folder holding nothing else, the temporaries of its atomic writes aside (`is_temporary`),
+# holds nothing of the user's.
 FIRST_EPOCH = (CONFIG, STATUS, HISTORY, VOCABULARY, VALIDATION, SAMPLE, LAST_BATCH, LIVE,
                CHECKPOINT)  # fmt: skip
 MAX_VOCABULARY_BYTES = 4 * 1024 * 1024  # 65536 symbols, each a few JSON characters
