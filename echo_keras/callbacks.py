@@ -48,7 +48,12 @@ class BatchLossRecorder(keras.callbacks.Callback):
     model's do; a short last batch of another model would be recorded wrong). Keras keeps
     that mean in float32, so a recovered loss carries its rounding times the batch's index:
     about 4e-4 off by batch 20,000 of one epoch. echo-keras's own models report each batch's
-    loss itself, exactly.
+    loss itself, exactly. A batch that reports no loss is recorded by no row, and leaves the
+    running mean unknown: the rest of its epoch is recorded only from `batch_loss`.
+
+    Raises:
+        ConfigError: (`steps_per_execution`) Keras reported batches out of turn: a model
+            compiled with `steps_per_execution` above 1 hands callbacks every Nth batch.
 
     Args:
         num_batches: batches per epoch, to number steps across epochs.
