@@ -412,6 +412,12 @@ def test_workers_with_an_address_is_a_usage_error(tmp_path):
         assert result.exit_code == 2, result.output
         assert "--workers" in result.stderr and "--address" in result.stderr
     assert not (tmp_path / "o").exists()
+    from echo_keras.sweep.runner import run_sweep
+
+    spec = grid.make_spec({"echo_step": "1"}, None, {})
+    with pytest.raises(ConfigError, match="^workers: sizes the local Ray; .* with `address`"):
+        run_sweep(spec, tmp_path / "o", address="127.0.0.1:1", workers=1)  # never joined
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_start_notice_counts_the_points_left_and_the_workers_that_run_them():

@@ -86,7 +86,8 @@ def run_sweep(
         spec: the grid, seeds and settings (`make_spec` builds one from text).
         out: the sweep's folder.
         address: a Ray cluster to join; None starts a private local Ray on the loopback.
-        workers: points trained at once on the local Ray (default: the usable cores).
+        workers: points trained at once on the local Ray (default: the usable cores); a
+            cluster trains as many as it has CPUs.
         resume: skip the points already ok in OUT/results.csv.
         overwrite: replace the earlier sweep in OUT (its files go once Ray is up); a folder
             with files but no sweep is never written into.
@@ -97,8 +98,8 @@ def run_sweep(
         A `SweepResult`; a failed point is a row with its error, not an exception.
 
     Raises:
-        ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS,
-            `resume`, `overwrite` or `keep_runs` not True or False, or an OUT that cannot be
+        ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS
+            or given with `address`, `resume`, `overwrite` or `keep_runs` not True or False, or an OUT that cannot be
             made or written (or lies in a run folder).
         UsageError: `spec` is not one `make_spec` would make, OUT holds files but no sweep,
             or it holds a sweep and neither `resume` nor `overwrite` was asked for.
@@ -119,6 +120,8 @@ def run_sweep(
     problem = workers_problem(workers)
     if problem:
         raise ConfigError("workers", problem)
+    if workers is not None and address is not None:  # a cluster's CPUs size its pool
+        raise ConfigError("workers", "sizes the local Ray; it cannot be used with `address`")
     workers = None if workers is None else int(workers)
     out = as_path(out, "out")
     if resume and overwrite:
