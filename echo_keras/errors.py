@@ -28,6 +28,7 @@ Nothing here imports anything heavy.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 
@@ -148,10 +149,18 @@ class EchoKerasWarning(UserWarning):
     """A note the command line prints on stderr, given to a library caller as a warning."""
 
 
-def warn(note: str, stacklevel: int = 2) -> None:
-    """Give the library's caller `note` (without a "Warning: " the command line prints) as
-    an EchoKerasWarning; `stacklevel` as `warnings.warn`'s, counted from warn's caller."""
-    warnings.warn(note.removeprefix("Warning: "), EchoKerasWarning, stacklevel=stacklevel + 1)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(note: str) -> None:
+    """Give the library's caller `note` (without the "Warning: " or "Note: " the command line
+    prints) as an EchoKerasWarning, said at the caller's line: the first outside echo-keras.
+    (The command line, inside, ignores them: it prints its notes in its own words.)"""
+    frame, level = sys._getframe(1), 2  # warn's caller: `warnings.warn`'s stacklevel 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    text = note.removeprefix("Warning: ").removeprefix("Note: ")
+    warnings.warn(text, EchoKerasWarning, stacklevel=level)
 
 
 def first_line(error: BaseException) -> str:

@@ -175,7 +175,7 @@ def evaluate(
     length = evaluation_length(config, series_length)
     note = evaluation_note(config, length)
     if note:
-        warn(note, stacklevel=2)
+        warn(note)
     inputs, targets = windows_from_rng(
         eval_rng(config.seed if seed is None else seed), config, length
     )
@@ -205,7 +205,7 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
         raise UsageError(DATA_RUN_SERIES)
     source = evaluation_source(run_dir, data)
     if source.note:
-        warn(source.note, stacklevel=3)
+        warn(source.note)
     metrics = evaluate_source(run_dir, source, reset_each_window)
     _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
     return metrics
@@ -215,7 +215,7 @@ def _warn_if_unfinished(run_dir: Path) -> None:
     """An EchoKerasWarning to `evaluate`'s caller when the run is not complete (the note the
     command line prints)."""
     if warning := RunFolder(run_dir).warning(checkpoint=True):
-        warn(warning, stacklevel=3)
+        warn(warning)
 
 
 def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = False) -> DataMetrics:

@@ -37,6 +37,7 @@ from echo_keras.errors import (
     TrainingDiverged,
     TrainingError,
     UsageError,
+    warn,
     write_error,
 )
 from echo_keras.fitting import BatchTap, aligned_chunk_stops, build_compiled_model, fit_epochs
@@ -114,7 +115,9 @@ def train(
         plain: train with `model.fit`, one window per step (slow; for debugging).
         plot_every: redraw RUN_DIR/live.png every this many batches.
         tensorboard_dir: write TensorBoard logs (per-batch loss) here.
-        notify: told notices (a replaced unfinished run), one line each.
+        notify: told notices (a replaced unfinished run, symbols left out of whole windows,
+            an echo longer than a window), one line each; None gives each as an
+            EchoKerasWarning instead.
 
     Returns:
         A `TrainResult`.
@@ -145,6 +148,7 @@ def train(
         raise UsageError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
     callbacks, plot_every = _check_arguments(run_dir, plot_every, callbacks, notify)
+    notify = warn if notify is None else notify  # the command line prints them in its words
     problem = memory_problem(config)  # before anything is built, as the command line does
     if problem:
         raise UsageError(problem)
@@ -170,7 +174,7 @@ def train(
     if config.data is not None:  # read before the run folder is touched
         vocabulary = resuming.same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
-        if corpus.tail_of_a_document and notify is not None and not resume:
+        if corpus.tail_of_a_document and not resume:
             notify(
                 f"Note: no document starts in the last {config.validation_fraction * 100:.3g}% "
                 "of `data`: the end of its last document validates, read from a zeroed state"
@@ -178,14 +182,14 @@ def train(
         held_out = corpus.validation is not None and config.validation_data is None
         what = "what `validation_fraction` leaves of `data`" if held_out else "`data`"
         note = dropped_note(corpus.train, what)
-        if note and notify is not None and not resume:
+        if note and not resume:
             notify(f"Note: {note}.")
         problem = memory_problem(config)  # again, with the data's vocabulary and length
         if problem:
             raise UsageError(problem)
-    elif notify is not None and not resume and (note := series_note(config)):
+    elif not resume and (note := series_note(config)):
         notify(f"Note: {note}.")
-    if config.echo_outside_window and notify is not None:  # once the data is known to fit
+    if config.echo_outside_window:  # once the data is known to fit
         notify(
             f"Warning: `echo_step` {config.echo_step} >= `truncated_backprop_length` "
             f"{config.truncated_backprop_length}: no window holds both a symbol and its echo, "
@@ -198,7 +202,7 @@ def train(
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
     with StopOnSignal() as stopper, folder.writing(), contextlib.ExitStack() as lent:
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
-        if plot_every and work_dir != folder.real and notify is not None:
+        if plot_every and work_dir != folder.real:
             notify(  # a replacement is trained beside the run it replaces: live.png too
                 f"Note: the live figure is {work_dir / files.LIVE} until this run replaces "
                 f"the one in {folder.path}"

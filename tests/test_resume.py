@@ -65,6 +65,12 @@ def test_a_resume_stopped_midway_is_evaluated_at_its_checkpoint_not_its_older_mo
     assert after == evaluate(straight, seed=3) != before
     said = RunFolder(run_dir).warning()
     assert said.endswith("; its model.keras predates this training (checkpoint: epoch 3)")
+    from echo_keras import export_saved_model, load_predictor
+
+    exported = tmp_path / "exported"
+    for load in (lambda: load_predictor(run_dir), lambda: export_saved_model(run_dir, exported)):
+        with pytest.warns(EchoKerasWarning, match="its model.keras predates this training"):
+            load()  # the library's callers are told as the command line's are
     drawn = RunFolder(run_dir).warning(model=False)  # plot's: the figure uses no model
     assert drawn == said.removesuffix(
         "; its model.keras predates this training (checkpoint: epoch 3)"

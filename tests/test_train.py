@@ -5,6 +5,7 @@ the live plot and TensorBoard logs, divergence, and the signals that stop a run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import json
 import os
@@ -25,7 +26,7 @@ from echo_keras.backend import keras
 from echo_keras.callbacks import BatchLossRecorder, ProgressBar, ResetStatesAtEpochStart
 from echo_keras.config import TrainConfig
 from echo_keras.data import epoch_windows
-from echo_keras.errors import ConfigError
+from echo_keras.errors import ConfigError, EchoKerasWarning
 from echo_keras.evaluation import evaluate
 from echo_keras.loops import PredictLoop, TrainLoop
 from echo_keras.model import (
@@ -510,6 +511,17 @@ def test_echo_beyond_the_window_is_warned_and_evaluated_in_its_own_words(tmp_pat
     table = invoke("evaluate", "--run-dir", run_dir).stdout
     assert "all 6 positions of the windows whose echoes are in their row" in table
     assert "first 8 positions" not in table
+    # A library caller without `notify` is warned of it, and of the symbols left out.
+    config = TrainConfig(num_epochs=1, total_series_length=310, truncated_backprop_length=6,
+                         echo_step=8, batch_size=5)  # fmt: skip
+    with pytest.warns(EchoKerasWarning) as seen:
+        line = inspect.currentframe().f_lineno + 1
+        train(config, tmp_path / "library")
+    ours = [warning for warning in seen if warning.category is EchoKerasWarning]
+    said = [str(warning.message) for warning in ours]
+    assert said[0].startswith("the echo series (`total_series_length`): 310 symbols do not")
+    assert said[-1].startswith("`echo_step` 8 >= `truncated_backprop_length` 6: no window")
+    assert {(w.filename, w.lineno) for w in ours} == {(__file__, line)}  # the caller's line
 
 
 def test_another_keras_backend_is_overridden_with_a_notice_unless_quiet(tmp_path):

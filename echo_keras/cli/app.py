@@ -13,13 +13,14 @@ import inspect
 import os
 import shutil
 import sys
+import warnings
 
 import typer
 from typer.core import TyperGroup
 
 from echo_keras.cli import evaluate, export, plot, predict, stdio, sweep, train
 from echo_keras.cli.common import JsonOutput, Resume, fail, notice
-from echo_keras.errors import ConfigError, EchoKerasError, first_line
+from echo_keras.errors import ConfigError, EchoKerasError, EchoKerasWarning, first_line
 from echo_keras.options import as_flags, flag
 from echo_keras.run.files import package_versions
 from echo_keras.run.lock import use_private_tempdir
@@ -53,13 +54,15 @@ class _OneLineErrors(TyperGroup):
         try:
             catcher.install()
             release_held_signals()
-            code = super().main(
-                args=args,
-                prog_name=prog_name,
-                complete_var=complete_var,
-                standalone_mode=False,
-                **extra,
-            )
+            with warnings.catch_warnings():  # the library's notes: each command prints its own
+                warnings.simplefilter("ignore", EchoKerasWarning)
+                code = super().main(
+                    args=args,
+                    prog_name=prog_name,
+                    complete_var=complete_var,
+                    standalone_mode=False,
+                    **extra,
+                )
             catcher.raise_if_received()  # one whose raise was lost in a finalizer
         except Signalled as stop:
             _fail(f"Interrupted ({stop})", 128 + stop.signum)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import typer
@@ -20,7 +19,7 @@ from echo_keras.cli.common import (
     output_errors,
     warn_if_unfinished,
 )
-from echo_keras.errors import EchoKerasWarning, WriteError
+from echo_keras.errors import WriteError
 from echo_keras.options import as_flags
 from echo_keras.run.folder import RunFolder
 
@@ -72,11 +71,9 @@ def evaluate(
     if note:
         notice(as_flags(f"Note: {note}"))
     _check_stdout()
-    with warnings.catch_warnings():  # its notes are printed below, in the command's words
-        warnings.simplefilter("ignore", EchoKerasWarning)
-        metrics = run_evaluation(
-            run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
-        )
+    metrics = run_evaluation(  # its notes, ignored as warnings (app.py), are printed here
+        run_dir, seed=seed, series_length=series_length, reset_each_window=reset_each_window
+    )
     warn_if_unfinished(run_dir, checkpoint=True)  # after: a run with no model has its error
     with output_errors("the evaluation"):
         if as_json:

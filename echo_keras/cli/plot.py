@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import typer
 
 from echo_keras.cli.common import RUN_DIR, file_path, report_of_kept_work, warn_if_unfinished
-from echo_keras.errors import EchoKerasWarning
 
 
 def plot(
@@ -24,9 +22,7 @@ def plot(
     """Draw the tutorial's figure (loss curve and the last batch) from a run folder."""
     from echo_keras.plots.figure import plot_run
 
-    with warnings.catch_warnings():  # the note is printed below, in the command's words
-        warnings.simplefilter("ignore", EchoKerasWarning)
-        path = plot_run(run_dir, out)
+    path = plot_run(run_dir, out)  # its note, ignored as a warning (app.py), is printed here
     warn_if_unfinished(run_dir, model=False)  # the figure uses no model
     with report_of_kept_work():
         typer.echo(str(path))

@@ -237,7 +237,7 @@ def _run_figure(run_dir: Path):
     if not curve.batches:
         raise RunFolderError(f"{folder.path / files.HISTORY} is damaged: it has no rows")
     if warning := folder.warning(model=False):  # not complete: said to the caller
-        warn(warning, stacklevel=3)  # where draw_run or plot_run was called
+        warn(warning)
     trained = f"; {curve.epochs} epoch{'s' * (curve.epochs != 1)}, {curve.batches} batches"
     model = f"{config.cell.upper()} of {config.state_size} units"
     if config.data is not None:

@@ -41,6 +41,7 @@ from echo_keras.errors import (
     Interrupted,
     RunBusy,
     UsageError,
+    warn,
     write_reason,
 )
 from echo_keras.paths import as_path
@@ -161,6 +162,9 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
             the reloaded SavedModel did not reproduce `predict`.
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped the export.
         In every case `out` is left as it was, and no staging folder is left behind.
+
+    Warns:
+        EchoKerasWarning: the run is not complete, as `load_predictor` warns.
     """
     out, run_dir = as_path(out, "out"), as_path(run_dir, "run_dir")
     seed = check_seed(seed)
@@ -171,6 +175,8 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     if problem:
         raise UsageError(f"out: {problem}")
     model = load_stream_model(run_dir)
+    if warning := RunFolder(run_dir).warning():  # after: a run with no model has its error
+        warn(warning)
     try:  # SIGINT, SIGTERM or SIGHUP: the staging folder and the lock go on the way out
         with SignalCatcher(on_signal=raise_signalled) as catcher:
             difference, checked = _locked_write(model, out, seed, catcher.raise_if_received)

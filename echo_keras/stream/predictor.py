@@ -8,20 +8,28 @@ last symbol, so a stream can be fed in pieces, and the state kept anywhere in be
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import ConfigError, EchoKerasWarning, SymbolError, UsageError
+from echo_keras.errors import ConfigError, SymbolError, UsageError, warn
 from echo_keras.paths import as_path, file_path
+from echo_keras.run.folder import RunFolder
 from echo_keras.stream import state as state_files
 from echo_keras.stream.model import StreamModel, load_stream_model
 from echo_keras.vocabulary import Vocabulary, out_of_range
 
-State = dict[str, np.ndarray]
+
+class State(dict):
+    """A carried state: each state's name (`lstm_0_h`, ...) -> its (1, state_size) float32
+    array. It remembers the weights that computed it (`weights`, a digest; None for zeros):
+    `predict`, `generate` and `save_state` refuse a state of other weights (another run of
+    the same shapes, or this run trained again), as `load_state` refuses such a file. A
+    plain dict of the same arrays is taken on its names and shapes alone."""
+
+    weights: bytes | None = None
 
 
 class Predictor:
@@ -179,21 +187,22 @@ class Predictor:
         state, line = state_files.read_state_and_line(path, self.model)
         if line is not None and line[1]:
             count = f"{len(line[1])} whitespace character{'s' * (len(line[1]) != 1)}"
-            warnings.warn(
+            warn(
                 f"{path} holds {count} that `predict` had not "
                 "read yet (at a line's start, on a run on documents, waiting to see whether "
                 "the line is blank): the state is from before them; predict them first unless "
-                "the line turns out blank",
-                EchoKerasWarning,
-                stacklevel=2,
+                "the line turns out blank"
             )
         return self._named(state)
 
-    def _named(self, values) -> State:
+    def _named(self, values, weights: bytes | None = b"") -> State:
         """The state arrays under their names, in the model's order: numpy arrays of the
-        caller's own (writable; TensorFlow's own are read-only views)."""
+        caller's own (writable; TensorFlow's own are read-only views), computed with
+        `weights` (default: this model's)."""
         arrays = (np.array(value, np.float32) for value in values)
-        return dict(zip(self.model.names, arrays, strict=True))
+        state = State(zip(self.model.names, arrays, strict=True))
+        state.weights = self.model.weights_digest if weights == b"" else weights
+        return state
 
     def _symbols(self, symbols) -> np.ndarray:
         try:
@@ -252,5 +261,12 @@ def load_predictor(run_dir: Path | str) -> Predictor:
         RunFolderError: config.json or model.keras (or, for a run on its own data,
             vocabulary.json) is missing, damaged or disagree.
         ConfigError: a `run_dir` that is not a path.
+
+    Warns:
+        EchoKerasWarning: the run is not complete (failed, interrupted, still training),
+            as `echo-keras predict` notes it: its model.keras may predate its checkpoint.
     """
-    return Predictor(load_stream_model(run_dir), run_dir)
+    predictor = Predictor(load_stream_model(run_dir), run_dir)
+    if warning := RunFolder(run_dir).warning():  # after: a run with no model has its error
+        warn(warning)
+    return predictor
