@@ -310,6 +310,28 @@ def test_a_state_computed_with_other_weights_is_refused_yet_may_be_replaced(trai
     assert invoke("predict", "--run-dir", lstm, "1", "--state-in", state).exit_code == 0
 
 
+def test_a_state_dict_of_other_weights_is_refused_as_its_file_would_be(trained, tmp_path):
+    """A library caller's state dict remembers its weights: one run's is no start for the
+    other's, nor saved as the other's state (it was, and then read back as the other's)."""
+    from echo_keras import ConfigError, load_predictor
+
+    lstm, dropout = load_predictor(trained("lstm")), load_predictor(trained("dropout"))
+    _, state = lstm.predict([0, 1, 1, 0])
+    for use in (
+        lambda: dropout.predict([1], state),
+        lambda: dropout.save_state(tmp_path / "s.npz", state),
+    ):
+        with pytest.raises(ConfigError, match="^state: was computed with other weights"):
+            use()
+    assert not (tmp_path / "s.npz").exists()
+    again = load_predictor(trained("lstm")).predict([1], state)[0]  # the same weights
+    assert np.array_equal(again, lstm.predict([1], state)[0])
+    for start in (dropout.zero_state(), dict(state)):  # zeros are no run's; a plain dict's
+        assert dropout.predict([1], start)[0].shape == (1, 2)  # own arrays: on shapes alone
+    lstm.save_state(tmp_path / "s.npz", state)
+    assert lstm.load_state(tmp_path / "s.npz").weights == state.weights is not None
+
+
 def _npy(array) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)

@@ -80,7 +80,7 @@ class Predictor:
 
     def zero_state(self) -> State:
         """The state at the start of a stream: zeros, one (1, state_size) array per name."""
-        return self._named(self.model.zero_state())
+        return self._named(self.model.zero_state(), weights=None)
 
     def predict(
         self, symbols: Sequence[int] | np.ndarray, state: State | None = None
@@ -105,7 +105,7 @@ class Predictor:
         Raises:
             SymbolError: a symbol outside 0..num_classes-1 (named with its index).
             ConfigError: symbols that are not a 1-D sequence of integers, or a state of
-                another shape.
+                another shape or of other weights (see `State`).
         """
         values = self._symbols(symbols)
         carried = self._state(state)
@@ -141,7 +141,8 @@ class Predictor:
                 on the next task.
             ConfigError: a `length` that is not a whole number from 0, a prime that is
                 not text, a temperature that is not a finite number above 0, a seed that
-                is not a whole number from 0, or a state of another shape.
+                is not a whole number from 0, or a state of another shape or of other
+                weights (see `State`).
             SymbolError: a prime with a symbol outside the vocabulary.
         """
         from echo_keras.stream.generate import sample
@@ -166,7 +167,8 @@ class Predictor:
         Raises:
             ConfigError: `path` must not be replaced: a file that is not a state file of
                 this run, a folder (or a path ending in /), device or FIFO, a symlink that
-                leads nowhere, a place inside the run folder, or a folder that does not exist.
+                leads nowhere, a place inside the run folder, or a folder that does not exist;
+                a `state` of another shape or of other weights (see `State`).
             StateFileError: it could not be written (a full disk, no permission); the
                 file there, if any, is as it was.
         """
@@ -235,6 +237,13 @@ class Predictor:
         wanted = (1, self.model.units)
         if not isinstance(state, dict) or set(state) != set(self.model.names):
             raise ConfigError("state", f"must hold exactly {', '.join(self.model.names)}")
+        computed_with = getattr(state, "weights", None)
+        if computed_with is not None and computed_with != self.model.weights_digest:
+            raise ConfigError(
+                "state",
+                "was computed with other weights (another run of the same shapes, or this "
+                "run trained again); start from None (zeros) or a state of this run",
+            )
         try:
             if any(np.iscomplexobj(state[name]) for name in self.model.names):
                 raise TypeError("complex")
