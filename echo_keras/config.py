@@ -140,8 +140,8 @@ class TrainConfig:
             return None
         return (
             f"must be shorter than a row of the series ({row} symbols: `total_series_length` "
-            f"in `batch_size` rows of whole windows), got {self.echo_step}: every echo in a "
-            "row would be of the row before it"
+            f"in `batch_size` rows of whole windows), got {readable(self.echo_step)}: every "
+            "echo in a row would be of the row before it"
         )
 
     @property
@@ -178,30 +178,32 @@ class TrainConfig:
         for field in POSITIVE_FIELDS:
             value = getattr(self, field)
             if value <= 0:
-                raise ConfigError(field, f"must be positive, got {value}")
+                raise ConfigError(field, f"must be positive, got {readable(value)}")
         if not 2 <= self.num_classes <= MAX_CLASSES:
             raise ConfigError(
-                "num_classes", f"must be from 2 to {MAX_CLASSES}, got {self.num_classes}"
+                "num_classes", f"must be from 2 to {MAX_CLASSES}, got {readable(self.num_classes)}"
             )
         if self.num_layers > MAX_LAYERS:
-            raise ConfigError("num_layers", f"must be at most {MAX_LAYERS}, got {self.num_layers}")
+            raise ConfigError(
+                "num_layers", f"must be at most {MAX_LAYERS}, got {readable(self.num_layers)}"
+            )
         if self.echo_step < 0:
-            raise ConfigError("echo_step", f"must not be negative, got {self.echo_step}")
+            raise ConfigError("echo_step", f"must not be negative, got {readable(self.echo_step)}")
         # A run on its own data: its length is known once it is read (`corpus`), and the
         # next task has no echo step.
         if self.data is None and self.echo_step >= self.total_series_length:
             raise ConfigError(
                 "echo_step",
                 f"must be shorter than the series ({self.total_series_length}), "
-                f"got {self.echo_step}",
+                f"got {readable(self.echo_step)}",
             )
         self._validate_data()
         if self.num_batches == 0 and (self.data is None or self.data_windows):
             raise ConfigError(
                 "total_series_length",
-                f"{self.total_series_length} is too short for one window per row: "
+                f"{readable(self.total_series_length)} is too short for one window per row: "
                 "it needs at least `batch_size` x `truncated_backprop_length` = "
-                f"{self.batch_size * self.truncated_backprop_length}",
+                f"{readable(self.batch_size * self.truncated_backprop_length)}",
             )
         if not finite(self.learning_rate) or self.learning_rate <= 0:
             raise ConfigError(
@@ -217,9 +219,9 @@ class TrainConfig:
                 "computes in (CPU kernels flush numbers below 1.2e-38 to 0)",
             )
         if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+            raise ConfigError("dropout", f"must be in [0, 1), got {readable(self.dropout)}")
         if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError("seed", f"must be from 0 to {MAX_SEED}, got {self.seed}")
+            raise ConfigError("seed", f"must be from 0 to {MAX_SEED}, got {readable(self.seed)}")
         return self
 
     def _validate_data(self) -> None:

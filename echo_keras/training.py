@@ -284,7 +284,8 @@ def train(
             return result
         except BaseException as error:
             if changed and not isinstance(error, (TrainingError, Interrupted)):
-                _try_write_status(work_dir, "failed", f"{type(error).__name__}: {error}")
+                name = type(error).__name__  # an error of no words: its class alone
+                _try_write_status(work_dir, "failed", f"{name}: {error}" if str(error) else name)
             folder.abandon(work_dir)  # a replacement goes; the run in place stays as it was
             if (
                 isinstance(error, OSError)

@@ -438,6 +438,14 @@ def test_an_oserror_of_a_callers_callback_is_its_own_not_a_failed_write(tmp_path
         assert raised.value.filename == "/the/callers/file"
         assert ek.RunFolder(tmp_path / name).status()["status"] == "failed"
 
+    class Wordless(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyError()
+
+    with pytest.raises(KeyError):
+        ek.train(ek.TrainConfig(**SMALL), tmp_path / "wordless", callbacks=[Wordless()])
+    assert ek.RunFolder(tmp_path / "wordless").status()["message"] == "KeyError"  # no ": "
+
 
 def test_an_error_passed_on_by_keras_own_callback_methods_is_no_callers():
     """Keras's Callback passes `on_train_batch_end` on to `on_batch_end`: that base method

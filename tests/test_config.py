@@ -194,6 +194,10 @@ def test_bad_variant_values(tmp_path, args, flag):
         (["--epochs", str(10**400)], "--epochs 1.00e+400"),
         (["--series-length", str(10**400)], "--series-length 1.00e+400"),
         (["--state-size", str(10**400)], "--state-size 1.00e+400"),
+        (["--echo-step", str(10**400)], "got 1.00e+400"),
+        (["--seed", str(10**400)], "got 1.00e+400"),
+        (["--layers", str(10**400)], "got 1.00e+400"),
+        (["--batch-size", str(10**400)], "--window = 1.50e+401"),
         (["--epochs", "1e400"], "--epochs"),
     ],
 )

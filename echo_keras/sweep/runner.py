@@ -99,8 +99,8 @@ def run_sweep(
 
     Raises:
         ConfigError: a point `train` would refuse, `workers` not from 1 to MAX_WORKERS
-            or given with `address`, `resume`, `overwrite` or `keep_runs` not True or False, or an OUT that cannot be
-            made or written (or lies in a run folder).
+            or given with `address`, `resume`, `overwrite` or `keep_runs` not True or
+            False, or an OUT that cannot be made or written (or lies in a run folder).
         UsageError: `spec` is not one `make_spec` would make, OUT holds files but no sweep,
             or it holds a sweep and neither `resume` nor `overwrite` was asked for.
         RunBusy: another sweep writes OUT.
