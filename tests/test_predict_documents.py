@@ -442,6 +442,30 @@ def test_predict_after_generate_reads_on_from_where_the_generated_text_left_the_
     assert checked >= 3
 
 
+def test_whitespace_a_state_file_holds_is_named_as_such_and_generate_0_keeps_it_held(
+    documents_run, tmp_path
+):
+    """A CR (not in the vocabulary: only blank lines of the data held one) waits in the state file at
+    a line's start. Reading it as a symbol was blamed on the prime ("prime: line 1, column
+    1", even without one) or on the input's first column; `--generate 0`, which reads
+    nothing, failed on it instead of passing the state on, held, as a prime that ends
+    in it leaves it held too."""
+    held, again, primed = (tmp_path / name for name in ("held.npz", "again.npz", "primed.npz"))
+    done = invoke("predict", "--run-dir", documents_run, "--state-out", held, input="ab\n\r")
+    assert done.exit_code == 0, done.output
+    for flags, text in ((["--generate", 5], None), (["--generate", 5, "--prime", "ab"], None),
+                        ([], "ba\n")):  # fmt: skip
+        result = invoke("predict", "--run-dir", documents_run, "--state-in", held, *flags,
+                        input=text)  # fmt: skip
+        one_line_error(result, "'\\r' is not in the run's vocabulary: whitespace that the "
+                       "stream's earlier call held at a line's start", code=2)  # fmt: skip
+    _generated(documents_run, 0, "--state-in", held, "--state-out", again)
+    _generated(documents_run, 0, "--prime", "ab\n\r", "--state-out", primed)
+    assert _saved(again) == _saved(held) == _saved(primed)
+    ended = invoke("predict", "--run-dir", documents_run, "--state-in", again, input="\nba")
+    assert ended.exit_code == 0, ended.output  # a blank line after all: a new document
+
+
 def test_a_call_of_blank_lines_alone_goes_on_from_a_state_and_a_fresh_one_is_refused(
     documents_run, tmp_path
 ):

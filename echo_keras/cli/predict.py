@@ -149,7 +149,8 @@ def predict(
         if probabilities:
             raise UsageError("--probabilities goes with predicting, not --generate")
         if prime:
-            read_text(prime, vocabulary, "--prime: ", config.documents)  # before TensorFlow
+            hold = generate == 0  # whitespace ending its line then waits, as in `sample`
+            read_text(prime, vocabulary, "--prime: ", config.documents, hold=hold)  # before TF
         # A fresh seed is drawn here, so that --json can say which one gives this text again.
         seed = secrets.randbelow(2**32) if seed is None else seed
         options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed}
@@ -300,7 +301,8 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
         )
         documents = model.config.documents  # the stream's line, after all it read
         saved = documents and state_out is not None
-        after = line_after(line, options["prime"] or "", text) if saved else None
+        hold = length == 0  # nothing generated: whitespace ending the prime's line waits
+        after = line_after(line, options["prime"] or "", text, hold=hold) if saved else None
         if as_json:
             printed = json.dumps({"text": text, "seed": options["seed"]})
             _print_json_then_save(write, printed, state_out, model, state, after)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from echo_keras.corpus import BLANK_LINE_MAX
 from echo_keras.corpus import BLANK_LINE_SPACES as _BLANK
 
+EARLIER = -1  # the origin of whitespace an earlier call held at a line's start
+
 
 class DocumentSplitter:
     """Split text, a block at a time, into what training keeps and where documents start.
@@ -30,7 +32,7 @@ class DocumentSplitter:
     `origins` then tells where each piece of that kept text stands in the block (for the
     position of a symbol in it): (offset in the text kept, offset in the block), or None
     for the block's: whitespace held from earlier blocks, from column 1 of the line that
-    the block starts in.
+    the block starts in; or EARLIER for whitespace an earlier call held (`line`).
     """
 
     def __init__(self, line: tuple[bool, str] | None = None):
@@ -39,6 +41,7 @@ class DocumentSplitter:
         self._line_start, held = line if line is not None else (True, "")
         self._held = [held] if held else []  # in pieces: a block at a time, never copied
         self._held_size = len(held)
+        self._earlier = len(held)  # of it, held by an earlier call: no block's, no column
         self._boundary = False  # a blank line since the last symbol kept
         self.origins: list[tuple[int, int | None]] = []
 
@@ -61,7 +64,7 @@ class DocumentSplitter:
             blank = not line.strip(_BLANK) and self._held_size + len(line) <= BLANK_LINE_MAX
             if self._line_start and blank:
                 if complete:  # a blank line: left out, and the next symbol starts a document
-                    self._held, self._held_size = [], 0
+                    self._held, self._held_size, self._earlier = [], 0, 0
                     self._boundary = True
                 elif line:  # whitespace alone so far: wait for the rest of the line
                     self._held.append(line)
@@ -85,8 +88,13 @@ class DocumentSplitter:
         return self.origins[-1][0] + len(kept[-1]) if kept else 0
 
     def _keep_held(self, kept: list[str], starts: list[int]) -> None:
-        self._keep("".join(self._held), kept, starts, None)
-        self._held, self._held_size = [], 0
+        held = "".join(self._held)
+        if self._earlier:  # an earlier call's first, then this call's own
+            self._keep(held[: self._earlier], kept, starts, EARLIER)
+            held = held[self._earlier :]
+        if held:
+            self._keep(held, kept, starts, None)
+        self._held, self._held_size, self._earlier = [], 0, 0
 
     def _keep(self, text: str, kept: list[str], starts: list[int], source: int | None) -> None:
         size = self._size(kept)
@@ -97,11 +105,12 @@ class DocumentSplitter:
         self.origins.append((size, source))
 
 
-def line_after(line: tuple[bool, str] | None, *texts: str) -> tuple[bool, str]:
-    """Where a stream stands in its line after `texts`, every symbol of them read (nothing
-    held back), from `line` (None: a line's start): for a state saved after generating."""
+def line_after(line: tuple[bool, str] | None, *texts: str, hold: bool = False) -> tuple[bool, str]:
+    """Where a stream stands in its line after `texts`, every symbol of them read (with
+    `hold`, whitespace at the start of its last line held back), from `line` (None: a
+    line's start): for a state saved after generating."""
     splitter = DocumentSplitter(line)
     for text in texts:
         splitter.split(text)
-    splitter.split("", final=True)
+    splitter.split("", final=True, hold=hold)
     return splitter.line

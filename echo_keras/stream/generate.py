@@ -77,7 +77,9 @@ def sample(
         state: the state to start from (a list in the model's order); None: zeros.
         line: a run on documents: where the stream that left `state` stood in its line
             (a state file's); whitespace it held back is read before the prime, and a
-            newline that begins the prime ends that line. None: a line's start.
+            newline that begins the prime ends that line. None: a line's start. With a
+            `length` of 0, whitespace at the line's start is held, not read (it may begin a
+            blank line), as `predict` holds it at the end of its input.
         write: called with each symbol's text as soon as it is drawn (ints: with a space
             before all but the first).
 
@@ -104,7 +106,9 @@ def sample(
     probabilities = None
     if prime or (config.documents and line and line[1]):
         # A run on documents: a blank line in it ends one, the next starts from zeros.
-        piece = read_text(prime or "", vocabulary, "prime: ", config.documents, line)
+        # Nothing to generate: whitespace that ends the line is held, as predict holds it.
+        hold = length == 0
+        piece = read_text(prime or "", vocabulary, "prime: ", config.documents, line, hold)
         probs, state = run_documents(stream, piece.symbols, piece.starts, state)
         last_start = piece.starts[-1] if piece.starts else 0
         if len(piece.symbols) > last_start:

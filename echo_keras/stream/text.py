@@ -22,7 +22,7 @@ import numpy as np
 from echo_keras.config import LONGEST_SYMBOL
 from echo_keras.errors import SymbolError
 from echo_keras.positions import Position
-from echo_keras.stream.documents import DocumentSplitter
+from echo_keras.stream.documents import EARLIER, DocumentSplitter
 from echo_keras.stream.symbols import (
     Layout,
     Piece,
@@ -114,6 +114,14 @@ class VocabularyParser:
         ids, index = self.vocabulary.ids_of(kept)
         if index is not None:
             offset, source = next(o for o in reversed(self._documents.origins) if o[0] <= index)
+            if source == EARLIER:  # no column of this input: where the stream stood before
+                error = SymbolError(
+                    f"{kept[index]!r} is not in the run's vocabulary: whitespace that the "
+                    "stream's earlier call held at a line's start (not read then: a blank "
+                    "line would have ended a document), read before this input"
+                )
+                error.before_input = True  # no place in the input to name
+                raise error
             if source is None:  # held whitespace: from column 1 of the line the block is on
                 where = f"{self._position.name} line {self._position.line}, column "
                 where = (where + str(index - offset + 1)).lstrip()
@@ -231,18 +239,22 @@ def read_text(
     where: str = "",
     documents: bool = False,
     line: tuple | None = None,
+    hold: bool = False,
 ):
     """`text` as one Piece: its symbol ids and, with `documents`, where documents start
     (blank lines left out; read from `line`, where an earlier call left the stream in its
-    line, whitespace it held kept unless the line turns out blank); SymbolError naming
-    line and column, after `where`."""
+    line, whitespace it held kept unless the line turns out blank; with `hold`, whitespace
+    that ends it is held in turn, for a later call); SymbolError naming line and column,
+    after `where`."""
     parser = VocabularyParser(vocabulary, documents, line)
     try:  # bytes a command line could not decode come back as they were given
         data = text.encode("utf-8", "surrogateescape")
-        pieces = [parser.parse(data), parser.finish()]
+        pieces = [parser.parse(data), parser.finish(hold)]
     except UnicodeEncodeError as error:
         raise SymbolError(f"{where}{not_text(text, error.start, Position())}") from None
     except SymbolError as error:
+        if getattr(error, "before_input", False):
+            raise
         raise SymbolError(f"{where}{error}") from None
     size = len(pieces[0].symbols)
     starts = (*pieces[0].starts, *(size + start for start in pieces[1].starts))
