@@ -445,9 +445,9 @@ def test_predict_after_generate_reads_on_from_where_the_generated_text_left_the_
 def test_whitespace_a_state_file_holds_is_named_as_such_and_generate_0_keeps_it_held(
     documents_run, tmp_path
 ):
-    """A CR (not in the vocabulary: only blank lines of the data held one) waits in the state file at
-    a line's start. Reading it as a symbol was blamed on the prime ("prime: line 1, column
-    1", even without one) or on the input's first column; `--generate 0`, which reads
+    """A CR (not in the vocabulary: only the data's blank lines held one) waits in the state
+    file at a line's start. Reading it as a symbol was blamed on the prime ("prime: line 1,
+    column 1", even without one) or on the input's first column; `--generate 0`, which reads
     nothing, failed on it instead of passing the state on, held, as a prime that ends
     in it leaves it held too."""
     held, again, primed = (tmp_path / name for name in ("held.npz", "again.npz", "primed.npz"))
