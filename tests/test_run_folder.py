@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
+from echo_keras.errors import RunFolderError
 from echo_keras.run import arrays, fileio, files
 from echo_keras.run import folder as runfolder
 from echo_keras.run.folder import RunBusy, RunExists, RunFolder
@@ -278,7 +279,15 @@ def test_a_second_writer_is_refused_while_the_lock_is_held(tmp_path):
             one_line_error(result, "is being trained by this process")  # the lock's: ours
     assert not (tmp_path / ".run.lock").exists()  # released and removed
     with RunFolder(run_dir).writing():  # free again
-        pass
+        run_dir.mkdir()  # a training that has not written its config.json yet
+        from echo_keras import evaluate  # no TensorFlow before the config is read
+
+        for read in (RunFolder(run_dir).read_config, lambda: evaluate(run_dir)):
+            with pytest.raises(RunFolderError, match="by this process, in another call and "
+                               "has no config.json yet: wait for its first epoch"):  # fmt: skip
+                read()  # not "config.json is missing", as of a damaged run
+    with pytest.raises(RunFolderError, match="config.json is missing"):
+        RunFolder(run_dir).read_config()  # no training: what it is
 
 
 @pytest.mark.slow
