@@ -174,6 +174,9 @@ def train(
     if config.data is not None:  # read before the run folder is touched
         vocabulary = resuming.same_data(config, folder) if resume else None
         config, corpus = load_corpus(config, vocabulary)
+        problem = memory_problem(config)  # again, with the data's vocabulary and length
+        if problem:
+            raise UsageError(problem)
         if corpus.tail_of_a_document and not resume:
             notify(
                 f"Note: no document starts in the last {config.validation_fraction * 100:.3g}% "
@@ -184,9 +187,6 @@ def train(
         note = dropped_note(corpus.train, what)
         if note and not resume:
             notify(f"Note: {note}.")
-        problem = memory_problem(config)  # again, with the data's vocabulary and length
-        if problem:
-            raise UsageError(problem)
     elif not resume and (note := series_note(config)):
         notify(f"Note: {note}.")
     if config.echo_outside_window:  # once the data is known to fit

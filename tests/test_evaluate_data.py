@@ -42,7 +42,7 @@ def _train(folder, text: str, **settings):
 
     (folder / "data.txt").write_text(text)
     config = TrainConfig(data=str(folder / "data.txt"), **{**SMALL, **settings})
-    train(config, folder / "run", progress=False)
+    train(config, folder / "run", progress=False, notify=[].append)  # its notes unsaid
     return folder / "run"
 
 

@@ -46,7 +46,7 @@ def data_run(tmp_path_factory):
         state_size=8,
         optimizer="adam",
     )
-    train(config, folder / "run", progress=False)
+    train(config, folder / "run", progress=False, notify=[].append)  # its notes unsaid
     # Training wrote its sample; the tests below add their own, so it moves aside.
     (folder / "run" / files.SAMPLE).rename(folder / "trained-sample.txt")
     return folder / "run"

@@ -48,7 +48,7 @@ def _train_on(text: str, data_format: str = "text"):
             optimizer="adam",
             learning_rate=0.01,
         )
-        train(config, folder / "run")
+        train(config, folder / "run", notify=[].append)  # its notes unsaid
         return None
 
     return make

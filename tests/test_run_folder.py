@@ -17,6 +17,7 @@ import stat
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 
@@ -24,7 +25,7 @@ import numpy as np
 import pytest
 
 from echo_keras.config import TrainConfig
-from echo_keras.errors import RunFolderError
+from echo_keras.errors import EchoKerasWarning, RunFolderError
 from echo_keras.run import arrays, fileio, files
 from echo_keras.run import folder as runfolder
 from echo_keras.run.folder import RunBusy, RunExists, RunFolder
@@ -428,14 +429,21 @@ def test_an_interrupted_replacement_keeps_a_complete_run_and_replaces_an_unfinis
         train(dataclasses.replace(TINY, learning_rate=1e38), unfinished)
     for overwrite in (False, True):
         with pytest.raises(Interrupted, match="after 1 of 2 epochs; resume with `resume=True`"):
-            train(TINY, unfinished, overwrite=overwrite, callbacks=sigint_at(second_epoch))
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                train(TINY, unfinished, overwrite=overwrite, callbacks=sigint_at(second_epoch))
+        replacing = [
+            str(w.message) for w in said if "replacing the unfinished run" in str(w.message)
+        ]
+        assert len(replacing) == (not overwrite)  # without overwrite=True, said as a warning
         assert files.read_status(unfinished)["status"] == "interrupted"
         assert checkpoint_of(unfinished).exists()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "unfinished"]
         shutil.rmtree(unfinished / files.CHECKPOINT)  # unfinished again, for the next turn
         files.write_status(unfinished, "interrupted", "in its first epoch")
     with pytest.raises(Interrupted, match="is unchanged"):  # in its first epoch: no better
-        train(TINY, unfinished, callbacks=sigint_at(3))
+        with pytest.warns(EchoKerasWarning, match="^replacing the unfinished run in "):
+            train(TINY, unfinished, callbacks=sigint_at(3))
     assert files.read_status(unfinished)["message"] == "in its first epoch"
     # With the user's files beside it, only `overwrite=True` replaces it, and gives them up.
     (unfinished / "notes.txt").write_text("mine")
