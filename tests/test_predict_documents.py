@@ -464,6 +464,22 @@ def test_whitespace_a_state_file_holds_is_named_as_such_and_generate_0_keeps_it_
     assert _saved(again) == _saved(held) == _saved(primed)
     ended = invoke("predict", "--run-dir", documents_run, "--state-in", again, input="\nba")
     assert ended.exit_code == 0, ended.output  # a blank line after all: a new document
+    unsaved = invoke("predict", "--run-dir", documents_run, "--generate", 0, "--prime", "ab\n\r")
+    one_line_error(unsaved, "--prime: line 2, column 1: '\\r' is not in", code=2)  # as
+    # predict without --state-out reads it: no state file to hold it in
+
+
+def test_generate_0_in_python_reads_all_of_its_prime_as_predict_does(documents_run):
+    """No line is saved with a library caller's state: whitespace ending the prime is read,
+    as `predict` reads it (a first fix held it, and the state lost it)."""
+    from echo_keras import load_predictor
+
+    predictor = load_predictor(documents_run)
+    for prime in ("ab\n  ", " "):
+        _, generated = predictor.generate(0, prime=prime)
+        _, predicted = predictor.predict(predictor.vocabulary.encode(prime))
+        for name in predictor.state_names:
+            assert np.array_equal(generated[name], predicted[name]), (prime, name)
 
 
 def test_a_call_of_blank_lines_alone_goes_on_from_a_state_and_a_fresh_one_is_refused(

@@ -149,7 +149,7 @@ def predict(
         if probabilities:
             raise UsageError("--probabilities goes with predicting, not --generate")
         if prime:
-            hold = generate == 0  # whitespace ending its line then waits, as in `sample`
+            hold = generate == 0 and state_out is not None  # as `_generate` reads it
             read_text(prime, vocabulary, "--prime: ", config.documents, hold=hold)  # before TF
         # A fresh seed is drawn here, so that --json can say which one gives this text again.
         seed = secrets.randbelow(2**32) if seed is None else seed
@@ -285,6 +285,9 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
 
     model = load_stream_model(run_dir, read_with=read)
     state, line = _start_state(model, state_in, state_out)
+    # Nothing generated, the state saved: whitespace ending the prime's line waits in the
+    # state file, as `predict --state-out` leaves it at the end of its input.
+    hold = length == 0 and state_out is not None
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
@@ -297,11 +300,11 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
             state=state,
             line=line,
             write=None if as_json else lambda piece: write(piece.encode("utf-8")),
+            hold=hold,
             **options,
         )
         documents = model.config.documents  # the stream's line, after all it read
         saved = documents and state_out is not None
-        hold = length == 0  # nothing generated: whitespace ending the prime's line waits
         after = line_after(line, options["prime"] or "", text, hold=hold) if saved else None
         if as_json:
             printed = json.dumps({"text": text, "seed": options["seed"]})

@@ -63,6 +63,7 @@ def sample(
     state: list | None = None,
     line: tuple[bool, str] | None = None,
     write: Callable[[str], None] | None = None,
+    hold: bool = False,
 ) -> tuple[str, list[np.ndarray]]:
     """Sample `length` symbols, each fed back as the next input.
 
@@ -77,9 +78,10 @@ def sample(
         state: the state to start from (a list in the model's order); None: zeros.
         line: a run on documents: where the stream that left `state` stood in its line
             (a state file's); whitespace it held back is read before the prime, and a
-            newline that begins the prime ends that line. None: a line's start. With a
-            `length` of 0, whitespace at the line's start is held, not read (it may begin a
-            blank line), as `predict` holds it at the end of its input.
+            newline that begins the prime ends that line. None: a line's start.
+        hold: with a `length` of 0, whitespace at the start of the prime's last line is
+            held, not read (it may begin a blank line), as `predict --state-out` holds it
+            at the end of its input: for a caller that saves the line with the state.
         write: called with each symbol's text as soon as it is drawn (ints: with a space
             before all but the first).
 
@@ -106,8 +108,7 @@ def sample(
     probabilities = None
     if prime or (config.documents and line and line[1]):
         # A run on documents: a blank line in it ends one, the next starts from zeros.
-        # Nothing to generate: whitespace that ends the line is held, as predict holds it.
-        hold = length == 0
+        hold = hold and length == 0  # then the caller saves the line, whitespace held
         piece = read_text(prime or "", vocabulary, "prime: ", config.documents, line, hold)
         probs, state = run_documents(stream, piece.symbols, piece.starts, state)
         last_start = piece.starts[-1] if piece.starts else 0
