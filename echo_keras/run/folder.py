@@ -427,15 +427,14 @@ class RunFolder:
         raise AssertionError("unreachable")
 
     def read_config(self):
-        """The run's TrainConfig, read as `read` reads (RunFolderError names the file, or
-        says that a training starting in the folder has not written it yet)."""
+        """The run's TrainConfig, read as `read` reads: RunFolderError names the file; RunBusy
+        says that a training starting in the folder has not written it yet."""
         try:
             return self.read(lambda view: files.load_config(view, self.path))
         except RunFolderError:
             if self.real.is_dir() and not (self.real / files.CONFIG).exists() and self._held():
-                raise RunFolderError(
-                    f"{self._busy()} and has no {files.CONFIG} yet: wait for its first epoch"
-                ) from None
+                busy = self._busy()
+                raise RunBusy(f"{busy} and has no {files.CONFIG} yet: wait for it") from None
             raise
 
     def read_vocabulary(self, config=None):
