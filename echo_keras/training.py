@@ -202,13 +202,13 @@ def train(
     # From here on, Ctrl-C stops training cleanly; the lock is held until the end.
     with StopOnSignal() as stopper, folder.writing(), contextlib.ExitStack() as lent:
         work_dir = folder.begin(overwrite=overwrite, resume=resume, notify=notify)
-        if plot_every and work_dir != folder.real:
-            notify(  # a replacement is trained beside the run it replaces: live.png too
-                f"Note: the live figure is {work_dir / files.LIVE} until this run replaces "
-                f"the one in {folder.path}"
-            )
         changed = False
-        try:
+        try:  # (a notify that raises, a warning made an error, abandons work_dir too)
+            if plot_every and work_dir != folder.real:
+                notify(  # a replacement is trained beside the run it replaces: live.png too
+                    f"Note: the live figure is {work_dir / files.LIVE} until this run "
+                    f"replaces the one in {folder.path}"
+                )
             warm = model = None  # a caller's callback may keep its model: then one of its own
             if not (plain or callbacks):  # compiled once per shape in this process
                 warm = lent.enter_context(fresh_model(config))

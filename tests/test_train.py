@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -677,6 +678,11 @@ def test_plot_every_writes_live_png(tmp_path, tiny_config):
     more = dataclasses.replace(tiny_config, num_epochs=tiny_config.num_epochs + 1)
     train(more, run_dir, resume=True, plot_every=7, notify=notes.append)  # in place
     assert not [note for note in notes if "live figure" in note]
+    with warnings.catch_warnings():  # a note made an error: the replacement goes with it
+        warnings.simplefilter("error", EchoKerasWarning)
+        with pytest.raises(EchoKerasWarning, match="^the live figure is "):
+            train(tiny_config, run_dir, overwrite=True, plot_every=7)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no .run.new-*
 
 
 SCRIPT_WITHOUT_A_GUARD = """
