@@ -156,6 +156,7 @@ def evaluate(
         UsageError: `data` for an echo run, `seed` or `series_length` for a run on its
             own data, or a file that cannot be read.
         SymbolError: a symbol outside the run's vocabulary (naming line and column).
+        RunBusy: a training has begun in the folder and not yet written its config.json.
     """
     from echo_keras.loops import PredictLoop
     from echo_keras.model import check_same_run, load_run

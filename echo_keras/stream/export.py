@@ -156,7 +156,8 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     Raises:
         ConfigError: `seed` is not a whole number from 0.
         UsageError: `out` cannot be an export folder (`export_folder.out_problem`).
-        RunBusy: another export to `out` is running.
+        RunBusy: another export to `out` is running, or a training has begun in
+            `run_dir` and not yet written its config.json.
         RunFolderError: the run has no usable model.
         ExportError: the folder could not be written (a full disk, no permission), or
             the reloaded SavedModel did not reproduce `predict`.
