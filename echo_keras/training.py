@@ -139,6 +139,9 @@ def train(
         Interrupted: SIGINT, SIGTERM or SIGHUP stopped training (the run can resume).
         RunFolderError: the run to resume is damaged.
         WriteError: a file could not be written (a full disk); also an OSError.
+
+    Warns:
+        EchoKerasWarning: each note, when no `notify` is given.
     """
     overwrite, resume = check_switch(overwrite, "overwrite"), check_switch(resume, "resume")
     progress, plain = check_switch(progress, "progress"), check_switch(plain, "plain")
