@@ -171,7 +171,8 @@ def evaluate(
         raise UsageError(ECHO_RUN_DATA)
     loaded, model = load_run(run_dir, checkpoint=True)
     check_same_run(run_dir, (config,), (loaded,))  # not a run on its own data meanwhile
-    _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
+    # After: a run that has no model gets its error alone.
+    RunFolder(run_dir).warn_if_unfinished(checkpoint=True)
     config = loaded
     length = evaluation_length(config, series_length)
     note = evaluation_note(config, length)
@@ -208,15 +209,9 @@ def _evaluate_data(run_dir, config, data, seed, series_length, reset_each_window
     if source.note:
         warn(source.note)
     metrics = evaluate_source(run_dir, source, reset_each_window)
-    _warn_if_unfinished(run_dir)  # after: a run that has no model gets its error alone
+    # After: a run that has no model gets its error alone.
+    RunFolder(run_dir).warn_if_unfinished(checkpoint=True)
     return metrics
-
-
-def _warn_if_unfinished(run_dir: Path) -> None:
-    """An EchoKerasWarning to `evaluate`'s caller when the run is not complete (the note the
-    command line prints)."""
-    if warning := RunFolder(run_dir).warning(checkpoint=True):
-        warn(warning)
 
 
 def evaluate_source(run_dir: Path, source: Source, reset_each_window: bool = False) -> DataMetrics:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_keras.errors import ConfigError, RunFolderError, warn, write_error
+from echo_keras.errors import ConfigError, RunFolderError, write_error
 from echo_keras.paths import file_path, real_path
 from echo_keras.plots.data_figure import draw_data_figure, log_scale, read_sample
 from echo_keras.run import arrays, fileio, files
@@ -236,8 +236,7 @@ def _run_figure(run_dir: Path):
     config, extra, curve = folder.read(read)
     if not curve.batches:
         raise RunFolderError(f"{folder.path / files.HISTORY} is damaged: it has no rows")
-    if warning := folder.warning(model=False):  # not complete: said to the caller
-        warn(warning)
+    folder.warn_if_unfinished(model=False)  # not complete: said to the caller
     trained = f"; {curve.epochs} epoch{'s' * (curve.epochs != 1)}, {curve.batches} batches"
     model = f"{config.cell.upper()} of {config.state_size} units"
     if config.data is not None:

@@ -31,7 +31,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from echo_keras.errors import ConfigError, RunBusy, RunExists, RunFolderError, listed, tell
+from echo_keras.errors import (
+    ConfigError,
+    RunBusy,
+    RunExists,
+    RunFolderError,
+    listed,
+    tell,
+    warn,
+)
 from echo_keras.options import RESUME_HINT
 from echo_keras.paths import as_path, inside, real_path
 from echo_keras.run import arrays, fileio, files
@@ -199,6 +207,12 @@ class RunFolder:
         elif epochs and (self.real / files.MODEL).exists() and self._resumed_past(epochs):
             at = f"; its {files.MODEL} predates this training (checkpoint: epoch {epochs})"
         return f"Warning: run {self.path} is {record['status']}{detail}{at}"
+
+    def warn_if_unfinished(self, checkpoint: bool = False, model: bool = True) -> None:
+        """`warning` (of the same arguments), if any, given to the library's caller as an
+        EchoKerasWarning at its line."""
+        if warning := self.warning(checkpoint, model):
+            warn(warning)
 
     def _resumed_past(self, epochs: int) -> bool:
         """Whether a resume set more epochs than the checkpoint's: model.keras predates it."""

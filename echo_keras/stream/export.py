@@ -41,7 +41,6 @@ from echo_keras.errors import (
     Interrupted,
     RunBusy,
     UsageError,
-    warn,
     write_reason,
 )
 from echo_keras.paths import as_path
@@ -176,8 +175,7 @@ def export_saved_model(run_dir: Path | str, out: Path | str, seed: int = 0) -> E
     if problem:
         raise UsageError(f"out: {problem}")
     model = load_stream_model(run_dir)
-    if warning := RunFolder(run_dir).warning():  # after: a run with no model has its error
-        warn(warning)
+    RunFolder(run_dir).warn_if_unfinished()  # after: a run with no model has its error
     try:  # SIGINT, SIGTERM or SIGHUP: the staging folder and the lock go on the way out
         with SignalCatcher(on_signal=raise_signalled) as catcher:
             difference, checked = _locked_write(model, out, seed, catcher.raise_if_received)

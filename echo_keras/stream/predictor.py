@@ -276,6 +276,5 @@ def load_predictor(run_dir: Path | str) -> Predictor:
             as `echo-keras predict` notes it: its model.keras may predate its checkpoint.
     """
     predictor = Predictor(load_stream_model(run_dir), run_dir)
-    if warning := RunFolder(run_dir).warning():  # after: a run with no model has its error
-        warn(warning)
+    RunFolder(run_dir).warn_if_unfinished()  # after: a run with no model has its error
     return predictor
