@@ -80,7 +80,9 @@ class Predictor:
 
     def zero_state(self) -> State:
         """The state at the start of a stream: zeros, one (1, state_size) array per name."""
-        return self._named(self.model.zero_state(), weights=None)
+        zeros = self._named(self.model.zero_state())
+        zeros.weights = None  # no weights computed them: a start for any run of these shapes
+        return zeros
 
     def predict(
         self, symbols: Sequence[int] | np.ndarray, state: State | None = None
@@ -197,13 +199,13 @@ class Predictor:
             )
         return self._named(state)
 
-    def _named(self, values, weights: bytes | None = b"") -> State:
+    def _named(self, values) -> State:
         """The state arrays under their names, in the model's order: numpy arrays of the
-        caller's own (writable; TensorFlow's own are read-only views), computed with
-        `weights` (default: this model's)."""
+        caller's own (writable; TensorFlow's own are read-only views), computed with this
+        model's weights."""
         arrays = (np.array(value, np.float32) for value in values)
         state = State(zip(self.model.names, arrays, strict=True))
-        state.weights = self.model.weights_digest if weights == b"" else weights
+        state.weights = self.model.weights_digest
         return state
 
     def _symbols(self, symbols) -> np.ndarray:
