@@ -148,12 +148,14 @@ def predict(
             raise UsageError("--generate needs a run trained on the next task (train --task next)")
         if probabilities:
             raise UsageError("--probabilities goes with predicting, not --generate")
+        # Nothing generated, the state saved: whitespace ending the prime's line waits in
+        # the state file, as `predict --state-out` leaves it at the end of its input.
+        hold = generate == 0 and state_out is not None
         if prime:
-            hold = generate == 0 and state_out is not None  # as `_generate` reads it
             read_text(prime, vocabulary, "--prime: ", config.documents, hold=hold)  # before TF
         # A fresh seed is drawn here, so that --json can say which one gives this text again.
         seed = secrets.randbelow(2**32) if seed is None else seed
-        options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed}
+        options = {"prime": prime, "temperature": temperature or 1.0, "seed": seed, "hold": hold}
         _generate(run_dir, (config, vocabulary), generate, options, state_in, state_out, as_json)
         return
     source = _open_source(symbols, input_path, vocabulary is None)
@@ -285,9 +287,6 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
 
     model = load_stream_model(run_dir, read_with=read)
     state, line = _start_state(model, state_in, state_out)
-    # Nothing generated, the state saved: whitespace ending the prime's line waits in the
-    # state file, as `predict --state-out` leaves it at the end of its input.
-    hold = length == 0 and state_out is not None
     if not as_json:
         warn_if_unfinished(run_dir)
     write = stdio.stdout_writer()
@@ -300,12 +299,12 @@ def _generate(run_dir, read, length, options, state_in, state_out, as_json) -> N
             state=state,
             line=line,
             write=None if as_json else lambda piece: write(piece.encode("utf-8")),
-            hold=hold,
             **options,
         )
         documents = model.config.documents  # the stream's line, after all it read
         saved = documents and state_out is not None
-        after = line_after(line, options["prime"] or "", text, hold=hold) if saved else None
+        read = (options["prime"] or "", text)
+        after = line_after(line, *read, hold=options["hold"]) if saved else None
         if as_json:
             printed = json.dumps({"text": text, "seed": options["seed"]})
             _print_json_then_save(write, printed, state_out, model, state, after)
